@@ -1,0 +1,238 @@
+"""Stateless convolution and pooling operations on NHWC float32 arrays.
+
+Each function validates its arguments, allocates the result and dispatches to
+the compiled kernels: NumPy arrays run on the CPU (C++), CuPy arrays on the GPU
+(CUDA). Layouts follow Keras: activations (N, H, W, C), kernels (kh, kw, in, out).
+``padding='same'`` follows TensorFlow exactly (the odd pixel of padding goes to the
+bottom/right). Inputs must be float32: other dtypes raise TypeError rather than
+being converted silently. Non-contiguous inputs are copied.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from convkit import _cpu
+from convkit._backend import is_cupy, kernels_for
+
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "conv2d_output_shape",
+    "max_pool2d",
+    "max_pool2d_with_argmax",
+    "max_pool2d_backward",
+    "max_pool2d_backward_from_argmax",
+    "avg_pool2d",
+    "avg_pool2d_backward",
+    "pool2d_output_shape",
+    "global_avg_pool2d",
+    "global_avg_pool2d_backward",
+]
+
+_PRECISIONS = ("float32", "tf32")
+default_precision = "float32"
+"""Arithmetic of GPU convolutions when a call does not say: 'float32' (strict) or 'tf32'."""
+
+
+def _pair(v, name: str, op: str) -> tuple[int, int]:
+    vals = (v, v) if isinstance(v, numbers.Integral) else tuple(v) if isinstance(v, (tuple, list)) else None
+    if vals is None or len(vals) != 2 or not all(isinstance(e, numbers.Integral) and not isinstance(e, bool) for e in vals):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
+    return int(vals[0]), int(vals[1])
+
+
+def _padding(p, op: str) -> str:
+    if not isinstance(p, str):
+        raise TypeError(f"{op}: padding must be 'valid' or 'same', got {p!r}")
+    return p.lower()
+
+
+def _array(a, name: str, op: str, ndim: int, like=None):
+    """Check dtype, rank and device of an input; returns it C-contiguous."""
+    if like is not None and is_cupy(a) != is_cupy(like):
+        where = lambda t: "a CuPy (GPU) array" if is_cupy(t) else f"a {type(t).__name__} (CPU)"
+        raise TypeError(f"{op}: {name} is {where(a)} but the input is {where(like)}; put both on one device")
+    kernels_for(a, op)  # raises for anything but numpy / usable cupy arrays
+    if a.dtype != np.float32:
+        raise TypeError(f"{op}: {name} must be float32, got {a.dtype}; convert explicitly with .astype('float32')")
+    if a.ndim != ndim:
+        raise ValueError(f"{op}: {name} must be {ndim}-D, got shape {tuple(a.shape)}")
+    if like is not None and is_cupy(a) and a.device.id != like.device.id:
+        raise ValueError(f"{op}: {name} is on GPU {a.device.id} but the input is on GPU {like.device.id}")
+    return a if a.flags.c_contiguous else a.copy(order="C")
+
+
+def _xp(a):
+    if is_cupy(a):
+        import cupy
+
+        return cupy
+    return np
+
+
+def _precision(p, op: str) -> bool:
+    p = default_precision if p is None else p
+    if p not in _PRECISIONS:
+        raise ValueError(f"{op}: precision must be one of {_PRECISIONS}, got {p!r}")
+    return p == "tf32"
+
+
+def conv2d_output_shape(x_shape, kernel_shape, strides=1, padding="valid", dilation_rate=1) -> tuple:
+    """(N, OH, OW, filters) of conv2d for these shapes; ValueError on any invalid combination."""
+    op = "conv2d"
+    xs, ks = tuple(x_shape), tuple(kernel_shape)
+    if len(xs) != 4:
+        raise ValueError(f"{op}: input shape must be 4-D (N, H, W, C), got {xs}")
+    if len(ks) != 4:
+        raise ValueError(f"{op}: kernel shape must be 4-D (kh, kw, in, out), got {ks}")
+    return tuple(_cpu.conv2d_output_shape(xs, ks, _pair(strides, "strides", op),
+                                          _pair(dilation_rate, "dilation_rate", op), _padding(padding, op)))
+
+
+def pool2d_output_shape(x_shape, pool_size=2, strides=None, padding="valid") -> tuple:
+    """(N, OH, OW, C) of a pooling op for this input shape; ValueError on any invalid combination."""
+    op = "pool2d"
+    xs = tuple(x_shape)
+    if len(xs) != 4:
+        raise ValueError(f"{op}: input shape must be 4-D (N, H, W, C), got {xs}")
+    pool = _pair(pool_size, "pool_size", op)
+    stride = pool if strides is None else _pair(strides, "strides", op)
+    return tuple(_cpu.pool2d_output_shape(xs, pool, stride, _padding(padding, op)))
+
+
+def _conv_args(op, x, kernel, strides, padding, dilation_rate):
+    x = _array(x, "x", op, 4)
+    kernel = _array(kernel, "kernel", op, 4, like=x)
+    geometry = (_pair(strides, "strides", op), _pair(dilation_rate, "dilation_rate", op), _padding(padding, op))
+    return x, kernel, geometry
+
+
+def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, activation=None, precision=None):
+    """2-D convolution (cross-correlation, as in Keras) of NHWC ``x`` with HWIO ``kernel``.
+
+    ``activation`` may be None/'linear' or 'relu' (fused into the kernel's epilogue).
+    ``precision`` ('float32' or 'tf32') selects GPU arithmetic; the CPU is always float32.
+    """
+    op = "conv2d"
+    x, kernel, geometry = _conv_args(op, x, kernel, strides, padding, dilation_rate)
+    if bias is not None:
+        bias = _array(bias, "bias", op, 1, like=x)
+    if activation not in (None, "linear", "relu"):
+        raise ValueError(f"{op}: fused activation must be None, 'linear' or 'relu', got {activation!r}")
+    y = _xp(x).empty(_cpu.conv2d_output_shape(x.shape, kernel.shape, *geometry), np.float32)
+    k = kernels_for(x, op)
+    extra = {"tf32": _precision(precision, op)} if is_cupy(x) else {}
+    k.conv2d_fwd(x, kernel, bias, y, *geometry, activation == "relu", **extra)
+    return y
+
+
+def conv2d_backward(dy, x, kernel, strides=1, padding="valid", dilation_rate=1, precision=None, need_dx=True):
+    """Gradients of conv2d: returns (dx, dkernel, dbias) for upstream gradient ``dy``.
+
+    With ``need_dx=False`` dx is skipped and returned as None (a network's first layer).
+    """
+    op = "conv2d_backward"
+    x, kernel, geometry = _conv_args(op, x, kernel, strides, padding, dilation_rate)
+    dy = _array(dy, "dy", op, 4, like=x)
+    expected = _cpu.conv2d_output_shape(x.shape, kernel.shape, *geometry)
+    if tuple(dy.shape) != tuple(expected):
+        raise ValueError(f"{op}: dy has shape {tuple(dy.shape)} but conv2d of these inputs gives {tuple(expected)}")
+    xp, k = _xp(x), kernels_for(x, op)
+    extra = {"tf32": _precision(precision, op)} if is_cupy(x) else {}
+    dx = None
+    if need_dx:
+        dx = xp.empty(x.shape, np.float32)
+        k.conv2d_bwd_data(dy, kernel, dx, *geometry, **extra)
+    dkernel = xp.empty(kernel.shape, np.float32)
+    dbias = xp.empty((kernel.shape[3],), np.float32)
+    k.conv2d_bwd_filter(x, dy, dkernel, dbias, *geometry, **extra)
+    return dx, dkernel, dbias
+
+
+def _pool_args(op, x, pool_size, strides, padding):
+    x = _array(x, "x", op, 4)
+    pool = _pair(pool_size, "pool_size", op)
+    stride = pool if strides is None else _pair(strides, "strides", op)
+    geometry = (pool, stride, _padding(padding, op))
+    return x, geometry, _cpu.pool2d_output_shape(x.shape, *geometry)
+
+
+def max_pool2d_with_argmax(x, pool_size=2, strides=None, padding="valid"):
+    """Max pooling that also returns, per output, the winning input position ih * W + iw (int32).
+
+    Ties go to the first cell in row-major window order; NaN wins over numbers.
+    """
+    op = "max_pool2d"
+    x, geometry, out_shape = _pool_args(op, x, pool_size, strides, padding)
+    xp = _xp(x)
+    y, argmax = xp.empty(out_shape, np.float32), xp.empty(out_shape, np.int32)
+    kernels_for(x, op).max_pool2d_fwd(x, y, argmax, *geometry)
+    return y, argmax
+
+
+def max_pool2d(x, pool_size=2, strides=None, padding="valid"):
+    """Max pooling; ``strides`` defaults to ``pool_size``."""
+    op = "max_pool2d"
+    x, geometry, out_shape = _pool_args(op, x, pool_size, strides, padding)
+    y = _xp(x).empty(out_shape, np.float32)
+    kernels_for(x, op).max_pool2d_fwd(x, y, None, *geometry)
+    return y
+
+
+def max_pool2d_backward_from_argmax(dy, argmax, x_shape, pool_size=2, strides=None, padding="valid"):
+    """Gradient of max pooling from the argmax saved by max_pool2d_with_argmax."""
+    op = "max_pool2d_backward"
+    dy = _array(dy, "dy", op, 4)
+    if argmax.dtype != np.int32 or is_cupy(argmax) != is_cupy(dy):
+        raise TypeError(f"{op}: argmax must be an int32 array on the same device as dy")
+    pool = _pair(pool_size, "pool_size", op)
+    geometry = (pool, pool if strides is None else _pair(strides, "strides", op), _padding(padding, op))
+    dx = _xp(dy).empty(tuple(x_shape), np.float32)
+    kernels_for(dy, op).max_pool2d_bwd(dy, argmax, dx, *geometry)
+    return dx
+
+
+def max_pool2d_backward(dy, x, pool_size=2, strides=None, padding="valid"):
+    """Gradient of max_pool2d with respect to x (the winner of each window takes dy)."""
+    _, argmax = max_pool2d_with_argmax(x, pool_size, strides, padding)
+    return max_pool2d_backward_from_argmax(dy, argmax, x.shape, pool_size, strides, padding)
+
+
+def avg_pool2d(x, pool_size=2, strides=None, padding="valid"):
+    """Average pooling; with 'same', padded cells do not count in the average (as in TensorFlow)."""
+    op = "avg_pool2d"
+    x, geometry, out_shape = _pool_args(op, x, pool_size, strides, padding)
+    y = _xp(x).empty(out_shape, np.float32)
+    kernels_for(x, op).avg_pool2d_fwd(x, y, *geometry)
+    return y
+
+
+def avg_pool2d_backward(dy, x, pool_size=2, strides=None, padding="valid"):
+    """Gradient of avg_pool2d with respect to x (only x's shape and device are used)."""
+    op = "avg_pool2d_backward"
+    x, geometry, out_shape = _pool_args(op, x, pool_size, strides, padding)
+    dy = _array(dy, "dy", op, 4, like=x)
+    dx = _xp(x).empty(x.shape, np.float32)
+    kernels_for(x, op).avg_pool2d_bwd(dy, dx, *geometry)
+    return dx
+
+
+def global_avg_pool2d(x):
+    """Mean over H and W: (N, H, W, C) -> (N, C)."""
+    x = _array(x, "x", "global_avg_pool2d", 4)
+    n, h, w, c = x.shape
+    return avg_pool2d(x, (h, w)).reshape(n, c)
+
+
+def global_avg_pool2d_backward(dy, x):
+    """Gradient of global_avg_pool2d: dy (N, C) spread evenly over each H x W plane."""
+    op = "global_avg_pool2d_backward"
+    x = _array(x, "x", op, 4)
+    dy = _array(dy, "dy", op, 2, like=x)
+    n, h, w, c = x.shape
+    if tuple(dy.shape) != (n, c):
+        raise ValueError(f"{op}: dy has shape {tuple(dy.shape)}, expected {(n, c)}")
+    return avg_pool2d_backward(dy.reshape(n, 1, 1, c), x, (h, w))

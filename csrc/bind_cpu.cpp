@@ -1,0 +1,159 @@
+// convkit._cpu: NumPy arrays in, results written into arrays Python allocated.
+// Every array is checked (dtype, contiguity, exact shape) before any pointer is
+// used; the kernels then run with the GIL released.
+#include <omp.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/numpy.h>
+#include <pybind11/stl.h>
+
+#include <vector>
+
+#include "bind_common.h"
+#include "cpu/gemm.h"
+
+namespace py = pybind11;
+using namespace convkit;
+
+namespace {
+
+std::string shape_str(const std::vector<i64>& s) {
+  std::string out = "(";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + (s.size() == 1 ? ",)" : ")");
+}
+
+template <class T>
+T* checked(const py::array& a, const char* name, const std::vector<i64>& shape, bool writable) {
+  if (!a.dtype().is(py::dtype::of<T>()))
+    throw py::type_error(std::string(name) + " must have dtype " + py::str(py::dtype::of<T>()).cast<std::string>() +
+                         ", got " + py::str(a.dtype()).cast<std::string>());
+  std::vector<i64> got(a.shape(), a.shape() + a.ndim());
+  CONVKIT_CHECK(got == shape, std::string(name) + " has shape " + shape_str(got) + ", expected " + shape_str(shape));
+  CONVKIT_CHECK(a.flags() & py::array::c_style, std::string(name) + " must be C-contiguous");
+  CONVKIT_CHECK(!writable || a.writeable(), std::string(name) + " must be writeable");
+  return static_cast<T*>(const_cast<void*>(a.data()));
+}
+
+Shape4 shape4(const py::array& a, const char* name) {
+  CONVKIT_CHECK(a.ndim() == 4, std::string(name) + " must be 4-D, got " + std::to_string(a.ndim()) + "-D");
+  return {a.shape(0), a.shape(1), a.shape(2), a.shape(3)};
+}
+
+std::vector<i64> vec(const Shape4& s) { return {s.begin(), s.end()}; }
+
+}  // namespace
+
+PYBIND11_MODULE(_cpu, m) {
+  m.doc() = "convkit CPU kernels (C++, OpenMP)";
+
+  m.def("conv2d_output_shape",
+        [](Shape4 x, Shape4 w, Pair strides, Pair dilation, const std::string& padding) {
+          return conv_out_shape(conv_desc(x, w, strides, dilation, padding));
+        },
+        py::arg("x_shape"), py::arg("kernel_shape"), py::arg("strides"), py::arg("dilation"), py::arg("padding"),
+        "Output shape (N, OH, OW, K) of conv2d; raises ValueError on any invalid argument.");
+
+  m.def("pool2d_output_shape",
+        [](Shape4 x, Pair pool, Pair strides, const std::string& padding) {
+          return pool_out_shape(pool_desc(x, pool, strides, padding));
+        },
+        py::arg("x_shape"), py::arg("pool_size"), py::arg("strides"), py::arg("padding"));
+
+  m.def("conv2d_fwd",
+        [](const py::array& x, const py::array& w, const py::object& bias, const py::array& y, Pair strides,
+           Pair dilation, const std::string& padding, bool relu) {
+          const Conv2dDesc d = conv_desc(shape4(x, "x"), shape4(w, "kernel"), strides, dilation, padding);
+          const float* px = checked<float>(x, "x", {d.N, d.H, d.W, d.C}, false);
+          const float* pw = checked<float>(w, "kernel", {d.R, d.S, d.C, d.K}, false);
+          const float* pb = bias.is_none() ? nullptr : checked<float>(bias.cast<py::array>(), "bias", {d.K}, false);
+          float* py_ = checked<float>(y, "y", vec(conv_out_shape(d)), true);
+          py::gil_scoped_release nogil;
+          conv2d_fwd_cpu(d, px, pw, pb, py_, relu ? Activation::Relu : Activation::None);
+        },
+        py::arg("x").noconvert(), py::arg("kernel").noconvert(), py::arg("bias"), py::arg("y").noconvert(),
+        py::arg("strides"), py::arg("dilation"), py::arg("padding"), py::arg("relu") = false);
+
+  m.def("conv2d_bwd_data",
+        [](const py::array& dy, const py::array& w, const py::array& dx, Pair strides, Pair dilation,
+           const std::string& padding) {
+          const Conv2dDesc d = conv_desc(shape4(dx, "dx"), shape4(w, "kernel"), strides, dilation, padding);
+          const float* pdy = checked<float>(dy, "dy", vec(conv_out_shape(d)), false);
+          const float* pw = checked<float>(w, "kernel", {d.R, d.S, d.C, d.K}, false);
+          float* pdx = checked<float>(dx, "dx", {d.N, d.H, d.W, d.C}, true);
+          py::gil_scoped_release nogil;
+          conv2d_bwd_data_cpu(d, pdy, pw, pdx);
+        },
+        py::arg("dy").noconvert(), py::arg("kernel").noconvert(), py::arg("dx").noconvert(), py::arg("strides"),
+        py::arg("dilation"), py::arg("padding"));
+
+  m.def("conv2d_bwd_filter",
+        [](const py::array& x, const py::array& dy, const py::array& dw, const py::object& dbias, Pair strides,
+           Pair dilation, const std::string& padding) {
+          const Conv2dDesc d = conv_desc(shape4(x, "x"), shape4(dw, "dkernel"), strides, dilation, padding);
+          const float* px = checked<float>(x, "x", {d.N, d.H, d.W, d.C}, false);
+          const float* pdy = checked<float>(dy, "dy", vec(conv_out_shape(d)), false);
+          float* pdw = checked<float>(dw, "dkernel", {d.R, d.S, d.C, d.K}, true);
+          float* pdb = dbias.is_none() ? nullptr : checked<float>(dbias.cast<py::array>(), "dbias", {d.K}, true);
+          py::gil_scoped_release nogil;
+          conv2d_bwd_filter_cpu(d, px, pdy, pdw, pdb);
+        },
+        py::arg("x").noconvert(), py::arg("dy").noconvert(), py::arg("dkernel").noconvert(), py::arg("dbias"),
+        py::arg("strides"), py::arg("dilation"), py::arg("padding"));
+
+  m.def("max_pool2d_fwd",
+        [](const py::array& x, const py::array& y, const py::object& argmax, Pair pool, Pair strides,
+           const std::string& padding) {
+          const Pool2dDesc d = pool_desc(shape4(x, "x"), pool, strides, padding);
+          const float* px = checked<float>(x, "x", {d.N, d.H, d.W, d.C}, false);
+          float* py_ = checked<float>(y, "y", vec(pool_out_shape(d)), true);
+          std::int32_t* pa = argmax.is_none()
+                                 ? nullptr
+                                 : checked<std::int32_t>(argmax.cast<py::array>(), "argmax", vec(pool_out_shape(d)), true);
+          py::gil_scoped_release nogil;
+          max_pool2d_fwd_cpu(d, px, py_, pa);
+        },
+        py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("argmax"), py::arg("pool_size"),
+        py::arg("strides"), py::arg("padding"));
+
+  m.def("max_pool2d_bwd",
+        [](const py::array& dy, const py::array& argmax, const py::array& dx, Pair pool, Pair strides,
+           const std::string& padding) {
+          const Pool2dDesc d = pool_desc(shape4(dx, "dx"), pool, strides, padding);
+          const float* pdy = checked<float>(dy, "dy", vec(pool_out_shape(d)), false);
+          const std::int32_t* pa = checked<std::int32_t>(argmax, "argmax", vec(pool_out_shape(d)), false);
+          float* pdx = checked<float>(dx, "dx", {d.N, d.H, d.W, d.C}, true);
+          py::gil_scoped_release nogil;
+          max_pool2d_bwd_cpu(d, pdy, pa, pdx);
+        },
+        py::arg("dy").noconvert(), py::arg("argmax").noconvert(), py::arg("dx").noconvert(), py::arg("pool_size"),
+        py::arg("strides"), py::arg("padding"));
+
+  m.def("avg_pool2d_fwd",
+        [](const py::array& x, const py::array& y, Pair pool, Pair strides, const std::string& padding) {
+          const Pool2dDesc d = pool_desc(shape4(x, "x"), pool, strides, padding);
+          const float* px = checked<float>(x, "x", {d.N, d.H, d.W, d.C}, false);
+          float* py_ = checked<float>(y, "y", vec(pool_out_shape(d)), true);
+          py::gil_scoped_release nogil;
+          avg_pool2d_fwd_cpu(d, px, py_);
+        },
+        py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("pool_size"), py::arg("strides"),
+        py::arg("padding"));
+
+  m.def("avg_pool2d_bwd",
+        [](const py::array& dy, const py::array& dx, Pair pool, Pair strides, const std::string& padding) {
+          const Pool2dDesc d = pool_desc(shape4(dx, "dx"), pool, strides, padding);
+          const float* pdy = checked<float>(dy, "dy", vec(pool_out_shape(d)), false);
+          float* pdx = checked<float>(dx, "dx", {d.N, d.H, d.W, d.C}, true);
+          py::gil_scoped_release nogil;
+          avg_pool2d_bwd_cpu(d, pdy, pdx);
+        },
+        py::arg("dy").noconvert(), py::arg("dx").noconvert(), py::arg("pool_size"), py::arg("strides"),
+        py::arg("padding"));
+
+  m.def("set_num_threads", [](int n) {
+    CONVKIT_CHECK(n >= 1, "number of threads must be >= 1, got " + std::to_string(n));
+    omp_set_num_threads(n);
+  });
+  m.def("get_num_threads", []() { return omp_get_max_threads(); });
+  m.def("micro_kernel", []() { return std::string(cpu::micro_kernel_name()); });
+}

@@ -1,0 +1,23 @@
+// The register-blocked matrix micro-kernel under every CPU convolution.
+//
+// Operands arrive packed (BLIS style): an A micro-panel holds kc columns of MR
+// rows, k-major (a[k*MR + i]); a B micro-panel holds kc rows of NR columns
+// (b[k*NR + j]). The conv drivers in ops/conv2d_cpu.cpp gather straight from the
+// activations into these panels, so im2col is never materialised.
+#pragma once
+#include "common.h"
+
+namespace convkit::cpu {
+
+constexpr int MR = 6;
+constexpr int NR = 16;
+
+// C[0:rows, 0:cols] (+)= A_panel * B_panel, C row-major with leading dimension ldc.
+// rows <= MR, cols <= NR; with accumulate=false C is overwritten.
+void micro_tile(i64 kc, const float* a, const float* b, float* c, i64 ldc, int rows, int cols,
+                bool accumulate);
+
+// Which micro-kernel this CPU runs: "avx2-fma" or "generic".
+const char* micro_kernel_name();
+
+}  // namespace convkit::cpu

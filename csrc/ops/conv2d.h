@@ -1,0 +1,43 @@
+// conv2d: the whole C++ contract. Activations are NHWC, kernels HWIO
+// (kh, kw, in, out) as in Keras, all float32 and contiguous.
+//
+//   y[n,oh,ow,k] = b[k] + sum_{r,s,c} x[n, oh*sh - pt + r*dh, ow*sw - pl + s*dw, c] * w[r,s,c,k]
+//
+// Padded positions read as zero. All index arithmetic is 64-bit.
+#pragma once
+#include "common.h"
+
+namespace convkit {
+
+struct Conv2dDesc {
+  i64 N, H, W, C;    // input
+  i64 R, S, K;       // kernel rows, columns, output channels
+  i64 sh, sw;        // strides
+  i64 dh, dw;        // dilations
+  i64 pt, pl;        // padding before (top, left); the rest is implied
+  i64 OH, OW;        // output
+};
+
+// Validates every argument and derives the output size; throws ShapeError.
+Conv2dDesc make_conv2d_desc(i64 N, i64 H, i64 W, i64 C, i64 R, i64 S, i64 K, i64 sh, i64 sw,
+                            i64 dh, i64 dw, Padding padding);
+
+enum class Activation : int { None = 0, Relu = 1 };
+
+// CPU twins (conv2d_cpu.cpp). bias / dbias may be null.
+void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
+                    Activation act);
+void conv2d_bwd_data_cpu(const Conv2dDesc& d, const float* dy, const float* w, float* dx);
+void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy, float* dw,
+                           float* dbias);
+
+// CUDA twins (conv2d_cuda.cu): device pointers, launched on `stream` (a cudaStream_t),
+// never synchronising. tf32 selects tensor-core TF32 arithmetic instead of strict fp32.
+void conv2d_fwd_cuda(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
+                     Activation act, bool tf32, void* stream);
+void conv2d_bwd_data_cuda(const Conv2dDesc& d, const float* dy, const float* w, float* dx, bool tf32,
+                          void* stream);
+void conv2d_bwd_filter_cuda(const Conv2dDesc& d, const float* x, const float* dy, float* dw,
+                            float* dbias, bool tf32, void* stream);
+
+}  // namespace convkit

@@ -1,0 +1,247 @@
+// CPU convolution as implicit GEMM over the micro-kernel in cpu/gemm.h.
+//
+// Forward and backward-data are the same computation, a "gather GEMM":
+//   out[m, j] = sum_q A[m, q] * B[q, j],  q = (r, s, ch)
+// where row m is a pixel of the output grid and A[m, q] is read from a source
+// tensor at a pixel given by per-dimension tap tables (-1 = padding, reads 0).
+//   forward:       source x,  rows = output pixels, B[q=(r,s,c), k] = w[r,s,c,k]
+//   backward-data: source dy, rows = input pixels,  B[q=(r,s,k), c] = w[r,s,c,k]
+// For backward-data the tap table maps input row ih and tap r to the output row
+// oh = (ih + pt - r*dh) / sh when that division is exact, which handles every
+// stride and dilation with one code path.
+// Backward-filter reduces over pixels instead: dw[q, k] = sum_m im2col(x)[m, q] * dy[m, k],
+// split over threads by pixel ranges with private accumulators.
+#include "ops/conv2d.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "cpu/gemm.h"
+
+namespace convkit {
+namespace {
+
+using cpu::MR;
+using cpu::NR;
+
+constexpr i64 kKC = 256;  // reduction block: an A panel (MR x kKC) plus a B panel stay in L1
+constexpr i64 kMC = 96;   // rows per block: the packed A block (kMC x kKC) stays in L2
+
+i64 round_up(i64 v, i64 m) { return (v + m - 1) / m * m; }
+
+// table[o * taps + t] = source index of output position o through tap t, or -1.
+std::vector<i64> forward_taps(i64 out, i64 taps, i64 stride, i64 dil, i64 pad, i64 in) {
+  std::vector<i64> t(static_cast<size_t>(out * taps));
+  for (i64 o = 0; o < out; ++o)
+    for (i64 k = 0; k < taps; ++k) {
+      const i64 i = o * stride - pad + k * dil;
+      t[o * taps + k] = (i >= 0 && i < in) ? i : -1;
+    }
+  return t;
+}
+
+// table[i * taps + t] = the output position that reads input i through tap t, or -1.
+std::vector<i64> backward_taps(i64 in, i64 taps, i64 stride, i64 dil, i64 pad, i64 out) {
+  std::vector<i64> t(static_cast<size_t>(in * taps));
+  for (i64 i = 0; i < in; ++i)
+    for (i64 k = 0; k < taps; ++k) {
+      const i64 num = i + pad - k * dil;
+      const bool hit = num >= 0 && num % stride == 0 && num / stride < out;
+      t[i * taps + k] = hit ? num / stride : -1;
+    }
+  return t;
+}
+
+struct GatherGemm {
+  const float* src;
+  i64 SH, SW, SC;        // source tensor (N, SH, SW, SC)
+  i64 N, GH, GW;         // row grid: m = (n * GH + gh) * GW + gw
+  i64 R, S;              // taps
+  const i64* tab_h;      // [GH * R]
+  const i64* tab_w;      // [GW * S]
+  const float* wt;       // B[(r,s,ch), j] = wt[(r*S+s)*rs_stride + ch*ch_stride + j*col_stride]
+  i64 rs_stride, ch_stride, col_stride;
+  i64 ncols;
+  float* out;            // (rows x ncols), row-major
+  const float* bias;     // may be null
+  Activation act;
+};
+
+// B packed once: for each reduction block of kKC rows, NR-wide panels, zero-padded.
+std::vector<float> pack_weights(const GatherGemm& g, i64 Q, i64 npad) {
+  std::vector<float> packed(static_cast<size_t>(Q * npad));
+  for (i64 q0 = 0; q0 < Q; q0 += kKC) {
+    const i64 kc = std::min(kKC, Q - q0);
+    for (i64 jp = 0; jp < npad; jp += NR) {
+      float* dst = packed.data() + q0 * npad + jp * kc;
+      for (i64 q = q0; q < q0 + kc; ++q) {
+        const i64 rs = q / g.SC, ch = q % g.SC;
+        const float* row = g.wt + rs * g.rs_stride + ch * g.ch_stride;
+        for (i64 j = jp; j < jp + NR; ++j) *dst++ = j < g.ncols ? row[j * g.col_stride] : 0.f;
+      }
+    }
+  }
+  return packed;
+}
+
+// A block: rows [m0, m0 + mc) x reduction [q0, q0 + kc), as MR-row panels.
+void pack_gather(const GatherGemm& g, i64 M, i64 m0, i64 mc, i64 q0, i64 kc, float* dst) {
+  for (i64 p = 0; p < mc; p += MR, dst += MR * kc) {
+    for (i64 i = 0; i < MR; ++i) {
+      const i64 m = m0 + p + i;
+      if (p + i >= mc || m >= M) {
+        for (i64 t = 0; t < kc; ++t) dst[t * MR + i] = 0.f;
+        continue;
+      }
+      const i64 gw = m % g.GW, gh = (m / g.GW) % g.GH, n = m / (g.GW * g.GH);
+      const float* img = g.src + n * g.SH * g.SW * g.SC;
+      for (i64 q = q0; q < q0 + kc;) {
+        const i64 rs = q / g.SC, ch = q - rs * g.SC;
+        const i64 len = std::min(g.SC - ch, q0 + kc - q);
+        const i64 ih = g.tab_h[gh * g.R + rs / g.S], iw = g.tab_w[gw * g.S + rs % g.S];
+        float* d = dst + (q - q0) * MR + i;
+        if (ih >= 0 && iw >= 0) {
+          const float* s = img + (ih * g.SW + iw) * g.SC + ch;
+          for (i64 t = 0; t < len; ++t) d[t * MR] = s[t];
+        } else {
+          for (i64 t = 0; t < len; ++t) d[t * MR] = 0.f;
+        }
+        q += len;
+      }
+    }
+  }
+}
+
+void run_gather_gemm(const GatherGemm& g) {
+  const i64 M = g.N * g.GH * g.GW, Q = g.R * g.S * g.SC, npad = round_up(g.ncols, NR);
+  if (M == 0) return;
+  const std::vector<float> bpack = pack_weights(g, Q, npad);
+  const i64 blocks = (M + kMC - 1) / kMC;
+#pragma omp parallel
+  {
+    std::vector<float> apack(static_cast<size_t>(kMC * kKC));
+#pragma omp for schedule(dynamic, 1)
+    for (i64 blk = 0; blk < blocks; ++blk) {
+      const i64 m0 = blk * kMC, mc = std::min(kMC, M - m0);
+      for (i64 q0 = 0; q0 < Q; q0 += kKC) {
+        const i64 kc = std::min(kKC, Q - q0);
+        pack_gather(g, M, m0, mc, q0, kc, apack.data());
+        for (i64 jp = 0; jp < npad; jp += NR) {
+          const float* bp = bpack.data() + q0 * npad + jp * kc;
+          const int cols = static_cast<int>(std::min<i64>(NR, g.ncols - jp));
+          for (i64 ip = 0; ip < mc; ip += MR)
+            cpu::micro_tile(kc, apack.data() + ip * kc, bp, g.out + (m0 + ip) * g.ncols + jp, g.ncols,
+                            static_cast<int>(std::min<i64>(MR, mc - ip)), cols, q0 > 0);
+        }
+      }
+      if (g.bias || g.act == Activation::Relu) {
+        for (i64 m = m0; m < m0 + mc; ++m) {
+          float* row = g.out + m * g.ncols;
+          if (g.bias)
+            for (i64 j = 0; j < g.ncols; ++j) row[j] += g.bias[j];
+          if (g.act == Activation::Relu)
+            for (i64 j = 0; j < g.ncols; ++j) row[j] = std::max(row[j], 0.f);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
+                    Activation act) {
+  const auto th = forward_taps(d.OH, d.R, d.sh, d.dh, d.pt, d.H);
+  const auto tw = forward_taps(d.OW, d.S, d.sw, d.dw, d.pl, d.W);
+  run_gather_gemm({x, d.H, d.W, d.C, d.N, d.OH, d.OW, d.R, d.S, th.data(), tw.data(), w, d.C * d.K,
+                   d.K, 1, d.K, y, bias, act});
+}
+
+void conv2d_bwd_data_cpu(const Conv2dDesc& d, const float* dy, const float* w, float* dx) {
+  const auto th = backward_taps(d.H, d.R, d.sh, d.dh, d.pt, d.OH);
+  const auto tw = backward_taps(d.W, d.S, d.sw, d.dw, d.pl, d.OW);
+  run_gather_gemm({dy, d.OH, d.OW, d.K, d.N, d.H, d.W, d.R, d.S, th.data(), tw.data(), w, d.C * d.K,
+                   1, d.K, d.C, dx, nullptr, Activation::None});
+}
+
+void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy, float* dw,
+                           float* dbias) {
+  const i64 M = d.N * d.OH * d.OW, Q = d.R * d.S * d.C, K = d.K, npad = round_up(K, NR);
+  const auto th = forward_taps(d.OH, d.R, d.sh, d.dh, d.pt, d.H);
+  const auto tw = forward_taps(d.OW, d.S, d.sw, d.dw, d.pl, d.W);
+  // The (r, s, c) of every reduction row, so packing does no division.
+  std::vector<i64> q_r(Q), q_s(Q), q_c(Q);
+  for (i64 q = 0; q < Q; ++q) {
+    q_c[q] = q % d.C;
+    q_s[q] = (q / d.C) % d.S;
+    q_r[q] = q / (d.C * d.S);
+  }
+  const int nthreads = std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>((M + kKC - 1) / kKC)));
+  std::vector<float> partial(static_cast<size_t>(nthreads) * (Q * K + K), 0.f);
+#pragma omp parallel num_threads(nthreads)
+  {
+    const int t = omp_get_thread_num();
+    float* acc = partial.data() + static_cast<size_t>(t) * (Q * K + K);
+    float* bacc = acc + Q * K;
+    const i64 lo = M * t / nthreads, hi = M * (t + 1) / nthreads;
+    std::vector<float> bpack(static_cast<size_t>(kKC * npad)), apack(static_cast<size_t>(kMC * kKC));
+    std::vector<i64> img(kKC), ph(kKC), pw(kKC);
+    for (i64 m0 = lo; m0 < hi; m0 += kKC) {
+      const i64 kc = std::min(kKC, hi - m0);
+      // B = dy rows [m0, m0 + kc) as NR-wide panels; the bias gradient rides along.
+      for (i64 jp = 0; jp < npad; jp += NR) {
+        float* dst = bpack.data() + jp * kc;
+        for (i64 m = m0; m < m0 + kc; ++m)
+          for (i64 j = jp; j < jp + NR; ++j) *dst++ = j < K ? dy[m * K + j] : 0.f;
+      }
+      for (i64 m = m0; m < m0 + kc; ++m)
+        for (i64 j = 0; j < K; ++j) bacc[j] += dy[m * K + j];
+      for (i64 m = m0; m < m0 + kc; ++m) {
+        const i64 ow = m % d.OW, oh = (m / d.OW) % d.OH, n = m / (d.OW * d.OH);
+        img[m - m0] = n * d.H * d.W * d.C;
+        ph[m - m0] = oh * d.R;
+        pw[m - m0] = ow * d.S;
+      }
+      for (i64 q0 = 0; q0 < Q; q0 += kMC) {
+        const i64 mq = std::min(kMC, Q - q0);
+        // A = im2col(x)^T rows [q0, q0 + mq) over pixels [m0, m0 + kc).
+        float* dst = apack.data();
+        for (i64 p = 0; p < mq; p += MR, dst += MR * kc)
+          for (i64 i = 0; i < MR; ++i) {
+            const i64 q = q0 + p + i;
+            if (p + i >= mq) {
+              for (i64 u = 0; u < kc; ++u) dst[u * MR + i] = 0.f;
+              continue;
+            }
+            const i64 r = q_r[q], s = q_s[q], c = q_c[q];
+            for (i64 u = 0; u < kc; ++u) {
+              const i64 ih = th[ph[u] + r], iw = tw[pw[u] + s];
+              dst[u * MR + i] = (ih >= 0 && iw >= 0) ? x[img[u] + (ih * d.W + iw) * d.C + c] : 0.f;
+            }
+          }
+        for (i64 jp = 0; jp < npad; jp += NR) {
+          const int cols = static_cast<int>(std::min<i64>(NR, K - jp));
+          for (i64 ip = 0; ip < mq; ip += MR)
+            cpu::micro_tile(kc, apack.data() + ip * kc, bpack.data() + jp * kc, acc + (q0 + ip) * K + jp, K,
+                            static_cast<int>(std::min<i64>(MR, mq - ip)), cols, true);
+        }
+      }
+    }
+  }
+  for (i64 e = 0; e < Q * K; ++e) {
+    float s = 0.f;
+    for (int t = 0; t < nthreads; ++t) s += partial[static_cast<size_t>(t) * (Q * K + K) + e];
+    dw[e] = s;
+  }
+  if (dbias)
+    for (i64 j = 0; j < K; ++j) {
+      float s = 0.f;
+      for (int t = 0; t < nthreads; ++t) s += partial[static_cast<size_t>(t) * (Q * K + K) + Q * K + j];
+      dbias[j] = s;
+    }
+}
+
+}  // namespace convkit

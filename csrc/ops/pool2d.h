@@ -1,0 +1,36 @@
+// pool2d: max and average pooling over NHWC float32 tensors, the whole C++ contract.
+//
+// Max pooling: padded cells never win; among equal values the first in
+// row-major window order wins (and receives the gradient); NaN wins over
+// any number, as in PyTorch. argmax holds ih * W + iw of the winner.
+// Average pooling divides by the number of cells inside the input (TensorFlow's
+// rule for 'same'), so padded cells never count.
+#pragma once
+#include "common.h"
+
+namespace convkit {
+
+struct Pool2dDesc {
+  i64 N, H, W, C;
+  i64 R, S;          // window
+  i64 sh, sw;        // strides
+  i64 pt, pl;        // padding before (top, left)
+  i64 OH, OW;
+};
+
+Pool2dDesc make_pool2d_desc(i64 N, i64 H, i64 W, i64 C, i64 R, i64 S, i64 sh, i64 sw, Padding padding);
+
+// CPU twins (pool2d_cpu.cpp). argmax may be null in max_pool2d_fwd_cpu.
+void max_pool2d_fwd_cpu(const Pool2dDesc& d, const float* x, float* y, std::int32_t* argmax);
+void max_pool2d_bwd_cpu(const Pool2dDesc& d, const float* dy, const std::int32_t* argmax, float* dx);
+void avg_pool2d_fwd_cpu(const Pool2dDesc& d, const float* x, float* y);
+void avg_pool2d_bwd_cpu(const Pool2dDesc& d, const float* dy, float* dx);
+
+// CUDA twins (pool2d_cuda.cu), on `stream`, never synchronising.
+void max_pool2d_fwd_cuda(const Pool2dDesc& d, const float* x, float* y, std::int32_t* argmax, void* stream);
+void max_pool2d_bwd_cuda(const Pool2dDesc& d, const float* dy, const std::int32_t* argmax, float* dx,
+                         void* stream);
+void avg_pool2d_fwd_cuda(const Pool2dDesc& d, const float* x, float* y, void* stream);
+void avg_pool2d_bwd_cuda(const Pool2dDesc& d, const float* dy, float* dx, void* stream);
+
+}  // namespace convkit

@@ -1,0 +1,116 @@
+// CPU pooling. NHWC makes the channel loop the contiguous inner loop, so every
+// window step is a vectorisable pass over C floats. Backward passes scatter into
+// dx and run one image per thread, since windows may overlap within an image.
+#include "ops/pool2d.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace convkit {
+namespace {
+
+struct Span {
+  i64 lo, hi;  // [lo, hi) clipped to the input
+};
+
+Span window(i64 o, i64 stride, i64 pad, i64 size, i64 in) {
+  const i64 start = o * stride - pad;
+  return {std::max<i64>(start, 0), std::min(start + size, in)};
+}
+
+}  // namespace
+
+void max_pool2d_fwd_cpu(const Pool2dDesc& d, const float* x, float* y, std::int32_t* argmax) {
+#pragma omp parallel for collapse(2) schedule(static)
+  for (i64 n = 0; n < d.N; ++n)
+    for (i64 oh = 0; oh < d.OH; ++oh) {
+      const Span hs = window(oh, d.sh, d.pt, d.R, d.H);
+      const float* img = x + n * d.H * d.W * d.C;
+      for (i64 ow = 0; ow < d.OW; ++ow) {
+        const Span ws = window(ow, d.sw, d.pl, d.S, d.W);
+        const i64 o = ((n * d.OH + oh) * d.OW + ow) * d.C;
+        float* yo = y + o;
+        // The window is never all padding (see window_1d), so its first cell seeds the max.
+        std::memcpy(yo, img + (hs.lo * d.W + ws.lo) * d.C, sizeof(float) * d.C);
+        if (argmax) std::fill(argmax + o, argmax + o + d.C, static_cast<std::int32_t>(hs.lo * d.W + ws.lo));
+        for (i64 ih = hs.lo; ih < hs.hi; ++ih)
+          for (i64 iw = ws.lo; iw < ws.hi; ++iw) {
+            const float* xc = img + (ih * d.W + iw) * d.C;
+            const auto idx = static_cast<std::int32_t>(ih * d.W + iw);
+            if (argmax) {
+              for (i64 c = 0; c < d.C; ++c) {
+                const float v = xc[c], m = yo[c];
+                // Strictly greater keeps the first of equal values; NaN beats any number.
+                if (v > m || (v != v && m == m)) {
+                  yo[c] = v;
+                  argmax[o + c] = idx;
+                }
+              }
+            } else {
+              for (i64 c = 0; c < d.C; ++c) {
+                const float v = xc[c], m = yo[c];
+                yo[c] = (v > m || (v != v && m == m)) ? v : m;
+              }
+            }
+          }
+      }
+    }
+}
+
+void max_pool2d_bwd_cpu(const Pool2dDesc& d, const float* dy, const std::int32_t* argmax, float* dx) {
+  const i64 plane = d.H * d.W * d.C, out = d.OH * d.OW * d.C;
+#pragma omp parallel for schedule(static)
+  for (i64 n = 0; n < d.N; ++n) {
+    float* dxi = dx + n * plane;
+    std::fill(dxi, dxi + plane, 0.f);
+    const float* g = dy + n * out;
+    const std::int32_t* a = argmax + n * out;
+    for (i64 p = 0; p < d.OH * d.OW; ++p)
+      for (i64 c = 0; c < d.C; ++c) dxi[a[p * d.C + c] * d.C + c] += g[p * d.C + c];
+  }
+}
+
+void avg_pool2d_fwd_cpu(const Pool2dDesc& d, const float* x, float* y) {
+#pragma omp parallel for collapse(2) schedule(static)
+  for (i64 n = 0; n < d.N; ++n)
+    for (i64 oh = 0; oh < d.OH; ++oh) {
+      const Span hs = window(oh, d.sh, d.pt, d.R, d.H);
+      const float* img = x + n * d.H * d.W * d.C;
+      for (i64 ow = 0; ow < d.OW; ++ow) {
+        const Span ws = window(ow, d.sw, d.pl, d.S, d.W);
+        float* yo = y + ((n * d.OH + oh) * d.OW + ow) * d.C;
+        std::fill(yo, yo + d.C, 0.f);
+        for (i64 ih = hs.lo; ih < hs.hi; ++ih)
+          for (i64 iw = ws.lo; iw < ws.hi; ++iw) {
+            const float* xc = img + (ih * d.W + iw) * d.C;
+            for (i64 c = 0; c < d.C; ++c) yo[c] += xc[c];
+          }
+        const float inv = 1.f / static_cast<float>((hs.hi - hs.lo) * (ws.hi - ws.lo));
+        for (i64 c = 0; c < d.C; ++c) yo[c] *= inv;
+      }
+    }
+}
+
+void avg_pool2d_bwd_cpu(const Pool2dDesc& d, const float* dy, float* dx) {
+  const i64 plane = d.H * d.W * d.C;
+#pragma omp parallel for schedule(static)
+  for (i64 n = 0; n < d.N; ++n) {
+    float* dxi = dx + n * plane;
+    std::fill(dxi, dxi + plane, 0.f);
+    for (i64 oh = 0; oh < d.OH; ++oh) {
+      const Span hs = window(oh, d.sh, d.pt, d.R, d.H);
+      for (i64 ow = 0; ow < d.OW; ++ow) {
+        const Span ws = window(ow, d.sw, d.pl, d.S, d.W);
+        const float* g = dy + ((n * d.OH + oh) * d.OW + ow) * d.C;
+        const float inv = 1.f / static_cast<float>((hs.hi - hs.lo) * (ws.hi - ws.lo));
+        for (i64 ih = hs.lo; ih < hs.hi; ++ih)
+          for (i64 iw = ws.lo; iw < ws.hi; ++iw) {
+            float* dc = dxi + (ih * d.W + iw) * d.C;
+            for (i64 c = 0; c < d.C; ++c) dc[c] += g[c] * inv;
+          }
+      }
+    }
+  }
+}
+
+}  // namespace convkit
