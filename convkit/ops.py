@@ -124,7 +124,8 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, ac
         raise ValueError(f"{op}: fused activation must be None, 'linear' or 'relu', got {activation!r}")
     y = _xp(x).empty(_cpu.conv2d_output_shape(x.shape, kernel.shape, *geometry), np.float32)
     k = kernels_for(x, op)
-    extra = {"tf32": _precision(precision, op)} if is_cupy(x) else {}
+    tf32 = _precision(precision, op)  # validated on every device; only the GPU has a TF32 mode
+    extra = {"tf32": tf32} if is_cupy(x) else {}
     k.conv2d_fwd(x, kernel, bias, y, *geometry, activation == "relu", **extra)
     return y
 
@@ -141,7 +142,8 @@ def conv2d_backward(dy, x, kernel, strides=1, padding="valid", dilation_rate=1, 
     if tuple(dy.shape) != tuple(expected):
         raise ValueError(f"{op}: dy has shape {tuple(dy.shape)} but conv2d of these inputs gives {tuple(expected)}")
     xp, k = _xp(x), kernels_for(x, op)
-    extra = {"tf32": _precision(precision, op)} if is_cupy(x) else {}
+    tf32 = _precision(precision, op)  # validated on every device; only the GPU has a TF32 mode
+    extra = {"tf32": tf32} if is_cupy(x) else {}
     dx = None
     if need_dx:
         dx = xp.empty(x.shape, np.float32)

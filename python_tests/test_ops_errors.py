@@ -1,0 +1,107 @@
+"""Bad input to convkit.ops raises a clear exception naming the problem; odd but valid input works."""
+
+import os
+
+import numpy as np
+import pytest
+
+from helpers import to_device, to_numpy
+
+from convkit import _cpu, ops
+
+X = np.ones((2, 8, 8, 3), np.float32)
+K = np.ones((3, 3, 3, 4), np.float32)
+
+BAD = [
+    # (call, exception, message pattern)
+    (lambda: ops.conv2d(X[0], K), ValueError, r"x must be 4-D, got shape \(8, 8, 3\)"),
+    (lambda: ops.conv2d(X, K[0]), ValueError, r"kernel must be 4-D"),
+    (lambda: ops.conv2d(X, np.ones((3, 3, 2, 4), np.float32)), ValueError, r"3 channels but the kernel expects 2"),
+    (lambda: ops.conv2d(X, np.ones((9, 3, 3, 4), np.float32)), ValueError, r"window height \(9\) is larger than the input height \(8\) with padding='valid'"),
+    (lambda: ops.conv2d(X, K, dilation_rate=4), ValueError, r"window height \(9\) is larger"),
+    (lambda: ops.conv2d(X, K, strides=0), ValueError, r"stride along height must be >= 1, got 0"),
+    (lambda: ops.conv2d(X, K, strides=(1, -2)), ValueError, r"stride along width must be >= 1, got -2"),
+    (lambda: ops.conv2d(X, K, dilation_rate=0), ValueError, r"dilation along height must be >= 1"),
+    (lambda: ops.conv2d(X, K, strides=1.5), TypeError, r"strides must be an int or a pair of ints"),
+    (lambda: ops.conv2d(X, K, strides=(1, 2, 3)), TypeError, r"strides must be an int or a pair"),
+    (lambda: ops.conv2d(X, K, padding="full"), ValueError, r"padding must be 'valid' or 'same', got 'full'"),
+    (lambda: ops.conv2d(X, K, padding=None), TypeError, r"padding must be 'valid' or 'same'"),
+    (lambda: ops.conv2d(X.astype(np.float64), K), TypeError, r"x must be float32, got float64; convert explicitly"),
+    (lambda: ops.conv2d(X, K.astype(np.float16)), TypeError, r"kernel must be float32, got float16"),
+    (lambda: ops.conv2d(X.astype(np.int32), K), TypeError, r"x must be float32, got int32"),
+    (lambda: ops.conv2d(X.tolist(), K), TypeError, r"expected a numpy.ndarray or cupy.ndarray, got list"),
+    (lambda: ops.conv2d(X, K, np.ones(3, np.float32)), ValueError, r"bias has shape \(3,\), expected \(4,\)"),
+    (lambda: ops.conv2d(X, K, activation="gelu"), ValueError, r"fused activation must be"),
+    (lambda: ops.conv2d(X, K, precision="fp8"), ValueError, r"precision must be one of"),
+    (lambda: ops.conv2d_backward(np.ones((2, 8, 8, 4), np.float32), X, K), ValueError,
+     r"dy has shape \(2, 8, 8, 4\) but conv2d of these inputs gives \(2, 6, 6, 4\)"),
+    (lambda: ops.max_pool2d(X, 0), ValueError, r"window height must be >= 1, got 0"),
+    (lambda: ops.max_pool2d(X, 9), ValueError, r"window height \(9\) is larger than the input height \(8\)"),
+    (lambda: ops.avg_pool2d(X, 2, strides=(2, 0)), ValueError, r"stride along width must be >= 1"),
+    (lambda: ops.avg_pool2d(X, 2, padding="SAME!"), ValueError, r"padding must be 'valid' or 'same'"),
+    (lambda: ops.max_pool2d(X[..., 0], 2), ValueError, r"x must be 4-D"),
+    (lambda: ops.max_pool2d(X.astype(np.float64), 2), TypeError, r"x must be float32"),
+    (lambda: ops.avg_pool2d_backward(np.ones((2, 3, 3, 3), np.float32), X, 2), ValueError, r"dy has shape \(2, 3, 3, 3\), expected \(2, 4, 4, 3\)"),
+    (lambda: ops.global_avg_pool2d_backward(np.ones((2, 4), np.float32), X), ValueError, r"dy has shape \(2, 4\), expected \(2, 3\)"),
+    (lambda: ops.conv2d_output_shape((2**40, 2**20, 2**20, 1), (1, 1, 1, 1)), ValueError, r"overflows a 64-bit element count"),
+    (lambda: ops.pool2d_output_shape((1, 50000, 50000, 1), 2), ValueError, r"more than 2\^31-1 pixels"),
+    (lambda: ops.conv2d_output_shape((1, 8, 8, 0), (3, 3, 0, 4)), ValueError, r"input channels must be >= 1"),
+    (lambda: ops.conv2d_output_shape((1, 8, 8, 3), (3, 3, 3, 0)), ValueError, r"filters must be >= 1"),
+    (lambda: ops.conv2d_output_shape((-1, 8, 8, 3), (3, 3, 3, 1)), ValueError, r"batch size must be >= 0"),
+    (lambda: ops.conv2d_output_shape((1, 0, 8, 3), (1, 1, 3, 1)), ValueError, r"input height must be >= 1, got 0"),
+    # The bindings check their own arguments too, whatever calls them.
+    (lambda: _cpu.conv2d_fwd(X, K, None, np.empty((2, 6, 6, 4), np.float64), (1, 1), (1, 1), "valid"), TypeError, r"y must have dtype float32"),
+    (lambda: _cpu.conv2d_fwd(X, K, None, np.empty((2, 6, 6, 5), np.float32), (1, 1), (1, 1), "valid"), ValueError, r"y has shape \(2, 6, 6, 5\), expected \(2, 6, 6, 4\)"),
+    (lambda: _cpu.max_pool2d_fwd(X, np.empty((2, 4, 4, 3), np.float32)[:, ::-1], None, (2, 2), (2, 2), "valid"), ValueError, r"y must be C-contiguous"),
+]
+
+
+@pytest.mark.parametrize("call,exc,pattern", BAD, ids=[f"case{i}" for i in range(len(BAD))])
+def test_bad_input_is_refused_clearly(call, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        call()
+
+
+def test_read_only_output_is_refused():
+    y = np.empty((2, 6, 6, 4), np.float32)
+    y.flags.writeable = False
+    with pytest.raises(ValueError, match="y must be writeable"):
+        _cpu.conv2d_fwd(X, K, None, y, (1, 1), (1, 1), "valid")
+
+
+def test_sizes_past_int32_are_computed_in_64_bits():
+    assert ops.conv2d_output_shape((1, 100_000, 100_000, 1), (3, 3, 1, 1), 1, "same") == (1, 100_000, 100_000, 1)
+    assert ops.conv2d_output_shape((3, 70_000, 70_000, 8), (3, 3, 8, 4), 2, "valid") == (3, 34_999, 34_999, 4)
+    assert ops.pool2d_output_shape((4, 40_000, 40_000, 64), 3, 2, "same") == (4, 20_000, 20_000, 64)
+
+
+def test_non_contiguous_and_read_only_inputs_work(device, rng):
+    x = rng.standard_normal((2, 9, 9, 6)).astype(np.float32)
+    k = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    ref = to_numpy(ops.conv2d(to_device(x[..., ::2], device), to_device(k, device)))
+    xv = to_device(x, device)[..., ::2]  # a strided view
+    assert not xv.flags.c_contiguous
+    np.testing.assert_array_equal(to_numpy(ops.conv2d(xv, to_device(k, device))), ref)
+    if device == "cpu":
+        ro = np.ascontiguousarray(x[..., ::2])
+        ro.flags.writeable = False
+        np.testing.assert_array_equal(ops.conv2d(ro, k), ref)
+
+
+def test_uppercase_padding_is_accepted():
+    np.testing.assert_array_equal(ops.max_pool2d(X, 2, padding="SAME"), ops.max_pool2d(X, 2, padding="same"))
+
+
+@pytest.mark.skipif(os.environ.get("CONVKIT_BIG_TESTS") != "1", reason="needs ~14 GB of memory; set CONVKIT_BIG_TESTS=1")
+def test_more_than_2_31_elements_really_run():
+    """A tensor of 2^31 + 2^16 elements: every index past 2^31 must land where it belongs."""
+    h, w, c = 32768, 32770, 2
+    x = np.zeros((1, h, w, c), np.float32)
+    x[0, -1, -1, :] = (3.0, 5.0)
+    x[0, -2, -2, :] = (7.0, 11.0)
+    assert x.size > 2**31
+    y = ops.avg_pool2d(x, 2)
+    assert y[0, -1, -1].tolist() == [2.5, 4.0]
+    k = np.array([1.0, 10.0], np.float32).reshape(1, 1, 2, 1)
+    z = ops.conv2d(x, k)
+    assert z[0, -1, -1, 0] == 53.0 and z[0, -2, -2, 0] == 117.0 and z[0, -1, -2, 0] == 0.0

@@ -1,0 +1,132 @@
+"""Max, average and global average pooling, forward and backward, against PyTorch (float64)."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import oracle
+import spec_shapes
+from helpers import to_device, to_numpy
+
+from convkit import ops
+
+TOL = 1e-5
+
+
+def check_pool(device, rng, kind, x_shape, pool, strides, padding, tol=TOL):
+    """Forward and dx of ours against the oracle; max pooling also through the saved-argmax path."""
+    x = rng.standard_normal(x_shape).astype(np.float32)
+    dy = rng.standard_normal(ops.pool2d_output_shape(x_shape, pool, strides, padding)).astype(np.float32)
+    ref = oracle.max_pool2d if kind == "max" else oracle.avg_pool2d
+    ref_y, ref_dx = ref(x, dy, pool, strides, padding)
+    X, DY = to_device(x, device), to_device(dy, device)
+    if kind == "max":
+        y = ops.max_pool2d(X, pool, strides, padding)
+        dx = ops.max_pool2d_backward(DY, X, pool, strides, padding)
+        y2, argmax = ops.max_pool2d_with_argmax(X, pool, strides, padding)
+        dx2 = ops.max_pool2d_backward_from_argmax(DY, argmax, X.shape, pool, strides, padding)
+        np.testing.assert_array_equal(to_numpy(y2), to_numpy(y))
+        np.testing.assert_array_equal(to_numpy(dx2), to_numpy(dx))
+    else:
+        y = ops.avg_pool2d(X, pool, strides, padding)
+        dx = ops.avg_pool2d_backward(DY, X, pool, strides, padding)
+    assert oracle.rel_err(to_numpy(y), ref_y) < tol
+    assert oracle.rel_err(to_numpy(dx), ref_dx) < tol
+
+
+@pytest.mark.parametrize("model,batch,h,w,c,pool,stride,padding,kind", spec_shapes.POOL, ids=lambda v: str(v))
+def test_spec_layers(device, rng, model, batch, h, w, c, pool, stride, padding, kind):
+    check_pool(device, rng, kind, (min(batch, 3), h, w, c), (pool, pool), (stride, stride), padding)
+
+
+EDGE = [
+    # (x_shape, pool, strides, padding)
+    ((1, 1, 1, 1), (1, 1), (1, 1), "valid"),
+    ((2, 7, 9, 3), (2, 2), (2, 2), "same"),   # odd sizes: the last window hangs over bottom/right
+    ((2, 7, 9, 3), (3, 3), (2, 2), "same"),   # overlapping windows
+    ((2, 8, 8, 5), (3, 3), (1, 1), "same"),   # stride 1 'same': padding on both sides
+    ((2, 9, 10, 2), (2, 3), (3, 2), "valid"), # non-square window and strides
+    ((1, 10, 10, 4), (2, 2), (4, 4), "valid"),  # stride > window: skipped cells get no gradient
+    ((1, 10, 10, 4), (2, 2), (4, 3), "same"),
+    ((3, 5, 5, 17), (5, 5), (1, 1), "valid"),  # window as large as the input
+    ((1, 6, 6, 1), (4, 4), (1, 1), "same"),    # even window, 'same' at stride 1
+]
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize("x_shape,pool,strides,padding", EDGE, ids=lambda v: str(v))
+def test_edge_shapes(device, rng, kind, x_shape, pool, strides, padding):
+    check_pool(device, rng, kind, x_shape, pool, strides, padding)
+
+
+def test_worked_example_from_the_notes(device):
+    x = to_device(np.arange(1, 17, dtype=np.float32).reshape(1, 4, 4, 1), device)
+    np.testing.assert_array_equal(to_numpy(ops.max_pool2d(x, 2)).reshape(2, 2), [[6, 8], [14, 16]])
+    np.testing.assert_array_equal(to_numpy(ops.avg_pool2d(x, 2)).reshape(2, 2), [[3.5, 5.5], [11.5, 13.5]])
+
+
+def test_max_pool_ties_go_to_the_first_cell_in_row_major_order(device):
+    x = np.zeros((1, 4, 4, 2), np.float32)
+    x[0, :2, :2, 0] = 5.0                    # all four cells of the first window tie
+    x[0, 2, 3, 1] = x[0, 3, 2, 1] = 7.0      # two of the last window tie: (2, 3) comes first
+    X = to_device(x, device)
+    y, argmax = ops.max_pool2d_with_argmax(X, 2)
+    assert to_numpy(argmax)[0, 0, 0, 0] == 0
+    assert to_numpy(argmax)[0, 1, 1, 1] == 2 * 4 + 3
+    dx = to_numpy(ops.max_pool2d_backward(to_device(np.ones((1, 2, 2, 2), np.float32), device), X, 2))
+    assert dx[0, 0, 0, 0] == 1 and dx[0, :2, :2, 0].sum() == 1
+    assert dx[0, 2, 3, 1] == 1 and dx[0, 3, 2, 1] == 0
+
+
+def test_max_pool_nan_wins(device):
+    x = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
+    x[0, 1, 0, 0] = np.nan
+    y = to_numpy(ops.max_pool2d(to_device(x, device), 2))
+    assert np.isnan(y[0, 0, 0, 0]) and not np.isnan(y[0, 0, 1, 0])
+
+
+def test_small_integers_are_exact(device, rng):
+    x = rng.integers(-8, 9, (2, 9, 7, 6)).astype(np.float32)
+    dy = rng.integers(-8, 9, (2, 5, 4, 6)).astype(np.float32)
+    X, DY = to_device(x, device), to_device(dy, device)
+    y, dx = oracle.max_pool2d(x, dy, (2, 2), (2, 2), "same")
+    np.testing.assert_array_equal(to_numpy(ops.max_pool2d(X, 2, padding="same")), y)
+    # With ties between integers the oracle and ours may pick different cells; compare only sums per window.
+    ours_dx = to_numpy(ops.max_pool2d_backward(DY, X, 2, padding="same"))
+    assert ours_dx.sum() == dx.sum()
+    # Windows of 2 x 4 cells: sums of small integers divided by 8 are exact in float32.
+    xa = np.ascontiguousarray(x[:, :8, :4])
+    y, _ = oracle.avg_pool2d(xa, np.zeros((2, 4, 1, 6)), (2, 4), (2, 4), "valid")
+    np.testing.assert_array_equal(to_numpy(ops.avg_pool2d(to_device(xa, device), (2, 4))), y)
+
+
+def test_global_avg_pool(device, rng):
+    x = rng.standard_normal((3, 5, 7, 4)).astype(np.float32)
+    dy = rng.standard_normal((3, 4)).astype(np.float32)
+    X = to_device(x, device)
+    y = to_numpy(ops.global_avg_pool2d(X))
+    assert y.shape == (3, 4)
+    assert oracle.rel_err(y, x.astype(np.float64).mean(axis=(1, 2))) < TOL
+    dx = to_numpy(ops.global_avg_pool2d_backward(to_device(dy, device), X))
+    assert oracle.rel_err(dx, np.broadcast_to(dy[:, None, None, :] / 35.0, x.shape)) < TOL
+
+
+def test_empty_batch(device):
+    x = to_device(np.zeros((0, 6, 6, 3), np.float32), device)
+    for f in (ops.max_pool2d, ops.avg_pool2d):
+        assert f(x, 2).shape == (0, 3, 3, 3)
+    assert ops.max_pool2d_backward(to_device(np.zeros((0, 3, 3, 3), np.float32), device), x, 2).shape == x.shape
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(0, 3), h=st.integers(1, 11), w=st.integers(1, 11), c=st.integers(1, 9),
+       ph=st.integers(1, 4), pw=st.integers(1, 4), sh=st.integers(1, 4), sw=st.integers(1, 4),
+       padding=st.sampled_from(["valid", "same"]), kind=st.sampled_from(["max", "avg"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_hypothesis_shapes(device, n, h, w, c, ph, pw, sh, sw, padding, kind, seed):
+    if padding == "valid" and (ph > h or pw > w):
+        with pytest.raises(ValueError, match="larger than the input"):
+            ops.max_pool2d(to_device(np.ones((n, h, w, c), np.float32), device), (ph, pw), (sh, sw), padding)
+        return
+    check_pool(device, np.random.default_rng(seed), kind, (n, h, w, c), (ph, pw), (sh, sw), padding)
