@@ -20,6 +20,8 @@ from convkit._backend import is_cupy, kernels_for
 __all__ = [
     "conv2d",
     "conv2d_backward",
+    "conv2d_backward_data",
+    "conv2d_backward_filter",
     "conv2d_output_shape",
     "max_pool2d",
     "max_pool2d_with_argmax",
@@ -130,28 +132,50 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, ac
     return y
 
 
+def _conv_backward_args(op, dy, x_shape, kernel_shape, strides, padding, dilation_rate, precision, like):
+    geometry = (_pair(strides, "strides", op), _pair(dilation_rate, "dilation_rate", op), _padding(padding, op))
+    x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
+    expected = tuple(_cpu.conv2d_output_shape(x_shape, kernel_shape, *geometry))
+    dy = _array(dy, "dy", op, 4, like=like)
+    if tuple(dy.shape) != expected:
+        raise ValueError(f"{op}: dy has shape {tuple(dy.shape)} but conv2d of these inputs gives {expected}")
+    tf32 = _precision(precision, op)  # validated on every device; only the GPU has a TF32 mode
+    return dy, geometry, {"tf32": tf32} if is_cupy(dy) else {}
+
+
+def conv2d_backward_data(dy, kernel, x_shape, strides=1, padding="valid", dilation_rate=1, precision=None):
+    """Gradient of conv2d with respect to its input, of shape ``x_shape``."""
+    op = "conv2d_backward_data"
+    kernel = _array(kernel, "kernel", op, 4)
+    dy, geometry, extra = _conv_backward_args(op, dy, x_shape, kernel.shape, strides, padding, dilation_rate,
+                                              precision, kernel)
+    dx = _xp(dy).empty(tuple(x_shape), np.float32)
+    kernels_for(dy, op).conv2d_bwd_data(dy, kernel, dx, *geometry, **extra)
+    return dx
+
+
+def conv2d_backward_filter(dy, x, kernel_shape, strides=1, padding="valid", dilation_rate=1, precision=None):
+    """Gradients of conv2d with respect to its kernel and bias: (dkernel, dbias)."""
+    op = "conv2d_backward_filter"
+    x = _array(x, "x", op, 4)
+    dy, geometry, extra = _conv_backward_args(op, dy, x.shape, kernel_shape, strides, padding, dilation_rate,
+                                              precision, x)
+    xp = _xp(x)
+    dkernel, dbias = xp.empty(tuple(kernel_shape), np.float32), xp.empty((kernel_shape[3],), np.float32)
+    kernels_for(x, op).conv2d_bwd_filter(x, dy, dkernel, dbias, *geometry, **extra)
+    return dkernel, dbias
+
+
 def conv2d_backward(dy, x, kernel, strides=1, padding="valid", dilation_rate=1, precision=None, need_dx=True):
     """Gradients of conv2d: returns (dx, dkernel, dbias) for upstream gradient ``dy``.
 
     With ``need_dx=False`` dx is skipped and returned as None (a network's first layer).
     """
     op = "conv2d_backward"
-    x, kernel, geometry = _conv_args(op, x, kernel, strides, padding, dilation_rate)
-    dy = _array(dy, "dy", op, 4, like=x)
-    expected = _cpu.conv2d_output_shape(x.shape, kernel.shape, *geometry)
-    if tuple(dy.shape) != tuple(expected):
-        raise ValueError(f"{op}: dy has shape {tuple(dy.shape)} but conv2d of these inputs gives {tuple(expected)}")
-    xp, k = _xp(x), kernels_for(x, op)
-    tf32 = _precision(precision, op)  # validated on every device; only the GPU has a TF32 mode
-    extra = {"tf32": tf32} if is_cupy(x) else {}
-    dx = None
-    if need_dx:
-        dx = xp.empty(x.shape, np.float32)
-        k.conv2d_bwd_data(dy, kernel, dx, *geometry, **extra)
-    dkernel = xp.empty(kernel.shape, np.float32)
-    dbias = xp.empty((kernel.shape[3],), np.float32)
-    k.conv2d_bwd_filter(x, dy, dkernel, dbias, *geometry, **extra)
-    return dx, dkernel, dbias
+    x, kernel, _ = _conv_args(op, x, kernel, strides, padding, dilation_rate)
+    args = (strides, padding, dilation_rate, precision)
+    dx = conv2d_backward_data(dy, kernel, x.shape, *args) if need_dx else None
+    return (dx, *conv2d_backward_filter(dy, x, kernel.shape, *args))
 
 
 def _pool_args(op, x, pool_size, strides, padding):

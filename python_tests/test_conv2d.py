@@ -122,3 +122,24 @@ def test_hypothesis_shapes(device, n, h, w, c, k, r, s, sh, sw, dh, dw, padding,
                        to_device(np.ones((r, s, c, k), np.float32), device), None, (sh, sw), padding, (dh, dw))
         return
     check_conv(device, rng, (n, h, w, c), (r, s, c, k), (sh, sw), padding, (dh, dw))
+
+
+def test_portable_kernel_matches_the_oracle(tmp_path):
+    """The non-AVX2 micro-kernel, forced by environment, on a shape with ragged tiles."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy as np, sys; sys.path[:0] = sys.argv[1:]\n"
+        "import convkit._cpu as c, oracle\nfrom convkit import ops\n"
+        "assert c.micro_kernel() == 'generic', c.micro_kernel()\n"
+        "r = np.random.default_rng(5); x = r.standard_normal((2, 7, 9, 5)).astype('f4')\n"
+        "w = r.standard_normal((3, 3, 5, 11)).astype('f4'); dy = r.standard_normal((2, 7, 9, 11)).astype('f4')\n"
+        "ref = oracle.conv2d(x, w, None, dy, (1, 1), 'same', (1, 1))\n"
+        "ours = [ops.conv2d(x, w, padding='same'), *ops.conv2d_backward(dy, x, w, padding='same')[:2]]\n"
+        "assert all(oracle.rel_err(o, r) < 1e-5 for o, r in zip(ours, ref[:3]))\n"
+    )
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, CONVKIT_CPU_KERNEL="generic")
+    subprocess.run([sys.executable, "-c", script, here], env=env, check=True, cwd=tmp_path)

@@ -2,6 +2,9 @@
 
 #include <immintrin.h>
 
+#include <cstdlib>
+#include <string>
+
 namespace convkit::cpu {
 namespace {
 
@@ -17,51 +20,51 @@ void kernel_generic(i64 kc, const float* a, const float* b, float* c, i64 ldc, b
     for (int j = 0; j < NR; ++j) c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];
 }
 
-// 6x16 tile in 12 ymm accumulators: per k, two B loads and six broadcasts feed
-// twelve FMAs, which keeps both FMA ports busy on Zen and Skylake alike.
-__attribute__((target("avx2,fma"))) void kernel_avx2(i64 kc, const float* a, const float* b, float* c,
-                                                     i64 ldc, bool accumulate) {
-  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
-  __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
-  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
-  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
-  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
-  __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+// 6 x (8 * NV) tile in 6 * NV ymm accumulators. NV = 2 is the main kernel: per k,
+// two B loads and six broadcasts feed twelve FMAs, keeping both FMA ports busy.
+// NV = 1 serves panels with at most 8 live columns (K = 6 filters, say), halving
+// the wasted work there. B rows are always NR floats apart. The accumulators are
+// named variables, not an array: GCC spilled an array to the stack on every k.
+#define CONVKIT_ROW(i)                                               \
+  {                                                                  \
+    const __m256 ai = _mm256_broadcast_ss(a + i);                    \
+    c##i##0 = _mm256_fmadd_ps(ai, b0, c##i##0);                      \
+    if (NV == 2) c##i##1 = _mm256_fmadd_ps(ai, b1, c##i##1);         \
+  }
+#define CONVKIT_STORE(i)                                                                      \
+  {                                                                                           \
+    float* ci = c + i * ldc;                                                                  \
+    _mm256_storeu_ps(ci, accumulate ? _mm256_add_ps(c##i##0, _mm256_loadu_ps(ci)) : c##i##0); \
+    if (NV == 2)                                                                              \
+      _mm256_storeu_ps(ci + 8, accumulate ? _mm256_add_ps(c##i##1, _mm256_loadu_ps(ci + 8)) : c##i##1); \
+  }
+
+template <int NV>
+__attribute__((target("avx2,fma"))) void kernel_avx2(i64 kc, const float* a, const float* b, float* c, i64 ldc,
+                                                     bool accumulate) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (i64 k = 0; k < kc; ++k, a += MR, b += NR) {
-    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
-    __m256 ai = _mm256_broadcast_ss(a + 0);
-    c00 = _mm256_fmadd_ps(ai, b0, c00); c01 = _mm256_fmadd_ps(ai, b1, c01);
-    ai = _mm256_broadcast_ss(a + 1);
-    c10 = _mm256_fmadd_ps(ai, b0, c10); c11 = _mm256_fmadd_ps(ai, b1, c11);
-    ai = _mm256_broadcast_ss(a + 2);
-    c20 = _mm256_fmadd_ps(ai, b0, c20); c21 = _mm256_fmadd_ps(ai, b1, c21);
-    ai = _mm256_broadcast_ss(a + 3);
-    c30 = _mm256_fmadd_ps(ai, b0, c30); c31 = _mm256_fmadd_ps(ai, b1, c31);
-    ai = _mm256_broadcast_ss(a + 4);
-    c40 = _mm256_fmadd_ps(ai, b0, c40); c41 = _mm256_fmadd_ps(ai, b1, c41);
-    ai = _mm256_broadcast_ss(a + 5);
-    c50 = _mm256_fmadd_ps(ai, b0, c50); c51 = _mm256_fmadd_ps(ai, b1, c51);
+    const __m256 b0 = _mm256_loadu_ps(b);
+    const __m256 b1 = NV == 2 ? _mm256_loadu_ps(b + 8) : b0;
+    CONVKIT_ROW(0) CONVKIT_ROW(1) CONVKIT_ROW(2) CONVKIT_ROW(3) CONVKIT_ROW(4) CONVKIT_ROW(5)
   }
-  const __m256 rows[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
-  for (int i = 0; i < MR; ++i) {
-    float* ci = c + i * ldc;
-    __m256 lo = rows[i][0], hi = rows[i][1];
-    if (accumulate) {
-      lo = _mm256_add_ps(lo, _mm256_loadu_ps(ci));
-      hi = _mm256_add_ps(hi, _mm256_loadu_ps(ci + 8));
-    }
-    _mm256_storeu_ps(ci, lo);
-    _mm256_storeu_ps(ci + 8, hi);
-  }
+  CONVKIT_STORE(0) CONVKIT_STORE(1) CONVKIT_STORE(2) CONVKIT_STORE(3) CONVKIT_STORE(4) CONVKIT_STORE(5)
 }
+#undef CONVKIT_ROW
+#undef CONVKIT_STORE
 
 bool has_avx2_fma() {
+  // CONVKIT_CPU_KERNEL=generic forces the portable kernel (to test it on any machine).
+  const char* force = std::getenv("CONVKIT_CPU_KERNEL");
+  if (force && std::string(force) == "generic") return false;
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
 const bool kAvx2 = has_avx2_fma();
-const Kernel kKernel = kAvx2 ? kernel_avx2 : kernel_generic;
+const Kernel kKernel = kAvx2 ? kernel_avx2<2> : kernel_generic;
+const Kernel kNarrow = kAvx2 ? kernel_avx2<1> : kernel_generic;  // writes 8 of the NR columns
 
 }  // namespace
 
@@ -71,9 +74,9 @@ void micro_tile(i64 kc, const float* a, const float* b, float* c, i64 ldc, int r
     kKernel(kc, a, b, c, ldc, accumulate);
     return;
   }
-  // Edge tile: compute the full tile into a scratch block, then copy the part that exists.
+  // Edge tile: compute into a scratch block, then copy the part that exists.
   alignas(32) float tmp[MR * NR];
-  kKernel(kc, a, b, tmp, NR, false);
+  (cols <= 8 ? kNarrow : kKernel)(kc, a, b, tmp, NR, false);
   for (int i = 0; i < rows; ++i)
     for (int j = 0; j < cols; ++j)
       c[i * ldc + j] = accumulate ? c[i * ldc + j] + tmp[i * NR + j] : tmp[i * NR + j];

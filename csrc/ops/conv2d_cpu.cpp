@@ -88,28 +88,35 @@ std::vector<float> pack_weights(const GatherGemm& g, i64 Q, i64 npad) {
 }
 
 // A block: rows [m0, m0 + mc) x reduction [q0, q0 + kc), as MR-row panels.
+// The reduction index q = (r * S + s) * SC + ch is walked with counters, never
+// divided: on a 1-channel input every element is its own (r, s) segment.
 void pack_gather(const GatherGemm& g, i64 M, i64 m0, i64 mc, i64 q0, i64 kc, float* dst) {
+  const i64 rs0 = q0 / g.SC, ch0 = q0 % g.SC;
   for (i64 p = 0; p < mc; p += MR, dst += MR * kc) {
     for (i64 i = 0; i < MR; ++i) {
+      float* d = dst + i;
       const i64 m = m0 + p + i;
       if (p + i >= mc || m >= M) {
-        for (i64 t = 0; t < kc; ++t) dst[t * MR + i] = 0.f;
+        for (i64 t = 0; t < kc; ++t) d[t * MR] = 0.f;
         continue;
       }
       const i64 gw = m % g.GW, gh = (m / g.GW) % g.GH, n = m / (g.GW * g.GH);
       const float* img = g.src + n * g.SH * g.SW * g.SC;
-      for (i64 q = q0; q < q0 + kc;) {
-        const i64 rs = q / g.SC, ch = q - rs * g.SC;
-        const i64 len = std::min(g.SC - ch, q0 + kc - q);
-        const i64 ih = g.tab_h[gh * g.R + rs / g.S], iw = g.tab_w[gw * g.S + rs % g.S];
-        float* d = dst + (q - q0) * MR + i;
+      const i64* th = g.tab_h + gh * g.R;
+      const i64* tw = g.tab_w + gw * g.S;
+      i64 r = rs0 / g.S, s = rs0 % g.S, ch = ch0;
+      for (i64 t = 0; t < kc;) {
+        const i64 len = std::min(g.SC - ch, kc - t);
+        const i64 ih = th[r], iw = tw[s];
         if (ih >= 0 && iw >= 0) {
-          const float* s = img + (ih * g.SW + iw) * g.SC + ch;
-          for (i64 t = 0; t < len; ++t) d[t * MR] = s[t];
+          const float* src = img + (ih * g.SW + iw) * g.SC + ch;
+          for (i64 u = 0; u < len; ++u) d[(t + u) * MR] = src[u];
         } else {
-          for (i64 t = 0; t < len; ++t) d[t * MR] = 0.f;
+          for (i64 u = 0; u < len; ++u) d[(t + u) * MR] = 0.f;
         }
-        q += len;
+        t += len;
+        ch = 0;
+        if (++s == g.S) s = 0, ++r;
       }
     }
   }

@@ -1,0 +1,336 @@
+#!/usr/bin/env python3
+"""convkit's conv and pool kernels against PyTorch's, side by side in one run.
+
+CPU: PyTorch's CPU ops (oneDNN), same thread count, the faster of NCHW and
+channels_last. GPU: cuDNN through PyTorch (cudnn.benchmark on), strict fp32
+(TF32 off on both sides) and TF32 (on for both). Every result is checked
+against the peer before it is timed. Times are medians of interleaved repeats
+(wall clock on the CPU, CUDA events on the GPU). Prints one table and writes JSON.
+
+    python bench/run_kernels.py                  # CPU, all threads
+    python bench/run_kernels.py --device cuda    # GPU, both numeric modes, plus batch 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import spec_shapes  # noqa: E402
+
+import convkit  # noqa: E402
+from convkit import ops  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# --------------------------------------------------------------------------- timing
+
+
+class CpuTimer:
+    """Wall-clock median of interleaved repeats, after warm-up."""
+
+    def __init__(self, min_time: float, min_reps: int):
+        self.min_time, self.min_reps = min_time, min_reps
+
+    def run(self, fns: dict) -> dict:
+        for f in fns.values():  # warm-up: caches, page faults, thread pools
+            f()
+            f()
+        times = {k: [] for k in fns}
+        start = time.perf_counter()
+        while len(times[next(iter(fns))]) < self.min_reps or time.perf_counter() - start < self.min_time:
+            for k, f in fns.items():
+                t0 = time.perf_counter()
+                f()
+                times[k].append(time.perf_counter() - t0)
+            if len(times[next(iter(fns))]) >= 200:
+                break
+        return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+
+
+class CudaTimer:
+    """CUDA-event median of interleaved repeats; a 256 MB write between repeats flushes L2."""
+
+    def __init__(self, min_time: float, min_reps: int):
+        self.min_time, self.min_reps = min_time, min_reps
+        self.flush = torch.empty(64 * 2**20, dtype=torch.float32, device="cuda")
+
+    def run(self, fns: dict) -> dict:
+        import cupy
+
+        for f in fns.values():
+            f()
+            f()
+        torch.cuda.synchronize()
+        cupy.cuda.get_current_stream().synchronize()
+        times = {k: [] for k in fns}
+        start = time.perf_counter()
+        while len(times[next(iter(fns))]) < self.min_reps or time.perf_counter() - start < self.min_time:
+            for k, f in fns.items():
+                self.flush.zero_()
+                torch.cuda.synchronize()
+                # Both libraries' work is bracketed by events on the stream it runs on.
+                s = cupy.cuda.get_current_stream()
+                e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+                t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                e0.record(s)
+                t0.record()
+                f()
+                e1.record(s)
+                t1.record()
+                e1.synchronize()
+                t1.synchronize()
+                ms = cupy.cuda.get_elapsed_time(e0, e1) if k == "ours" else t0.elapsed_time(t1)
+                times[k].append(ms)
+            if len(times[next(iter(fns))]) >= 500:
+                break
+        return {k: statistics.median(v) for k, v in times.items()}
+
+
+# --------------------------------------------------------------------------- problems
+
+
+def rel_err(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+class Arrays:
+    """Host data, and the same data as convkit's arrays and as torch tensors in both layouts."""
+
+    def __init__(self, device: str):
+        self.device = device
+
+    def ours(self, a):
+        if self.device == "cuda":
+            import cupy
+
+            return cupy.asarray(a)
+        return a
+
+    def torch(self, a, layout=None):
+        t = torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+        if layout is None:  # not an activation
+            return t
+        t = t.permute(0, 3, 1, 2)  # NHWC -> logical NCHW
+        return t.contiguous(memory_format=torch.channels_last if layout == "nhwc" else torch.contiguous_format)
+
+    @staticmethod
+    def host(a):
+        if isinstance(a, torch.Tensor):
+            a = a.detach().cpu()
+            return a.permute(0, 2, 3, 1).numpy() if a.dim() == 4 else a.numpy()
+        return a if isinstance(a, np.ndarray) else a.get()
+
+
+def conv_cases(args, arrays, timer, precision):
+    rng = np.random.default_rng(0)
+    rows = []
+    shapes = list(spec_shapes.CONV)
+    if args.device == "cuda":
+        shapes += [(m + "@512", 512, h, w, c, k, ks, p) for (m, _, h, w, c, k, ks, p) in spec_shapes.CONV]
+    for model, n, h, w, c, k, ks, padding in shapes[: args.limit]:
+        x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+        wt = (rng.standard_normal((ks, ks, c, k)) / math.sqrt(ks * ks * c)).astype(np.float32)
+        b = rng.standard_normal(k).astype(np.float32)
+        oshape = ops.conv2d_output_shape(x.shape, wt.shape, 1, padding)
+        dy = rng.standard_normal(oshape).astype(np.float32)
+        X, W, B, DY = (arrays.ours(a) for a in (x, wt, b, dy))
+        flops = 2.0 * oshape[0] * oshape[1] * oshape[2] * k * ks * ks * c
+        pad = (ks - 1) // 2 if padding == "same" else 0  # all SPEC convs: odd kernels, stride 1
+        wt_t, b_t = arrays.torch(wt).permute(3, 2, 0, 1).contiguous(), arrays.torch(b)
+
+        ours = {
+            "fwd": lambda: ops.conv2d(X, W, B, padding=padding, precision=precision),
+            "bwd_data": lambda: ops.conv2d_backward_data(DY, W, X.shape, padding=padding, precision=precision),
+            "bwd_filter": lambda: ops.conv2d_backward_filter(DY, X, W.shape, padding=padding, precision=precision),
+        }
+        for op, ours_fn in ours.items():
+            best = None
+            for layout in ("nchw", "nhwc"):
+                xt, dyt = arrays.torch(x, layout), arrays.torch(dy, layout)
+                aten = torch.ops.aten.convolution_backward
+                peer = {
+                    "fwd": lambda: F.conv2d(xt, wt_t, b_t, padding=pad),
+                    "bwd_data": lambda: aten(dyt, xt, wt_t, [k], [1, 1], [pad, pad], [1, 1], False, [0, 0], 1,
+                                             [True, False, False])[0],
+                    "bwd_filter": lambda: aten(dyt, xt, wt_t, [k], [1, 1], [pad, pad], [1, 1], False, [0, 0], 1,
+                                               [False, True, True])[1],
+                }[op]
+                with torch.no_grad():
+                    t = timer.run({"ours": ours_fn, "peer": peer})
+                if best is None or t["peer"] < best[1]["peer"]:
+                    best = (layout, t, peer)
+            layout, t, peer = best
+            got = ours_fn()
+            got = got[0] if isinstance(got, tuple) else got
+            want = peer()
+            want = want.permute(2, 3, 1, 0).cpu().numpy() if op == "bwd_filter" else arrays.host(want)  # OIHW -> HWIO
+            err = rel_err(arrays.host(got), want)
+            tol = 5e-3 if precision == "tf32" else 1e-4
+            rows.append(dict(kind="conv", op=op, model=model, shape=f"{n}x{h}x{w}x{c} k{ks} {c}->{k} {padding}",
+                             ours_ms=t["ours"], peer_ms=t["peer"], ratio=t["ours"] / t["peer"], peer_layout=layout,
+                             gflops=flops / t["ours"] / 1e6, peer_gflops=flops / t["peer"] / 1e6,
+                             rel_err=err, ok=err < tol, precision=precision))
+            print(fmt_row(rows[-1]), flush=True)
+    return rows
+
+
+def pool_cases(args, arrays, timer):
+    rng = np.random.default_rng(1)
+    rows = []
+    for model, n, h, w, c, ps, st, padding, kind in spec_shapes.POOL[: args.limit]:
+        x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+        oshape = ops.pool2d_output_shape(x.shape, ps, st, padding)
+        dy = rng.standard_normal(oshape).astype(np.float32)
+        X, DY = arrays.ours(x), arrays.ours(dy)
+        _, argmax = ops.max_pool2d_with_argmax(X, ps, st, padding)
+        # TF 'same' windows equal torch's ceil_mode windows here (stride == window); padded
+        # cells never count in either library.
+        ceil = padding == "same"
+        xt, dyt = arrays.torch(x, "nhwc"), arrays.torch(dy, "nhwc")
+        if kind == "max":
+            yt, idx = F.max_pool2d(xt, ps, st, ceil_mode=ceil, return_indices=True)
+            cases = {
+                "fwd": (lambda: ops.max_pool2d(X, ps, st, padding), lambda: F.max_pool2d(xt, ps, st, ceil_mode=ceil)),
+                "bwd": (lambda: ops.max_pool2d_backward_from_argmax(DY, argmax, X.shape, ps, st, padding),
+                        lambda: torch.ops.aten.max_pool2d_with_indices_backward(dyt, xt, [ps, ps], [st, st], [0, 0],
+                                                                                [1, 1], ceil, idx)),
+            }
+        else:
+            cases = {
+                "fwd": (lambda: ops.avg_pool2d(X, ps, st, padding),
+                        lambda: F.avg_pool2d(xt, ps, st, ceil_mode=ceil, count_include_pad=False)),
+                "bwd": (lambda: ops.avg_pool2d_backward(DY, X, ps, st, padding),
+                        lambda: torch.ops.aten.avg_pool2d_backward(dyt, xt, [ps, ps], [st, st], [0, 0], ceil,
+                                                                   False, None)),
+            }
+        for op, (ours_fn, peer) in cases.items():
+            t = timer.run({"ours": ours_fn, "peer": peer})
+            err = rel_err(arrays.host(ours_fn()), arrays.host(peer()))
+            rows.append(dict(kind="pool", op=f"{kind}_{op}", model=model, shape=f"{n}x{h}x{w}x{c} p{ps} s{st} {padding}",
+                             ours_ms=t["ours"], peer_ms=t["peer"], ratio=t["ours"] / t["peer"], peer_layout="nhwc",
+                             rel_err=err, ok=err < 1e-5))
+            print(fmt_row(rows[-1]), flush=True)
+    return rows
+
+
+# --------------------------------------------------------------------------- report
+
+
+def fmt_row(r) -> str:
+    g = f"{r['gflops']:8.1f}" if "gflops" in r else " " * 8
+    return (f"{r['op']:<10} {r['model']:<22} {r['shape']:<30} {'pass' if r['ok'] else 'FAIL'}  "
+            f"{r['ours_ms']:9.3f} {r['peer_ms']:9.3f} {r['ratio']:6.2f}  {g}")
+
+
+def geomean(vals) -> float:
+    vals = list(vals)
+    return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")
+
+
+def summarize(rows) -> dict:
+    groups = {}
+    for r in rows:
+        key = r["kind"] if r["kind"] == "pool" else f"conv {r['op']}" + (f" ({r['precision']})" if "precision" in r else "")
+        groups.setdefault(key, []).append(r["ratio"])
+    for prec in sorted({r.get("precision") for r in rows if r["kind"] == "conv"}):
+        groups[f"conv all ({prec})"] = [r["ratio"] for r in rows if r["kind"] == "conv" and r.get("precision") == prec]
+    return {k: geomean(v) for k, v in groups.items()}
+
+
+def device_info(device: str) -> dict:
+    info = dict(date=datetime.date.today().isoformat(), python=platform.python_version(), numpy=np.__version__,
+                torch=torch.__version__, convkit=convkit.__version__, threads=convkit.get_num_threads())
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                        cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        pass
+    if device == "cuda":
+        info["device"] = torch.cuda.get_device_name(0)
+        info["cudnn"] = torch.backends.cudnn.version()
+        import cupy
+
+        info["cupy"] = cupy.__version__
+    else:
+        cpu = platform.processor()
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+            cpu = re.search(r"model name\s*:\s*(.*)", text).group(1).strip()
+        except (OSError, AttributeError):
+            pass
+        info["device"] = f"{cpu}, {os.cpu_count()} logical cores"
+        info["micro_kernel"] = convkit._cpu.micro_kernel()
+        info["torch_threads"] = torch.get_num_threads()
+    return info
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for both libraries (default: all cores)")
+    p.add_argument("--min-time", type=float, default=0.3, help="seconds of timing per case, at least")
+    p.add_argument("--min-reps", type=int, default=7)
+    p.add_argument("--limit", type=int, default=None, help="only the first N shapes of each table (smoke runs)")
+    p.add_argument("--only", choices=["conv", "pool"], default=None)
+    p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/kernels-<device>.json)")
+    args = p.parse_args(argv)
+
+    if args.device == "cpu":
+        threads = args.threads or os.cpu_count()
+        convkit.set_num_threads(threads)
+        torch.set_num_threads(threads)
+        timer = CpuTimer(args.min_time, args.min_reps)
+        precisions = ["float32"]
+    else:
+        if not convkit.has_cuda():
+            print(f"convkit CUDA {convkit.cuda_status()}", file=sys.stderr)
+            return 2
+        torch.backends.cudnn.benchmark = True
+        timer = CudaTimer(args.min_time, args.min_reps)
+        precisions = ["float32", "tf32"]
+    arrays = Arrays(args.device)
+    info = device_info(args.device)
+    print(f"# {info['device']} | torch {info['torch']} | {info['date']}")
+    print(f"{'op':<10} {'model':<22} {'shape':<30} check  {'ours ms':>9} {'peer ms':>9} {'ratio':>6}  GFLOP/s")
+    rows = []
+    if args.only in (None, "conv"):
+        for prec in precisions:
+            if args.device == "cuda":
+                torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = prec == "tf32"
+            print(f"## conv, {prec}" + (" (peer TF32 " + ("on)" if prec == "tf32" else "off)") if args.device == "cuda" else ""))
+            rows += conv_cases(args, arrays, timer, prec)
+    if args.only in (None, "pool"):
+        print("## pooling")
+        rows += pool_cases(args, arrays, timer)
+    summary = summarize(rows)
+    print("\ngeometric mean of time ratio ours/peer (below 1 = convkit faster):")
+    for k, v in summary.items():
+        print(f"  {k:<28} {v:6.3f}")
+    failed = [r for r in rows if not r["ok"]]
+    out = args.out or RESULTS / f"kernels-{args.device}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(info=info, summary=summary, rows=rows), indent=1) + "\n")
+    print(f"\nwrote {out}" + (f"; {len(failed)} case(s) FAILED the check" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
