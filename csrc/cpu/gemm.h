@@ -17,6 +17,12 @@ constexpr int NR = 16;
 void micro_tile(i64 kc, const float* a, const float* b, float* c, i64 ldc, int rows, int cols,
                 bool accumulate);
 
+// The same tile with A read in place: for each of `taps` steps, rows[t * MR + i] points
+// at `len` contiguous floats of row i (a pixel's channels); B is the panel for all
+// taps * len reduction rows. This skips packing A when rows are long enough.
+void direct_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* b, float* c, i64 ldc, int rows,
+                 int cols);
+
 // Which micro-kernel this CPU runs: "avx2-fma" or "generic".
 const char* micro_kernel_name();
 

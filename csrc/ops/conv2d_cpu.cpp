@@ -29,6 +29,7 @@ using cpu::NR;
 
 constexpr i64 kKC = 256;  // reduction block: an A panel (MR x kKC) plus a B panel stay in L1
 constexpr i64 kMC = 96;   // rows per block: the packed A block (kMC x kKC) stays in L2
+constexpr i64 kDirectMinChannels = 8;  // below this, packing A beats reading it in place
 
 i64 round_up(i64 v, i64 m) { return (v + m - 1) / m * m; }
 
@@ -70,11 +71,11 @@ struct GatherGemm {
   Activation act;
 };
 
-// B packed once: for each reduction block of kKC rows, NR-wide panels, zero-padded.
-std::vector<float> pack_weights(const GatherGemm& g, i64 Q, i64 npad) {
+// B packed once: for each reduction block of `block` rows, NR-wide panels, zero-padded.
+std::vector<float> pack_weights(const GatherGemm& g, i64 Q, i64 npad, i64 block) {
   std::vector<float> packed(static_cast<size_t>(Q * npad));
-  for (i64 q0 = 0; q0 < Q; q0 += kKC) {
-    const i64 kc = std::min(kKC, Q - q0);
+  for (i64 q0 = 0; q0 < Q; q0 += block) {
+    const i64 kc = std::min(block, Q - q0);
     for (i64 jp = 0; jp < npad; jp += NR) {
       float* dst = packed.data() + q0 * npad + jp * kc;
       for (i64 q = q0; q < q0 + kc; ++q) {
@@ -122,10 +123,61 @@ void pack_gather(const GatherGemm& g, i64 M, i64 m0, i64 mc, i64 q0, i64 kc, flo
   }
 }
 
-void run_gather_gemm(const GatherGemm& g) {
-  const i64 M = g.N * g.GH * g.GW, Q = g.R * g.S * g.SC, npad = round_up(g.ncols, NR);
-  if (M == 0) return;
-  const std::vector<float> bpack = pack_weights(g, Q, npad);
+void epilogue(const GatherGemm& g, i64 m0, i64 mc) {
+  if (!g.bias && g.act != Activation::Relu) return;
+  for (i64 m = m0; m < m0 + mc; ++m) {
+    float* row = g.out + m * g.ncols;
+    if (g.bias)
+      for (i64 j = 0; j < g.ncols; ++j) row[j] += g.bias[j];
+    if (g.act == Activation::Relu)
+      for (i64 j = 0; j < g.ncols; ++j) row[j] = std::max(row[j], 0.f);
+  }
+}
+
+// Sources with many channels: the micro-kernel reads each row's channels in
+// place through pointers (padding and rows past the end point at zeros), so
+// nothing is packed but the weights, and the whole reduction stays in registers.
+void run_direct(const GatherGemm& g, i64 M, i64 npad) {
+  const i64 taps = g.R * g.S, Q = taps * g.SC;
+  const std::vector<float> bpack = pack_weights(g, Q, npad, Q);
+  const std::vector<float> zeros(static_cast<size_t>(g.SC), 0.f);
+  const i64 blocks = (M + kMC - 1) / kMC;
+#pragma omp parallel
+  {
+    std::vector<const float*> ptrs(static_cast<size_t>(kMC * taps));
+#pragma omp for schedule(dynamic, 1)
+    for (i64 blk = 0; blk < blocks; ++blk) {
+      const i64 m0 = blk * kMC, mc = std::min(kMC, M - m0);
+      for (i64 i = 0; i < round_up(mc, MR); ++i) {
+        const i64 m = m0 + i;
+        const float** rowp = ptrs.data() + (i / MR) * MR * taps + i % MR;
+        if (i >= mc) {
+          for (i64 t = 0; t < taps; ++t) rowp[t * MR] = zeros.data();
+          continue;
+        }
+        const i64 gw = m % g.GW, gh = (m / g.GW) % g.GH, n = m / (g.GW * g.GH);
+        const float* img = g.src + n * g.SH * g.SW * g.SC;
+        for (i64 r = 0; r < g.R; ++r)
+          for (i64 s = 0; s < g.S; ++s) {
+            const i64 ih = g.tab_h[gh * g.R + r], iw = g.tab_w[gw * g.S + s];
+            rowp[(r * g.S + s) * MR] = (ih >= 0 && iw >= 0) ? img + (ih * g.SW + iw) * g.SC : zeros.data();
+          }
+      }
+      for (i64 jp = 0; jp < npad; jp += NR) {
+        const int cols = static_cast<int>(std::min<i64>(NR, g.ncols - jp));
+        for (i64 ip = 0; ip < mc; ip += MR)
+          cpu::direct_tile(taps, g.SC, ptrs.data() + ip * taps, bpack.data() + jp * Q, g.out + (m0 + ip) * g.ncols + jp,
+                           g.ncols, static_cast<int>(std::min<i64>(MR, mc - ip)), cols);
+      }
+      epilogue(g, m0, mc);
+    }
+  }
+}
+
+// Few channels (an image's 1 or 3): pack A blocks, amortising the gather over all panels.
+void run_packed(const GatherGemm& g, i64 M, i64 npad) {
+  const i64 Q = g.R * g.S * g.SC;
+  const std::vector<float> bpack = pack_weights(g, Q, npad, kKC);
   const i64 blocks = (M + kMC - 1) / kMC;
 #pragma omp parallel
   {
@@ -144,17 +196,18 @@ void run_gather_gemm(const GatherGemm& g) {
                             static_cast<int>(std::min<i64>(MR, mc - ip)), cols, q0 > 0);
         }
       }
-      if (g.bias || g.act == Activation::Relu) {
-        for (i64 m = m0; m < m0 + mc; ++m) {
-          float* row = g.out + m * g.ncols;
-          if (g.bias)
-            for (i64 j = 0; j < g.ncols; ++j) row[j] += g.bias[j];
-          if (g.act == Activation::Relu)
-            for (i64 j = 0; j < g.ncols; ++j) row[j] = std::max(row[j], 0.f);
-        }
-      }
+      epilogue(g, m0, mc);
     }
   }
+}
+
+void run_gather_gemm(const GatherGemm& g) {
+  const i64 M = g.N * g.GH * g.GW, npad = round_up(g.ncols, NR);
+  if (M == 0) return;
+  if (g.SC >= kDirectMinChannels)
+    run_direct(g, M, npad);
+  else
+    run_packed(g, M, npad);
 }
 
 }  // namespace
