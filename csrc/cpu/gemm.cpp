@@ -89,6 +89,36 @@ void direct_generic(i64 taps, i64 len, const float* const* ptr, const float* b, 
     for (int j = 0; j < NR; ++j) c[i * ldc + j] = acc[i][j];
 }
 
+__attribute__((target("avx2,fma"))) void gather_avx2(i64 kc, const float* const* ptr, i64 offset, const float* b,
+                                                     float* c, i64 ldc) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+  __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+  for (i64 k = 0; k < kc; ++k, b += NR) {
+    const float* a = ptr[k] + offset;
+    const __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+#define CONVKIT_ROW(i)                                   \
+  {                                                      \
+    const __m256 ai = _mm256_broadcast_ss(a + i);        \
+    c##i##0 = _mm256_fmadd_ps(ai, b0, c##i##0);          \
+    c##i##1 = _mm256_fmadd_ps(ai, b1, c##i##1);          \
+  }
+    CONVKIT_ROW(0) CONVKIT_ROW(1) CONVKIT_ROW(2) CONVKIT_ROW(3) CONVKIT_ROW(4) CONVKIT_ROW(5)
+#undef CONVKIT_ROW
+  }
+  const __m256 out[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  for (int i = 0; i < MR; ++i)
+    for (int v = 0; v < 2; ++v) _mm256_storeu_ps(c + i * ldc + 8 * v, out[i][v]);
+}
+
+void gather_generic(i64 kc, const float* const* ptr, i64 offset, const float* b, float* c, i64 ldc) {
+  float acc[MR][NR] = {};
+  for (i64 k = 0; k < kc; ++k, b += NR)
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) acc[i][j] += ptr[k][offset + i] * b[j];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) c[i * ldc + j] = acc[i][j];
+}
+
 bool has_avx2_fma() {
   // CONVKIT_CPU_KERNEL=generic forces the portable kernel (to test it on any machine).
   const char* force = std::getenv("CONVKIT_CPU_KERNEL");
@@ -129,6 +159,14 @@ void direct_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* b
   f(taps, len, rows_ptr, b, tmp, NR);
   for (int i = 0; i < rows; ++i)
     for (int j = 0; j < cols; ++j) c[i * ldc + j] = tmp[i * NR + j];
+}
+
+void gather_tile(i64 kc, const float* const* ptr, i64 offset, const float* b, float* c, i64 ldc, int first_row,
+                 int cols) {
+  alignas(32) float tmp[MR * NR];
+  (kAvx2 ? gather_avx2 : gather_generic)(kc, ptr, offset, b, tmp, NR);
+  for (int i = first_row; i < MR; ++i)
+    for (int j = 0; j < cols; ++j) c[i * ldc + j] += tmp[i * NR + j];
 }
 
 const char* micro_kernel_name() { return kAvx2 ? "avx2-fma" : "generic"; }

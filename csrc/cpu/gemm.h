@@ -23,6 +23,13 @@ void micro_tile(i64 kc, const float* a, const float* b, float* c, i64 ldc, int r
 void direct_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* b, float* c, i64 ldc, int rows,
                  int cols);
 
+// C[first_row:MR, 0:cols] += A * B_panel where A[k][i] = ptr[k][offset + i]: six
+// consecutive channels of the pixel that reduction step k reads (conv backward-filter).
+// Rows before first_row are computed but not written, so a last group of channels
+// can overlap the one before it instead of being padded.
+void gather_tile(i64 kc, const float* const* ptr, i64 offset, const float* b, float* c, i64 ldc, int first_row,
+                 int cols);
+
 // Which micro-kernel this CPU runs: "avx2-fma" or "generic".
 const char* micro_kernel_name();
 

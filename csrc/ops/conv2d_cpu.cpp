@@ -239,6 +239,7 @@ void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy,
     q_s[q] = (q / d.C) % d.S;
     q_r[q] = q / (d.C * d.S);
   }
+  const std::vector<float> zeros(static_cast<size_t>(d.C), 0.f);
   const int nthreads = std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>((M + kKC - 1) / kKC)));
   std::vector<float> partial(static_cast<size_t>(nthreads) * (Q * K + K), 0.f);
 #pragma omp parallel num_threads(nthreads)
@@ -249,6 +250,7 @@ void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy,
     const i64 lo = M * t / nthreads, hi = M * (t + 1) / nthreads;
     std::vector<float> bpack(static_cast<size_t>(kKC * npad)), apack(static_cast<size_t>(kMC * kKC));
     std::vector<i64> img(kKC), ph(kKC), pw(kKC);
+    std::vector<const float*> mptr(kKC);
     for (i64 m0 = lo; m0 < hi; m0 += kKC) {
       const i64 kc = std::min(kKC, hi - m0);
       // B = dy rows [m0, m0 + kc) as NR-wide panels; the bias gradient rides along.
@@ -264,6 +266,23 @@ void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy,
         img[m - m0] = n * d.H * d.W * d.C;
         ph[m - m0] = oh * d.R;
         pw[m - m0] = ow * d.S;
+      }
+      if (d.C >= MR) {
+        // Six consecutive channels of one tap are contiguous in x: read them in place.
+        for (i64 rs = 0; rs < d.R * d.S; ++rs) {
+          const i64 r = rs / d.S, s = rs % d.S;
+          for (i64 u = 0; u < kc; ++u) {
+            const i64 ih = th[ph[u] + r], iw = tw[pw[u] + s];
+            mptr[u] = (ih >= 0 && iw >= 0) ? x + img[u] + (ih * d.W + iw) * d.C : zeros.data();
+          }
+          for (i64 c0 = 0; c0 < d.C; c0 += MR) {
+            const i64 base = std::min(c0, d.C - MR);  // the last group overlaps the one before
+            for (i64 jp = 0; jp < npad; jp += NR)
+              cpu::gather_tile(kc, mptr.data(), base, bpack.data() + jp * kc, acc + (rs * d.C + base) * K + jp, K,
+                               static_cast<int>(c0 - base), static_cast<int>(std::min<i64>(NR, K - jp)));
+          }
+        }
+        continue;
       }
       for (i64 q0 = 0; q0 < Q; q0 += kMC) {
         const i64 mq = std::min(kMC, Q - q0);
