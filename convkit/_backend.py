@@ -11,7 +11,14 @@ import functools
 
 import numpy as np
 
-from convkit import _cpu
+try:
+    from convkit import _cpu
+except ImportError as e:  # pragma: no cover - depends on how the package was installed
+    raise ImportError(
+        "convkit's compiled CPU module is missing. If you are running from the source folder after a "
+        "plain 'pip install .', Python is importing the sources instead of the installed package: "
+        "run from another folder or install with 'pip install -e .'"
+    ) from e
 
 
 def set_num_threads(n: int) -> None:
