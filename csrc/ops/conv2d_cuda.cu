@@ -51,11 +51,24 @@ __global__ void bwd_data_kernel(Conv2dDesc d, const float* __restrict__ dy, cons
   }
 }
 
+// Sum of every thread's `v` (blockDim.x == 256), in a fixed order; all threads must call it.
+__device__ float block_sum(float v) {
+  __shared__ float part[256];
+  part[threadIdx.x] = v;
+  __syncthreads();
+  for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
+    __syncthreads();
+  }
+  const float total = part[0];
+  __syncthreads();  // part is reused by the next call
+  return total;
+}
+
 // One block per weight element (r, s, c, k): its threads split the N*OH*OW pixels
 // and reduce in shared memory, so the sum order is fixed (deterministic).
 __global__ void bwd_filter_kernel(Conv2dDesc d, const float* __restrict__ x, const float* __restrict__ dy,
                                   float* __restrict__ dw) {
-  __shared__ float part[256];
   const i64 total = d.R * d.S * d.C * d.K, pixels = d.N * d.OH * d.OW;
   for (i64 e = blockIdx.x; e < total; e += gridDim.x) {
     const i64 k = e % d.K, c = (e / d.K) % d.C, s = (e / (d.K * d.C)) % d.S, r = e / (d.K * d.C * d.S);
@@ -66,30 +79,17 @@ __global__ void bwd_filter_kernel(Conv2dDesc d, const float* __restrict__ x, con
       if (ih >= 0 && ih < d.H && iw >= 0 && iw < d.W)
         acc = fmaf(x[((n * d.H + ih) * d.W + iw) * d.C + c], dy[m * d.K + k], acc);
     }
-    part[threadIdx.x] = acc;
-    __syncthreads();
-    for (int half = blockDim.x / 2; half > 0; half /= 2) {
-      if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
-      __syncthreads();
-    }
-    if (threadIdx.x == 0) dw[e] = part[0];
-    __syncthreads();  // part is reused by the next element
+    const float total_e = block_sum(acc);
+    if (threadIdx.x == 0) dw[e] = total_e;
   }
 }
 
 __global__ void bias_grad_kernel(i64 pixels, i64 K, const float* __restrict__ dy, float* __restrict__ db) {
-  __shared__ float part[256];
   for (i64 k = blockIdx.x; k < K; k += gridDim.x) {
     float acc = 0.f;
     for (i64 m = threadIdx.x; m < pixels; m += blockDim.x) acc += dy[m * K + k];
-    part[threadIdx.x] = acc;
-    __syncthreads();
-    for (int half = blockDim.x / 2; half > 0; half /= 2) {
-      if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
-      __syncthreads();
-    }
-    if (threadIdx.x == 0) db[k] = part[0];
-    __syncthreads();
+    const float total = block_sum(acc);
+    if (threadIdx.x == 0) db[k] = total;
   }
 }
 

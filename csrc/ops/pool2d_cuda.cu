@@ -23,21 +23,33 @@ __device__ inline void window(i64 o, i64 stride, i64 pad, i64 size, i64 in, i64&
   hi = start + size < in ? start + size : in;
 }
 
+// The input window [h0, h1) x [w0, w1) of output element e = ((n * OH + oh) * OW + ow) * C + c,
+// and the offset of its image's channel c.
+struct OutWindow {
+  i64 img, h0, h1, w0, w1;
+};
+
+__device__ inline OutWindow out_window(const Pool2dDesc& d, i64 e) {
+  const i64 c = e % d.C, ow = (e / d.C) % d.OW, oh = (e / (d.C * d.OW)) % d.OH, n = e / (d.C * d.OW * d.OH);
+  OutWindow o;
+  o.img = n * d.H * d.W * d.C + c;
+  window(oh, d.sh, d.pt, d.R, d.H, o.h0, o.h1);
+  window(ow, d.sw, d.pl, d.S, d.W, o.w0, o.w1);
+  return o;
+}
+
 #define GRID_STRIDE(e, total) \
   for (i64 e = blockIdx.x * (i64)blockDim.x + threadIdx.x; e < (total); e += (i64)gridDim.x * blockDim.x)
 
 __global__ void max_fwd(Pool2dDesc d, const float* __restrict__ x, float* __restrict__ y,
                         std::int32_t* __restrict__ argmax) {
   GRID_STRIDE(e, d.N * d.OH * d.OW * d.C) {
-    const i64 c = e % d.C, ow = (e / d.C) % d.OW, oh = (e / (d.C * d.OW)) % d.OH, n = e / (d.C * d.OW * d.OH);
-    i64 h0, h1, w0, w1;
-    window(oh, d.sh, d.pt, d.R, d.H, h0, h1);
-    window(ow, d.sw, d.pl, d.S, d.W, w0, w1);
-    const float* img = x + n * d.H * d.W * d.C + c;
-    float m = img[(h0 * d.W + w0) * d.C];
-    i64 best = h0 * d.W + w0;
-    for (i64 ih = h0; ih < h1; ++ih)
-      for (i64 iw = w0; iw < w1; ++iw) {
+    const OutWindow o = out_window(d, e);
+    const float* img = x + o.img;
+    float m = img[(o.h0 * d.W + o.w0) * d.C];
+    i64 best = o.h0 * d.W + o.w0;
+    for (i64 ih = o.h0; ih < o.h1; ++ih)
+      for (i64 iw = o.w0; iw < o.w1; ++iw) {
         const float v = img[(ih * d.W + iw) * d.C];
         if (v > m || (v != v && m == m)) m = v, best = ih * d.W + iw;
       }
@@ -66,15 +78,12 @@ __global__ void max_bwd(Pool2dDesc d, const float* __restrict__ dy, const std::i
 
 __global__ void avg_fwd(Pool2dDesc d, const float* __restrict__ x, float* __restrict__ y) {
   GRID_STRIDE(e, d.N * d.OH * d.OW * d.C) {
-    const i64 c = e % d.C, ow = (e / d.C) % d.OW, oh = (e / (d.C * d.OW)) % d.OH, n = e / (d.C * d.OW * d.OH);
-    i64 h0, h1, w0, w1;
-    window(oh, d.sh, d.pt, d.R, d.H, h0, h1);
-    window(ow, d.sw, d.pl, d.S, d.W, w0, w1);
-    const float* img = x + n * d.H * d.W * d.C + c;
+    const OutWindow o = out_window(d, e);
+    const float* img = x + o.img;
     float acc = 0.f;
-    for (i64 ih = h0; ih < h1; ++ih)
-      for (i64 iw = w0; iw < w1; ++iw) acc += img[(ih * d.W + iw) * d.C];
-    y[e] = acc * (1.f / static_cast<float>((h1 - h0) * (w1 - w0)));
+    for (i64 ih = o.h0; ih < o.h1; ++ih)
+      for (i64 iw = o.w0; iw < o.w1; ++iw) acc += img[(ih * d.W + iw) * d.C];
+    y[e] = acc * (1.f / static_cast<float>((o.h1 - o.h0) * (o.w1 - o.w0)));
   }
 }
 
