@@ -1,0 +1,29 @@
+"""Small helpers used alongside the models and datasets."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def to_categorical(y, num_classes: int | None = None, dtype="float32") -> np.ndarray:
+    """One-hot encode integer class labels.
+
+    ``y`` of shape (..., ) or (..., 1) becomes (..., num_classes); ``num_classes`` defaults to
+    ``max(y) + 1``. Labels must be integers in ``[0, num_classes)``.
+    """
+    y = np.asarray(y)
+    if y.dtype.kind not in "iub":
+        if y.dtype.kind == "f" and y.size and np.all(np.mod(y, 1) == 0):
+            y = y.astype(np.int64)
+        else:
+            raise ValueError(f"to_categorical needs integer labels, got dtype {y.dtype}")
+    if y.ndim > 1 and y.shape[-1] == 1:
+        y = y.reshape(y.shape[:-1])
+    y = y.astype(np.int64)
+    if num_classes is None:
+        num_classes = int(y.max()) + 1 if y.size else 0
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got range [{y.min()}, {y.max()}]")
+    out = np.zeros(y.shape + (num_classes,), dtype=dtype)
+    np.put_along_axis(out, y[..., None], 1, axis=-1)
+    return out
