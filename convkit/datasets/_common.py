@@ -6,6 +6,7 @@ import hashlib
 import os
 import tempfile
 import urllib.request
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -50,7 +51,7 @@ def read_npz(path: Path, shapes: dict[str, tuple]) -> tuple:
             arrays = {k: f[k] for k in _SPLIT_KEYS}
     except KeyError as exc:
         raise ValueError(f"{path}: missing array {exc}") from None
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
     for key, shape in shapes.items():
         a = arrays[key]

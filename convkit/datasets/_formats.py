@@ -87,22 +87,26 @@ _ALLOWED_GLOBALS = {
 }
 
 
+class _Forbidden(pickle.UnpicklingError):
+    pass
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed") from None
+            raise _Forbidden(f"global '{module}.{name}' is not allowed") from None
 
     def persistent_load(self, pid):
-        raise pickle.UnpicklingError("persistent references are not allowed")
+        raise _Forbidden("persistent references are not allowed")
 
 
 def restricted_unpickle(data: bytes, name: str):
     """Unpickle ``data`` allowing only plain containers, strings, numbers and NumPy arrays."""
     try:
         return _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except pickle.UnpicklingError as exc:
+    except _Forbidden as exc:
         raise ValueError(f"{name}: refused pickle: {exc}") from None
     except Exception as exc:  # truncated or garbled streams raise many different types
         raise ValueError(f"{name}: malformed or truncated pickle ({type(exc).__name__}: {exc})") from None
