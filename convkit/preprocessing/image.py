@@ -1,0 +1,445 @@
+"""Random image augmentation and directory-backed image iterators (NHWC, float32)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from convkit.preprocessing._transform import FILL_MODES, affine_batch
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp")
+_COLOR_CHANNELS = {"grayscale": 1, "rgb": 3, "rgba": 4}
+
+
+def _pil():
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError("reading image files needs Pillow: pip install 'convkit[image]'") from None
+    return Image
+
+
+def _range(value, name, symmetric=True):
+    """Turn a Keras-style range argument into (low, high)."""
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"{name} must be non-negative, got {value}")
+        return (-float(value), float(value)) if symmetric else (1.0 - value, 1.0 + value)
+    lo, hi = (float(v) for v in value)
+    if lo > hi:
+        raise ValueError(f"{name} must be (low, high) with low <= high, got {value}")
+    return lo, hi
+
+
+class ImageDataGenerator:
+    """Random augmentation of NHWC image batches, in the manner of Keras's ``ImageDataGenerator``.
+
+    Ranges: ``rotation_range`` in degrees (uniform in +-range, positive turns content
+    counter-clockwise); ``width_shift_range``/``height_shift_range`` as a fraction of the size when
+    below 1, else in pixels; ``shear_range`` in degrees; ``zoom_range`` a float z for [1-z, 1+z] or a
+    (low, high) pair, each axis drawn independently, values below 1 enlarging the content as in
+    Keras. Flips happen with probability 1/2. ``fill_mode`` is 'constant' (``cval``), 'nearest',
+    'reflect' or 'wrap'. Each batch goes through ``preprocessing_function`` (per image), the random
+    transform (one affine map per image, bilinear, vectorised over the batch), ``rescale``, then
+    sample-wise and feature-wise standardisation (the latter needs :meth:`fit`).
+    """
+
+    def __init__(self, rotation_range=0.0, width_shift_range=0.0, height_shift_range=0.0,
+                 shear_range=0.0, zoom_range=0.0, horizontal_flip=False, vertical_flip=False,
+                 rescale=None, fill_mode="nearest", cval=0.0, featurewise_center=False,
+                 featurewise_std_normalization=False, samplewise_center=False,
+                 samplewise_std_normalization=False, preprocessing_function=None,
+                 validation_split=0.0, dtype="float32"):
+        if fill_mode not in FILL_MODES:
+            raise ValueError(f"fill_mode must be one of {FILL_MODES}, got {fill_mode!r}")
+        if not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+        self.rotation_range = float(rotation_range)
+        self.width_shift_range = width_shift_range
+        self.height_shift_range = height_shift_range
+        self.shear_range = float(shear_range)
+        self.zoom_range = _range(zoom_range, "zoom_range", symmetric=False)
+        self.horizontal_flip = bool(horizontal_flip)
+        self.vertical_flip = bool(vertical_flip)
+        self.rescale = rescale
+        self.fill_mode = fill_mode
+        self.cval = float(cval)
+        self.featurewise_center = featurewise_center
+        self.featurewise_std_normalization = featurewise_std_normalization
+        self.samplewise_center = samplewise_center
+        self.samplewise_std_normalization = samplewise_std_normalization
+        self.preprocessing_function = preprocessing_function
+        self.validation_split = float(validation_split)
+        self.dtype = np.dtype(dtype)
+        self.mean = None
+        self.std = None
+
+    # -- random parameters -------------------------------------------------------------
+    def get_random_transforms(self, n: int, height: int, width: int, rng: np.random.Generator) -> dict:
+        """Draw parameters for ``n`` images: arrays ``theta``, ``tx``, ``ty`` (pixels), ``shear``, ``zx``,
+        ``zy``, ``flip_horizontal``, ``flip_vertical``."""
+        def shift(rng_value, size):
+            lo, hi = _range(rng_value, "shift range")
+            if hi == lo == 0:
+                return np.zeros(n)
+            s = rng.uniform(lo, hi, n)
+            return s * size if max(abs(lo), abs(hi)) < 1 else np.rint(s)
+
+        zeros = np.zeros(n)
+        zl, zh = self.zoom_range
+        params = {
+            "theta": rng.uniform(-self.rotation_range, self.rotation_range, n) if self.rotation_range else zeros,
+            "tx": shift(self.width_shift_range, width),
+            "ty": shift(self.height_shift_range, height),
+            "shear": rng.uniform(-self.shear_range, self.shear_range, n) if self.shear_range else zeros,
+            "zx": rng.uniform(zl, zh, n) if (zl, zh) != (1.0, 1.0) else np.ones(n),
+            "zy": rng.uniform(zl, zh, n) if (zl, zh) != (1.0, 1.0) else np.ones(n),
+            "flip_horizontal": rng.random(n) < 0.5 if self.horizontal_flip else np.zeros(n, bool),
+            "flip_vertical": rng.random(n) < 0.5 if self.vertical_flip else np.zeros(n, bool),
+        }
+        return params
+
+    # -- applying them -----------------------------------------------------------------
+    def apply_transform(self, x, params: dict) -> np.ndarray:
+        """Apply per-image parameters (as from :meth:`get_random_transforms`) to ``x`` (N, H, W, C).
+
+        ``tx`` > 0 moves content right and ``ty`` > 0 down, by that many pixels; ``theta`` turns it
+        counter-clockwise (degrees); ``zx``/``zy`` < 1 enlarge it; ``shear`` is an angle in degrees.
+        """
+        x = np.asarray(x, dtype=np.float32)
+        n, h, w, _ = x.shape
+        get = lambda k, d: np.broadcast_to(np.asarray(params.get(k, d), dtype=np.float64), (n,))
+        theta, shear = np.deg2rad(get("theta", 0.0)), np.deg2rad(get("shear", 0.0))
+        tx, ty, zx, zy = get("tx", 0.0), get("ty", 0.0), get("zx", 1.0), get("zy", 1.0)
+        if np.any(theta) or np.any(shear) or np.any(tx) or np.any(ty) or np.any(zx != 1) or np.any(zy != 1):
+            cos, sin = np.cos(theta), np.sin(theta)
+            # Output (row, col) -> input (row, col) about the image centre: undo the shift, then the
+            # rotation, then shear and zoom (the inverse of the forward map content goes through).
+            rot_inv = np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], -2)
+            shear_m = np.zeros((n, 2, 2))
+            shear_m[:, 0, 0] = np.cos(shear)
+            shear_m[:, 1, 0] = -np.sin(shear)
+            shear_m[:, 1, 1] = 1.0
+            zoom = np.zeros((n, 2, 2))
+            zoom[:, 0, 0], zoom[:, 1, 1] = zy, zx
+            m = zoom @ shear_m @ rot_inv
+            centre = np.array([(h - 1) / 2.0, (w - 1) / 2.0])
+            shift = np.stack([ty, tx], -1)
+            offsets = centre - np.einsum("bij,bj->bi", m, centre + shift)
+            x = affine_batch(x, m, offsets, self.fill_mode, self.cval)
+        flip_h = np.asarray(params.get("flip_horizontal", np.zeros(n, bool)), bool)
+        flip_v = np.asarray(params.get("flip_vertical", np.zeros(n, bool)), bool)
+        if flip_h.any() or flip_v.any():
+            x = x.copy()
+            x[flip_h] = x[flip_h][:, :, ::-1]
+            x[flip_v] = x[flip_v][:, ::-1]
+        return x
+
+    def random_transform(self, x, seed=None) -> np.ndarray:
+        """Randomly transform a batch (N, H, W, C) or one image (H, W, C)."""
+        x = np.asarray(x, dtype=np.float32)
+        single = x.ndim == 3
+        batch = x[None] if single else x
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        out = self.apply_transform(batch, self.get_random_transforms(len(batch), *batch.shape[1:3], rng))
+        return out[0] if single else out
+
+    def fit(self, x, augment=False, rounds=1, seed=None) -> None:
+        """Compute per-channel mean and std over ``x`` (N, H, W, C) for feature-wise standardisation."""
+        x = _as_nhwc(x)
+        if augment:
+            rng = np.random.default_rng(seed)
+            x = np.concatenate([self.random_transform(x, rng) for _ in range(rounds)])
+        if self.rescale:
+            x = x * self.rescale
+        self.mean = x.mean(axis=(0, 1, 2), keepdims=True)[0].astype(np.float32)
+        self.std = x.std(axis=(0, 1, 2), keepdims=True)[0].astype(np.float32)
+
+    def standardize(self, x) -> np.ndarray:
+        """Rescale, then sample-wise, then feature-wise normalisation of a batch (N, H, W, C)."""
+        x = np.asarray(x, dtype=np.float32)
+        if self.rescale:
+            x = x * np.float32(self.rescale)
+        if self.samplewise_center:
+            x = x - x.mean(axis=(1, 2, 3), keepdims=True)
+        if self.samplewise_std_normalization:
+            x = x / (x.std(axis=(1, 2, 3), keepdims=True) + 1e-6)
+        if self.featurewise_center or self.featurewise_std_normalization:
+            if self.mean is None:
+                raise RuntimeError("featurewise_center/std_normalization need fit(x) to be called first")
+            if self.featurewise_center:
+                x = x - self.mean
+            if self.featurewise_std_normalization:
+                x = x / (self.std + 1e-6)
+        return x
+
+    def _process(self, x, rng) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if self.preprocessing_function is not None:
+            x = np.stack([np.asarray(self.preprocessing_function(im), np.float32) for im in x])
+        x = self.apply_transform(x, self.get_random_transforms(len(x), x.shape[1], x.shape[2], rng))
+        return self.standardize(x).astype(self.dtype, copy=False)
+
+    # -- iterators ---------------------------------------------------------------------
+    def flow(self, x, y=None, batch_size=32, shuffle=True, seed=None):
+        """Endless iterator over augmented batches of ``x`` (N, H, W, C; N, H, W is taken as one channel).
+
+        Yields ``(x_batch, y_batch)``, or ``x_batch`` alone when ``y`` is None; ``len()`` is the
+        number of batches per epoch, the last of which may be smaller.
+        """
+        return NumpyArrayIterator(self, x, y, batch_size, shuffle, seed)
+
+    def flow_from_directory(self, directory, target_size=(256, 256), color_mode="rgb", classes=None,
+                            class_mode="categorical", batch_size=32, shuffle=True, seed=None,
+                            subset=None, interpolation="nearest"):
+        """Endless iterator over images in ``directory``, one sub-folder per class (sorted names).
+
+        ``class_mode``: 'categorical' (one-hot), 'binary' (0/1, two classes), 'sparse' (class index)
+        -- all float32 -- or None (images only). ``subset`` 'training'/'validation' uses this
+        generator's ``validation_split``, taking the first part of each class as validation.
+        """
+        return DirectoryIterator(self, directory, target_size, color_mode, classes, class_mode,
+                                 batch_size, shuffle, seed, subset, interpolation)
+
+
+def _as_nhwc(x) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise ValueError(f"expected images of shape (N, H, W, C) or (N, H, W), got {x.shape}")
+    return x.astype(np.float32, copy=False)
+
+
+class _BatchIterator:
+    """Endless batches over ``n`` samples; reshuffled every epoch from one seeded generator."""
+
+    def __init__(self, n, batch_size, shuffle, seed):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.n, self.batch_size, self.shuffle = n, int(batch_size), shuffle
+        self.rng = np.random.default_rng(seed)
+        self._order = None
+        self._pos = 0
+
+    def __len__(self):
+        return math.ceil(self.n / self.batch_size)
+
+    def __iter__(self):
+        return self
+
+    def reset(self):
+        """Start a new epoch at the next call."""
+        self._order = None
+
+    def __next__(self):
+        if self.n == 0:
+            raise StopIteration
+        if self._order is None or self._pos >= self.n:
+            self._order = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+            self._pos = 0
+        idx = self._order[self._pos:self._pos + self.batch_size]
+        self._pos += len(idx)
+        return self._batch(idx)
+
+
+class NumpyArrayIterator(_BatchIterator):
+    """Iterator returned by :meth:`ImageDataGenerator.flow`."""
+
+    def __init__(self, generator, x, y, batch_size=32, shuffle=True, seed=None):
+        self.x = _as_nhwc(x)
+        if y is not None:
+            y = np.asarray(y)
+            if len(y) != len(self.x):
+                raise ValueError(f"x and y have different lengths: {len(self.x)} and {len(y)}")
+        self.y, self.generator = y, generator
+        super().__init__(len(self.x), batch_size, shuffle, seed)
+
+    def _batch(self, idx):
+        xb = self.generator._process(self.x[idx], self.rng)
+        return xb if self.y is None else (xb, self.y[idx])
+
+
+def _list_class_files(directory, classes=None):
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is not a directory")
+    if classes is None:
+        classes = sorted(p.name for p in directory.iterdir() if p.is_dir())
+    files, labels = [], []
+    for i, name in enumerate(classes):
+        folder = directory / name
+        if not folder.is_dir():
+            raise FileNotFoundError(f"class folder {folder} does not exist")
+        found = sorted(
+            os.path.relpath(os.path.join(root, f), directory)
+            for root, _, names in os.walk(folder, followlinks=True) for f in names
+            if f.lower().endswith(IMAGE_EXTENSIONS))
+        files += found
+        labels += [i] * len(found)
+    return list(classes), files, np.asarray(labels, dtype=np.int64)
+
+
+def load_image(path, color_mode="rgb", target_size=None, interpolation="nearest") -> np.ndarray:
+    """Read one image file as float32 (H, W, C) in [0, 255], converted and optionally resized."""
+    Image = _pil()
+    if color_mode not in _COLOR_CHANNELS:
+        raise ValueError(f"color_mode must be one of {tuple(_COLOR_CHANNELS)}, got {color_mode!r}")
+    methods = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+               "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
+               "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING}
+    if interpolation not in methods:
+        raise ValueError(f"interpolation must be one of {tuple(methods)}, got {interpolation!r}")
+    try:
+        with Image.open(path) as im:
+            im = im.convert({"grayscale": "L", "rgb": "RGB", "rgba": "RGBA"}[color_mode])
+            if target_size is not None:
+                h, w = target_size
+                if im.size != (w, h):
+                    im = im.resize((w, h), methods[interpolation])
+            arr = np.asarray(im, dtype=np.float32)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read image ({exc})") from None
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _split(n_val_fraction, labels, subset):
+    """Per-class split: the first ``fraction`` of each class's (sorted) files is validation."""
+    if subset is None:
+        return np.arange(len(labels))
+    if subset not in ("training", "validation"):
+        raise ValueError(f"subset must be 'training', 'validation' or None, got {subset!r}")
+    keep = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        cut = int(round(n_val_fraction * len(idx)))
+        keep.append(idx[:cut] if subset == "validation" else idx[cut:])
+    return np.sort(np.concatenate(keep)) if keep else np.arange(0)
+
+
+class DirectoryIterator(_BatchIterator):
+    """Iterator returned by :meth:`ImageDataGenerator.flow_from_directory`."""
+
+    def __init__(self, generator, directory, target_size=(256, 256), color_mode="rgb", classes=None,
+                 class_mode="categorical", batch_size=32, shuffle=True, seed=None, subset=None,
+                 interpolation="nearest"):
+        if class_mode not in ("categorical", "binary", "sparse", None):
+            raise ValueError(f"class_mode must be 'categorical', 'binary', 'sparse' or None, got {class_mode!r}")
+        if color_mode not in _COLOR_CHANNELS:
+            raise ValueError(f"color_mode must be one of {tuple(_COLOR_CHANNELS)}, got {color_mode!r}")
+        _pil()
+        self.directory, self.generator = Path(directory), generator
+        self.target_size, self.color_mode = tuple(target_size), color_mode
+        self.class_mode, self.interpolation = class_mode, interpolation
+        names, files, labels = _list_class_files(directory, classes)
+        if class_mode == "binary" and len(names) != 2:
+            raise ValueError(f"class_mode='binary' needs exactly 2 classes, found {len(names)}: {names}")
+        if subset is not None and generator.validation_split == 0:
+            raise ValueError("subset needs an ImageDataGenerator with validation_split > 0")
+        keep = _split(generator.validation_split, labels, subset)
+        self.filenames = [files[i] for i in keep]
+        self.classes = labels[keep]
+        self.class_indices = {name: i for i, name in enumerate(names)}
+        self.num_classes = len(names)
+        self.samples = len(self.filenames)
+        self.image_shape = self.target_size + (_COLOR_CHANNELS[color_mode],)
+        super().__init__(self.samples, batch_size, shuffle, seed)
+
+    def _batch(self, idx):
+        x = np.stack([load_image(self.directory / self.filenames[i], self.color_mode, self.target_size,
+                                 self.interpolation) for i in idx])
+        x = self.generator._process(x, self.rng)
+        if self.class_mode is None:
+            return x
+        y = self.classes[idx]
+        if self.class_mode == "categorical":
+            y = np.eye(self.num_classes, dtype=np.float32)[y]
+        return x, y.astype(np.float32)
+
+
+class ImageDataset:
+    """Finite, re-iterable dataset of ``(images, labels)`` batches from :func:`image_dataset_from_directory`.
+
+    Each pass yields float32 images in [0, 255] of shape (B, H, W, C); with ``shuffle`` the order
+    changes every pass, reproducibly for a given seed.
+    """
+
+    def __init__(self, directory, files, labels, class_names, label_mode, color_mode, image_size,
+                 batch_size, shuffle, seed, interpolation):
+        self.directory, self.file_paths = Path(directory), [str(Path(directory) / f) for f in files]
+        self.labels, self.class_names = labels, class_names
+        self.label_mode, self.color_mode, self.image_size = label_mode, color_mode, tuple(image_size)
+        self.batch_size, self.shuffle, self.seed, self.interpolation = batch_size, shuffle, seed, interpolation
+        self._epoch = 0
+        self._entropy = np.random.SeedSequence(seed).entropy
+
+    def __len__(self):
+        return math.ceil(len(self.file_paths) / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.file_paths)
+        if self.shuffle:
+            order = np.random.default_rng([self._entropy, self._epoch]).permutation(n)
+        else:
+            order = np.arange(n)
+        self._epoch += 1
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            x = np.stack([load_image(self.file_paths[i], self.color_mode, self.image_size, self.interpolation)
+                          for i in idx])
+            if self.label_mode is None:
+                yield x
+                continue
+            y = self.labels[idx]
+            if self.label_mode == "categorical":
+                y = np.eye(len(self.class_names), dtype=np.float32)[y]
+            elif self.label_mode == "binary":
+                y = y.astype(np.float32)[:, None]
+            else:
+                y = y.astype(np.int32)
+            yield x, y
+
+
+def image_dataset_from_directory(directory, labels="inferred", label_mode="int", class_names=None,
+                                 color_mode="rgb", batch_size=32, image_size=(256, 256), shuffle=True,
+                                 seed=None, validation_split=None, subset=None, interpolation="bilinear"):
+    """Dataset of image batches from ``directory`` with one sub-folder per class, like Keras's function.
+
+    ``label_mode``: 'int' (int32 indices), 'categorical' (float32 one-hot), 'binary' (float32 of shape
+    (B, 1), two classes) or None. With ``validation_split``, the file list is shuffled once with
+    ``seed`` (required) and its last fraction is 'validation', the rest 'training'; ``subset='both'``
+    returns ``(training, validation)``.
+    """
+    if labels != "inferred":
+        raise ValueError("only labels='inferred' (one sub-folder per class) is supported")
+    if label_mode not in ("int", "categorical", "binary", None):
+        raise ValueError(f"label_mode must be 'int', 'categorical', 'binary' or None, got {label_mode!r}")
+    if color_mode not in _COLOR_CHANNELS:
+        raise ValueError(f"color_mode must be one of {tuple(_COLOR_CHANNELS)}, got {color_mode!r}")
+    _pil()
+    names, files, y = _list_class_files(directory, class_names)
+    if label_mode == "binary" and len(names) != 2:
+        raise ValueError(f"label_mode='binary' needs exactly 2 classes, found {len(names)}: {names}")
+    make = lambda sel, shuf: ImageDataset(directory, [files[i] for i in sel], y[sel], names, label_mode,
+                                          color_mode, image_size, batch_size, shuf, seed, interpolation)
+    if not validation_split:
+        if subset is not None:
+            raise ValueError("subset needs validation_split")
+        return make(np.arange(len(files)), shuffle)
+    if not 0 < validation_split < 1:
+        raise ValueError(f"validation_split must be in (0, 1), got {validation_split}")
+    if subset not in ("training", "validation", "both"):
+        raise ValueError("with validation_split, subset must be 'training', 'validation' or 'both'")
+    if seed is None:
+        raise ValueError("validation_split needs a seed so that both subsets see the same split")
+    order = np.random.default_rng(seed).permutation(len(files))
+    n_val = int(validation_split * len(files))
+    train_sel, val_sel = order[:len(files) - n_val], order[len(files) - n_val:]
+    if subset == "training":
+        return make(train_sel, shuffle)
+    if subset == "validation":
+        return make(val_sel, False)
+    return make(train_sel, shuffle), make(val_sel, False)
