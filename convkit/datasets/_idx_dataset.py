@@ -26,8 +26,7 @@ class IdxDataset:
     cache_name: str
     npz_name: str  # the single-file form a user may have (Keras's file name)
     raw_sha256: dict[str, str]  # key -> SHA-256 of the official uncompressed IDX file
-    download_sources: list = field(default_factory=list)
-    extra_sources: list = field(default_factory=list)  # (label, callable(verify)) tried after downloads
+    sources: list = field(default_factory=list)  # (label, callable(verify)) tried in order after the cache
     extra_file_readers: dict[str, Callable] = field(default_factory=dict)  # suffix -> reader(path)
     how_to_supply: str = ""
 
@@ -97,7 +96,7 @@ class IdxDataset:
         return self.check(_common.read_npz(path, SHAPES), path)
 
     def load(self, path, verify: bool):
-        sources = [(label, (lambda fn=fn: fn(verify))) for label, fn in self.download_sources + self.extra_sources]
+        sources = [(label, (lambda fn=fn: fn(verify))) for label, fn in self.sources]
         return _common.load_with_fallbacks(
             self.title, self.cache_name, path, verify, self.read_path, sources, self.read_cache,
             self.how_to_supply)

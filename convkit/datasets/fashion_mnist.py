@@ -22,7 +22,6 @@ _SPEC = IdxDataset(
     cache_name="fashion_mnist",
     npz_name="fashion_mnist.npz",
     raw_sha256=RAW_SHA256,
-    download_sources=[],
     how_to_supply=(
         "Supply the data with load_data(path=...) or $CONVKIT_DATA pointing at a folder holding the four "
         "official IDX files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], "
@@ -30,7 +29,7 @@ _SPEC = IdxDataset(
         "`apt-get install dataset-fashion-mnist`."),
 )
 # The Debian folder is local, so it is tried before the network.
-_SPEC.download_sources = [
+_SPEC.sources = [
     (f"Debian package dataset-fashion-mnist at {DEBIAN_DIR}",
      lambda verify: _SPEC.read_folder(DEBIAN_DIR, verify) if DEBIAN_DIR.is_dir() else None),
     (f"download {KERAS_BASE_URL}", lambda verify: _SPEC.download_idx(KERAS_BASE_URL, verify)),

