@@ -17,7 +17,6 @@ import numpy as np
 
 # IDX type codes (third magic byte) and the big-endian dtype each stands for.
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-_IDX_MAGIC_OF_DTYPE = {np.dtype(np.uint8): 0x08}
 
 
 def maybe_gunzip(data: bytes, name: str) -> bytes:
