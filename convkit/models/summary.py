@@ -17,6 +17,8 @@ def print_summary(model, rows, line_length=None, print_fn=None):
     """rows: (layer, output shapes) pairs in display order."""
     print_fn = print_fn or print
     cols = [32, 28, 14] if line_length is None else [int(line_length * f) for f in (0.45, 0.35, 0.2)]
+    names = [f" {layer.name} ({type(layer).__name__})" for layer, _ in rows]
+    cols[0] = max([cols[0]] + [len(n) + 2 for n in names])
     width = sum(cols)
 
     def line(a, b, c):
@@ -26,8 +28,8 @@ def print_summary(model, rows, line_length=None, print_fn=None):
     print_fn("_" * width)
     print_fn(line(" Layer (type)", "Output Shape", "Param #"))
     print_fn("=" * width)
-    for layer, shapes in rows:
-        print_fn(line(f" {layer.name} ({type(layer).__name__})", _shape_text(shapes), f"{layer.count_params():,}"))
+    for name, (layer, shapes) in zip(names, rows):
+        print_fn(line(name, _shape_text(shapes), f"{layer.count_params():,}"))
     print_fn("=" * width)
     total = model.count_params()
     trainable = sum(math.prod(v.shape) for v in model.trainable_weights)

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from convkit import _serial
 from convkit import losses as losses_mod
 from convkit import metrics as metrics_mod
 from convkit import optimizers as optimizers_mod
@@ -58,8 +59,8 @@ class Trainer:
         if len(set(names)) != len(names):
             raise ValueError(f"compile: metric names must be distinct, got {names}")
         self._loss_tracker = metrics_mod.Mean("loss")
-        self._compile_config = {"loss": loss if isinstance(loss, str) else self.loss.get_config() | {
-            "class_name": type(self.loss).__name__}, "metrics": [m if isinstance(m, str) else m.name for m in metrics]}
+        self._compile_config = {"loss": loss if isinstance(loss, str) else _serial.serialize(self.loss),
+                                "metrics": [m if isinstance(m, str) else m.name for m in metrics]}
         if device is not None:
             self._device = resolve_device(device)
 
