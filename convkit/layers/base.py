@@ -260,7 +260,11 @@ class Layer:
         if not self.built:
             self.build(input_shape)
             self.built = True
-            self._input_spec = input_shape
+            # later calls must match the dims the weights depend on (the last one); weightless
+            # layers may be reused on inputs of other sizes, as the notes' LeNet-5 reuses its pooling
+            if not isinstance(input_shape, list):
+                last = input_shape[-1] if self._weights else None
+                self._input_spec = (None,) * (len(input_shape) - 1) + (last,)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -294,9 +298,12 @@ class Layer:
 
     def _symbolic_call(self, inputs):
         shape = _shape_of(inputs)
+        if self.built:
+            self._check_input(shape)
         self._maybe_build(shape)
         out_shape = tuple(self.compute_output_shape(shape))
-        node = Node(self, inputs, isinstance(inputs, (list, tuple)))
+        multi = isinstance(inputs, (list, tuple))
+        node = Node(self, list(inputs) if multi else [inputs], multi)
         node.output = KerasTensor(out_shape, node)
         self._output_shapes.append(out_shape)
         return node.output
