@@ -10,6 +10,7 @@ it in reverse pops each layer's stack in the right order whatever the model's sh
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import defaultdict
 
@@ -183,6 +184,20 @@ class Layer:
     """Base class. Subclasses implement build, call, backward, compute_output_shape, get_config."""
 
     multi_input = False
+    _is_model = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # build() called directly (as in Keras) must leave the layer built, like a build on first call
+        if "build" in cls.__dict__ and not cls._is_model:
+            user_build = cls.__dict__["build"]
+
+            @functools.wraps(user_build)
+            def build(self, input_shape):
+                user_build(self, input_shape)
+                self._mark_built(input_shape)
+
+            cls.build = build
 
     def __init__(self, name=None, trainable=True, dtype=None, input_shape=None, activity_regularizer=None,
                  **kwargs):
@@ -259,6 +274,10 @@ class Layer:
     def _maybe_build(self, input_shape):
         if not self.built:
             self.build(input_shape)
+            self._mark_built(input_shape)
+
+    def _mark_built(self, input_shape):
+        if not self.built:
             self.built = True
             # later calls must match the dims the weights depend on (the last one); weightless
             # layers may be reused on inputs of other sizes, as the notes' LeNet-5 reuses its pooling

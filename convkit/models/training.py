@@ -107,10 +107,15 @@ class Trainer:
                     v.grad = v.grad + v.regularizer.grad(v.value)
         return total
 
-    def train_step(self, x, y):
-        """One forward/backward/update on a batch; updates the loss and metric trackers."""
+    def compute_gradients(self, x, y, training=True):
+        """Forward and backward on one batch without updating: returns (loss, predictions), the loss (regularisation
+        included) and leaves dL/dw in each trainable ``Variable.grad``. ``y`` must already be in the
+        loss's label format (see Loss.prepare_labels)."""
+        variables = self.trainable_weights
+        for v in variables:
+            v.grad = None
         with Tape() as tape:
-            y_pred = self(x, training=True)
+            y_pred = self(x, training=training)
             if self._fused_output(tape, y_pred):
                 value, dy = self.loss.fused_grad(y, y_pred)
                 tape.backward(y_pred, dy, skip_output_activation=True)
@@ -118,11 +123,15 @@ class Trainer:
                 value, dy = self.loss.value_and_grad(y, y_pred)
                 tape.backward(y_pred, dy)
             extra = sum(v for v, _, _ in tape.losses)
-        variables = self.trainable_weights
+        variables = self.trainable_weights  # a subclassed model may have built its layers just now
         extra += self._regularization(variables, with_grad=True)
-        self.optimizer.apply(variables)
-        n = x.shape[0]
-        self._loss_tracker.update_state(float(value) + extra, n)
+        return float(value) + extra, y_pred
+
+    def train_step(self, x, y):
+        """One forward/backward/update on a batch; updates the loss and metric trackers."""
+        loss, y_pred = self.compute_gradients(x, y)
+        self.optimizer.apply(self.trainable_weights)
+        self._loss_tracker.update_state(loss, x.shape[0])
         for m in self.compiled_metrics:
             m.update_state(y, y_pred)
 
