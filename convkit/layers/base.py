@@ -48,7 +48,9 @@ class Variable:
         return tuple(self.value.shape)
 
     def numpy(self):
-        return to_numpy(self.value)
+        """A NumPy copy (never a view that later updates would change)."""
+        v = self.value
+        return v.copy() if isinstance(v, np.ndarray) else to_numpy(v)
 
     def assign(self, value):
         value = np.asarray(to_numpy(value), dtype=np.float32) if not hasattr(value, "__cuda_array_interface__") \

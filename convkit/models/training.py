@@ -285,7 +285,7 @@ class Trainer:
         for epoch in range(initial_epoch, epochs):
             self._reset_metrics()
             cl.on_epoch_begin(epoch)
-            for step, (xb, yb) in enumerate(self._batches(data, batch_size, shuffle, steps_per_epoch, "fit")):
+            for step, (xb, yb) in enumerate(self._batches(data, batch_size, shuffle, steps, "fit")):
                 cl.on_train_batch_begin(step)
                 self.train_step(to_device(xb, dev), to_device(yb, dev))
                 cl.on_train_batch_end(step, self._results())
