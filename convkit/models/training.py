@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -12,6 +13,7 @@ from convkit import losses as losses_mod
 from convkit import metrics as metrics_mod
 from convkit import optimizers as optimizers_mod
 from convkit._backend import is_cupy
+from convkit._blas import blas_threads
 from convkit._device import resolve_device, to_device, to_numpy
 from convkit.callbacks import CallbackList, History, ProgbarLogger
 from convkit.layers.base import Tape
@@ -280,6 +282,12 @@ class Trainer:
                                       "batch_size": batch_size})
         self.history = history
         self.stop_training = False
+        with blas_threads(1) if dev == "cpu" else contextlib.nullcontext():
+            return self._fit_loop(cl, history, data, val, steps, batch_size, shuffle, epochs, initial_epoch,
+                                  validation_batch_size, dev)
+
+    def _fit_loop(self, cl, history, data, val, steps, batch_size, shuffle, epochs, initial_epoch,
+                  validation_batch_size, dev):
         cl.on_train_begin()
         logs = {}
         for epoch in range(initial_epoch, epochs):
