@@ -1,8 +1,37 @@
-"""Small helpers used alongside the models and datasets."""
+"""Small helpers the course notes use: seeding, one-hot labels."""
 
 from __future__ import annotations
 
+import random
+import sys
+
 import numpy as np
+
+_rng = np.random.default_rng()
+
+
+def rng() -> np.random.Generator:
+    """The generator behind weight initialisation, dropout masks and shuffling."""
+    return _rng
+
+
+def set_random_seed(seed: int) -> None:
+    """Seed convkit's generator (and Python's, NumPy's legacy one and CuPy's when loaded)."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "cupy" in sys.modules:
+        sys.modules["cupy"].random.seed(seed % 2**32)
+
+
+def get_rng_state() -> dict:
+    """JSON-serialisable state of convkit's generator (for checkpoints)."""
+    return _rng.bit_generator.state
+
+
+def set_rng_state(state: dict) -> None:
+    _rng.bit_generator.state = state
 
 
 def to_categorical(y, num_classes: int | None = None, dtype="float32") -> np.ndarray:

@@ -1,0 +1,14 @@
+"""Keras-style layers (NHWC activations, HWIO kernels) over convkit.ops."""
+
+from convkit.layers.base import Input, InputLayer, KerasTensor, Layer, Tape, Variable
+from convkit.layers.conv import Conv2D, Convolution2D
+from convkit.layers.core import Activation, Dense, Dropout, Flatten, Rescaling
+from convkit.layers.merge import Add, Concatenate
+from convkit.layers.normalization import BatchNormalization
+from convkit.layers.pooling import (AveragePooling2D, AvgPool2D, GlobalAveragePooling2D, GlobalAvgPool2D,
+                                    MaxPool2D, MaxPooling2D)
+
+__all__ = ["Layer", "Variable", "Tape", "KerasTensor", "Input", "InputLayer", "Conv2D", "Convolution2D",
+           "MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D",
+           "GlobalAvgPool2D", "Flatten", "Dense", "Dropout", "BatchNormalization", "Activation", "Rescaling",
+           "Add", "Concatenate"]

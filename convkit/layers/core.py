@@ -1,0 +1,174 @@
+"""Dense, Flatten, Dropout, Activation and Rescaling."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from convkit import _serial, activations, initializers, regularizers
+from convkit._device import xp_of
+from convkit.layers.base import Layer
+from convkit.layers.conv import _opt
+from convkit.utils import rng
+
+
+@_serial.register_serializable
+class Dense(Layer):
+    """y = activation(x @ kernel + bias) over the last axis; kernel (in, units)."""
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, input_dim=None,
+                 **kwargs):
+        if input_dim is not None and "input_shape" not in kwargs:
+            kwargs["input_shape"] = (input_dim,)
+        super().__init__(**kwargs)
+        if not isinstance(units, int) or units <= 0:
+            raise ValueError(f"Dense: units must be a positive int, got {units!r}")
+        self.units = units
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+
+    def build(self, input_shape):
+        if len(input_shape) < 2 or input_shape[-1] is None:
+            raise ValueError(f"Dense {self.name!r}: needs inputs with a known last dimension, got {input_shape}; "
+                             "put a Flatten before it for images")
+        self.kernel = self.add_weight("kernel", (input_shape[-1], self.units), self.kernel_initializer,
+                                      self.kernel_regularizer)
+        self.bias = self.add_weight("bias", (self.units,), self.bias_initializer, self.bias_regularizer) \
+            if self.use_bias else None
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def call(self, x, training=False):
+        z = x @ self.kernel.value
+        if self.use_bias:
+            z += self.bias.value
+        if self.activation.name == "relu":
+            y = xp_of(z).maximum(z, 0, out=z)
+        else:
+            y = self.activation(z)
+        self._save(x, y)
+        return y
+
+    def backward(self, dy, need_dx=True, skip_activation=False):
+        x, y = self._pop()
+        dz = dy if skip_activation else self.activation.grad(dy, y)
+        x2 = x.reshape(-1, x.shape[-1])
+        dz2 = dz.reshape(-1, self.units)
+        self.kernel.add_grad(x2.T @ dz2)
+        if self.use_bias:
+            self.bias.add_grad(dz2.sum(axis=0))
+        return (dz @ self.kernel.value.T) if need_dx else None
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "activation": self.activation.name,
+                "use_bias": self.use_bias, "kernel_initializer": _serial.serialize(self.kernel_initializer),
+                "bias_initializer": _serial.serialize(self.bias_initializer),
+                "kernel_regularizer": _opt(self.kernel_regularizer), "bias_regularizer": _opt(self.bias_regularizer)}
+
+
+@_serial.register_serializable
+class Flatten(Layer):
+    """(N, ...) -> (N, prod(...)) in C order, so a Dense after it sees Keras' (channels-last) ordering."""
+
+    def __init__(self, data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        if data_format not in (None, "channels_last"):
+            raise ValueError(f"Flatten: only channels_last is supported, got {data_format!r}")
+
+    def compute_output_shape(self, input_shape):
+        rest = input_shape[1:]
+        return (input_shape[0], None if any(s is None for s in rest) else math.prod(rest))
+
+    def call(self, x, training=False):
+        self._save(x.shape)
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy, need_dx=True):
+        (shape,) = self._pop()
+        return dy.reshape(shape)
+
+
+@_serial.register_serializable
+class Dropout(Layer):
+    """Zeroes a fraction ``rate`` of inputs during training and scales the rest by 1/(1-rate)."""
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= rate < 1:
+            raise ValueError(f"Dropout: rate must be in [0, 1), got {rate!r}")
+        if noise_shape is not None:
+            raise NotImplementedError("Dropout: noise_shape is not supported")
+        self.rate, self.seed = float(rate), seed
+        self._gen = np.random.default_rng(seed) if seed is not None else None
+
+    def call(self, x, training=False):
+        if not training or self.rate == 0:
+            self._save(None)
+            return x
+        xp = xp_of(x)
+        if xp is np:
+            u = (self._gen or rng()).random(x.shape, dtype=np.float32)
+        else:
+            u = xp.random.random(x.shape, dtype=np.float32)
+        mask = (u >= self.rate).astype(np.float32)
+        mask *= 1.0 / (1.0 - self.rate)
+        self._save(mask)
+        return x * mask
+
+    def backward(self, dy, need_dx=True):
+        (mask,) = self._pop()
+        return dy if mask is None else dy * mask
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@_serial.register_serializable
+class Activation(Layer):
+    """Applies an activation by name: 'relu', 'sigmoid', 'softmax', 'tanh' or 'linear'."""
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activations.get(activation)
+
+    def call(self, x, training=False):
+        y = self.activation(x)
+        self._save(y)
+        return y
+
+    def backward(self, dy, need_dx=True, skip_activation=False):
+        (y,) = self._pop()
+        return dy if skip_activation else self.activation.grad(dy, y)
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation.name}
+
+
+@_serial.register_serializable
+class Rescaling(Layer):
+    """y = x * scale + offset (e.g. Rescaling(1/255) for images)."""
+
+    def __init__(self, scale, offset=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scale, self.offset = float(scale), float(offset)
+
+    def call(self, x, training=False):
+        self._save(None)
+        y = x * np.float32(self.scale)
+        if self.offset:
+            y += np.float32(self.offset)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        self._pop()
+        return dy * np.float32(self.scale) if need_dx else None
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "offset": self.offset}

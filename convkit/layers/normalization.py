@@ -1,0 +1,117 @@
+"""BatchNormalization over the channel (last) axis, for conv and dense outputs alike."""
+
+from __future__ import annotations
+
+from convkit import _serial, initializers, regularizers
+from convkit._device import xp_of
+from convkit.layers.base import Layer
+from convkit.layers.conv import _opt
+
+
+@_serial.register_serializable
+class BatchNormalization(Layer):
+    """Keras' BatchNormalization: batch statistics in training (biased variance), moving ones in inference.
+
+    moving = moving * momentum + batch * (1 - momentum). gamma/beta are trainable; the moving
+    mean/variance are not. A layer with ``trainable=False`` always runs in inference mode.
+    """
+
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
+                 beta_initializer="zeros", gamma_initializer="ones", moving_mean_initializer="zeros",
+                 moving_variance_initializer="ones", beta_regularizer=None, gamma_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        if axis not in (-1, 3) and axis != [-1]:
+            raise ValueError(f"BatchNormalization: only the last axis (channels) is supported, got axis={axis!r}")
+        self.momentum, self.epsilon = float(momentum), float(epsilon)
+        self.center, self.scale = bool(center), bool(scale)
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.moving_mean_initializer = initializers.get(moving_mean_initializer)
+        self.moving_variance_initializer = initializers.get(moving_variance_initializer)
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+
+    def build(self, input_shape):
+        c = input_shape[-1]
+        if c is None:
+            raise ValueError(f"BatchNormalization {self.name!r}: the channel dimension must be known")
+        self.gamma = self.add_weight("gamma", (c,), self.gamma_initializer, self.gamma_regularizer) \
+            if self.scale else None
+        self.beta = self.add_weight("beta", (c,), self.beta_initializer, self.beta_regularizer) \
+            if self.center else None
+        self.moving_mean = self.add_weight("moving_mean", (c,), self.moving_mean_initializer, trainable=False)
+        self.moving_variance = self.add_weight("moving_variance", (c,), self.moving_variance_initializer,
+                                               trainable=False)
+
+    def _affine(self):
+        g = self.gamma.value if self.scale else None
+        b = self.beta.value if self.center else None
+        return g, b
+
+    def call(self, x, training=False):
+        xp = xp_of(x)
+        c = x.shape[-1]
+        x2 = x.reshape(-1, c)
+        g, b = self._affine()
+        if training and self.trainable:
+            mean = x2.mean(axis=0)
+            xc = x2 - mean
+            var = (xc * xc).mean(axis=0)
+            inv = 1.0 / xp.sqrt(var + self.epsilon)
+            xhat = xc
+            xhat *= inv
+            y = xhat * g if g is not None else xhat.copy()
+            if b is not None:
+                y += b
+            m = self.momentum
+            mm, mv = self.moving_mean.value, self.moving_variance.value
+            mm *= m
+            mm += (1 - m) * mean
+            mv *= m
+            mv += (1 - m) * var
+            self._save(True, xhat, inv)
+        else:
+            inv = 1.0 / xp.sqrt(self.moving_variance.value + self.epsilon)
+            s = inv * g if g is not None else inv
+            shift = -self.moving_mean.value * s
+            if b is not None:
+                shift = shift + b
+            y = x2 * s + shift
+            self._save(False, x2, inv)
+        return y.reshape(x.shape)
+
+    def backward(self, dy, need_dx=True):
+        batch_stats, a, inv = self._pop()
+        shape = dy.shape
+        dy2 = dy.reshape(-1, shape[-1])
+        g, _ = self._affine()
+        if batch_stats:
+            xhat = a
+        else:
+            xhat = (a - self.moving_mean.value) * inv
+        dbeta = dy2.sum(axis=0)
+        dgamma = (dy2 * xhat).sum(axis=0)
+        if self.center:
+            self.beta.add_grad(dbeta)
+        if self.scale:
+            self.gamma.add_grad(dgamma)
+        if not need_dx:
+            return None
+        k = inv * g if g is not None else inv
+        if not batch_stats:
+            return (dy2 * k).reshape(shape)
+        m = dy2.shape[0]
+        dx = xhat * (dgamma / m)
+        dx += dbeta / m
+        dx -= dy2
+        dx *= -k
+        return dx.reshape(shape)
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon, "center": self.center,
+                "scale": self.scale,
+                "beta_initializer": _serial.serialize(self.beta_initializer),
+                "gamma_initializer": _serial.serialize(self.gamma_initializer),
+                "moving_mean_initializer": _serial.serialize(self.moving_mean_initializer),
+                "moving_variance_initializer": _serial.serialize(self.moving_variance_initializer),
+                "beta_regularizer": _opt(self.beta_regularizer), "gamma_regularizer": _opt(self.gamma_regularizer)}

@@ -1,0 +1,210 @@
+"""Model: the functional graph (Model(inputs, outputs)) and the base of subclassed models.
+
+A subclassed model defines its layers in ``__init__`` and its forward pass in ``call()``;
+backward needs no code from it, because every layer call made during a training step is
+recorded on a tape and replayed in reverse.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+
+from convkit import _serial
+from convkit.layers.base import InputLayer, KerasTensor, Layer, Node, _is_symbolic, unique_name, _snake
+from convkit.models.summary import print_summary
+from convkit.models.training import Trainer
+
+
+@functools.lru_cache(maxsize=None)
+def _call_takes_training(cls) -> bool:
+    params = inspect.signature(cls.call).parameters
+    return "training" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+
+
+def _as_list(x):
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+class Model(Trainer, Layer):
+    """Keras-style model. ``Model(inputs, outputs)`` builds a functional graph; subclass and define
+    ``call(self, x, training=False)`` for a subclassed model."""
+
+    def __init__(self, inputs=None, outputs=None, name=None, trainable=True, **kwargs):
+        base = "functional" if inputs is not None else ("model" if type(self) is Model else _snake(type(self).__name__))
+        Layer.__init__(self, name=name or unique_name(base), trainable=trainable, **kwargs)
+        Trainer.__init__(self)
+        self._graph = None
+        self._traced = False
+        if inputs is not None or outputs is not None:
+            if inputs is None or outputs is None:
+                raise ValueError("Model(inputs, outputs): both are required for a functional model")
+            self._init_graph(inputs, outputs)
+
+    # functional graph ------------------------------------------------------------------------------------
+    def _init_graph(self, inputs, outputs):
+        ins, outs = _as_list(inputs), _as_list(outputs)
+        for t in ins + outs:
+            if not isinstance(t, KerasTensor):
+                raise TypeError(f"Model inputs and outputs must be symbolic tensors from Input(...) and layer calls, "
+                                f"got {type(t).__name__}")
+        for t in ins:
+            if not isinstance(t.node.layer, InputLayer):
+                raise ValueError("Model inputs must come straight from Input(...)")
+        order, seen = [], set()
+
+        def visit(node):
+            if id(node) in seen:
+                return
+            seen.add(id(node))
+            for t in node.inputs:
+                visit(t.node)
+            order.append(node)
+
+        for t in outs:
+            visit(t.node)
+        input_nodes = {id(t.node) for t in ins}
+        for n in order:
+            if isinstance(n.layer, InputLayer) and id(n) not in input_nodes:
+                raise ValueError(f"the outputs depend on input {n.layer.name!r}, which is not in Model(inputs=...)")
+        if len(outs) != 1:
+            raise NotImplementedError("models with several outputs are not supported; give Model one output")
+        self._graph = (ins, outs, order)
+        layers = []
+        for n in order:
+            if all(n.layer is not l for l in layers):
+                layers.append(n.layer)
+        self._layers[:] = layers
+        self.built = self._traced = True
+        self._input_spec = ins[0].shape if len(ins) == 1 else None
+        self._multi_input = len(ins) > 1
+
+    def _run_graph(self, x, training):
+        ins, outs, order = self._graph
+        xs = _as_list(x)
+        if len(xs) != len(ins):
+            raise ValueError(f"model {self.name!r} takes {len(ins)} input(s), got {len(xs)}")
+        values = {id(t): v for t, v in zip(ins, xs)}
+        for node in order:
+            if isinstance(node.layer, InputLayer):
+                continue
+            args = [values[id(t)] for t in node.inputs]
+            values[id(node.output)] = node.layer(args if node.multi else args[0], training=training)
+        return values[id(outs[0])]
+
+    # calling ---------------------------------------------------------------------------------------------
+    def call(self, x, training=False):
+        if self._graph is not None:
+            return self._run_graph(x, training)
+        raise NotImplementedError(f"{type(self).__name__}: a subclassed Model must define call(self, x)")
+
+    def _invoke(self, x, training):
+        if _call_takes_training(type(self)):
+            return self.call(x, training=training)
+        return self.call(x)
+
+    def __call__(self, inputs, training=None, **kwargs):
+        if _is_symbolic(inputs):
+            return self._invoke(inputs, False)
+        if not self.built and not isinstance(inputs, (list, tuple)):
+            self._input_spec = (None,) + tuple(inputs.shape[1:])
+            self.built = True
+        return self._invoke(inputs, bool(training))
+
+    def build(self, input_shape):
+        """Create every weight and record output shapes by tracing call() on a symbolic input."""
+        if self._graph is not None:
+            return
+        shape = tuple(input_shape)
+        self._input_spec = (None,) + shape[1:]
+        self._invoke(KerasTensor(self._input_spec), False)
+        self.built = self._traced = True
+
+    def compute_output_shape(self, input_shape):
+        out = self(KerasTensor(tuple(input_shape)))
+        return out.shape
+
+    @property
+    def layers(self) -> list:
+        return list(self._layers)
+
+    def get_layer(self, name=None, index=None):
+        if index is not None:
+            return self.layers[index]
+        for l in self.layers:
+            if l.name == name:
+                return l
+        raise ValueError(f"no layer named {name!r}; layers: {[l.name for l in self.layers]}")
+
+    @property
+    def input_shape(self):
+        return self._input_spec
+
+    @property
+    def output_shape(self):
+        if self._graph is not None:
+            return self._graph[1][0].shape
+        if not self._traced:
+            if self._input_spec is None:
+                raise ValueError(f"model {self.name!r} has not been built yet")
+            self.build(self._input_spec)
+        return self.compute_output_shape(self._input_spec)
+
+    def summary(self, line_length=None, print_fn=None):
+        """Print Layer (type) | Output Shape | Param # and the total/trainable/non-trainable counts."""
+        if not self._traced:
+            if self._input_spec is None:
+                raise ValueError(f"model {self.name!r} has not been built yet, so it has no summary: give the first "
+                                 "layer input_shape=..., start with Input(shape=...), call model.build("
+                                 "(None, H, W, C)) or fit the model first")
+            self.build(self._input_spec)
+        print_summary(self, self._summary_rows(), line_length=line_length, print_fn=print_fn)
+
+    def _summary_rows(self):
+        if self._graph is not None:
+            shapes = {}
+            for n in self._graph[2]:
+                shapes.setdefault(id(n.layer), []).append(n.output.shape)
+            return [(l, shapes[id(l)]) for l in self._layers]
+        return [(l, l._output_shapes) for l in self._layers]
+
+    # config ----------------------------------------------------------------------------------------------
+    def get_config(self):
+        if self._graph is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} is a subclassed model without get_config, so its architecture cannot be "
+                "saved: use model.save_weights(path) and load_weights(path) on a new instance, or define "
+                "get_config() and decorate the class with convkit.saving.register_serializable")
+        ins, outs, order = self._graph
+        index = {id(l): i for i, l in enumerate(self._layers)}
+        nodes = {id(n): i for i, n in enumerate(order)}
+        return {
+            "name": self.name,
+            "layers": [_serial.serialize(l) for l in self._layers],
+            "nodes": [{"layer": index[id(n.layer)], "inputs": [nodes[id(t.node)] for t in n.inputs],
+                       "multi": n.multi} for n in order],
+            "inputs": [nodes[id(t.node)] for t in ins],
+            "outputs": [nodes[id(t.node)] for t in outs],
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        if "nodes" not in config:
+            return cls(**config)
+        layers = [_serial.deserialize(d, custom_objects, "layer") for d in config["layers"]]
+        tensors = []
+        for n in config["nodes"]:
+            layer = layers[n["layer"]]
+            if isinstance(layer, InputLayer):
+                tensors.append(layer.output)
+            else:
+                args = [tensors[i] for i in n["inputs"]]
+                tensors.append(layer(args if n["multi"] else args[0]))
+        ins = [tensors[i] for i in config["inputs"]]
+        outs = [tensors[i] for i in config["outputs"]]
+        return Model(ins if len(ins) > 1 else ins[0], outs[0], name=config["name"])
+
+
+_serial.register_serializable(Model, name="Functional")
+_serial.register_serializable(Model)
+__all__ = ["Model", "Node"]

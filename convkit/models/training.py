@@ -1,0 +1,378 @@
+"""compile / fit / evaluate / predict, mixed into Model."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import numpy as np
+
+from convkit import _serial
+from convkit import losses as losses_mod
+from convkit import metrics as metrics_mod
+from convkit import optimizers as optimizers_mod
+from convkit._backend import is_cupy
+from convkit._blas import blas_threads
+from convkit._device import resolve_device, to_device, to_numpy
+from convkit.callbacks import CallbackList, History, ProgbarLogger
+from convkit.layers.base import Tape
+from convkit.utils import rng
+
+
+def _as_input(x, who="x"):
+    """A float32 array (NumPy or CuPy); numeric inputs of other dtypes are converted once."""
+    if not is_cupy(x):
+        x = np.asarray(x)
+    if x.dtype.kind not in "fiub":
+        raise TypeError(f"{who} must be a numeric array, got dtype {x.dtype}")
+    return x if x.dtype == np.float32 else x.astype(np.float32)
+
+
+def _is_array(x):
+    return isinstance(x, (np.ndarray, list)) or is_cupy(x)
+
+
+def _verbose(v):
+    return 1 if v == "auto" else int(v)
+
+
+class Trainer:
+    def __init__(self):
+        self.optimizer = None
+        self.loss = None
+        self.compiled_metrics = []
+        self.stop_training = False
+        self.history = None
+        self._device = None
+        self._compile_config = None
+
+    # compile ---------------------------------------------------------------------------------------------
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, device=None):
+        """Set optimizer ('adam', 'sgd', 'adamw' or an Optimizer), loss (name or Loss), metrics
+        (['accuracy'] or ['acc']) and optionally the device ('auto', 'cpu', 'cuda')."""
+        if optimizer == "rmsprop":
+            raise ValueError("compile: RMSprop is not provided; use optimizer='adam', 'sgd' or 'adamw'")
+        self.optimizer = optimizers_mod.get(optimizer)
+        self.loss = losses_mod.get(loss)
+        metrics = list(metrics or [])
+        self.compiled_metrics = [metrics_mod.get(m, self.loss.name) for m in metrics]
+        names = ["loss"] + [m.name for m in self.compiled_metrics]
+        if len(set(names)) != len(names):
+            raise ValueError(f"compile: metric names must be distinct, got {names}")
+        self._loss_tracker = metrics_mod.Mean("loss")
+        self._compile_config = {"loss": loss if isinstance(loss, str) else _serial.serialize(self.loss),
+                                "metrics": [m if isinstance(m, str) else m.name for m in metrics]}
+        if device is not None:
+            self._device = resolve_device(device)
+
+    def _require_compiled(self, what):
+        if self.loss is None:
+            raise RuntimeError(f"{what}: compile the model first, e.g. model.compile(optimizer='adam', "
+                               "loss='sparse_categorical_crossentropy', metrics=['accuracy'])")
+
+    @property
+    def metrics_names(self) -> list:
+        return ["loss"] + [m.name for m in self.compiled_metrics]
+
+    # device ----------------------------------------------------------------------------------------------
+    def to(self, device):
+        """Move every weight (and the optimizer's state) to 'cpu', 'cuda' or 'auto'."""
+        device = resolve_device(device)
+        for v in self.weights:
+            v.value = to_device(v.value, device)
+        if self.optimizer is not None:
+            self.optimizer.to(device)
+        self._device = device
+        return self
+
+    def _setup_device(self, device):
+        dev = resolve_device(device) if device is not None else (self._device or resolve_device("auto"))
+        if dev != self._device or dev == "cuda":
+            self.to(dev)
+        return dev
+
+    # one step ---------------------------------------------------------------------------------------------
+    def _fused_output(self, tape, y_pred):
+        act = self.loss.fused_activation
+        if act is None or getattr(self.loss, "from_logits", False) or not tape.entries:
+            return False
+        last = tape.entries[-1]
+        return last.output is y_pred and getattr(getattr(last.layer, "activation", None), "name", None) == act
+
+    def _regularization(self, variables, with_grad):
+        total = 0.0
+        for v in variables:
+            if v.regularizer is not None:
+                total += v.regularizer(v.value)
+                if with_grad and v.grad is not None:
+                    v.grad = v.grad + v.regularizer.grad(v.value)
+        return total
+
+    def compute_gradients(self, x, y, training=True):
+        """Forward and backward on one batch without updating: returns (loss, predictions), the loss (regularisation
+        included) and leaves dL/dw in each trainable ``Variable.grad``. ``y`` must already be in the
+        loss's label format (see Loss.prepare_labels)."""
+        variables = self.trainable_weights
+        for v in variables:
+            v.grad = None
+        with Tape() as tape:
+            y_pred = self(x, training=training)
+            if self._fused_output(tape, y_pred):
+                value, dy = self.loss.fused_grad(y, y_pred)
+                tape.backward(y_pred, dy, skip_output_activation=True)
+            else:
+                value, dy = self.loss.value_and_grad(y, y_pred)
+                tape.backward(y_pred, dy)
+            extra = sum(v for v, _, _ in tape.losses)
+        variables = self.trainable_weights  # a subclassed model may have built its layers just now
+        extra += self._regularization(variables, with_grad=True)
+        return float(value) + extra, y_pred
+
+    def train_step(self, x, y):
+        """One forward/backward/update on a batch; updates the loss and metric trackers."""
+        loss, y_pred = self.compute_gradients(x, y)
+        self.optimizer.apply(self.trainable_weights)
+        self._loss_tracker.update_state(loss, x.shape[0])
+        for m in self.compiled_metrics:
+            m.update_state(y, y_pred)
+
+    def test_step(self, x, y):
+        y_pred = self(x, training=False)
+        value, _ = self.loss.value_and_grad(y, y_pred)
+        self._loss_tracker.update_state(float(value), x.shape[0])
+        for m in self.compiled_metrics:
+            m.update_state(y, y_pred)
+
+    def _reset_metrics(self):
+        self._loss_tracker.reset_state()
+        for m in self.compiled_metrics:
+            m.reset_state()
+
+    def _results(self, extra_loss=0.0) -> dict:
+        out = {"loss": self._loss_tracker.result() + extra_loss}
+        for m in self.compiled_metrics:
+            out[m.name] = m.result()
+        return out
+
+    # data -------------------------------------------------------------------------------------------------
+    def _output_shape_for(self, x_sample):
+        try:
+            return tuple(self.output_shape)
+        except (ValueError, AttributeError, NotImplementedError, TypeError):
+            return tuple(self(x_sample, training=False).shape)
+
+    def _check_input_shape(self, x, who):
+        spec = getattr(self, "_input_spec", None)
+        if spec is not None and not isinstance(spec, list):
+            if x.ndim != len(spec) or any(s is not None and s != d for s, d in zip(spec[1:], x.shape[1:])):
+                raise ValueError(f"{who}: x has shape {tuple(x.shape)} but the model expects inputs of shape "
+                                 f"{tuple(spec)}")
+
+    def _prepare_xy(self, x, y, who):
+        x = _as_input(x, f"{who}: x")
+        if y is None:
+            raise ValueError(f"{who}: y is required when x is an array")
+        y = y if is_cupy(y) else np.asarray(y)
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"{who}: x and y have different numbers of samples ({x.shape[0]} and {y.shape[0]})")
+        if x.shape[0] == 0:
+            raise ValueError(f"{who}: no samples")
+        self._check_input_shape(x, who)
+        y = self.loss.prepare_labels(y, self._output_shape_for(x[:1]))
+        return x, y
+
+    def _batches(self, data, batch_size, shuffle, steps, who):
+        """Yields (x, y) batches for one epoch, from arrays or from an iterator of batches."""
+        if data[0] == "arrays":
+            _, x, y = data
+            n = x.shape[0]
+            order = rng().permutation(n) if shuffle else None
+            for s in range(0, n, batch_size):
+                if order is None:
+                    yield x[s:s + batch_size], y[s:s + batch_size]
+                else:
+                    sel = order[s:s + batch_size]
+                    if is_cupy(x):
+                        sel = to_device(sel, "cuda")
+                    yield x[sel], y[sel]
+            return
+        _, source = data
+        it = source["iter"]
+        count = 0
+        while steps is None or count < steps:
+            try:
+                batch = next(it)
+            except StopIteration:
+                if steps is not None and source["reiterable"] and count > 0:
+                    source["iter"] = it = iter(source["obj"])
+                    continue
+                source["iter"] = iter(source["obj"]) if source["reiterable"] else it
+                return
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise ValueError(f"{who}: a data generator must yield (x, y) batches, got {type(batch).__name__}")
+            xb = _as_input(batch[0], f"{who}: x")
+            yb = batch[1] if is_cupy(batch[1]) else np.asarray(batch[1])
+            if xb.shape[0] != yb.shape[0]:
+                raise ValueError(f"{who}: a batch has {xb.shape[0]} inputs but {yb.shape[0]} labels")
+            self._check_input_shape(xb, who)
+            yield xb, self.loss.prepare_labels(yb, self._output_shape_for(xb[:1]))
+            count += 1
+
+    def _data(self, x, y, who, batch_size, steps):
+        """('arrays', x, y) with the number of steps, or ('iter', source) for generators."""
+        if _is_array(x):
+            x, y = self._prepare_xy(x, y, who)
+            return ("arrays", x, y), math.ceil(x.shape[0] / batch_size)
+        if y is not None:
+            raise ValueError(f"{who}: y must not be given when x is a generator of (x, y) batches")
+        if not hasattr(x, "__iter__") and not hasattr(x, "__next__"):
+            raise TypeError(f"{who}: x must be an array or an iterator of (x, y) batches, got {type(x).__name__}")
+        if steps is None and hasattr(x, "__len__"):
+            steps = len(x)
+        reiterable = not hasattr(x, "__next__")
+        return ("iter", {"obj": x, "iter": iter(x), "reiterable": reiterable}), steps
+
+    # fit --------------------------------------------------------------------------------------------------
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None, validation_split=0.0,
+            validation_data=None, shuffle=True, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
+            validation_batch_size=None, device=None):
+        """Train for ``epochs`` (counting from ``initial_epoch``); returns a History whose keys are
+        'loss', the compiled metric names, and their 'val_' twins when there is validation data."""
+        self._require_compiled("fit")
+        batch_size = batch_size or 32
+        if batch_size <= 0:
+            raise ValueError(f"fit: batch_size must be positive, got {batch_size}")
+        if not 0 <= validation_split < 1:
+            raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split}")
+        dev = self._setup_device(device)
+        if validation_split and validation_data is None:
+            if not _is_array(x):
+                raise ValueError("fit: validation_split needs array inputs; pass validation_data for generators")
+            x = x if is_cupy(x) else np.asarray(x)
+            y = y if is_cupy(y) else np.asarray(y)
+            if len(x) != len(y):
+                raise ValueError(f"fit: x and y have different numbers of samples ({len(x)} and {len(y)})")
+            cut = int(len(x) * (1 - validation_split))  # the last fraction, before shuffling (as Keras)
+            if cut == 0 or cut == len(x):
+                raise ValueError(f"fit: validation_split={validation_split} leaves an empty training or "
+                                 f"validation set for {len(x)} samples")
+            validation_data = (x[cut:], y[cut:])
+            x, y = x[:cut], y[:cut]
+        data, steps = self._data(x, y, "fit", batch_size, steps_per_epoch)
+        if steps_per_epoch is not None:
+            steps = steps_per_epoch
+        val = None
+        if validation_data is not None:
+            if isinstance(validation_data, (tuple, list)):
+                if len(validation_data) not in (2, 3):
+                    raise ValueError("fit: validation_data must be (x_val, y_val)")
+                val = self._data(validation_data[0], validation_data[1], "fit validation",
+                                 validation_batch_size or batch_size, validation_steps)
+            else:
+                val = self._data(validation_data, None, "fit validation", validation_batch_size or batch_size,
+                                 validation_steps)
+        history = History()
+        cbs = list(callbacks or [])
+        verbose = _verbose(verbose)
+        if verbose:
+            cbs.append(ProgbarLogger(verbose))
+        cbs.append(history)
+        cl = CallbackList(cbs, self, {"epochs": epochs, "steps": steps, "verbose": verbose,
+                                      "batch_size": batch_size})
+        self.history = history
+        self.stop_training = False
+        with blas_threads(1) if dev == "cpu" else contextlib.nullcontext():
+            return self._fit_loop(cl, history, data, val, steps, batch_size, shuffle, epochs, initial_epoch,
+                                  validation_batch_size, dev)
+
+    def _fit_loop(self, cl, history, data, val, steps, batch_size, shuffle, epochs, initial_epoch,
+                  validation_batch_size, dev):
+        cl.on_train_begin()
+        logs = {}
+        for epoch in range(initial_epoch, epochs):
+            self._reset_metrics()
+            cl.on_epoch_begin(epoch)
+            for step, (xb, yb) in enumerate(self._batches(data, batch_size, shuffle, steps, "fit")):
+                cl.on_train_batch_begin(step)
+                self.train_step(to_device(xb, dev), to_device(yb, dev))
+                cl.on_train_batch_end(step, self._results())
+                if self.stop_training:
+                    break
+            logs = self._results()
+            if val is not None:
+                vlogs = self._evaluate_data(*val, validation_batch_size or batch_size, dev)
+                logs.update({f"val_{k}": v for k, v in vlogs.items()})
+            cl.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        cl.on_train_end(logs)
+        return history
+
+    # evaluate / predict ----------------------------------------------------------------------------------
+    def _evaluate_data(self, data, steps, batch_size, dev):
+        self._reset_metrics()
+        for xb, yb in self._batches(data, batch_size, False, steps if data[0] == "iter" else None, "evaluate"):
+            self.test_step(to_device(xb, dev), to_device(yb, dev))
+        return self._results(self._regularization(self.weights, with_grad=False))
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", steps=None, return_dict=False, device=None):
+        """Loss and metrics in inference mode: a float when no metrics were compiled, else
+        [loss, *metrics] (or a dict with return_dict=True)."""
+        self._require_compiled("evaluate")
+        batch_size = batch_size or 32
+        dev = self._setup_device(device)
+        t0 = time.perf_counter()
+        data, n_steps = self._data(x, y, "evaluate", batch_size, steps)
+        logs = self._evaluate_data(data, steps if steps is not None else n_steps, batch_size, dev)
+        if _verbose(verbose):
+            print(f"evaluate - {time.perf_counter() - t0:.1f}s - " + " - ".join(f"{k}: {v:.4f}"
+                                                                             for k, v in logs.items()))
+        if return_dict:
+            return logs
+        vals = list(logs.values())
+        return vals[0] if len(vals) == 1 else vals
+
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, device=None):
+        """Outputs for ``x`` in inference mode, batch by batch, as a NumPy array."""
+        batch_size = batch_size or 32
+        dev = self._setup_device(device)
+        outs = []
+        if _is_array(x):
+            x = _as_input(x, "predict: x")
+            self._check_input_shape(x, "predict")
+            for s in range(0, x.shape[0], batch_size):
+                outs.append(to_numpy(self(to_device(x[s:s + batch_size], dev), training=False)))
+        else:
+            for i, batch in enumerate(x):
+                if steps is not None and i >= steps:
+                    break
+                xb = batch[0] if isinstance(batch, (tuple, list)) else batch
+                outs.append(to_numpy(self(to_device(_as_input(xb, "predict: x"), dev), training=False)))
+                if steps is None and hasattr(x, "__len__") and i + 1 >= len(x):
+                    break
+        if not outs:
+            raise ValueError("predict: no samples")
+        return np.concatenate(outs, axis=0)
+
+    def predict_on_batch(self, x):
+        return self.predict(x, batch_size=len(x), verbose=0)
+
+    # saving (see convkit.saving) ----------------------------------------------------------------------------
+    def save(self, filepath, overwrite=True):
+        """Write architecture, weights, compile settings and optimizer state to one file (see convkit.saving)."""
+        from convkit.saving import save_model
+
+        save_model(self, filepath, overwrite=overwrite)
+
+    def save_weights(self, filepath, overwrite=True):
+        """Write only the weights (works for every model, subclassed ones included)."""
+        from convkit.saving import save_weights
+
+        save_weights(self, filepath, overwrite=overwrite)
+
+    def load_weights(self, filepath):
+        """Load weights written by save_weights or save into this (already built) model."""
+        from convkit.saving import load_weights
+
+        load_weights(self, filepath)

@@ -1,0 +1,253 @@
+"""Optimizers (SGD with momentum/Nesterov, Adam, AdamW) and learning-rate schedules, Keras names and defaults.
+
+Updates run in place on each weight's array with the array module that owns it, so the
+same code serves NumPy and CuPy. ``apply(variables)`` uses and then clears ``Variable.grad``.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+
+import numpy as np
+
+from convkit import _serial
+from convkit._device import device_of, to_device, xp_of
+
+
+class LearningRateSchedule:
+    """A learning rate as a function of the optimizer's step count."""
+
+    def __call__(self, step) -> float:
+        raise NotImplementedError
+
+    def get_config(self):
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@_serial.register_serializable
+class ExponentialDecay(LearningRateSchedule):
+    """initial_learning_rate * decay_rate ** (step / decay_steps) (integer division with staircase)."""
+
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
+        if decay_steps <= 0:
+            raise ValueError(f"ExponentialDecay: decay_steps must be positive, got {decay_steps}")
+        self.initial_learning_rate, self.decay_steps = float(initial_learning_rate), int(decay_steps)
+        self.decay_rate, self.staircase = float(decay_rate), bool(staircase)
+
+    def __call__(self, step):
+        p = step / self.decay_steps
+        if self.staircase:
+            p = math.floor(p)
+        return self.initial_learning_rate * self.decay_rate ** p
+
+
+@_serial.register_serializable
+class CosineDecay(LearningRateSchedule):
+    """Optional linear warm-up to ``warmup_target``, then cosine decay to ``alpha`` * peak over decay_steps."""
+
+    def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, warmup_target=None, warmup_steps=0):
+        if decay_steps <= 0:
+            raise ValueError(f"CosineDecay: decay_steps must be positive, got {decay_steps}")
+        self.initial_learning_rate, self.decay_steps, self.alpha = float(initial_learning_rate), int(decay_steps), \
+            float(alpha)
+        self.warmup_target = None if warmup_target is None else float(warmup_target)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        peak = self.initial_learning_rate if self.warmup_target is None else self.warmup_target
+        if step < self.warmup_steps:
+            return self.initial_learning_rate + (peak - self.initial_learning_rate) * step / self.warmup_steps
+        t = min(step - self.warmup_steps, self.decay_steps) / self.decay_steps
+        return peak * ((1 - self.alpha) * 0.5 * (1 + math.cos(math.pi * t)) + self.alpha)
+
+
+schedules = types.SimpleNamespace(LearningRateSchedule=LearningRateSchedule, ExponentialDecay=ExponentialDecay,
+                                  CosineDecay=CosineDecay)
+
+
+class Optimizer:
+    """Base class: holds the learning rate (float or schedule), the step count and per-weight slots."""
+
+    slot_names: tuple = ()
+
+    def __init__(self, learning_rate=0.001, weight_decay=None, clipnorm=None, name=None):
+        self.learning_rate = learning_rate
+        self.weight_decay = None if weight_decay is None else float(weight_decay)
+        self.clipnorm = None if clipnorm is None else float(clipnorm)
+        self.name = name or type(self).__name__.lower()
+        self.iterations = 0
+        self._slots: dict[int, list] = {}  # id(variable) -> slot arrays
+        self._order: list = []  # variables in the order their slots were made
+
+    @property
+    def learning_rate(self) -> float:
+        """The current rate: the schedule evaluated at ``iterations`` when one is set."""
+        lr = self._lr
+        return float(lr(self.iterations)) if isinstance(lr, LearningRateSchedule) else lr
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        if isinstance(value, str):
+            value = _serial.deserialize({"class_name": value}, kind="schedule")
+        if isinstance(value, dict):
+            value = _serial.deserialize(value, kind="schedule")
+        if not isinstance(value, LearningRateSchedule):
+            value = float(value)
+            if not value > 0:
+                raise ValueError(f"{type(self).__name__}: learning_rate must be positive, got {value}")
+        self._lr = value
+
+    def _slots_for(self, v):
+        s = self._slots.get(id(v))
+        if s is None:
+            xp = xp_of(v.value)
+            s = [xp.zeros_like(v.value) for _ in self.slot_names]
+            self._slots[id(v)] = s
+            self._order.append(v)
+        return s
+
+    def apply(self, variables):
+        """One update of every trainable variable that has a gradient; clears the gradients."""
+        lr = self.learning_rate
+        self.iterations += 1
+        live = [v for v in variables if v.grad is not None and v.trainable]
+        if self.clipnorm is not None:
+            for v in live:
+                n = float(xp_of(v.grad).linalg.norm(v.grad))
+                if n > self.clipnorm:
+                    v.grad = v.grad * (self.clipnorm / n)
+        for v in live:
+            if self.weight_decay:
+                v.value -= (lr * self.weight_decay) * v.value
+            self._update(v, v.grad, self._slots_for(v), lr)
+            v.grad = None
+
+    def apply_gradients(self, grads_and_vars):
+        """Keras-style: ``apply_gradients(zip(grads, variables))``."""
+        vs = []
+        for g, v in grads_and_vars:
+            v.grad = g
+            vs.append(v)
+        self.apply(vs)
+
+    def _update(self, v, g, slots, lr):
+        raise NotImplementedError
+
+    # state, in the order of ``variables`` (the model's trainable weights)
+    def get_state(self, variables) -> list:
+        """[iterations] + each variable's slots, as arrays (NumPy), for saving."""
+        out = [np.asarray(self.iterations, np.int64)]
+        for v in variables:
+            s = self._slots.get(id(v))
+            for i in range(len(self.slot_names)):
+                out.append(np.zeros(v.shape, np.float32) if s is None else to_device(s[i], "cpu"))
+        return out
+
+    def set_state(self, variables, arrays):
+        expected = 1 + len(self.slot_names) * len(variables)
+        if len(arrays) != expected:
+            raise ValueError(f"{type(self).__name__}: optimizer state has {len(arrays)} arrays, expected {expected} "
+                             f"for {len(variables)} trainable weights")
+        self.iterations = int(arrays[0])
+        k = 1
+        for v in variables:
+            s = []
+            for _ in self.slot_names:
+                a = arrays[k]
+                if tuple(a.shape) != v.shape:
+                    raise ValueError(f"optimizer slot for {v.name} has shape {a.shape}, expected {v.shape}")
+                s.append(to_device(a, device_of(v.value), np.float32).copy())
+                k += 1
+            self._slots[id(v)] = s
+
+    def to(self, device):
+        """Move slots to 'cpu' or 'cuda' (the model moves its weights alongside)."""
+        for k, s in self._slots.items():
+            self._slots[k] = [to_device(a, device) for a in s]
+
+    def get_config(self):
+        lr = self._lr
+        return {"learning_rate": _serial.serialize(lr) if isinstance(lr, LearningRateSchedule) else lr,
+                "weight_decay": self.weight_decay, "clipnorm": self.clipnorm, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@_serial.register_serializable
+class SGD(Optimizer):
+    """v = momentum * v - lr * g; w += v (Nesterov: w += momentum * v - lr * g)."""
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"SGD: momentum must be in [0, 1), got {momentum}")
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self.slot_names = ("momentum",) if self.momentum else ()
+
+    def _update(self, v, g, slots, lr):
+        if not self.momentum:
+            v.value -= lr * g
+            return
+        (m,) = slots
+        m *= self.momentum
+        m -= lr * g
+        if self.nesterov:
+            v.value += self.momentum * m - lr * g
+        else:
+            v.value += m
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+@_serial.register_serializable
+class Adam(Optimizer):
+    """Adam with Keras' defaults (beta_1 0.9, beta_2 0.999, epsilon 1e-7) and bias correction in the step."""
+
+    slot_names = ("m", "v")
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+
+    def _update(self, v, g, slots, lr):
+        m, s = slots
+        xp = xp_of(g)
+        t = self.iterations
+        lr_t = lr * math.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
+        m *= self.beta_1
+        m += (1 - self.beta_1) * g
+        s *= self.beta_2
+        s += (1 - self.beta_2) * (g * g)
+        denom = xp.sqrt(s)
+        denom += self.epsilon
+        v.value -= (lr_t * m) / denom
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+
+
+@_serial.register_serializable
+class AdamW(Adam):
+    """Adam with decoupled weight decay (w -= lr * weight_decay * w each step); default decay 0.004."""
+
+    def __init__(self, learning_rate=0.001, weight_decay=0.004, **kwargs):
+        super().__init__(learning_rate, weight_decay=weight_decay, **kwargs)
+
+
+_TABLE = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+
+
+def get(identifier) -> Optimizer:
+    """An optimizer from 'adam' | 'sgd' | 'adamw', a config dict or an instance."""
+    opt = _serial.get(identifier, _TABLE, "optimizer")
+    if not isinstance(opt, Optimizer):
+        raise TypeError(f"optimizer must be a name or a convkit.optimizers.Optimizer, got {identifier!r}")
+    return opt

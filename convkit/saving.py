@@ -1,0 +1,213 @@
+"""Saving and loading models: one zip file holding JSON and .npy entries, never pickles.
+
+Layout of a file (whatever its suffix: 'my_cnn.h5' and 'model.keras' get this same format):
+
+    convkit.json          format name and version, architecture config, compile config,
+                          optimizer config, weight names and shapes, optional extra metadata
+    weights/0000.npy ...  the model's weights, in ``model.weights`` order
+    optimizer/0000.npy .. the optimizer's step count and slots (for save_model only)
+
+Files are written to a temporary file in the same folder, fsynced, then moved over the
+target with os.replace, so a crash while saving leaves any previous file intact. Loading
+reads arrays with ``allow_pickle=False``; a truncated, corrupted or foreign file, or an
+unknown layer class, raises ValueError saying which.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from convkit import _serial
+from convkit._serial import register_serializable
+
+FORMAT = "convkit-model"
+FORMAT_VERSION = 1
+_META = "convkit.json"
+
+__all__ = ["save_model", "load_model", "save_weights", "load_weights", "register_serializable", "FORMAT_VERSION"]
+
+
+def _atomic_write(filepath, meta: dict, arrays: dict, overwrite: bool):
+    path = os.fspath(filepath)
+    if not overwrite and os.path.exists(path):
+        raise FileExistsError(f"{path} exists and overwrite=False")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+                zf.writestr(_META, json.dumps(meta, indent=1))
+                for name, a in arrays.items():
+                    buf = io.BytesIO()
+                    np.save(buf, np.asarray(a, order="C"), allow_pickle=False)
+                    zf.writestr(name, buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+class _Reader:
+    """An opened convkit file; every failure becomes a ValueError naming the file and the problem."""
+
+    def __init__(self, filepath):
+        self.path = os.fspath(filepath)
+        if not os.path.exists(self.path):
+            raise FileNotFoundError(f"no such file: {self.path}")
+        try:
+            self.zf = zipfile.ZipFile(self.path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise ValueError(f"{self.path}: not a convkit model file, or it is truncated or corrupted ({e})") from None
+        try:
+            self.meta = json.loads(self.zf.read(_META))
+        except KeyError:
+            raise ValueError(f"{self.path}: not a convkit model file (no {_META} inside)") from None
+        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+            raise ValueError(f"{self.path}: the file is corrupted ({e})") from None
+        if not isinstance(self.meta, dict) or self.meta.get("format") != FORMAT:
+            raise ValueError(f"{self.path}: not a convkit model file (format {self.meta.get('format')!r})")
+        v = self.meta.get("format_version")
+        if not isinstance(v, int) or v > FORMAT_VERSION:
+            raise ValueError(f"{self.path}: format version {v!r} is newer than this convkit reads ({FORMAT_VERSION}); "
+                             "upgrade convkit")
+
+    def array(self, name):
+        try:
+            raw = self.zf.read(name)
+        except KeyError:
+            raise ValueError(f"{self.path}: entry {name!r} is missing; the file is truncated or corrupted") from None
+        except (zipfile.BadZipFile, OSError, EOFError) as e:
+            raise ValueError(f"{self.path}: entry {name!r} is corrupted ({e})") from None
+        try:
+            return np.load(io.BytesIO(raw), allow_pickle=False)
+        except ValueError as e:
+            raise ValueError(f"{self.path}: entry {name!r} is not a plain array ({e})") from None
+
+    def arrays(self, prefix, count):
+        return [self.array(f"{prefix}/{i:04d}.npy") for i in range(count)]
+
+    def close(self):
+        self.zf.close()
+
+
+def _weights_meta(model):
+    return [{"name": v.name, "shape": list(v.shape)} for v in model.weights]
+
+
+def save_model(model, filepath, overwrite=True, extra=None):
+    """Write the whole model: architecture, weights, compile settings and optimizer state.
+
+    ``extra`` is JSON-serialisable metadata stored alongside (the CLI keeps its epoch counter
+    and RNG state there). Subclassed models need get_config and registration; otherwise use
+    save_weights.
+    """
+    config = model.get_config()  # raises, with advice, for unregistered subclassed models
+    ws = model.weights
+    arrays = {f"weights/{i:04d}.npy": v.numpy() for i, v in enumerate(ws)}
+    opt_meta, n_opt = None, 0
+    if model.optimizer is not None:
+        opt_meta = _serial.serialize(model.optimizer)
+        state = model.optimizer.get_state(model.trainable_weights)
+        n_opt = len(state)
+        arrays.update({f"optimizer/{i:04d}.npy": a for i, a in enumerate(state)})
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "model",
+        "class_name": type(model).__name__ if type(model).__name__ != "Model" else "Functional",
+        "config": config, "build_input_shape": _shape_json(getattr(model, "_input_spec", None)),
+        "compile_config": model._compile_config, "optimizer": opt_meta, "optimizer_arrays": n_opt,
+        "weights": _weights_meta(model), "extra": extra,
+    }
+    _atomic_write(filepath, meta, arrays, overwrite)
+
+
+def _shape_json(shape):
+    return None if shape is None else [None if d is None else int(d) for d in shape]
+
+
+def load_model(filepath, custom_objects=None, compile=True, return_extra=False):
+    """Rebuild a model written by ``model.save`` / ``save_model`` (weights, compile settings and
+    optimizer state included). With ``return_extra`` returns (model, extra metadata)."""
+    r = _Reader(filepath)
+    try:
+        meta = r.meta
+        if meta.get("kind") != "model":
+            raise ValueError(f"{r.path}: holds only weights (written by save_weights); build the model in code and "
+                             "call model.load_weights(path)")
+        cls = _serial.lookup(meta.get("class_name", "?"), custom_objects, "model")
+        try:
+            model = cls.from_config(meta["config"], custom_objects=custom_objects) \
+                if hasattr(cls, "_run_graph") else cls.from_config(meta["config"])
+        except ValueError as e:
+            raise ValueError(f"{r.path}: cannot rebuild the model: {e}") from None
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{r.path}: the model config is invalid ({type(e).__name__}: {e})") from None
+        if not model._traced and meta.get("build_input_shape"):
+            model.build(tuple(meta["build_input_shape"]))
+        _assign(model, r, meta)
+        cc = meta.get("compile_config")
+        if compile and cc and meta.get("optimizer"):
+            loss = cc["loss"] if isinstance(cc["loss"], str) else _serial.deserialize(cc["loss"], custom_objects,
+                                                                                      "loss")
+            model.compile(optimizer=_serial.deserialize(meta["optimizer"], custom_objects, "optimizer"), loss=loss,
+                          metrics=cc.get("metrics"))
+            model.optimizer.set_state(model.trainable_weights, r.arrays("optimizer", meta["optimizer_arrays"]))
+        return (model, meta.get("extra")) if return_extra else model
+    finally:
+        r.close()
+
+
+def _assign(model, r, meta):
+    ws = model.weights
+    saved = meta.get("weights") or []
+    if len(saved) != len(ws):
+        raise ValueError(f"{r.path}: holds {len(saved)} weights but model {model.name!r} has {len(ws)}")
+    arrays = r.arrays("weights", len(saved))
+    for v, s, a in zip(ws, saved, arrays):
+        if tuple(a.shape) != v.shape or list(a.shape) != list(s["shape"]):
+            raise ValueError(f"{r.path}: weight {s['name']!r} has shape {tuple(a.shape)} but the model's "
+                             f"{v.name!r} has shape {v.shape}")
+        if a.dtype != np.float32:
+            raise ValueError(f"{r.path}: weight {s['name']!r} has dtype {a.dtype}, expected float32")
+    for v, a in zip(ws, arrays):
+        v.assign(a)
+
+
+def save_weights(model, filepath, overwrite=True):
+    """Write only the weights, in ``model.weights`` order (any model, subclassed ones included)."""
+    if not model.weights:
+        raise ValueError(f"model {model.name!r} has no weights yet: build it or run it on data first")
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "weights",
+            "weights": _weights_meta(model), "build_input_shape": _shape_json(getattr(model, "_input_spec", None))}
+    _atomic_write(filepath, meta, {f"weights/{i:04d}.npy": v.numpy() for i, v in enumerate(model.weights)},
+                  overwrite)
+
+
+def load_weights(model, filepath):
+    """Load weights from a save_weights or save_model file into ``model`` (built first if needed)."""
+    r = _Reader(filepath)
+    try:
+        if not model.weights and r.meta.get("build_input_shape"):
+            model.build(tuple(r.meta["build_input_shape"]))
+        _assign(model, r, r.meta)
+    finally:
+        r.close()

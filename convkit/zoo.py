@@ -1,0 +1,295 @@
+"""Every model the course notes teach, by short name, with the training recipe the notes give.
+
+    model = zoo.get("fashion3")          # built, not compiled
+    model = zoo.build("lenet5")          # built and compiled with the recipe's optimizer and loss
+    r = zoo.recipe("cifar10_bn")         # dataset, preprocessing, optimizer, lr, batch, epochs, ...
+
+Labels are integer class ids (sparse_categorical_crossentropy), equivalent to the notes'
+one-hot labels with categorical_crossentropy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from convkit import callbacks as cb
+from convkit import optimizers
+from convkit._serial import register_serializable
+from convkit.layers import (Activation, Add, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
+                            GlobalAveragePooling2D, Input, MaxPooling2D)
+from convkit.models import Model, Sequential
+
+MNIST_SHAPE = (28, 28, 1)
+CIFAR_SHAPE = (32, 32, 3)
+
+
+@dataclass
+class Recipe:
+    """How the notes train a model. ``validation_split`` 0 means the notes hold out nothing; the CLI
+    then shows the test set as validation data, for the curves only. ``augmentation`` holds
+    ImageDataGenerator arguments."""
+
+    dataset: str
+    epochs: int
+    batch_size: int = 32
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    loss: str = "sparse_categorical_crossentropy"
+    preprocess: str = "scale"  # 'scale' (x / 255) or 'standardize' (per-channel, train mean and std)
+    validation_split: float = 0.0
+    callbacks: list = field(default_factory=list)  # (name, kwargs) pairs, made fresh per run
+    augmentation: dict | None = None
+    reported: str = ""
+
+    def make_callbacks(self, checkpoint_path=None) -> list:
+        out = []
+        for name, kwargs in self.callbacks:
+            if name == "ModelCheckpoint":
+                if checkpoint_path is None:
+                    continue
+                kwargs = {**kwargs, "filepath": checkpoint_path}
+            out.append(getattr(cb, name)(**kwargs))
+        return out
+
+
+def _conv(filters, k=3, padding="same", **kw):
+    return Conv2D(filters, k, padding=padding, activation="relu", **kw)
+
+
+def lenet5():
+    """Classic LeNet-5 with ReLU and max pooling (61,706 parameters)."""
+    return Sequential([
+        Input(shape=MNIST_SHAPE),
+        _conv(6, 5, "same"), MaxPooling2D(2),
+        _conv(16, 5, "valid"), MaxPooling2D(2),
+        _conv(120, 5, "valid"),
+        Flatten(), Dense(84, activation="relu"), Dense(10, activation="softmax"),
+    ], name="lenet5")
+
+
+@register_serializable
+class LeNet5(Model):
+    """The notes' subclassed LeNet-5: one pooling layer object used after both convolutions."""
+
+    def __init__(self, num_classes=10, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.conv1 = _conv(6, 5, "same")
+        self.pool = MaxPooling2D(2)
+        self.conv2 = _conv(16, 5, "same")
+        self.flatten = Flatten()
+        self.d1 = Dense(120, activation="relu")
+        self.d2 = Dense(84, activation="relu")
+        self.d3 = Dense(num_classes, activation="softmax")
+
+    def call(self, x, training=False):
+        x = self.pool(self.conv1(x))
+        x = self.pool(self.conv2(x))
+        return self.d3(self.d2(self.d1(self.flatten(x))))
+
+    def get_config(self):
+        return {"name": self.name, "num_classes": self.num_classes}
+
+
+def lenet5_subclassed():
+    model = LeNet5(name="lenet5_subclassed")
+    model.build((None,) + MNIST_SHAPE)
+    return model
+
+
+def mnist_cnn(dropout2=0.5):
+    return Sequential([
+        Input(shape=MNIST_SHAPE),
+        _conv(32, 3, "valid"), _conv(64, 3, "valid"), MaxPooling2D(2), Dropout(0.25),
+        Flatten(), Dense(128, activation="relu"), Dropout(dropout2), Dense(10, activation="softmax"),
+    ], name="mnist_cnn")
+
+
+def mnist_cnn2():
+    return Sequential([
+        Input(shape=MNIST_SHAPE),
+        _conv(16, 5), MaxPooling2D(2), _conv(32, 5), MaxPooling2D(2),
+        Flatten(), Dense(128, activation="relu"), Dense(10, activation="softmax"),
+    ], name="mnist_cnn2")
+
+
+def mnist_cnn3():
+    return Sequential([
+        Input(shape=MNIST_SHAPE),
+        _conv(16), MaxPooling2D(2, padding="same"), _conv(32), MaxPooling2D(2, padding="same"),
+        _conv(64), MaxPooling2D(2, padding="same"),
+        Flatten(), Dense(256, activation="relu"), Dense(10, activation="softmax"),
+    ], name="mnist_cnn3")
+
+
+def _fashion_head():
+    return [Flatten(), Dense(128, activation="relu"), Dense(64, activation="relu"), Dense(10, activation="softmax")]
+
+
+def fashion1():
+    """3,239,114 parameters."""
+    return Sequential([Input(shape=MNIST_SHAPE), _conv(32), _conv(32), _conv(32)] + _fashion_head(), name="fashion1")
+
+
+def fashion2():
+    """228,554 parameters."""
+    return Sequential([
+        Input(shape=MNIST_SHAPE),
+        _conv(32), MaxPooling2D(2), _conv(32), MaxPooling2D(2), Dropout(0.4), _conv(32), Dropout(0.4),
+    ] + _fashion_head(), name="fashion2")
+
+
+def fashion3():
+    """2,589,834 parameters, 1,728 of them non-trainable (BatchNormalization moving statistics)."""
+    return Sequential([
+        Input(shape=MNIST_SHAPE),
+        _conv(32), BatchNormalization(), MaxPooling2D(2),
+        _conv(64, 3, "valid"), BatchNormalization(), MaxPooling2D(2), Dropout(0.4),
+        _conv(128), Dropout(0.4),
+        Flatten(), Dense(512, activation="relu"), BatchNormalization(),
+        Dense(256, activation="relu"), BatchNormalization(), Dense(10, activation="softmax"),
+    ], name="fashion3")
+
+
+def cifar10_cnn():
+    return Sequential([
+        Input(shape=CIFAR_SHAPE),
+        _conv(32, 3, "valid"), _conv(32, 3, "valid"), MaxPooling2D(2), Dropout(0.25),
+        _conv(64, 3, "valid"), _conv(64, 3, "valid"), MaxPooling2D(2), Dropout(0.25),
+        Flatten(), Dense(512, activation="relu"), Dropout(0.5), Dense(10, activation="softmax"),
+    ], name="cifar10_cnn")
+
+
+def cifar10_bn():
+    """652,874 parameters."""
+    layers = [Input(shape=CIFAR_SHAPE)]
+    for f in (32, 64, 128):
+        layers += [_conv(f), BatchNormalization(), MaxPooling2D(2, 2, padding="same"), Dropout(0.3)]
+    layers += [Flatten(), Dense(256, activation="relu"), Dense(128, activation="relu"), Dense(10, activation="softmax")]
+    return Sequential(layers, name="cifar10_bn")
+
+
+def cifar10_deep():
+    layers = [Input(shape=CIFAR_SHAPE), _conv(32), _conv(32), MaxPooling2D(2), Dropout(0.25),
+              _conv(64), _conv(64), MaxPooling2D(2), Dropout(0.25)]
+    for f in (128, 128, 256):
+        layers += [_conv(f), MaxPooling2D(2), Dropout(0.25)]
+    layers += [Flatten(), Dense(128, activation="relu"), Dropout(0.5), Dense(10, activation="softmax")]
+    return Sequential(layers, name="cifar10_deep")
+
+
+def _conv_bn(x, filters, strides=1, relu=True):
+    x = Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, kernel_initializer="he_normal")(x)
+    x = BatchNormalization()(x)
+    return Activation("relu")(x) if relu else x
+
+
+def resnet_small(blocks_per_stage=2, widths=(16, 32, 64)):
+    """A small ResNet for CIFAR-10: a 3x3 stem, three stages of basic residual blocks (stride 2 and a
+    1x1 projection where the shape changes), global average pooling and a softmax head."""
+    inputs = Input(shape=CIFAR_SHAPE)
+    x = _conv_bn(inputs, widths[0])
+    for stage, f in enumerate(widths):
+        for b in range(blocks_per_stage):
+            strides = 2 if stage > 0 and b == 0 else 1
+            y = _conv_bn(x, f, strides)
+            y = _conv_bn(y, f, relu=False)
+            if strides != 1 or x.shape[-1] != f:
+                x = Conv2D(f, 1, strides=strides, use_bias=False, kernel_initializer="he_normal")(x)
+                x = BatchNormalization()(x)
+            x = Activation("relu")(Add()([x, y]))
+    x = GlobalAveragePooling2D()(x)
+    outputs = Dense(10, activation="softmax")(x)
+    return Model(inputs, outputs, name="resnet_small")
+
+
+_AUG = dict(rotation_range=20, shear_range=0.2, width_shift_range=0.2, height_shift_range=0.2,
+            horizontal_flip=True)
+
+_MODELS = {
+    "lenet5": (lenet5, Recipe("mnist", epochs=30, batch_size=128, reported="paper: 0.95% error (99.05%)")),
+    "lenet5_subclassed": (lenet5_subclassed, Recipe(
+        "mnist", epochs=30, batch_size=32, validation_split=0.2,
+        callbacks=[("EarlyStopping", {"monitor": "val_loss", "patience": 3})],
+        reported="val accuracy 0.9880 at epoch 4")),
+    "mnist_cnn": (mnist_cnn, Recipe("mnist", epochs=12, batch_size=128,
+                                    reported="99.39% (MNIST), 93.25% (Fashion-MNIST)")),
+    "mnist_cnn2": (mnist_cnn2, Recipe(
+        "mnist", epochs=10, batch_size=500, validation_split=0.1,
+        callbacks=[("EarlyStopping", {"monitor": "val_accuracy", "patience": 2}),
+                   ("ModelCheckpoint", {"monitor": "val_accuracy", "save_best_only": True})])),
+    "mnist_cnn3": (mnist_cnn3, Recipe("mnist", epochs=100, batch_size=32)),
+    "fashion1": (fashion1, Recipe("fashion_mnist", epochs=20, batch_size=512, validation_split=0.3,
+                                  reported="test 90.63%")),
+    "fashion2": (fashion2, Recipe("fashion_mnist", epochs=40, batch_size=512, validation_split=0.3,
+                                  reported="test 91.52%")),
+    "fashion3": (fashion3, Recipe("fashion_mnist", epochs=40, batch_size=512, validation_split=0.3,
+                                  reported="test 92.28%")),
+    "cifar10_cnn": (cifar10_cnn, Recipe("cifar10", epochs=30, batch_size=128,
+                                        reported="2 conv + 1 pool variant: 70.56%")),
+    "cifar10_bn": (cifar10_bn, Recipe("cifar10", epochs=30, batch_size=256, learning_rate=1e-4,
+                                      preprocess="standardize", validation_split=0.2)),
+    "cifar10_deep": (cifar10_deep, Recipe("cifar10", epochs=250, batch_size=256, augmentation=_AUG,
+                                          reported="87.21%")),
+    "resnet_small": (resnet_small, Recipe(
+        "cifar10", epochs=30, batch_size=128, preprocess="standardize", validation_split=0.1,
+        augmentation=dict(width_shift_range=0.1, height_shift_range=0.1, horizontal_flip=True))),
+}
+
+ALIASES = {"lenet": "lenet5", "lenet5_subclass": "lenet5_subclassed", "fashion_mnist1": "fashion1",
+           "fashion_mnist2": "fashion2", "fashion_mnist3": "fashion3", "resnet": "resnet_small"}
+
+
+def names() -> list:
+    """Every model name (aliases not included)."""
+    return list(_MODELS)
+
+
+def canonical(name: str) -> str:
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(names())} (aliases: {', '.join(ALIASES)})")
+    return key
+
+
+def get(name: str):
+    """A new, built, uncompiled model."""
+    return _MODELS[canonical(name)][0]()
+
+
+def recipe(name: str) -> Recipe:
+    """The notes' training recipe for ``name`` (a fresh copy)."""
+    r = _MODELS[canonical(name)][1]
+    return Recipe(**{**r.__dict__, "callbacks": [(n, dict(k)) for n, k in r.callbacks]})
+
+
+def build(name: str, learning_rate=None):
+    """A new model compiled as its recipe says (optimizer, learning rate, loss, accuracy)."""
+    r = recipe(name)
+    model = get(name)
+    opt = optimizers.get(r.optimizer)
+    opt.learning_rate = learning_rate if learning_rate is not None else r.learning_rate
+    model.compile(optimizer=opt, loss=r.loss, metrics=["accuracy"])
+    return model
+
+
+def preprocess(r: Recipe, x_train, x_test):
+    """uint8 images -> float32 NHWC as the recipe says: /255, or per-channel standardisation with the
+    training set's mean and standard deviation."""
+    def nhwc(x):
+        x = np.asarray(x)
+        return x[..., None] if x.ndim == 3 else x
+
+    x_train, x_test = nhwc(x_train).astype(np.float32), nhwc(x_test).astype(np.float32)
+    x_train /= 255.0
+    x_test /= 255.0
+    if r.preprocess == "standardize":
+        mean = x_train.mean(axis=(0, 1, 2), dtype=np.float64).astype(np.float32)
+        std = x_train.std(axis=(0, 1, 2), dtype=np.float64).astype(np.float32) + 1e-7
+        x_train = (x_train - mean) / std
+        x_test = (x_test - mean) / std
+    elif r.preprocess != "scale":
+        raise ValueError(f"unknown preprocessing {r.preprocess!r}")
+    return x_train, x_test

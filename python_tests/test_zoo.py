@@ -1,0 +1,65 @@
+"""Every zoo model: the notes' parameter counts, and one training step on tiny random data."""
+
+import numpy as np
+import pytest
+
+import convkit
+from convkit import zoo
+
+
+@pytest.mark.parametrize("name,total,non_trainable", [
+    ("fashion1", 3_239_114, 0), ("fashion2", 228_554, 0), ("fashion3", 2_589_834, 1_728),
+    ("cifar10_bn", 652_874, 448), ("lenet5", 61_706, 0),
+])
+def test_parameter_counts_match_the_notes(name, total, non_trainable):
+    lines = []
+    zoo.get(name).summary(print_fn=lines.append)
+    count = lambda key: int(next(l for l in lines if l.startswith(key)).split(":")[1].replace(",", ""))
+    assert count("Total params") == total
+    assert count("Non-trainable params") == non_trainable
+    assert count("Trainable params") == total - non_trainable
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_every_model_builds_and_trains_one_step(name, rng):
+    convkit.set_random_seed(0)
+    model = zoo.build(name)
+    r = zoo.recipe(name)
+    shape = (28, 28, 1) if r.dataset in ("mnist", "fashion_mnist") else (32, 32, 3)
+    assert model.input_shape == (None,) + shape
+    x, y = rng.random((4,) + shape, dtype=np.float32), rng.integers(0, 10, 4)
+    before = [w.copy() for w in model.get_weights()]
+    h = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(h.history["loss"][0])
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert model.predict(x, verbose=0).shape == (4, 10)
+    assert model.optimizer.learning_rate == r.learning_rate
+
+
+def test_recipes_follow_the_notes():
+    r = zoo.recipe("lenet5_subclassed")
+    assert (r.batch_size, r.validation_split, r.epochs) == (32, 0.2, 30)
+    es = r.make_callbacks()[0]
+    assert isinstance(es, convkit.callbacks.EarlyStopping) and es.patience == 3 and es.monitor == "val_loss"
+    assert zoo.recipe("cifar10_bn").learning_rate == 1e-4 and zoo.recipe("cifar10_bn").preprocess == "standardize"
+    assert zoo.recipe("mnist_cnn2").batch_size == 500
+    assert zoo.recipe("cifar10_deep").augmentation["horizontal_flip"]
+    assert zoo.canonical("lenet") == "lenet5"
+    with pytest.raises(ValueError, match="unknown model 'vgg'"):
+        zoo.get("vgg")
+
+
+def test_resnet_small_has_skip_connections_and_global_pooling():
+    types = {type(l).__name__ for l in zoo.get("resnet_small").layers}
+    assert {"Add", "GlobalAveragePooling2D", "BatchNormalization"} <= types
+
+
+def test_preprocess_scales_and_standardises(rng):
+    x = rng.integers(0, 256, (10, 4, 4, 3)).astype(np.uint8)
+    a, _ = zoo.preprocess(zoo.recipe("cifar10_cnn"), x, x)
+    np.testing.assert_allclose(a, x / 255.0, rtol=1e-6)
+    b, _ = zoo.preprocess(zoo.recipe("cifar10_bn"), x, x)
+    np.testing.assert_allclose(b.mean(axis=(0, 1, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(b.std(axis=(0, 1, 2)), 1, atol=1e-4)
+    m, _ = zoo.preprocess(zoo.recipe("lenet5"), x[..., 0], x[..., 0])
+    assert m.shape == (10, 4, 4, 1) and m.dtype == np.float32
