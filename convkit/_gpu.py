@@ -1,7 +1,8 @@
 """CuPy adapter over convkit._cuda with the same function signatures as convkit._cpu.
 
 Each array is checked (dtype, C-contiguity, exact shape, current device) before
-its pointer is passed; kernels run on CuPy's current stream.
+its pointer is passed; kernels run on CuPy's current stream and never synchronise.
+bias, dbias and argmax may be None (a null pointer).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ def _ptr(a, name: str, shape, dtype=np.float32) -> int:
 
 def _stream() -> int:
     return cupy.cuda.get_current_stream().ptr
+
+
+def device_info() -> dict:
+    """The current device as the CUDA module sees it: name, compute capability, multiprocessors, memory."""
+    return _cuda.device_info()
 
 
 def conv2d_fwd(x, kernel, bias, y, strides, dilation, padding, relu=False, tf32=False):

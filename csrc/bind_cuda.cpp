@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <string>
 
 #include "bind_common.h"
 #include "ops/cuda_check.h"
@@ -74,11 +75,24 @@ PYBIND11_MODULE(_cuda, m) {
     py::gil_scoped_release nogil;
     avg_pool2d_bwd_cuda(d, ptr<const float>(dy), ptr<float>(dx), stream_of(stream));
   });
+  m.def("device_info", []() {
+    int dev = 0;
+    check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
+    cudaDeviceProp p{};
+    check_cuda(cudaGetDeviceProperties(&p, dev), "cudaGetDeviceProperties");
+    py::dict info;
+    info["device"] = dev;
+    info["name"] = std::string(p.name);
+    info["compute_capability"] = py::make_tuple(p.major, p.minor);
+    info["multiprocessors"] = p.multiProcessorCount;
+    info["memory_bytes"] = static_cast<std::uint64_t>(p.totalGlobalMem);
+    return info;
+  }, "The current device: index, name, compute capability (major, minor), multiprocessors, memory.");
   m.def("device_name", []() {
     int dev = 0;
     check_cuda(cudaGetDevice(&dev), "cudaGetDevice");
     cudaDeviceProp p{};
     check_cuda(cudaGetDeviceProperties(&p, dev), "cudaGetDeviceProperties");
     return std::string(p.name) + " (sm_" + std::to_string(p.major) + std::to_string(p.minor) + ")";
-  });
+  }, "Name and compute capability of the current device, e.g. 'NVIDIA H100 80GB HBM3 (sm_90)'.");
 }

@@ -1,139 +1,265 @@
-// CUDA pooling: one thread per output element forward; backward gathers, one
-// thread per input element summing over the windows that contain it, so no
-// atomics are needed and results are deterministic. Same rules as pool2d_cpu.cpp.
+// CUDA pooling, same rules and summation orders as pool2d_cpu.cpp. Forward: one
+// thread per output pixel and group of V channels (V = 4: float4 / int4 accesses
+// when C % 4 == 0 and the pointers are 16-byte aligned). Backward gathers: one
+// thread per input pixel and channel group sums over the windows that contain it,
+// in the CPU's output order, so there are no atomics and results are deterministic.
+// Indices are 32-bit when every tensor has at most 2^30 elements, else 64-bit.
+#include <cstdint>
+
 #include "ops/cuda_check.h"
 #include "ops/pool2d.h"
 
 namespace convkit {
 namespace {
 
-__device__ inline i64 clamp_lo(i64 v) { return v < 0 ? 0 : v; }
-
-// Output positions o whose window [o*stride - pad, o*stride - pad + size) contains i.
-__device__ inline void covering(i64 i, i64 stride, i64 pad, i64 size, i64 out, i64& lo, i64& hi) {
-  const i64 num = i + pad - size + 1;  // o >= ceil(num / stride)
-  lo = clamp_lo(num <= 0 ? 0 : (num + stride - 1) / stride);
-  hi = (i + pad) / stride;  // i + pad >= 0 always
-  if (hi > out - 1) hi = out - 1;
+template <int V>
+__device__ __forceinline__ void load(const float* p, float (&v)[V]) {
+  if constexpr (V == 4) {
+    const float4 t = *reinterpret_cast<const float4*>(p);
+    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+  } else {
+    v[0] = *p;
+  }
 }
 
-__device__ inline void window(i64 o, i64 stride, i64 pad, i64 size, i64 in, i64& lo, i64& hi) {
-  const i64 start = o * stride - pad;
-  lo = clamp_lo(start);
+template <int V>
+__device__ __forceinline__ void load(const std::int32_t* p, std::int32_t (&v)[V]) {
+  if constexpr (V == 4) {
+    const int4 t = *reinterpret_cast<const int4*>(p);
+    v[0] = t.x, v[1] = t.y, v[2] = t.z, v[3] = t.w;
+  } else {
+    v[0] = *p;
+  }
+}
+
+template <int V>
+__device__ __forceinline__ void store(float* p, const float (&v)[V]) {
+  if constexpr (V == 4)
+    *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+  else
+    *p = v[0];
+}
+
+template <int V>
+__device__ __forceinline__ void store(std::int32_t* p, const std::int32_t (&v)[V]) {
+  if constexpr (V == 4)
+    *reinterpret_cast<int4*>(p) = make_int4(v[0], v[1], v[2], v[3]);
+  else
+    *p = v[0];
+}
+
+// The descriptor in the kernel's index type.
+template <class I>
+struct Geom {
+  I N, H, W, C, R, S, sh, sw, pt, pl, OH, OW;
+  __device__ explicit Geom(const Pool2dDesc& d)
+      : N(static_cast<I>(d.N)), H(static_cast<I>(d.H)), W(static_cast<I>(d.W)), C(static_cast<I>(d.C)),
+        R(static_cast<I>(d.R)), S(static_cast<I>(d.S)), sh(static_cast<I>(d.sh)), sw(static_cast<I>(d.sw)),
+        pt(static_cast<I>(d.pt)), pl(static_cast<I>(d.pl)), OH(static_cast<I>(d.OH)), OW(static_cast<I>(d.OW)) {}
+};
+
+// Input cells [lo, hi) of window o, clipped to the input.
+template <class I>
+__device__ __forceinline__ void window(I o, I stride, I pad, I size, I in, I& lo, I& hi) {
+  const I start = o * stride - pad;
+  lo = start < 0 ? 0 : start;
   hi = start + size < in ? start + size : in;
 }
 
-// The input window [h0, h1) x [w0, w1) of output element e = ((n * OH + oh) * OW + ow) * C + c,
-// and the offset of its image's channel c.
-struct OutWindow {
-  i64 img, h0, h1, w0, w1;
-};
-
-__device__ inline OutWindow out_window(const Pool2dDesc& d, i64 e) {
-  const i64 c = e % d.C, ow = (e / d.C) % d.OW, oh = (e / (d.C * d.OW)) % d.OH, n = e / (d.C * d.OW * d.OH);
-  OutWindow o;
-  o.img = n * d.H * d.W * d.C + c;
-  window(oh, d.sh, d.pt, d.R, d.H, o.h0, o.h1);
-  window(ow, d.sw, d.pl, d.S, d.W, o.w0, o.w1);
-  return o;
+// Windows [lo, hi] (inclusive) that contain input cell i; empty when lo > hi.
+template <class I>
+__device__ __forceinline__ void covering(I i, I stride, I pad, I size, I out, I& lo, I& hi) {
+  const I num = i + pad - size + 1;  // o * stride >= num
+  lo = num <= 0 ? 0 : (num + stride - 1) / stride;
+  hi = (i + pad) / stride;  // i + pad >= 0
+  if (hi > out - 1) hi = out - 1;
 }
 
-#define GRID_STRIDE(e, total) \
-  for (i64 e = blockIdx.x * (i64)blockDim.x + threadIdx.x; e < (total); e += (i64)gridDim.x * blockDim.x)
+#define GRID_STRIDE(I, e, total)                                                         \
+  for (I e = static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.x) + static_cast<I>(threadIdx.x); e < (total); \
+       e += static_cast<I>(gridDim.x) * static_cast<I>(blockDim.x))
 
-__global__ void max_fwd(Pool2dDesc d, const float* __restrict__ x, float* __restrict__ y,
+template <int V, class I>
+__global__ void max_fwd(Pool2dDesc desc, const float* __restrict__ x, float* __restrict__ y,
                         std::int32_t* __restrict__ argmax) {
-  GRID_STRIDE(e, d.N * d.OH * d.OW * d.C) {
-    const OutWindow o = out_window(d, e);
-    const float* img = x + o.img;
-    float m = img[(o.h0 * d.W + o.w0) * d.C];
-    i64 best = o.h0 * d.W + o.w0;
-    for (i64 ih = o.h0; ih < o.h1; ++ih)
-      for (i64 iw = o.w0; iw < o.w1; ++iw) {
-        const float v = img[(ih * d.W + iw) * d.C];
-        if (v > m || (v != v && m == m)) m = v, best = ih * d.W + iw;
+  const Geom<I> d(desc);
+  const I CG = d.C / V;
+  GRID_STRIDE(I, e, d.N * d.OH * d.OW * CG) {
+    const I cg = e % CG, pix = e / CG, ow = pix % d.OW, oh = (pix / d.OW) % d.OH, n = pix / (d.OW * d.OH);
+    I h0, h1, w0, w1;
+    window(oh, d.sh, d.pt, d.R, d.H, h0, h1);
+    window(ow, d.sw, d.pl, d.S, d.W, w0, w1);
+    const float* img = x + n * d.H * d.W * d.C + cg * V;
+    // The window is never all padding, so its first cell seeds the max.
+    float m[V];
+    std::int32_t best[V];
+    load(img + (h0 * d.W + w0) * d.C, m);
+#pragma unroll
+    for (int l = 0; l < V; ++l) best[l] = static_cast<std::int32_t>(h0 * d.W + w0);
+    for (I ih = h0; ih < h1; ++ih)
+      for (I iw = w0; iw < w1; ++iw) {
+        float v[V];
+        load(img + (ih * d.W + iw) * d.C, v);
+        const auto idx = static_cast<std::int32_t>(ih * d.W + iw);
+#pragma unroll
+        for (int l = 0; l < V; ++l)
+          if (v[l] > m[l] || (v[l] != v[l] && m[l] == m[l])) {  // first of equals stays; NaN wins
+            m[l] = v[l];
+            best[l] = idx;
+          }
       }
-    y[e] = m;
-    if (argmax) argmax[e] = static_cast<std::int32_t>(best);
+    store(y + e * V, m);
+    if (argmax) store(argmax + e * V, best);
   }
 }
 
-__global__ void max_bwd(Pool2dDesc d, const float* __restrict__ dy, const std::int32_t* __restrict__ argmax,
+template <int V, class I>
+__global__ void max_bwd(Pool2dDesc desc, const float* __restrict__ dy, const std::int32_t* __restrict__ argmax,
                         float* __restrict__ dx) {
-  GRID_STRIDE(e, d.N * d.H * d.W * d.C) {
-    const i64 c = e % d.C, iw = (e / d.C) % d.W, ih = (e / (d.C * d.W)) % d.H, n = e / (d.C * d.W * d.H);
-    i64 oh0, oh1, ow0, ow1;
+  const Geom<I> d(desc);
+  const I CG = d.C / V;
+  GRID_STRIDE(I, e, d.N * d.H * d.W * CG) {
+    const I cg = e % CG, pix = e / CG, iw = pix % d.W, ih = (pix / d.W) % d.H, n = pix / (d.W * d.H);
+    I oh0, oh1, ow0, ow1;
     covering(ih, d.sh, d.pt, d.R, d.OH, oh0, oh1);
     covering(iw, d.sw, d.pl, d.S, d.OW, ow0, ow1);
-    const std::int32_t me = static_cast<std::int32_t>(ih * d.W + iw);
-    float acc = 0.f;
-    for (i64 oh = oh0; oh <= oh1; ++oh)
-      for (i64 ow = ow0; ow <= ow1; ++ow) {
-        const i64 o = ((n * d.OH + oh) * d.OW + ow) * d.C + c;
-        if (argmax[o] == me) acc += dy[o];
+    const auto me = static_cast<std::int32_t>(ih * d.W + iw);
+    float acc[V];
+#pragma unroll
+    for (int l = 0; l < V; ++l) acc[l] = 0.f;
+    for (I oh = oh0; oh <= oh1; ++oh)
+      for (I ow = ow0; ow <= ow1; ++ow) {
+        const I o = ((n * d.OH + oh) * d.OW + ow) * d.C + cg * V;
+        std::int32_t a[V];
+        float g[V];
+        load(argmax + o, a);
+        load(dy + o, g);
+#pragma unroll
+        for (int l = 0; l < V; ++l)
+          if (a[l] == me) acc[l] += g[l];
       }
-    dx[e] = acc;
+    store(dx + e * V, acc);
   }
 }
 
-__global__ void avg_fwd(Pool2dDesc d, const float* __restrict__ x, float* __restrict__ y) {
-  GRID_STRIDE(e, d.N * d.OH * d.OW * d.C) {
-    const OutWindow o = out_window(d, e);
-    const float* img = x + o.img;
-    float acc = 0.f;
-    for (i64 ih = o.h0; ih < o.h1; ++ih)
-      for (i64 iw = o.w0; iw < o.w1; ++iw) acc += img[(ih * d.W + iw) * d.C];
-    y[e] = acc * (1.f / static_cast<float>((o.h1 - o.h0) * (o.w1 - o.w0)));
+template <int V, class I>
+__global__ void avg_fwd(Pool2dDesc desc, const float* __restrict__ x, float* __restrict__ y) {
+  const Geom<I> d(desc);
+  const I CG = d.C / V;
+  GRID_STRIDE(I, e, d.N * d.OH * d.OW * CG) {
+    const I cg = e % CG, pix = e / CG, ow = pix % d.OW, oh = (pix / d.OW) % d.OH, n = pix / (d.OW * d.OH);
+    I h0, h1, w0, w1;
+    window(oh, d.sh, d.pt, d.R, d.H, h0, h1);
+    window(ow, d.sw, d.pl, d.S, d.W, w0, w1);
+    const float* img = x + n * d.H * d.W * d.C + cg * V;
+    float acc[V];
+#pragma unroll
+    for (int l = 0; l < V; ++l) acc[l] = 0.f;
+    for (I ih = h0; ih < h1; ++ih)
+      for (I iw = w0; iw < w1; ++iw) {
+        float v[V];
+        load(img + (ih * d.W + iw) * d.C, v);
+#pragma unroll
+        for (int l = 0; l < V; ++l) acc[l] += v[l];
+      }
+    const float inv = 1.f / static_cast<float>((h1 - h0) * (w1 - w0));
+#pragma unroll
+    for (int l = 0; l < V; ++l) acc[l] *= inv;
+    store(y + e * V, acc);
   }
 }
 
-__global__ void avg_bwd(Pool2dDesc d, const float* __restrict__ dy, float* __restrict__ dx) {
-  GRID_STRIDE(e, d.N * d.H * d.W * d.C) {
-    const i64 c = e % d.C, iw = (e / d.C) % d.W, ih = (e / (d.C * d.W)) % d.H, n = e / (d.C * d.W * d.H);
-    i64 oh0, oh1, ow0, ow1;
+template <int V, class I>
+__global__ void avg_bwd(Pool2dDesc desc, const float* __restrict__ dy, float* __restrict__ dx) {
+  const Geom<I> d(desc);
+  const I CG = d.C / V;
+  GRID_STRIDE(I, e, d.N * d.H * d.W * CG) {
+    const I cg = e % CG, pix = e / CG, iw = pix % d.W, ih = (pix / d.W) % d.H, n = pix / (d.W * d.H);
+    I oh0, oh1, ow0, ow1;
     covering(ih, d.sh, d.pt, d.R, d.OH, oh0, oh1);
     covering(iw, d.sw, d.pl, d.S, d.OW, ow0, ow1);
-    float acc = 0.f;
-    for (i64 oh = oh0; oh <= oh1; ++oh) {
-      i64 h0, h1;
+    float acc[V];
+#pragma unroll
+    for (int l = 0; l < V; ++l) acc[l] = 0.f;
+    for (I oh = oh0; oh <= oh1; ++oh) {
+      I h0, h1;
       window(oh, d.sh, d.pt, d.R, d.H, h0, h1);
-      for (i64 ow = ow0; ow <= ow1; ++ow) {
-        i64 w0, w1;
+      for (I ow = ow0; ow <= ow1; ++ow) {
+        I w0, w1;
         window(ow, d.sw, d.pl, d.S, d.W, w0, w1);
-        acc += dy[((n * d.OH + oh) * d.OW + ow) * d.C + c] * (1.f / static_cast<float>((h1 - h0) * (w1 - w0)));
+        const float inv = 1.f / static_cast<float>((h1 - h0) * (w1 - w0));
+        float g[V];
+        load(dy + ((n * d.OH + oh) * d.OW + ow) * d.C + cg * V, g);
+        // Multiply then add, never fused: the same rounding as the CPU twin.
+#pragma unroll
+        for (int l = 0; l < V; ++l) acc[l] += __fmul_rn(g[l], inv);
       }
     }
-    dx[e] = acc;
+    store(dx + e * V, acc);
   }
 }
+
+bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15) == 0; }
+
+// 32-bit indices when both tensors (and the grid-stride step past them) stay below 2^31.
+bool small(const Pool2dDesc& d) {
+  constexpr i64 lim = i64{1} << 30;
+  return d.N * d.H * d.W * d.C <= lim && d.N * d.OH * d.OW * d.C <= lim;
+}
+
+// launch_NAME: picks the vector width and index type, one thread per V of the `elems` elements.
+#define CONVKIT_POOL_LAUNCHER(NAME)                                                          \
+  template <class... Args>                                                                   \
+  void launch_##NAME(const Pool2dDesc& d, i64 elems, bool vec4, cudaStream_t s, Args... a) { \
+    if (vec4) {                                                                              \
+      if (small(d))                                                                          \
+        NAME<4, int><<<grid_for(elems / 4), 256, 0, s>>>(d, a...);                           \
+      else                                                                                   \
+        NAME<4, long long><<<grid_for(elems / 4), 256, 0, s>>>(d, a...);                     \
+    } else {                                                                                 \
+      if (small(d))                                                                          \
+        NAME<1, int><<<grid_for(elems), 256, 0, s>>>(d, a...);                               \
+      else                                                                                   \
+        NAME<1, long long><<<grid_for(elems), 256, 0, s>>>(d, a...);                         \
+    }                                                                                        \
+  }
+
+CONVKIT_POOL_LAUNCHER(max_fwd)
+CONVKIT_POOL_LAUNCHER(max_bwd)
+CONVKIT_POOL_LAUNCHER(avg_fwd)
+CONVKIT_POOL_LAUNCHER(avg_bwd)
 
 }  // namespace
 
 void max_pool2d_fwd_cuda(const Pool2dDesc& d, const float* x, float* y, std::int32_t* argmax, void* stream) {
   const i64 total = d.N * d.OH * d.OW * d.C;
   if (total == 0) return;
-  max_fwd<<<grid_for(total), 256, 0, static_cast<cudaStream_t>(stream)>>>(d, x, y, argmax);
+  const bool vec4 = d.C % 4 == 0 && aligned16(x) && aligned16(y) && (!argmax || aligned16(argmax));
+  launch_max_fwd(d, total, vec4, static_cast<cudaStream_t>(stream), x, y, argmax);
   check_launch("max_pool2d_fwd");
 }
 
 void max_pool2d_bwd_cuda(const Pool2dDesc& d, const float* dy, const std::int32_t* argmax, float* dx, void* stream) {
   const i64 total = d.N * d.H * d.W * d.C;
   if (total == 0) return;
-  max_bwd<<<grid_for(total), 256, 0, static_cast<cudaStream_t>(stream)>>>(d, dy, argmax, dx);
+  const bool vec4 = d.C % 4 == 0 && aligned16(dy) && aligned16(argmax) && aligned16(dx);
+  launch_max_bwd(d, total, vec4, static_cast<cudaStream_t>(stream), dy, argmax, dx);
   check_launch("max_pool2d_bwd");
 }
 
 void avg_pool2d_fwd_cuda(const Pool2dDesc& d, const float* x, float* y, void* stream) {
   const i64 total = d.N * d.OH * d.OW * d.C;
   if (total == 0) return;
-  avg_fwd<<<grid_for(total), 256, 0, static_cast<cudaStream_t>(stream)>>>(d, x, y);
+  const bool vec4 = d.C % 4 == 0 && aligned16(x) && aligned16(y);
+  launch_avg_fwd(d, total, vec4, static_cast<cudaStream_t>(stream), x, y);
   check_launch("avg_pool2d_fwd");
 }
 
 void avg_pool2d_bwd_cuda(const Pool2dDesc& d, const float* dy, float* dx, void* stream) {
   const i64 total = d.N * d.H * d.W * d.C;
   if (total == 0) return;
-  avg_bwd<<<grid_for(total), 256, 0, static_cast<cudaStream_t>(stream)>>>(d, dy, dx);
+  const bool vec4 = d.C % 4 == 0 && aligned16(dy) && aligned16(dx);
+  launch_avg_bwd(d, total, vec4, static_cast<cudaStream_t>(stream), dy, dx);
   check_launch("avg_pool2d_bwd");
 }
 
