@@ -18,12 +18,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from convkit import _serial
+from convkit._atomic import atomic_open
 from convkit._serial import register_serializable
 
 FORMAT = "convkit-model"
@@ -37,34 +37,13 @@ def _atomic_write(filepath, meta: dict, arrays: dict, overwrite: bool):
     path = os.fspath(filepath)
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"{path} exists and overwrite=False")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
-                zf.writestr(_META, json.dumps(meta, indent=1))
-                for name, a in arrays.items():
-                    buf = io.BytesIO()
-                    np.save(buf, np.asarray(a, order="C"), allow_pickle=False)
-                    zf.writestr(name, buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    with atomic_open(path) as f:
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as zf:
+            zf.writestr(_META, json.dumps(meta, indent=1))
+            for name, a in arrays.items():
+                buf = io.BytesIO()
+                np.save(buf, np.asarray(a, order="C"), allow_pickle=False)
+                zf.writestr(name, buf.getvalue())
 
 
 class _Reader:

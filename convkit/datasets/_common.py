@@ -12,6 +12,8 @@ from typing import Callable
 
 import numpy as np
 
+from convkit._atomic import atomic_open
+
 DOWNLOAD_TIMEOUT_S = 10
 _SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -63,18 +65,8 @@ def read_npz(path: Path, shapes: dict[str, tuple]) -> tuple:
 def write_npz_atomic(path: Path, data: tuple) -> None:
     """Write the four arrays to ``path`` through a temporary file so readers never see half a file."""
     (x_train, y_train), (x_test, y_test) = data
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_open(path) as f:
+        np.savez(f, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
 
 
 def download(url: str, dest_dir: Path, digests: dict[str, str] | None = None) -> Path:
