@@ -156,7 +156,7 @@ def main(argv=None) -> int:
 
     info = {"model": name, "dataset": r.dataset, "seed": args.seed, "epochs": epochs, "batch_size": batch_size,
             "learning_rate": lr}
-    callbacks = r.make_callbacks(checkpoint_path=os.path.join(out, "best.convkit"))
+    callbacks = r.make_callbacks(checkpoint_path=os.path.join(out, "best.convkit"), epochs=epochs, learning_rate=lr)
     callbacks += [CSVLogger(os.path.join(out, "log.csv"), append=bool(args.resume)),
                   EpochCheckpoint(os.path.join(out, CHECKPOINT), info, history_before)]
     train = (x_train, y_train)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import math
+
 import numpy as np
 
 from convkit import callbacks as cb
@@ -41,10 +43,16 @@ class Recipe:
     validation_split: float = 0.0
     callbacks: list = field(default_factory=list)  # (name, kwargs) pairs, made fresh per run
     augmentation: dict | None = None
+    lr_schedule: str = ""  # '' keeps learning_rate; 'cosine' anneals it to 0 over the run's epochs
     reported: str = ""
 
-    def make_callbacks(self, checkpoint_path=None) -> list:
+    def make_callbacks(self, checkpoint_path=None, epochs=None, learning_rate=None) -> list:
+        """Fresh callbacks for one run of ``epochs`` epochs starting at ``learning_rate``
+        (the recipe's own values when None)."""
         out = []
+        if self.lr_schedule:
+            out.append(cb.LearningRateScheduler(_schedule(self.lr_schedule, epochs or self.epochs,
+                                                          learning_rate or self.learning_rate)))
         for name, kwargs in self.callbacks:
             if name == "ModelCheckpoint":
                 if checkpoint_path is None:
@@ -52,6 +60,14 @@ class Recipe:
                 kwargs = {**kwargs, "filepath": checkpoint_path}
             out.append(getattr(cb, name)(**kwargs))
         return out
+
+
+def _schedule(kind: str, epochs: int, lr: float):
+    """Per-epoch learning-rate function of (epoch, current_lr), a function of the epoch alone so that a
+    resumed run follows the same curve."""
+    if kind == "cosine":
+        return lambda epoch, _lr: 0.5 * lr * (1.0 + math.cos(math.pi * epoch / epochs))
+    raise ValueError(f"unknown learning-rate schedule {kind!r}; known: 'cosine'")
 
 
 def _conv(filters, k=3, padding="same", **kw):
@@ -216,6 +232,10 @@ _MODELS = {
         reported="val accuracy 0.9880 at epoch 4")),
     "mnist_cnn": (mnist_cnn, Recipe("mnist", epochs=12, batch_size=128,
                                     reported="99.39% (MNIST), 93.25% (Fashion-MNIST)")),
+    # The notes report the MNIST CNN on Fashion-MNIST without its epochs; a cosine schedule over 20
+    # epochs (same architecture, optimizer and batch) is this recipe's addition.
+    "fashion_cnn": (mnist_cnn, Recipe("fashion_mnist", epochs=20, batch_size=128, lr_schedule="cosine",
+                                      reported="93.25% (the MNIST CNN on Fashion-MNIST)")),
     "mnist_cnn2": (mnist_cnn2, Recipe(
         "mnist", epochs=10, batch_size=500, validation_split=0.1,
         callbacks=[("EarlyStopping", {"monitor": "val_accuracy", "patience": 2}),

@@ -49,6 +49,20 @@ def test_recipes_follow_the_notes():
         zoo.get("vgg")
 
 
+def test_cosine_schedule_anneals_over_the_run_and_resumes_on_the_same_curve():
+    r = zoo.recipe("fashion_cnn")
+    assert r.lr_schedule == "cosine" and r.dataset == "fashion_mnist"
+    (sched,) = r.make_callbacks(epochs=10, learning_rate=0.002)
+    lrs = [sched.schedule(e, 123.0) for e in range(10)]
+    np.testing.assert_allclose(lrs[0], 0.002)
+    np.testing.assert_allclose(lrs[5], 0.001)
+    assert all(a > b > 0 for a, b in zip(lrs, lrs[1:]))
+    (again,) = r.make_callbacks(epochs=10, learning_rate=0.002)  # as a resumed run builds it
+    assert [again.schedule(e, 0.0) for e in range(10)] == lrs
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'step'"):
+        zoo.Recipe("mnist", 1, lr_schedule="step").make_callbacks()
+
+
 def test_resnet_small_has_skip_connections_and_global_pooling():
     types = {type(l).__name__ for l in zoo.get("resnet_small").layers}
     assert {"Add", "GlobalAveragePooling2D", "BatchNormalization"} <= types
