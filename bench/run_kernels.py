@@ -19,7 +19,6 @@ import json
 import math
 import os
 import platform
-import re
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import spec_shapes  # noqa: E402
 
 import convkit  # noqa: E402
 from convkit import ops  # noqa: E402
+from convkit._backend import device_name  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -270,13 +270,7 @@ def device_info(device: str) -> dict:
 
         info["cupy"] = cupy.__version__
     else:
-        cpu = platform.processor()
-        try:
-            text = Path("/proc/cpuinfo").read_text()
-            cpu = re.search(r"model name\s*:\s*(.*)", text).group(1).strip()
-        except (OSError, AttributeError):
-            pass
-        info["device"] = f"{cpu}, {os.cpu_count()} logical cores"
+        info["device"] = device_name("cpu")
         info["micro_kernel"] = convkit._cpu.micro_kernel()
         info["torch_threads"] = torch.get_num_threads()
     return info

@@ -8,6 +8,9 @@ NumPy arrays go to ``convkit._cpu`` (always built). CuPy arrays go to
 from __future__ import annotations
 
 import functools
+import os
+import platform
+import re
 
 import numpy as np
 
@@ -79,3 +82,16 @@ def kernels_for(a, op: str):
 
         return _gpu
     raise TypeError(f"{op}: expected a numpy.ndarray or cupy.ndarray, got {type(a).__name__}")
+
+
+def device_name(device: str = "cpu") -> str:
+    """A readable name of the CPU (model and logical cores) or of CUDA device 0, for result files."""
+    if device == "cuda":
+        return _cuda_probe()[1].split("device 0: ", 1)[-1]
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = re.search(r"model name\s*:\s*(.*)", f.read()).group(1).strip()
+    except (OSError, AttributeError):
+        pass
+    return f"{cpu}, {os.cpu_count()} logical cores"

@@ -26,7 +26,9 @@ import time
 
 import numpy as np
 
+import convkit
 from convkit import zoo
+from convkit._backend import device_name, get_num_threads
 from convkit.callbacks import Callback, CSVLogger
 from convkit.plotting import plot_history
 from convkit.saving import load_model, save_model
@@ -93,6 +95,17 @@ def _resume_dir(name, out):
     if not found:
         raise SystemExit(f"error: --resume found no runs/{name}-*/{CHECKPOINT}; pass --out")
     return os.path.dirname(found[-1])
+
+
+def _command(argv) -> str:
+    """The command line that reproduces the run; where files went (--out, --data-dir) does not matter."""
+    keep, skip = [], False
+    for a in argv:
+        if skip or a.split("=")[0] in ("--out", "--data-dir"):
+            skip = not skip and "=" not in a
+            continue
+        keep.append(a)
+    return " ".join(["python -m convkit.train", *keep])
 
 
 def _labels(y):
@@ -186,7 +199,10 @@ def main(argv=None) -> int:
     plot_history(history, os.path.join(out, "curves.png"), title=f"{name} on {r.dataset}")
     result = {**info, "epochs_run": len(history.get("loss", [])), "test_loss": float(test_loss),
               "test_accuracy": float(test_acc), "train_seconds": round(train_seconds, 2),
-              "reported": r.reported, "history": history, "limit": args.limit, "device": model._device}
+              "reported": r.reported, "history": history, "limit": args.limit, "device": model._device,
+              "machine": device_name(model._device), "threads": get_num_threads(),
+              "convkit": convkit.__version__, "date": time.strftime("%Y-%m-%d"),
+              "command": _command(sys.argv[1:] if argv is None else argv)}
     with open(os.path.join(out, "metrics.json"), "w") as f:
         json.dump(result, f, indent=1)
     if args.target_acc is not None and test_acc < args.target_acc:

@@ -68,6 +68,9 @@ def test_train_writes_model_metrics_and_log(fake_data, tmp_path, capsys):
     m = json.load(open(out / "metrics.json"))
     assert m["model"] == "lenet5" and m["epochs_run"] == 3 and m["test_accuracy"] > 0.5
     assert list(m["history"]) == ["loss", "accuracy", "val_loss", "val_accuracy"]
+    # what reproduces the run, without where its files went
+    assert m["command"] == "python -m convkit.train lenet --epochs 3 --verbose 2 --target-acc 0.5 --limit 500"
+    assert m["machine"] and m["date"] and m["threads"] >= 1
     from convkit import load_model
     assert load_model(out / "model.convkit").count_params() == 61_706
 
