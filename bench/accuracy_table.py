@@ -1,0 +1,98 @@
+"""The accuracy table of docs/RESULTS.md, made from the metrics files of real training runs.
+
+    python bench/accuracy_table.py --add runs/lenet5-20261122-101500   # keep a run's metrics.json
+    python bench/accuracy_table.py                                     # rewrite the table in docs/RESULTS.md
+    python bench/accuracy_table.py --check                             # exit 1 when the table is stale
+
+Each kept run lives in docs/results/<model>.json exactly as `python -m convkit.train` wrote it
+(command, machine, date, epochs, wall time, per-epoch history); the table is only ever derived
+from those files, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "docs" / "results"
+RESULTS_MD = ROOT / "docs" / "RESULTS.md"
+BEGIN, END = "<!-- accuracy table: made by bench/accuracy_table.py -->", "<!-- end of accuracy table -->"
+
+# Test accuracy each recipe must reach: the notes' figure for LeNet-5 and the MNIST CNN (on MNIST and
+# on Fashion-MNIST); within 0.5 points of it for Fashion models 1-3, whose figures are single runs.
+TARGETS = {
+    "lenet5": 0.9905, "mnist_cnn": 0.9939, "fashion_cnn": 0.9325,
+    "fashion1": 0.9013, "fashion2": 0.9102, "fashion3": 0.9178,
+}
+NO_DATA = {"cifar10": "no data yet (CIFAR-10 is on no package registry; see the README to supply it)"}
+
+
+def load_runs(folder: Path = RESULTS_DIR) -> dict:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def render(runs: dict) -> str:
+    from convkit import zoo
+
+    head = ("| model | data | the notes report | target | convkit test acc. | met | epochs | train time "
+            "| machine | date | command |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name in zoo.names():
+        r = zoo.recipe(name)
+        target = TARGETS.get(name)
+        tgt = f"{target:.2%}" if target else "-"
+        run = runs.get(name)
+        if run is None:
+            why = NO_DATA.get(r.dataset, "not run yet")
+            lines.append(f"| {name} | {r.dataset} | {r.reported or '-'} | {tgt} | {why} | | | | | | |")
+            continue
+        acc = run["test_accuracy"]
+        met = "-" if target is None else ("yes" if acc >= target else "**no**")
+        epochs = f"{run['epochs_run']}/{run['epochs']}"
+        lines.append(
+            f"| {name} | {r.dataset} | {r.reported or '-'} | {tgt} | {acc:.2%} | {met} | {epochs} "
+            f"| {_minutes(run['train_seconds'])} | {run['machine']}, {run['threads']} threads, {run['device']} "
+            f"| {run['date']} | `{run['command']}` |")
+    return "\n".join(lines)
+
+
+def updated_markdown(text: str, table: str) -> str:
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{RESULTS_MD.name} lacks the markers {BEGIN!r} and {END!r}")
+    before, rest = text.split(BEGIN, 1)
+    after = rest.split(END, 1)[1]
+    return f"{before}{BEGIN}\n{table}\n{END}{after}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--add", nargs="*", default=[], metavar="RUN_DIR", help="keep these runs' metrics.json")
+    p.add_argument("--check", action="store_true", help="exit 1 when docs/RESULTS.md is not up to date")
+    args = p.parse_args(argv)
+    for run_dir in args.add:
+        m = json.loads((Path(run_dir) / "metrics.json").read_text())
+        if m.get("limit"):
+            raise SystemExit(f"{run_dir}: trained on --limit {m['limit']} examples; only full runs go in the table")
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(run_dir) / "metrics.json", RESULTS_DIR / f"{m['model']}.json")
+    text = RESULTS_MD.read_text()
+    new = updated_markdown(text, render(load_runs()))
+    if args.check:
+        if new != text:
+            print(f"{RESULTS_MD} is stale: run python bench/accuracy_table.py", file=sys.stderr)
+            return 1
+        return 0
+    RESULTS_MD.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
