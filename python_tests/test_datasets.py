@@ -14,6 +14,7 @@ import pytest
 from convkit.datasets import DataUnavailableError, _common, cifar10, fashion_mnist, mnist
 from convkit.datasets._formats import idx_bytes, idx_sha256, parse_cifar_binary, parse_idx, restricted_unpickle
 from convkit.utils import to_categorical
+from helpers import real_data
 
 
 @pytest.fixture(autouse=True)
@@ -452,13 +453,6 @@ def test_write_npz_atomic_leaves_no_partial_file(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------------------------
 # Real data
 
-def _real(loader, name):
-    try:
-        return loader()
-    except DataUnavailableError as exc:
-        pytest.skip(f"{name} not available here: {str(exc).splitlines()[0]}")
-
-
 def _check_real(data, digests):
     (x_train, y_train), (x_test, y_test) = data
     assert x_train.shape == (60000, 28, 28) and x_test.shape == (10000, 28, 28)
@@ -476,7 +470,7 @@ def test_mnist_real(monkeypatch):
     # Prefixes of the official IDX files' SHA-256, independently of the recorded constants.
     assert mnist.RAW_SHA256["x_train"].startswith("ba891046")
     assert mnist.RAW_SHA256["y_test"].startswith("ff7bcfd4")
-    data = _real(mnist.load_data, "MNIST")
+    data = real_data(mnist.load_data, "MNIST")
     _check_real(data, mnist.RAW_SHA256)
     assert np.bincount(data[1][1]).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 

@@ -11,7 +11,9 @@ import convkit
 from convkit import callbacks as cb
 from convkit import layers as L
 from convkit import optimizers
+from convkit.datasets import mnist
 from convkit.models import Sequential
+from helpers import real_data
 
 
 def tiny(n_classes=3, shape=(6,)):
@@ -245,3 +247,15 @@ def test_lenet_learns_end_to_end():
     loss, acc = model.evaluate(xt, yt, verbose=0)
     assert acc > 0.95, h.history
     assert h.history["loss"][1] < h.history["loss"][0]
+
+
+def test_lenet_on_real_mnist_reaches_95_percent(device):
+    """The notes' LeNet-5 on 15,000 real MNIST images, two epochs: over 95% on 2,000 test images (seeds 0-2
+    reach 95.9-96.7%; the same recipe in PyTorch reaches 95.3-97.1%)."""
+    (x, y), (xt, yt) = real_data(mnist.load_data, "MNIST")
+    x, xt = convkit.zoo.preprocess(convkit.zoo.recipe("lenet5"), x[:15000], xt[:2000])
+    convkit.set_random_seed(0)
+    model = convkit.zoo.build("lenet5")
+    model.fit(x, y[:15000], batch_size=32, epochs=2, verbose=0, device=device)
+    loss, acc = model.evaluate(xt, yt[:2000], verbose=0)
+    assert acc > 0.95, (loss, acc)
