@@ -90,19 +90,13 @@ class ProgbarLogger(Callback):
         self._bar = None
 
     def _live(self):
-        if self.verbose != 1 or os.environ.get("CI") or not getattr(self.stream, "isatty", lambda: False)():
-            return False
-        try:
-            import tqdm  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        return self.verbose == 1 and not os.environ.get("CI") and getattr(self.stream, "isatty", lambda: False)()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
         self._epoch = epoch
         if self._live():
-            from tqdm.auto import tqdm
+            from tqdm import tqdm
 
             self._bar = tqdm(total=self.params.get("steps"), desc=f"Epoch {epoch + 1}/{self.params['epochs']}",
                              file=self.stream, leave=True, dynamic_ncols=True, unit="step")

@@ -1,7 +1,9 @@
 """fit / evaluate / predict, callbacks, optimizers and schedules, and a run that must learn."""
 
 import csv
+import io
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -259,3 +261,34 @@ def test_lenet_on_real_mnist_reaches_95_percent(device):
     model.fit(x, y[:15000], batch_size=32, epochs=2, verbose=0, device=device)
     loss, acc = model.evaluate(xt, yt[:2000], verbose=0)
     assert acc > 0.95, (loss, acc)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("verbose,terminal,ci,expect", [
+    (1, True, False, "bar"), (1, False, False, "lines"), (1, True, True, "lines"), (2, True, False, "lines"),
+    (0, True, False, "silent"),
+])
+def test_progress_output(rng, monkeypatch, verbose, terminal, ci, expect):
+    """A live tqdm bar on a terminal at verbose=1; one line per epoch when piped, in CI or at verbose=2."""
+    out = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    if ci:
+        monkeypatch.setenv("CI", "true")
+    else:
+        monkeypatch.delenv("CI", raising=False)
+    x, y = data(rng)
+    model = tiny()
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, batch_size=8, epochs=2, verbose=verbose)
+    text = out.getvalue()
+    lines = [l for l in text.splitlines() if l.startswith("Epoch ")]
+    if expect == "silent":
+        assert text == ""
+    elif expect == "lines":
+        assert len(lines) == 2 and lines[1].startswith("Epoch 2/2 - ") and "loss: " in lines[1] and "\r" not in text
+    else:
+        assert "\r" in text and "5/5" in text and "step" in text and "Epoch 2/2" in text
