@@ -4,7 +4,8 @@
     python bench/accuracy_table.py                                     # rewrite the table in docs/RESULTS.md
     python bench/accuracy_table.py --check                             # exit 1 when the table is stale
 
-Each kept run lives in docs/results/<model>.json exactly as `python -m convkit.train` wrote it
+Each kept run lives in docs/results/<model>.json (<model>+<schedule>.json when run with another
+--lr-schedule than the recipe's) exactly as `python -m convkit.train` wrote it
 (command, machine, date, epochs, wall time, per-epoch history); the table is only ever derived
 from those files, so the two cannot disagree.
 """
@@ -35,6 +36,15 @@ def load_runs(folder: Path = RESULTS_DIR) -> dict:
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
 
 
+def record_name(run: dict) -> str:
+    """``model``, or ``model+schedule`` for a run whose schedule is not the recipe's."""
+    from convkit import zoo
+
+    default = zoo.recipe(run["model"]).lr_schedule or "constant"
+    schedule = run.get("lr_schedule", default)
+    return run["model"] if schedule == default else f"{run['model']}+{schedule}"
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
@@ -49,18 +59,18 @@ def render(runs: dict) -> str:
         r = zoo.recipe(name)
         target = TARGETS.get(name)
         tgt = f"{target:.2%}" if target else "-"
-        run = runs.get(name)
-        if run is None:
+        records = [(key, run) for key, run in sorted(runs.items()) if run["model"] == name]
+        if not records:
             why = NO_DATA.get(r.dataset, "not run yet")
             lines.append(f"| {name} | {r.dataset} | {r.reported or '-'} | {tgt} | {why} | | | | | | |")
-            continue
-        acc = run["test_accuracy"]
-        met = "-" if target is None else ("yes" if acc >= target else "**no**")
-        epochs = f"{run['epochs_run']}/{run['epochs']}"
-        lines.append(
-            f"| {name} | {r.dataset} | {r.reported or '-'} | {tgt} | {acc:.2%} | {met} | {epochs} "
-            f"| {_minutes(run['train_seconds'])} | {run['machine']}, {run['threads']} threads, {run['device']} "
-            f"| {run['date']} | `{run['command']}` |")
+        for key, run in sorted(records, key=lambda kr: kr[0] != name):  # the notes' recipe first
+            acc = run["test_accuracy"]
+            met = "-" if target is None else ("yes" if acc >= target else "**no**")
+            label = name if key == name else f"{name}, {run['lr_schedule']} schedule"
+            lines.append(
+                f"| {label} | {r.dataset} | {r.reported or '-'} | {tgt} | {acc:.2%} | {met} "
+                f"| {run['epochs_run']}/{run['epochs']} | {_minutes(run['train_seconds'])} "
+                f"| {run['machine']}, {run['threads']} threads, {run['device']} | {run['date']} | `{run['command']}` |")
     return "\n".join(lines)
 
 
@@ -82,7 +92,7 @@ def main(argv=None) -> int:
         if m.get("limit"):
             raise SystemExit(f"{run_dir}: trained on --limit {m['limit']} examples; only full runs go in the table")
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(run_dir) / "metrics.json", RESULTS_DIR / f"{m['model']}.json")
+        shutil.copyfile(Path(run_dir) / "metrics.json", RESULTS_DIR / f"{record_name(m)}.json")
     text = RESULTS_MD.read_text()
     new = updated_markdown(text, render(load_runs()))
     if args.check:

@@ -68,6 +68,8 @@ def _parser():
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     p.add_argument("--lr", type=float, help="override the recipe's learning rate")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"],
+                   help="override the recipe's learning-rate schedule (cosine: per epoch, to 0 at the end)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="output folder (default runs/<name>-<timestamp>)")
@@ -131,6 +133,8 @@ def main(argv=None) -> int:
     epochs = args.epochs or r.epochs
     batch_size = args.batch_size or r.batch_size
     lr = args.lr or r.learning_rate
+    if args.lr_schedule:
+        r.lr_schedule = "" if args.lr_schedule == "constant" else args.lr_schedule
     for flag, v in (("--epochs", epochs), ("--batch-size", batch_size), ("--limit", args.limit or 1)):
         if v <= 0:
             print(f"error: {flag} must be positive", file=sys.stderr)
@@ -168,7 +172,7 @@ def main(argv=None) -> int:
         x_val, y_val = x_test, y_test
 
     info = {"model": name, "dataset": r.dataset, "seed": args.seed, "epochs": epochs, "batch_size": batch_size,
-            "learning_rate": lr}
+            "learning_rate": lr, "lr_schedule": r.lr_schedule or "constant"}
     callbacks = r.make_callbacks(checkpoint_path=os.path.join(out, "best.convkit"), epochs=epochs, learning_rate=lr)
     callbacks += [CSVLogger(os.path.join(out, "log.csv"), append=bool(args.resume)),
                   EpochCheckpoint(os.path.join(out, CHECKPOINT), info, history_before)]

@@ -134,3 +134,10 @@ def test_kill_mid_training_then_resume(tmp_path):
     assert hist[:done] == extra["history"]["loss"]
     _, final = saving.load_model(ckpt, return_extra=True)
     assert final["epoch"] == m["epochs_run"]
+
+
+def test_lr_schedule_option_overrides_the_recipe(fake_data, tmp_path):
+    assert cli.main(["lenet", "--epochs", "2", "--out", str(tmp_path), "--verbose", "0", "--limit", "200",
+                     "--lr-schedule", "cosine"]) == 0
+    m = json.load(open(tmp_path / "metrics.json"))
+    assert m["lr_schedule"] == "cosine" and m["history"]["learning_rate"] == pytest.approx([1e-3, 5e-4])
