@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import time
+import warnings
 
 
 
@@ -35,6 +36,16 @@ class Callback:
     def on_train_batch_begin(self, batch, logs=None): pass
 
     def on_train_batch_end(self, batch, logs=None): pass
+
+    def restore(self, history: dict) -> None:
+        """Catch up with the epochs a resumed run trained before (``history``: key -> per-epoch values,
+        as History holds them), so that counters and bests carry on instead of restarting."""
+
+
+def _epoch_logs(history: dict) -> list:
+    """Per-epoch logs dicts from a History-style dict of lists."""
+    n = max((len(v) for v in history.values()), default=0)
+    return [{k: v[e] for k, v in history.items() if e < len(v)} for e in range(n)]
 
 
 class CallbackList:
@@ -155,12 +166,22 @@ class EarlyStopping(Callback):
             return True
         return value < ref - self.min_delta if self.mode == "min" else value > ref + self.min_delta
 
+    def restore(self, history):
+        self._before = _epoch_logs(history)
+
     def on_train_begin(self, logs=None):
         self.wait, self.stopped_epoch, self.best_epoch = 0, 0, 0
         self.best, self.best_weights = None, None
+        for epoch, past in enumerate(getattr(self, "_before", [])):
+            self._track(epoch, past, replay=True)
+        if self.restore_best_weights and getattr(self, "_before", None):
+            warnings.warn("EarlyStopping(restore_best_weights=True) after a resume restores the best epoch only "
+                          "if it comes after the resume point", stacklevel=2)
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
+        self._track(epoch, logs or {}, replay=False)
+
+    def _track(self, epoch, logs, replay):
         if self.monitor not in logs:
             raise ValueError(f"EarlyStopping: monitor {self.monitor!r} is not among the logged values "
                              f"{sorted(logs)}")
@@ -171,13 +192,14 @@ class EarlyStopping(Callback):
         if self._improved(value, self.best):
             self.best, self.best_epoch = value, epoch
             if self.restore_best_weights:
-                self.best_weights = self.model.get_weights()
+                self.best_weights = None if replay else self.model.get_weights()
             if self.baseline is None or self._improved(value, self.baseline):
                 self.wait = 0
             return
         if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
-            self.model.stop_training = True
+            if not replay:  # a run that stopped is not resumed (the trainer checks), so replay never stops
+                self.model.stop_training = True
 
     def on_train_end(self, logs=None):
         if self.stopped_epoch and self.verbose:
@@ -202,6 +224,15 @@ class ModelCheckpoint(Callback):
         self.mode = _mode_better(mode, monitor)
         self.best = initial_value_threshold
 
+    def restore(self, history):
+        for past in _epoch_logs(history):
+            value = past.get(self.monitor)
+            if value is not None and self._better(value):
+                self.best = value
+
+    def _better(self, value):
+        return self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         path = self.filepath.format(epoch=epoch + 1, **logs)
@@ -210,8 +241,7 @@ class ModelCheckpoint(Callback):
             if value is None:
                 raise ValueError(f"ModelCheckpoint: monitor {self.monitor!r} is not among the logged values "
                                  f"{sorted(logs)}")
-            better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
-            if not better:
+            if not self._better(value):
                 return
             if self.verbose:
                 print(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best} to {value:.5f}, saving to {path}")

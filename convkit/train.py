@@ -57,7 +57,8 @@ class EpochCheckpoint(Callback):
     def on_epoch_end(self, epoch, logs=None):
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(float(v))
-        extra = {**self.info, "epoch": epoch + 1, "history": self.history, "rng_state": get_rng_state()}
+        extra = {**self.info, "epoch": epoch + 1, "history": self.history, "rng_state": get_rng_state(),
+                 "stopped": bool(self.model.stop_training)}
         save_model(self.model, self.path, extra=extra)
 
 
@@ -149,12 +150,16 @@ def main(argv=None) -> int:
         model, extra = load_model(ckpt, return_extra=True)
         set_rng_state(extra["rng_state"])
         initial_epoch, history_before = int(extra["epoch"]), extra["history"]
-        print(f"Resuming {name} from {ckpt} after epoch {initial_epoch}")
+        stopped = bool(extra.get("stopped"))
+        if stopped:
+            print(f"{name} in {out} had stopped early after epoch {initial_epoch}: nothing left to train")
+        else:
+            print(f"Resuming {name} from {ckpt} after epoch {initial_epoch}")
     else:
         out = args.out or os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
         set_random_seed(args.seed)
         model = zoo.build(name, learning_rate=lr)
-        initial_epoch, history_before = 0, {}
+        initial_epoch, history_before, stopped = 0, {}, False
     os.makedirs(out, exist_ok=True)
     if args.lr and args.resume:
         model.optimizer.learning_rate = args.lr
@@ -174,6 +179,8 @@ def main(argv=None) -> int:
     info = {"model": name, "dataset": r.dataset, "seed": args.seed, "epochs": epochs, "batch_size": batch_size,
             "learning_rate": lr, "lr_schedule": r.lr_schedule or "constant"}
     callbacks = r.make_callbacks(checkpoint_path=os.path.join(out, "best.convkit"), epochs=epochs, learning_rate=lr)
+    for c in callbacks:  # early stopping and best-checkpoint counters carry on from the epochs before
+        c.restore(history_before)
     callbacks += [CSVLogger(os.path.join(out, "log.csv"), append=bool(args.resume)),
                   EpochCheckpoint(os.path.join(out, CHECKPOINT), info, history_before)]
     train = (x_train, y_train)
@@ -190,7 +197,7 @@ def main(argv=None) -> int:
     print(f"Training {name} on {r.dataset}: {len(x_train)} examples, {epochs} epochs, batch {batch_size}, lr {lr:g}, "
           f"output in {out}")
     t0 = time.perf_counter()
-    if initial_epoch < epochs:
+    if initial_epoch < epochs and not stopped:
         model.fit(train[0], train[1], batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch,
                   validation_data=(x_val, y_val), callbacks=callbacks, verbose=args.verbose, device=args.device,
                   **fit_kw)

@@ -134,6 +134,11 @@ def test_kill_mid_training_then_resume(tmp_path):
     assert hist[:done] == extra["history"]["loss"]
     _, final = saving.load_model(ckpt, return_extra=True)
     assert final["epoch"] == m["epochs_run"]
+    if final["stopped"]:  # early stopping ended it: a further resume trains nothing
+        res = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0 and "nothing left to train" in res.stdout, res.stderr
+    else:
+        assert m["epochs_run"] == 8
 
 
 def test_lr_schedule_option_overrides_the_recipe(fake_data, tmp_path):

@@ -292,3 +292,37 @@ def test_progress_output(rng, monkeypatch, verbose, terminal, ci, expect):
         assert len(lines) == 2 and lines[1].startswith("Epoch 2/2 - ") and "loss: " in lines[1] and "\r" not in text
     else:
         assert "\r" in text and "5/5" in text and "step" in text and "Epoch 2/2" in text
+
+
+class _Stub:
+    stop_training = False
+
+    def get_weights(self):
+        return []
+
+    def save(self, path):
+        self.saved = path
+
+
+def test_resumed_callbacks_carry_on_from_the_history_before():
+    """After a resume, EarlyStopping's patience and ModelCheckpoint's best count the epochs already trained."""
+    before = {"loss": [1.0, 0.8, 0.7], "val_loss": [1.0, 0.9, 0.95]}
+    es, fresh = cb.EarlyStopping(monitor="val_loss", patience=2), cb.EarlyStopping(monitor="val_loss", patience=2)
+    for c in (es, fresh):
+        c.set_model(_Stub())
+    es.restore(before)
+    es.on_train_begin()
+    fresh.on_train_begin()
+    assert (es.best, es.best_epoch, es.wait) == (0.9, 1, 1) and not es.model.stop_training
+    for c in (es, fresh):
+        c.on_epoch_end(3, {"loss": 0.6, "val_loss": 0.97})
+    assert es.model.stop_training and es.stopped_epoch == 3
+    assert not fresh.model.stop_training  # what a resume without restore got wrong
+
+    mc = cb.ModelCheckpoint("best.convkit", monitor="val_loss", save_best_only=True)
+    mc.set_model(_Stub())
+    mc.restore(before)
+    mc.on_epoch_end(3, {"val_loss": 0.95})
+    assert mc.best == 0.9 and not hasattr(mc.model, "saved")
+    mc.on_epoch_end(4, {"val_loss": 0.5})
+    assert mc.model.saved == "best.convkit" and mc.best == 0.5
