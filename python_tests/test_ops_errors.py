@@ -1,6 +1,7 @@
 """Bad input to convkit.ops raises a clear exception naming the problem; odd but valid input works."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,53 +14,85 @@ X = np.ones((2, 8, 8, 3), np.float32)
 K = np.ones((3, 3, 3, 4), np.float32)
 
 BAD = [
-    # (call, exception, message pattern)
-    (lambda: ops.conv2d(X[0], K), ValueError, r"x must be 4-D, got shape \(8, 8, 3\)"),
-    (lambda: ops.conv2d(X, K[0]), ValueError, r"kernel must be 4-D"),
-    (lambda: ops.conv2d(X, np.ones((3, 3, 2, 4), np.float32)), ValueError, r"3 channels but the kernel expects 2"),
-    (lambda: ops.conv2d(X, np.ones((9, 3, 3, 4), np.float32)), ValueError, r"window height \(9\) is larger than the input height \(8\) with padding='valid'"),
-    (lambda: ops.conv2d(X, K, dilation_rate=4), ValueError, r"window height \(9\) is larger"),
-    (lambda: ops.conv2d(X, K, strides=0), ValueError, r"stride along height must be >= 1, got 0"),
-    (lambda: ops.conv2d(X, K, strides=(1, -2)), ValueError, r"stride along width must be >= 1, got -2"),
-    (lambda: ops.conv2d(X, K, dilation_rate=0), ValueError, r"dilation along height must be >= 1"),
-    (lambda: ops.conv2d(X, K, strides=1.5), TypeError, r"strides must be an int or a pair of ints"),
-    (lambda: ops.conv2d(X, K, strides=(1, 2, 3)), TypeError, r"strides must be an int or a pair"),
-    (lambda: ops.conv2d(X, K, padding="full"), ValueError, r"padding must be 'valid' or 'same', got 'full'"),
-    (lambda: ops.conv2d(X, K, padding=None), TypeError, r"padding must be 'valid' or 'same'"),
-    (lambda: ops.conv2d(X.astype(np.float64), K), TypeError, r"x must be float32, got float64; convert explicitly"),
-    (lambda: ops.conv2d(X, K.astype(np.float16)), TypeError, r"kernel must be float32, got float16"),
-    (lambda: ops.conv2d(X.astype(np.int32), K), TypeError, r"x must be float32, got int32"),
-    (lambda: ops.conv2d(X.tolist(), K), TypeError, r"expected a numpy.ndarray or cupy.ndarray, got list"),
-    (lambda: ops.conv2d(X, K, np.ones(3, np.float32)), ValueError, r"bias has shape \(3,\), expected \(4,\)"),
-    (lambda: ops.conv2d(X, K, activation="gelu"), ValueError, r"fused activation must be"),
-    (lambda: ops.conv2d(X, K, precision="fp8"), ValueError, r"precision must be one of"),
-    (lambda: ops.conv2d_backward(np.ones((2, 8, 8, 4), np.float32), X, K), ValueError,
+    # (call, as evaluated with X, K, np, ops and _cpu in scope; exception; message pattern)
+    ('ops.conv2d(X[0], K)', ValueError, r"x must be 4-D, got shape \(8, 8, 3\)"),
+    ('ops.conv2d(X, K[0])', ValueError, r"kernel must be 4-D"),
+    ('ops.conv2d(X, np.ones((3, 3, 2, 4), np.float32))', ValueError, r"3 channels but the kernel expects 2"),
+    ('ops.conv2d(X, np.ones((9, 3, 3, 4), np.float32))', ValueError, r"window height \(9\) is larger than the input height \(8\) with padding='valid'"),
+    ('ops.conv2d(X, K, dilation_rate=4)', ValueError, r"window height \(9\) is larger"),
+    ('ops.conv2d(X, K, strides=0)', ValueError, r"stride along height must be >= 1, got 0"),
+    ('ops.conv2d(X, K, strides=(1, -2))', ValueError, r"stride along width must be >= 1, got -2"),
+    ('ops.conv2d(X, K, dilation_rate=0)', ValueError, r"dilation along height must be >= 1"),
+    ('ops.conv2d(X, K, strides=1.5)', TypeError, r"strides must be an int or a pair of ints"),
+    ('ops.conv2d(X, K, strides=(1, 2, 3))', TypeError, r"strides must be an int or a pair"),
+    ('ops.conv2d(X, K, padding="full")', ValueError, r"padding must be 'valid' or 'same', got 'full'"),
+    ('ops.conv2d(X, K, padding=None)', TypeError, r"padding must be 'valid' or 'same'"),
+    ('ops.conv2d(X.astype(np.float64), K)', TypeError, r"x must be float32, got float64; convert explicitly"),
+    ('ops.conv2d(X, K.astype(np.float16))', TypeError, r"kernel must be float32, got float16"),
+    ('ops.conv2d(X.astype(np.int32), K)', TypeError, r"x must be float32, got int32"),
+    ('ops.conv2d(X.tolist(), K)', TypeError, r"expected a numpy.ndarray or cupy.ndarray, got list"),
+    ('ops.conv2d(X, K, np.ones(3, np.float32))', ValueError, r"bias has shape \(3,\), expected \(4,\)"),
+    ('ops.conv2d(X, K, activation="gelu")', ValueError, r"fused activation must be"),
+    ('ops.conv2d(X, K, precision="fp8")', ValueError, r"precision must be one of"),
+    ('ops.conv2d_backward(np.ones((2, 8, 8, 4), np.float32), X, K)', ValueError,
      r"dy has shape \(2, 8, 8, 4\) but conv2d of these inputs gives \(2, 6, 6, 4\)"),
-    (lambda: ops.max_pool2d(X, 0), ValueError, r"window height must be >= 1, got 0"),
-    (lambda: ops.max_pool2d(X, 9), ValueError, r"window height \(9\) is larger than the input height \(8\)"),
-    (lambda: ops.avg_pool2d(X, 2, strides=(2, 0)), ValueError, r"stride along width must be >= 1"),
-    (lambda: ops.avg_pool2d(X, 2, padding="SAME!"), ValueError, r"padding must be 'valid' or 'same'"),
-    (lambda: ops.max_pool2d(X[..., 0], 2), ValueError, r"x must be 4-D"),
-    (lambda: ops.max_pool2d(X.astype(np.float64), 2), TypeError, r"x must be float32"),
-    (lambda: ops.avg_pool2d_backward(np.ones((2, 3, 3, 3), np.float32), X, 2), ValueError, r"dy has shape \(2, 3, 3, 3\), expected \(2, 4, 4, 3\)"),
-    (lambda: ops.global_avg_pool2d_backward(np.ones((2, 4), np.float32), X), ValueError, r"dy has shape \(2, 4\), expected \(2, 3\)"),
-    (lambda: ops.conv2d_output_shape((2**40, 2**20, 2**20, 1), (1, 1, 1, 1)), ValueError, r"overflows a 64-bit element count"),
-    (lambda: ops.pool2d_output_shape((1, 50000, 50000, 1), 2), ValueError, r"more than 2\^31-1 pixels"),
-    (lambda: ops.conv2d_output_shape((1, 8, 8, 0), (3, 3, 0, 4)), ValueError, r"input channels must be >= 1"),
-    (lambda: ops.conv2d_output_shape((1, 8, 8, 3), (3, 3, 3, 0)), ValueError, r"filters must be >= 1"),
-    (lambda: ops.conv2d_output_shape((-1, 8, 8, 3), (3, 3, 3, 1)), ValueError, r"batch size must be >= 0"),
-    (lambda: ops.conv2d_output_shape((1, 0, 8, 3), (1, 1, 3, 1)), ValueError, r"input height must be >= 1, got 0"),
+    ('ops.max_pool2d(X, 0)', ValueError, r"window height must be >= 1, got 0"),
+    ('ops.max_pool2d(X, 9)', ValueError, r"window height \(9\) is larger than the input height \(8\)"),
+    ('ops.avg_pool2d(X, 2, strides=(2, 0))', ValueError, r"stride along width must be >= 1"),
+    ('ops.avg_pool2d(X, 2, padding="SAME!")', ValueError, r"padding must be 'valid' or 'same'"),
+    ('ops.max_pool2d(X[..., 0], 2)', ValueError, r"x must be 4-D"),
+    ('ops.max_pool2d(X.astype(np.float64), 2)', TypeError, r"x must be float32"),
+    ('ops.avg_pool2d_backward(np.ones((2, 3, 3, 3), np.float32), X, 2)', ValueError, r"dy has shape \(2, 3, 3, 3\), expected \(2, 4, 4, 3\)"),
+    ('ops.global_avg_pool2d_backward(np.ones((2, 4), np.float32), X)', ValueError, r"dy has shape \(2, 4\), expected \(2, 3\)"),
+    ('ops.conv2d_output_shape((2**40, 2**20, 2**20, 1), (1, 1, 1, 1))', ValueError, r"overflows a 64-bit element count"),
+    ('ops.pool2d_output_shape((1, 50000, 50000, 1), 2)', ValueError, r"more than 2\^31-1 pixels"),
+    ('ops.conv2d_output_shape((1, 8, 8, 0), (3, 3, 0, 4))', ValueError, r"input channels must be >= 1"),
+    ('ops.conv2d_output_shape((1, 8, 8, 3), (3, 3, 3, 0))', ValueError, r"filters must be >= 1"),
+    ('ops.conv2d_output_shape((-1, 8, 8, 3), (3, 3, 3, 1))', ValueError, r"batch size must be >= 0"),
+    ('ops.conv2d_output_shape((1, 0, 8, 3), (1, 1, 3, 1))', ValueError, r"input height must be >= 1, got 0"),
     # The bindings check their own arguments too, whatever calls them.
-    (lambda: _cpu.conv2d_fwd(X, K, None, np.empty((2, 6, 6, 4), np.float64), (1, 1), (1, 1), "valid"), TypeError, r"y must have dtype float32"),
-    (lambda: _cpu.conv2d_fwd(X, K, None, np.empty((2, 6, 6, 5), np.float32), (1, 1), (1, 1), "valid"), ValueError, r"y has shape \(2, 6, 6, 5\), expected \(2, 6, 6, 4\)"),
-    (lambda: _cpu.max_pool2d_fwd(X, np.empty((2, 4, 4, 3), np.float32)[:, ::-1], None, (2, 2), (2, 2), "valid"), ValueError, r"y must be C-contiguous"),
+    ('_cpu.conv2d_fwd(X, K, None, np.empty((2, 6, 6, 4), np.float64), (1, 1), (1, 1), "valid")', TypeError, r"y must have dtype float32"),
+    ('_cpu.conv2d_fwd(X, K, None, np.empty((2, 6, 6, 5), np.float32), (1, 1), (1, 1), "valid")', ValueError, r"y has shape \(2, 6, 6, 5\), expected \(2, 6, 6, 4\)"),
+    ('_cpu.max_pool2d_fwd(X, np.empty((2, 4, 4, 3), np.float32)[:, ::-1], None, (2, 2), (2, 2), "valid")', ValueError, r"y must be C-contiguous"),
 ]
+
+
+def run_case(call: str):
+    return eval(call, {"X": X, "K": K, "np": np, "ops": ops, "_cpu": _cpu})
+
+
+ERRORS_MD = Path(__file__).resolve().parent.parent / "docs" / "ERRORS.md"
+BEGIN, END = "<!-- ops table: made by python python_tests/test_ops_errors.py -->", "<!-- end of ops table -->"
+
+
+def ops_table() -> str:
+    """The BAD cases as a Markdown table with the message each one actually raises."""
+    rows = ["| call | exception | message |", "|---|---|---|"]
+    for call, exc, _ in BAD:
+        try:
+            run_case(call)
+        except exc as e:
+            message = str(e).replace("|", "\\|").replace("\n", " ")
+            rows.append(f"| `{call}` | {type(e).__name__} | {message} |")
+        else:
+            raise AssertionError(f"{call} raised nothing")
+    return "\n".join(rows)
+
+
+def errors_md_with(table: str) -> str:
+    before, rest = ERRORS_MD.read_text().split(BEGIN, 1)
+    return f"{before}{BEGIN}\n{table}\n{END}{rest.split(END, 1)[1]}"
+
+
+def test_errors_doc_lists_every_case_with_its_message():
+    assert ERRORS_MD.read_text() == errors_md_with(ops_table()), \
+        "docs/ERRORS.md is stale: run python python_tests/test_ops_errors.py"
 
 
 @pytest.mark.parametrize("call,exc,pattern", BAD, ids=[f"case{i}" for i in range(len(BAD))])
 def test_bad_input_is_refused_clearly(call, exc, pattern):
     with pytest.raises(exc, match=pattern):
-        call()
+        run_case(call)
 
 
 def test_read_only_output_is_refused():
@@ -105,3 +138,7 @@ def test_more_than_2_31_elements_really_run():
     k = np.array([1.0, 10.0], np.float32).reshape(1, 1, 2, 1)
     z = ops.conv2d(x, k)
     assert z[0, -1, -1, 0] == 53.0 and z[0, -2, -2, 0] == 117.0 and z[0, -1, -2, 0] == 0.0
+
+
+if __name__ == "__main__":  # rewrite the table in docs/ERRORS.md
+    ERRORS_MD.write_text(errors_md_with(ops_table()))
