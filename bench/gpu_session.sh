@@ -53,3 +53,7 @@ echo "benchmark gets $(cap 600 10) s"
 echo "benchmark rc=$? ($((SECONDS - START)) s)"
 grep -E "FAIL" "$OUT/kernels-cuda.txt" | head -10
 tail -14 "$OUT/kernels-cuda.txt"
+
+(cd /tmp && timeout "$(cap 120 10)" "$PY" "$REPO/bench/memory_training.py" --device cuda --epochs 40 \
+  --out "$OUT/memory-cuda.json") > "$OUT/memory-cuda.txt" 2>&1
+echo "memory rc=$? ($(tail -1 "$OUT/memory-cuda.txt"))"
