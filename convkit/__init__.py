@@ -2,7 +2,7 @@
 
 from convkit import ops
 from convkit._backend import cuda_status, get_num_threads, has_cuda, set_num_threads
-from convkit import (activations, callbacks, initializers, layers, losses, metrics, optimizers, regularizers,
+from convkit import (activations, callbacks, debugging, initializers, layers, losses, metrics, optimizers, regularizers,
                      utils, zoo)
 from convkit.layers import Input
 from convkit.models import Model, Sequential
@@ -12,5 +12,5 @@ from convkit.utils import set_random_seed, to_categorical
 __version__ = "0.1.0"
 __all__ = ["ops", "has_cuda", "cuda_status", "set_num_threads", "get_num_threads", "__version__",
            "layers", "Input", "Model", "Sequential", "load_model", "register_serializable", "activations",
-           "callbacks", "initializers", "losses", "metrics", "optimizers", "regularizers", "utils", "zoo",
+           "callbacks", "debugging", "initializers", "losses", "metrics", "optimizers", "regularizers", "utils", "zoo",
            "set_random_seed", "to_categorical"]

@@ -326,3 +326,22 @@ def test_resumed_callbacks_carry_on_from_the_history_before():
     assert mc.best == 0.9 and not hasattr(mc.model, "saved")
     mc.on_epoch_end(4, {"val_loss": 0.5})
     assert mc.model.saved == "best.convkit" and mc.best == 0.5
+
+
+def test_check_numerics_refuses_nan_and_inf_inputs_only_when_enabled(rng):
+    x, y = data(rng)
+    x[5, 2], x[7, 0] = np.nan, np.inf
+    model = tiny()
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    try:
+        convkit.debugging.enable_check_numerics()
+        for call in (lambda: model.fit(x, y, verbose=0), lambda: model.evaluate(x, y, verbose=0),
+                     lambda: model.predict(x, verbose=0)):
+            with pytest.raises(ValueError, match=r"x holds 2 NaN/Inf value\(s\); the first, NaN, at index \(5, 2\)"):
+                call()
+        model.fit(np.nan_to_num(x, posinf=0.0), y, verbose=0)  # finite data trains
+    finally:
+        convkit.debugging.disable_check_numerics()
+    with np.errstate(invalid="ignore"):
+        h = model.fit(x, y, batch_size=40, verbose=0)  # off: the NaN goes through, as in Keras
+    assert math.isnan(h.history["loss"][0])

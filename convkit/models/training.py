@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from convkit import _serial
+from convkit import _serial, debugging
 from convkit import losses as losses_mod
 from convkit import metrics as metrics_mod
 from convkit import optimizers as optimizers_mod
@@ -26,7 +26,10 @@ def _as_input(x, who="x"):
         x = np.asarray(x)
     if x.dtype.kind not in "fiub":
         raise TypeError(f"{who} must be a numeric array, got dtype {x.dtype}")
-    return x if x.dtype == np.float32 else x.astype(np.float32)
+    x = x if x.dtype == np.float32 else x.astype(np.float32)
+    if debugging.check_numerics_enabled():
+        debugging.check_finite(x, who)
+    return x
 
 
 def _is_array(x):
