@@ -409,6 +409,21 @@ def test_nothing_available_lists_every_place(tmp_path, monkeypatch):
         assert part in msg, msg
 
 
+def test_fashion_lookup_tries_the_download_before_the_debian_folder(tmp_path, rng, monkeypatch):
+    tried = []
+
+    def download(url, *a, **k):
+        tried.append(url)
+        raise OSError("offline")
+
+    monkeypatch.setattr(_common, "download", download)
+    arrays = write_idx_folder(tmp_path / "debian", rng)
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "debian")
+    (x_train, _), _ = fashion_mnist.load_data(verify=False)
+    np.testing.assert_array_equal(x_train, arrays["x_train"])
+    assert tried and tried[0].startswith(fashion_mnist.KERAS_BASE_URL)
+
+
 def test_explicit_missing_path():
     with pytest.raises(FileNotFoundError, match="does not exist"):
         mnist.load_data("/nonexistent/mnist")

@@ -28,11 +28,11 @@ _SPEC = IdxDataset(
         "t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]), or on Debian/Ubuntu run "
         "`apt-get install dataset-fashion-mnist`."),
 )
-# The Debian folder is local, so it is tried before the network.
+# The official download first, then what a package registry installed.
 _SPEC.sources = [
+    (f"download {KERAS_BASE_URL}", lambda verify: _SPEC.download_idx(KERAS_BASE_URL, verify)),
     (f"Debian package dataset-fashion-mnist at {DEBIAN_DIR}",
      lambda verify: _SPEC.read_folder(DEBIAN_DIR, verify) if DEBIAN_DIR.is_dir() else None),
-    (f"download {KERAS_BASE_URL}", lambda verify: _SPEC.download_idx(KERAS_BASE_URL, verify)),
 ]
 
 
@@ -42,7 +42,7 @@ def load_data(path=None, *, verify: bool = True):
     ``x`` is uint8 of shape (N, 28, 28) and ``y`` uint8 of shape (N,) with N = 60000 / 10000.
     ``path`` may be a folder of the four IDX files (raw or .gz) or a ``.npz`` with the four arrays;
     when given, nothing else is tried. Without it the lookup is ``$CONVKIT_DATA``, the cache,
-    Debian's ``dataset-fashion-mnist`` install folder, then the download Keras uses. Data is checked
+    the download Keras uses, then Debian's ``dataset-fashion-mnist`` install folder. Data is checked
     against the SHA-256 of the official files unless ``verify=False`` (unverified data is never cached).
     """
     return _SPEC.load(path, verify)
