@@ -88,41 +88,6 @@ std::vector<float> pack_weights(const GatherGemm& g, i64 Q, i64 npad, i64 block)
   return packed;
 }
 
-// A block: rows [m0, m0 + mc) x reduction [q0, q0 + kc), as MR-row panels.
-// The reduction index q = (r * S + s) * SC + ch is walked with counters, never
-// divided: on a 1-channel input every element is its own (r, s) segment.
-void pack_gather(const GatherGemm& g, i64 M, i64 m0, i64 mc, i64 q0, i64 kc, float* dst) {
-  const i64 rs0 = q0 / g.SC, ch0 = q0 % g.SC;
-  for (i64 p = 0; p < mc; p += MR, dst += MR * kc) {
-    for (i64 i = 0; i < MR; ++i) {
-      float* d = dst + i;
-      const i64 m = m0 + p + i;
-      if (p + i >= mc || m >= M) {
-        for (i64 t = 0; t < kc; ++t) d[t * MR] = 0.f;
-        continue;
-      }
-      const i64 gw = m % g.GW, gh = (m / g.GW) % g.GH, n = m / (g.GW * g.GH);
-      const float* img = g.src + n * g.SH * g.SW * g.SC;
-      const i64* th = g.tab_h + gh * g.R;
-      const i64* tw = g.tab_w + gw * g.S;
-      i64 r = rs0 / g.S, s = rs0 % g.S, ch = ch0;
-      for (i64 t = 0; t < kc;) {
-        const i64 len = std::min(g.SC - ch, kc - t);
-        const i64 ih = th[r], iw = tw[s];
-        if (ih >= 0 && iw >= 0) {
-          const float* src = img + (ih * g.SW + iw) * g.SC + ch;
-          for (i64 u = 0; u < len; ++u) d[(t + u) * MR] = src[u];
-        } else {
-          for (i64 u = 0; u < len; ++u) d[(t + u) * MR] = 0.f;
-        }
-        t += len;
-        ch = 0;
-        if (++s == g.S) s = 0, ++r;
-      }
-    }
-  }
-}
-
 void epilogue(const GatherGemm& g, i64 m0, i64 mc) {
   if (!g.bias && g.act != Activation::Relu) return;
   for (i64 m = m0; m < m0 + mc; ++m) {
@@ -174,29 +139,71 @@ void run_direct(const GatherGemm& g, i64 M, i64 npad) {
   }
 }
 
-// Few channels (an image's 1 or 3): pack A blocks, amortising the gather over all panels.
-void run_packed(const GatherGemm& g, i64 M, i64 npad) {
-  const i64 Q = g.R * g.S * g.SC;
-  const std::vector<float> bpack = pack_weights(g, Q, npad, kKC);
-  const i64 blocks = (M + kMC - 1) / kMC;
+// Few source channels (a first layer's forward on 1-3 channel images, backward-data
+// from fewer than 8 filters): compute the transposed product
+// out^T = B^T A^T, so that NR consecutive pixels fill the vector lanes rather than a
+// handful of columns. B^T (the weights) is packed once as MR-row panels; for each
+// block of NR pixels the A^T panel is gathered once and reused by every panel of
+// columns. Neighbouring pixels of a stride-1 row read neighbouring source pixels, so
+// interior gathers are runs of contiguous copies.
+void run_pixel_major(const GatherGemm& g) {
+  const i64 Q = g.R * g.S * g.SC, kpad = round_up(g.ncols, MR);
+  std::vector<float> wpack(static_cast<size_t>(kpad * Q));
+  for (i64 k0 = 0; k0 < kpad; k0 += MR)
+    for (i64 q = 0; q < Q; ++q) {
+      const float* row = g.wt + (q / g.SC) * g.rs_stride + (q % g.SC) * g.ch_stride;
+      for (i64 i = 0; i < MR; ++i)
+        wpack[k0 * Q + q * MR + i] = k0 + i < g.ncols ? row[(k0 + i) * g.col_stride] : 0.f;
+    }
+  // Blocks of NR pixels never straddle two grid rows, so each tap of a block reads
+  // one source row (lanes past the row's end compute values that are not stored).
+  const i64 per_row = (g.GW + NR - 1) / NR, blocks = g.N * g.GH * per_row;
 #pragma omp parallel
   {
-    std::vector<float> apack(static_cast<size_t>(kMC * kKC));
-#pragma omp for schedule(dynamic, 1)
+    std::vector<float> bpack(static_cast<size_t>(Q * NR));
+    alignas(32) float tile[MR * NR];
+#pragma omp for schedule(dynamic, 8)
     for (i64 blk = 0; blk < blocks; ++blk) {
-      const i64 m0 = blk * kMC, mc = std::min(kMC, M - m0);
-      for (i64 q0 = 0; q0 < Q; q0 += kKC) {
-        const i64 kc = std::min(kKC, Q - q0);
-        pack_gather(g, M, m0, mc, q0, kc, apack.data());
-        for (i64 jp = 0; jp < npad; jp += NR) {
-          const float* bp = bpack.data() + q0 * npad + jp * kc;
-          const int cols = static_cast<int>(std::min<i64>(NR, g.ncols - jp));
-          for (i64 ip = 0; ip < mc; ip += MR)
-            cpu::micro_tile(kc, apack.data() + ip * kc, bp, g.out + (m0 + ip) * g.ncols + jp, g.ncols,
-                            static_cast<int>(std::min<i64>(MR, mc - ip)), cols, q0 > 0);
+      const i64 row = blk / per_row, gw0 = (blk % per_row) * NR, gh = row % g.GH, n = row / g.GH;
+      const i64 cols = std::min<i64>(NR, g.GW - gw0), m0 = row * g.GW + gw0;
+      const float* img = g.src + n * g.SH * g.SW * g.SC;
+      float* b = bpack.data();
+      for (i64 r = 0; r < g.R; ++r) {
+        const i64 ih = g.tab_h[gh * g.R + r];
+        for (i64 s = 0; s < g.S; ++s, b += g.SC * NR) {
+          if (ih < 0) {
+            std::fill(b, b + g.SC * NR, 0.f);
+            continue;
+          }
+          const float* src_row = img + ih * g.SW * g.SC;
+          const i64* tw = g.tab_w + gw0 * g.S + s;
+          const i64 iw0 = tw[0];
+          if (iw0 >= 0 && tw[(cols - 1) * g.S] == iw0 + cols - 1) {  // a contiguous run: copy it
+            const float* src = src_row + iw0 * g.SC;
+            if (g.SC == 1)
+              std::memcpy(b, src, static_cast<size_t>(cols) * sizeof(float));
+            else
+              for (i64 j = 0; j < cols; ++j)
+                for (i64 ch = 0; ch < g.SC; ++ch) b[ch * NR + j] = src[j * g.SC + ch];
+            continue;
+          }
+          for (i64 j = 0; j < cols; ++j) {
+            const i64 iw = tw[j * g.S];
+            for (i64 ch = 0; ch < g.SC; ++ch) b[ch * NR + j] = iw >= 0 ? src_row[iw * g.SC + ch] : 0.f;
+          }
         }
       }
-      epilogue(g, m0, mc);
+      for (i64 k0 = 0; k0 < g.ncols; k0 += MR) {
+        cpu::micro_tile(Q, wpack.data() + k0 * Q, bpack.data(), tile, NR, MR, NR, false);
+        const i64 rows = std::min<i64>(MR, g.ncols - k0);
+        for (i64 j = 0; j < cols; ++j) {
+          float* out = g.out + (m0 + j) * g.ncols + k0;
+          for (i64 i = 0; i < rows; ++i) {
+            const float v = tile[i * NR + j] + (g.bias ? g.bias[k0 + i] : 0.f);
+            out[i] = g.act == Activation::Relu ? std::max(v, 0.f) : v;
+          }
+        }
+      }
     }
   }
 }
@@ -204,10 +211,10 @@ void run_packed(const GatherGemm& g, i64 M, i64 npad) {
 void run_gather_gemm(const GatherGemm& g) {
   const i64 M = g.N * g.GH * g.GW, npad = round_up(g.ncols, NR);
   if (M == 0) return;
-  if (g.SC >= kDirectMinChannels)
-    run_direct(g, M, npad);
+  if (g.SC < kDirectMinChannels)
+    run_pixel_major(g);
   else
-    run_packed(g, M, npad);
+    run_direct(g, M, npad);
 }
 
 }  // namespace
