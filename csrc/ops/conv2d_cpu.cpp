@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "cpu/gemm.h"
@@ -258,6 +259,7 @@ void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy,
     std::vector<float> bpack(static_cast<size_t>(kKC * npad)), apack(static_cast<size_t>(kMC * kKC));
     std::vector<i64> img(kKC), ph(kKC), pw(kKC);
     std::vector<const float*> mptr(kKC);
+    std::vector<std::pair<i64, i64>> runs;  // (first pixel, length) within the block
     for (i64 m0 = lo; m0 < hi; m0 += kKC) {
       const i64 kc = std::min(kKC, hi - m0);
       // B = dy rows [m0, m0 + kc) as NR-wide panels; the bias gradient rides along.
@@ -291,6 +293,14 @@ void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy,
         }
         continue;
       }
+      // The block's pixels as runs along one output row: a tap then reads one source row,
+      // and with stride 1 a contiguous stretch of it.
+      runs.clear();
+      for (i64 u = 0; u < kc;) {
+        const i64 len = std::min(kc - u, d.OW - pw[u] / d.S);
+        runs.push_back({u, len});
+        u += len;
+      }
       for (i64 q0 = 0; q0 < Q; q0 += kMC) {
         const i64 mq = std::min(kMC, Q - q0);
         // A = im2col(x)^T rows [q0, q0 + mq) over pixels [m0, m0 + kc).
@@ -303,9 +313,22 @@ void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy,
               continue;
             }
             const i64 r = q_r[q], s = q_s[q], c = q_c[q];
-            for (i64 u = 0; u < kc; ++u) {
-              const i64 ih = th[ph[u] + r], iw = tw[pw[u] + s];
-              dst[u * MR + i] = (ih >= 0 && iw >= 0) ? x[img[u] + (ih * d.W + iw) * d.C + c] : 0.f;
+            for (const auto& [u0, len] : runs) {
+              const i64 ih = th[ph[u0] + r];
+              const i64* t = tw.data() + pw[u0] + s;
+              const i64 iw0 = t[0];
+              if (ih < 0) {
+                for (i64 u = u0; u < u0 + len; ++u) dst[u * MR + i] = 0.f;
+              } else if (iw0 >= 0 && t[(len - 1) * d.S] == iw0 + len - 1) {
+                const float* src = x + img[u0] + (ih * d.W + iw0) * d.C + c;
+                for (i64 u = 0; u < len; ++u) dst[(u0 + u) * MR + i] = src[u * d.C];
+              } else {
+                const float* src = x + img[u0] + ih * d.W * d.C + c;
+                for (i64 u = 0; u < len; ++u) {
+                  const i64 iw = t[u * d.S];
+                  dst[(u0 + u) * MR + i] = iw >= 0 ? src[iw * d.C] : 0.f;
+                }
+              }
             }
           }
         for (i64 jp = 0; jp < npad; jp += NR) {
