@@ -63,8 +63,9 @@ class _Reader:
             raise ValueError(f"{self.path}: not a convkit model file (no {_META} inside)") from None
         except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
             raise ValueError(f"{self.path}: the file is corrupted ({e})") from None
-        if not isinstance(self.meta, dict) or self.meta.get("format") != FORMAT:
-            raise ValueError(f"{self.path}: not a convkit model file (format {self.meta.get('format')!r})")
+        found = self.meta.get("format") if isinstance(self.meta, dict) else type(self.meta).__name__
+        if found != FORMAT:
+            raise ValueError(f"{self.path}: not a convkit model file (format {found!r})")
         v = self.meta.get("format_version")
         if not isinstance(v, int) or v > FORMAT_VERSION:
             raise ValueError(f"{self.path}: format version {v!r} is newer than this convkit reads ({FORMAT_VERSION}); "
@@ -128,31 +129,38 @@ def load_model(filepath, custom_objects=None, compile=True, return_extra=False):
     optimizer state included). With ``return_extra`` returns (model, extra metadata)."""
     r = _Reader(filepath)
     try:
-        meta = r.meta
-        if meta.get("kind") != "model":
-            raise ValueError(f"{r.path}: holds only weights (written by save_weights); build the model in code and "
-                             "call model.load_weights(path)")
-        cls = _serial.lookup(meta.get("class_name", "?"), custom_objects, "model")
-        try:
-            model = cls.from_config(meta["config"], custom_objects=custom_objects) \
-                if hasattr(cls, "_run_graph") else cls.from_config(meta["config"])
-        except ValueError as e:
-            raise ValueError(f"{r.path}: cannot rebuild the model: {e}") from None
-        except (KeyError, TypeError) as e:
-            raise ValueError(f"{r.path}: the model config is invalid ({type(e).__name__}: {e})") from None
-        if not model._traced and meta.get("build_input_shape"):
-            model.build(tuple(meta["build_input_shape"]))
-        _assign(model, r, meta)
-        cc = meta.get("compile_config")
-        if compile and cc and meta.get("optimizer"):
-            loss = cc["loss"] if isinstance(cc["loss"], str) else _serial.deserialize(cc["loss"], custom_objects,
-                                                                                      "loss")
-            model.compile(optimizer=_serial.deserialize(meta["optimizer"], custom_objects, "optimizer"), loss=loss,
-                          metrics=cc.get("metrics"))
-            model.optimizer.set_state(model.trainable_weights, r.arrays("optimizer", meta["optimizer_arrays"]))
-        return (model, meta.get("extra")) if return_extra else model
+        return _rebuild(r, custom_objects, compile, return_extra)
+    except (KeyError, TypeError, IndexError, AttributeError, MemoryError) as e:
+        # The zip and its JSON are intact, but what the JSON says does not fit together (or asks
+        # for layers too large to allocate).
+        raise ValueError(f"{r.path}: the model description is malformed ({type(e).__name__}: {e})") from None
     finally:
         r.close()
+
+
+def _rebuild(r, custom_objects, compile, return_extra):
+    """load_model's work on an opened file."""
+    meta = r.meta
+    if meta.get("kind") != "model":
+        raise ValueError(f"{r.path}: holds only weights (written by save_weights); build the model in code and "
+                         "call model.load_weights(path)")
+    cls = _serial.lookup(meta.get("class_name", "?"), custom_objects, "model")
+    try:
+        model = cls.from_config(meta["config"], custom_objects=custom_objects) \
+            if hasattr(cls, "_run_graph") else cls.from_config(meta["config"])
+    except ValueError as e:
+        raise ValueError(f"{r.path}: cannot rebuild the model: {e}") from None
+    if not model._traced and meta.get("build_input_shape"):
+        model.build(tuple(meta["build_input_shape"]))
+    _assign(model, r, meta)
+    cc = meta.get("compile_config")
+    if compile and cc and meta.get("optimizer"):
+        loss = cc["loss"] if isinstance(cc["loss"], str) else _serial.deserialize(cc["loss"], custom_objects,
+                                                                                  "loss")
+        model.compile(optimizer=_serial.deserialize(meta["optimizer"], custom_objects, "optimizer"), loss=loss,
+                      metrics=cc.get("metrics"))
+        model.optimizer.set_state(model.trainable_weights, r.arrays("optimizer", meta["optimizer_arrays"]))
+    return (model, meta.get("extra")) if return_extra else model
 
 
 def _assign(model, r, meta):

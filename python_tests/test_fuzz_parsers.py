@@ -7,8 +7,10 @@ examples per target (default 100, a few seconds each).
 """
 
 import gzip
+import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +155,47 @@ def test_the_valid_files_parse():
 def test_the_harness_lets_other_exceptions_through():
     with pytest.raises(KeyError):
         refuses_cleanly(lambda b: {}[b], b"a parser bug")
+
+
+def _entries(blob: bytes) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "m.convkit").write_bytes(blob)
+        with zipfile.ZipFile(Path(d) / "m.convkit") as zf:
+            return {n: zf.read(n) for n in zf.namelist()}
+
+
+MODEL_ENTRIES = _entries(MODEL)
+MODEL_META = json.loads(MODEL_ENTRIES["convkit.json"])
+
+
+def _paths(node, path=()):
+    yield path
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in items:
+        yield from _paths(child, path + (key,))
+
+
+META_PATHS = list(_paths(MODEL_META))[1:]
+JUNK = st.one_of(st.none(), st.booleans(), st.integers(-2, 2**40), st.floats(), st.text(max_size=4),
+                 st.just([]), st.just({}), st.lists(st.integers(0, 3), max_size=3), st.just({"a": 1}))
+
+
+@fuzz
+@given(st.sampled_from(META_PATHS), JUNK, st.booleans())
+def test_model_description(path, junk, delete):
+    """An intact zip whose JSON description says the wrong things (the CRCs stop byte-level
+    mutations from reaching this far): replace any node by junk, or delete it."""
+    meta = json.loads(json.dumps(MODEL_META))
+    parent = meta
+    for key in path[:-1]:
+        parent = parent[key]
+    if delete and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = junk
+    with tempfile.TemporaryDirectory() as d:
+        target = Path(d) / "m.convkit"
+        with zipfile.ZipFile(target, "w") as zf:
+            for name, data in {**MODEL_ENTRIES, "convkit.json": json.dumps(meta).encode()}.items():
+                zf.writestr(name, data)
+        refuses_cleanly(lambda _: convkit.load_model(target), b"")
