@@ -19,6 +19,7 @@ import io
 import json
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -46,6 +47,11 @@ def _atomic_write(filepath, meta: dict, arrays: dict, overwrite: bool):
                 zf.writestr(name, buf.getvalue())
 
 
+# What zipfile raises on damaged entries: a flipped method field gives NotImplementedError,
+# a flipped flag bit "encrypted" gives RuntimeError, a damaged deflate stream zlib.error.
+_ZIP_ERRORS = (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError, zlib.error)
+
+
 class _Reader:
     """An opened convkit file; every failure becomes a ValueError naming the file and the problem."""
 
@@ -61,7 +67,7 @@ class _Reader:
             self.meta = json.loads(self.zf.read(_META))
         except KeyError:
             raise ValueError(f"{self.path}: not a convkit model file (no {_META} inside)") from None
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+        except (*_ZIP_ERRORS, ValueError) as e:
             raise ValueError(f"{self.path}: the file is corrupted ({e})") from None
         found = self.meta.get("format") if isinstance(self.meta, dict) else type(self.meta).__name__
         if found != FORMAT:
@@ -76,7 +82,7 @@ class _Reader:
             raw = self.zf.read(name)
         except KeyError:
             raise ValueError(f"{self.path}: entry {name!r} is missing; the file is truncated or corrupted") from None
-        except (zipfile.BadZipFile, OSError, EOFError) as e:
+        except _ZIP_ERRORS as e:
             raise ValueError(f"{self.path}: entry {name!r} is corrupted ({e})") from None
         try:
             return np.load(io.BytesIO(raw), allow_pickle=False)

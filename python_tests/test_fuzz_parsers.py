@@ -199,3 +199,14 @@ def test_model_description(path, junk, delete):
             for name, data in {**MODEL_ENTRIES, "convkit.json": json.dumps(meta).encode()}.items():
                 zf.writestr(name, data)
         refuses_cleanly(lambda _: convkit.load_model(target), b"")
+
+
+@pytest.mark.parametrize("offset,value", [(10, 99), (8, 1)], ids=["unknown-compression-method", "encrypted-flag"])
+def test_damaged_zip_directory_fields(tmp_path, offset, value):
+    """Regressions found by the fuzzing: zipfile raised NotImplementedError and RuntimeError."""
+    blob = bytearray(MODEL)
+    cd = blob.index(b"PK\x01\x02")  # the central directory record of the first entry
+    blob[cd + offset] = value
+    (tmp_path / "m.convkit").write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="corrupted"):
+        convkit.load_model(tmp_path / "m.convkit")
