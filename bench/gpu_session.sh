@@ -57,3 +57,8 @@ tail -14 "$OUT/kernels-cuda.txt"
 (cd /tmp && timeout "$(cap 120 10)" "$PY" "$REPO/bench/memory_training.py" --device cuda --epochs 40 \
   --out "$OUT/memory-cuda.json") > "$OUT/memory-cuda.txt" 2>&1
 echo "memory rc=$? ($(tail -1 "$OUT/memory-cuda.txt"))"
+
+(cd /tmp && timeout "$(cap 300 10)" "$PY" "$REPO/bench/run_training.py" --device cuda --min-window 0.5 \
+  --out "$OUT/training-cuda.json") > "$OUT/training-cuda.log" 2>&1
+echo "training benchmark rc=$? ($((SECONDS - START)) s)"
+tail -8 "$OUT/training-cuda.log"

@@ -36,6 +36,12 @@ def _is_array(x):
     return isinstance(x, (np.ndarray, list)) or is_cupy(x)
 
 
+def _kernel_threads_only(dev):
+    """On the CPU, BLAS runs single-threaded while convkit's OpenMP kernels own the cores: two
+    thread pools spinning on the same cores slow both down."""
+    return blas_threads(1) if dev == "cpu" else contextlib.nullcontext()
+
+
 def _verbose(v):
     return 1 if v == "auto" else int(v)
 
@@ -285,7 +291,7 @@ class Trainer:
                                       "batch_size": batch_size})
         self.history = history
         self.stop_training = False
-        with blas_threads(1) if dev == "cpu" else contextlib.nullcontext():
+        with _kernel_threads_only(dev):
             return self._fit_loop(cl, history, data, val, steps, batch_size, shuffle, epochs, initial_epoch,
                                   validation_batch_size, dev)
 
@@ -315,8 +321,9 @@ class Trainer:
     # evaluate / predict ----------------------------------------------------------------------------------
     def _evaluate_data(self, data, steps, batch_size, dev):
         self._reset_metrics()
-        for xb, yb in self._batches(data, batch_size, False, steps if data[0] == "iter" else None, "evaluate"):
-            self.test_step(to_device(xb, dev), to_device(yb, dev))
+        with _kernel_threads_only(dev):
+            for xb, yb in self._batches(data, batch_size, False, steps if data[0] == "iter" else None, "evaluate"):
+                self.test_step(to_device(xb, dev), to_device(yb, dev))
         return self._results(self._regularization(self.weights, with_grad=False))
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", steps=None, return_dict=False, device=None):
@@ -344,8 +351,9 @@ class Trainer:
         if _is_array(x):
             x = _as_input(x, "predict: x")
             self._check_input_shape(x, "predict")
-            for s in range(0, x.shape[0], batch_size):
-                outs.append(to_numpy(self(to_device(x[s:s + batch_size], dev), training=False)))
+            with _kernel_threads_only(dev):
+                for s in range(0, x.shape[0], batch_size):
+                    outs.append(to_numpy(self(to_device(x[s:s + batch_size], dev), training=False)))
         else:
             for i, batch in enumerate(x):
                 if steps is not None and i >= steps:
