@@ -53,6 +53,8 @@ EDGE = [
     ((2, 12, 12, 3), (3, 3, 3, 2), (1, 1), "same", (2, 2)),      # dilation
     ((1, 9, 11, 2), (3, 2, 2, 2), (2, 1), "valid", (2, 3)),      # dilation and stride together
     ((3, 5, 5, 7), (5, 5, 7, 9), (1, 1), "valid", (1, 1)),       # kernel as large as the input
+    ((4, 4, 6, 12), (4, 6, 12, 9), (4, 6), "same", (1, 1)),      # the same with strides and 'same' (a GEMM)
+    ((2, 3, 3, 2), (3, 3, 2, 7), (1, 1), "valid", (1, 1)),       # ... with few filters and channels
     ((2, 6, 6, 40), (3, 3, 40, 37), (1, 1), "same", (1, 1)),     # ragged tiles in every GEMM dimension
     ((1, 3, 3, 300), (3, 3, 300, 20), (1, 1), "same", (1, 1)),   # reduction longer than one cache block
 ]

@@ -229,6 +229,15 @@ void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const f
 }
 
 void conv2d_bwd_data_cpu(const Conv2dDesc& d, const float* dy, const float* w, float* dx) {
+  if (d.H == d.R && d.W == d.S && d.dh == 1 && d.dw == 1 && d.OH == 1 && d.OW == 1) {
+    // The window covers the whole input (a classifier-like layer on a small map): every input
+    // pixel sees exactly one tap, so dx (N x R*S*C) = dy (N x K) * w^T, one plain GEMM, rather
+    // than a gather over R*S taps of which all but one read padding.
+    const i64 zero = 0;
+    run_gather_gemm({dy, 1, 1, d.K, d.N, 1, 1, 1, 1, &zero, &zero, w, 0, 1, d.K, d.R * d.S * d.C, dx, nullptr,
+                     Activation::None});
+    return;
+  }
   const auto th = backward_taps(d.H, d.R, d.sh, d.dh, d.pt, d.OH);
   const auto tw = backward_taps(d.W, d.S, d.sw, d.dw, d.pl, d.OW);
   run_gather_gemm({dy, d.OH, d.OW, d.K, d.N, d.H, d.W, d.R, d.S, th.data(), tw.data(), w, d.C * d.K,
