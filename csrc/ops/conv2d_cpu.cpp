@@ -72,20 +72,17 @@ struct GatherGemm {
   Activation act;
 };
 
-// B packed once: for each reduction block of `block` rows, NR-wide panels, zero-padded.
-std::vector<float> pack_weights(const GatherGemm& g, i64 Q, i64 npad, i64 block) {
-  std::vector<float> packed(static_cast<size_t>(Q * npad));
-  for (i64 q0 = 0; q0 < Q; q0 += block) {
-    const i64 kc = std::min(block, Q - q0);
-    for (i64 jp = 0; jp < npad; jp += NR) {
-      float* dst = packed.data() + q0 * npad + jp * kc;
-      for (i64 q = q0; q < q0 + kc; ++q) {
-        const i64 rs = q / g.SC, ch = q % g.SC;
-        const float* row = g.wt + rs * g.rs_stride + ch * g.ch_stride;
-        for (i64 j = jp; j < jp + NR; ++j) *dst++ = j < g.ncols ? row[j * g.col_stride] : 0.f;
-      }
+// The weights as the (Q x ncols) operand, packed once in panels of `width` columns
+// (packed[j0 * Q + q * width + i] = B[q, j0 + i], zero past ncols): NR-wide for the
+// row-major product, MR-wide for the transposed one.
+std::vector<float> pack_weights(const GatherGemm& g, i64 Q, i64 width) {
+  std::vector<float> packed(static_cast<size_t>(Q * round_up(g.ncols, width)));
+  float* dst = packed.data();
+  for (i64 j0 = 0; j0 < g.ncols; j0 += width)
+    for (i64 q = 0; q < Q; ++q) {
+      const float* row = g.wt + (q / g.SC) * g.rs_stride + (q % g.SC) * g.ch_stride;
+      for (i64 j = j0; j < j0 + width; ++j) *dst++ = j < g.ncols ? row[j * g.col_stride] : 0.f;
     }
-  }
   return packed;
 }
 
@@ -105,7 +102,7 @@ void epilogue(const GatherGemm& g, i64 m0, i64 mc) {
 // nothing is packed but the weights, and the whole reduction stays in registers.
 void run_direct(const GatherGemm& g, i64 M, i64 npad) {
   const i64 taps = g.R * g.S, Q = taps * g.SC;
-  const std::vector<float> bpack = pack_weights(g, Q, npad, Q);
+  const std::vector<float> bpack = pack_weights(g, Q, NR);
   const std::vector<float> zeros(static_cast<size_t>(g.SC), 0.f);
   const i64 blocks = (M + kMC - 1) / kMC;
 #pragma omp parallel
@@ -148,14 +145,8 @@ void run_direct(const GatherGemm& g, i64 M, i64 npad) {
 // columns. Neighbouring pixels of a stride-1 row read neighbouring source pixels, so
 // interior gathers are runs of contiguous copies.
 void run_pixel_major(const GatherGemm& g) {
-  const i64 Q = g.R * g.S * g.SC, kpad = round_up(g.ncols, MR);
-  std::vector<float> wpack(static_cast<size_t>(kpad * Q));
-  for (i64 k0 = 0; k0 < kpad; k0 += MR)
-    for (i64 q = 0; q < Q; ++q) {
-      const float* row = g.wt + (q / g.SC) * g.rs_stride + (q % g.SC) * g.ch_stride;
-      for (i64 i = 0; i < MR; ++i)
-        wpack[k0 * Q + q * MR + i] = k0 + i < g.ncols ? row[(k0 + i) * g.col_stride] : 0.f;
-    }
+  const i64 Q = g.R * g.S * g.SC;
+  const std::vector<float> wpack = pack_weights(g, Q, MR);
   // Blocks of NR pixels never straddle two grid rows, so each tap of a block reads
   // one source row (lanes past the row's end compute values that are not stored).
   const i64 per_row = (g.GW + NR - 1) / NR, blocks = g.N * g.GH * per_row;
