@@ -26,7 +26,7 @@ BEGIN, END = "<!-- accuracy table: made by bench/accuracy_table.py -->", "<!-- e
 # Test accuracy each recipe must reach: the notes' figure for LeNet-5 and the MNIST CNN (on MNIST and
 # on Fashion-MNIST); within 0.5 points of it for Fashion models 1-3, whose figures are single runs.
 TARGETS = {
-    "lenet5": 0.9905, "mnist_cnn": 0.9939, "fashion_cnn": 0.9325,
+    "lenet5": 0.9905, "mnist_cnn": 0.9939, "mnist_cnn_aug": 0.9939, "fashion_cnn": 0.9325,
     "fashion1": 0.9013, "fashion2": 0.9102, "fashion3": 0.9178,
 }
 NO_DATA = {"cifar10": "no data yet (CIFAR-10 is on no package registry; see the README to supply it)"}

@@ -7,6 +7,24 @@ import os
 import tempfile
 
 
+def _prefix(path) -> str:
+    return f".{os.path.basename(path)}."
+
+
+def remove_leftovers(path) -> list:
+    """Delete the temporary files that writers of ``path`` killed mid-write (SIGKILL, power loss)
+    left beside it; call only when no other process is writing ``path``. Returns what was removed."""
+    path = os.fspath(path)
+    folder, prefix = os.path.dirname(os.path.abspath(path)), _prefix(path)
+    gone = []
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
+                gone.append(name)
+    return gone
+
+
 @contextlib.contextmanager
 def atomic_open(path):
     """Open a temporary file beside ``path`` for binary writing; on success it is synced and renamed
@@ -14,7 +32,7 @@ def atomic_open(path):
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

@@ -6,8 +6,9 @@ evaluates on the test set. Writes into the output folder (default runs/<name>-<t
 
     model.convkit    the trained model (convkit.load_model)
     checkpoint.ckpt  the last completed epoch (weights, optimizer state, epoch counter, RNG
-                     state, history), rewritten atomically at each epoch end; --resume uses it
-    log.csv          one row per epoch
+                     and augmentation state, history), rewritten atomically at each epoch end;
+                     --resume continues from it exactly as the run would have gone on
+    log.csv          one row per epoch (rewritten from the checkpoint on --resume)
     curves.png       loss/accuracy curves (when matplotlib is installed)
     metrics.json     test loss and accuracy, history, settings, timings
 
@@ -28,6 +29,7 @@ import numpy as np
 
 import convkit
 from convkit import zoo
+from convkit._atomic import atomic_open, remove_leftovers
 from convkit._backend import device_name, get_num_threads
 from convkit.callbacks import Callback, CSVLogger
 from convkit.plotting import plot_history
@@ -49,15 +51,16 @@ def load_dataset(name: str, data_dir=None):
 class EpochCheckpoint(Callback):
     """Rewrites ``path`` atomically after every epoch with everything needed to resume."""
 
-    def __init__(self, path, info, history_before):
+    def __init__(self, path, info, history_before, data=None):
         super().__init__()
-        self.path, self.info, self.before = path, info, history_before
+        self.path, self.info, self.data = path, info, data
         self.history = {k: list(v) for k, v in history_before.items()}
 
     def on_epoch_end(self, epoch, logs=None):
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(float(v))
         extra = {**self.info, "epoch": epoch + 1, "history": self.history, "rng_state": get_rng_state(),
+                 "data_state": self.data.get_state() if self.data is not None else None,
                  "stopped": bool(self.model.stop_training)}
         save_model(self.model, self.path, extra=extra)
 
@@ -111,6 +114,15 @@ def _command(argv) -> str:
     return " ".join(["python -m convkit.train", *keep])
 
 
+def _rewrite_log(path, history: dict) -> None:
+    """log.csv as CSVLogger writes it, for exactly the epochs in ``history``: a run killed between
+    writing its log row and its checkpoint must not log that epoch twice once resumed."""
+    keys = sorted(history)
+    rows = [["epoch"] + keys] + [[i] + [history[k][i] for k in keys] for i in range(len(history.get("loss", [])))]
+    with atomic_open(path) as f:
+        f.write("".join(",".join(map(str, row)) + "\r\n" for row in rows).encode())
+
+
 def _labels(y):
     y = np.asarray(y)
     return y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
@@ -147,6 +159,7 @@ def main(argv=None) -> int:
         if not os.path.exists(ckpt):
             print(f"error: --resume: no {ckpt}", file=sys.stderr)
             return 2
+        remove_leftovers(ckpt)  # what a kill during a save left beside the file
         model, extra = load_model(ckpt, return_extra=True)
         set_rng_state(extra["rng_state"])
         initial_epoch, history_before = int(extra["epoch"]), extra["history"]
@@ -181,10 +194,7 @@ def main(argv=None) -> int:
     callbacks = r.make_callbacks(checkpoint_path=os.path.join(out, "best.convkit"), epochs=epochs, learning_rate=lr)
     for c in callbacks:  # early stopping and best-checkpoint counters carry on from the epochs before
         c.restore(history_before)
-    callbacks += [CSVLogger(os.path.join(out, "log.csv"), append=bool(args.resume)),
-                  EpochCheckpoint(os.path.join(out, CHECKPOINT), info, history_before)]
-    train = (x_train, y_train)
-    fit_kw = {}
+    train, fit_kw, gen = (x_train, y_train), {}, None
     if r.augmentation:
         try:
             from convkit.preprocessing.image import ImageDataGenerator
@@ -193,6 +203,12 @@ def main(argv=None) -> int:
         else:
             gen = ImageDataGenerator(**r.augmentation).flow(x_train, y_train, batch_size=batch_size, seed=args.seed)
             train, fit_kw = (gen, None), {"steps_per_epoch": len(gen)}
+            if args.resume and extra.get("data_state"):
+                gen.set_state(extra["data_state"])
+    if args.resume:
+        _rewrite_log(os.path.join(out, "log.csv"), history_before)
+    callbacks += [CSVLogger(os.path.join(out, "log.csv"), append=bool(args.resume)),
+                  EpochCheckpoint(os.path.join(out, CHECKPOINT), info, history_before, data=gen)]
 
     print(f"Training {name} on {r.dataset}: {len(x_train)} examples, {epochs} epochs, batch {batch_size}, lr {lr:g}, "
           f"output in {out}")
@@ -214,8 +230,8 @@ def main(argv=None) -> int:
               "machine": device_name(model._device), "threads": get_num_threads(),
               "convkit": convkit.__version__, "date": time.strftime("%Y-%m-%d"),
               "command": _command(sys.argv[1:] if argv is None else argv)}
-    with open(os.path.join(out, "metrics.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    with atomic_open(os.path.join(out, "metrics.json")) as f:
+        f.write(json.dumps(result, indent=1).encode())
     if args.target_acc is not None and test_acc < args.target_acc:
         print(f"Test accuracy {test_acc:.4f} is below the target {args.target_acc:.4f}", file=sys.stderr)
         return 1

@@ -1,5 +1,6 @@
 """Image augmentation: transforms on hand-made images, seeding, iterators and directory datasets."""
 
+import json
 import sys
 
 import numpy as np
@@ -140,6 +141,25 @@ def test_same_seed_same_batches_and_different_seed_differs():
         np.testing.assert_array_equal(y1, y2)
     b = full_epoch(g.flow(x, y, batch_size=4, seed=8))
     assert not all(np.array_equal(p[0], q[0]) for p, q in zip(a, b))
+
+
+@pytest.mark.parametrize("taken", [0, 2, 3, 5])  # fresh, mid-pass, at a pass boundary, mid second pass
+def test_iterator_state_resumes_the_same_batches(taken):
+    x, y = ramp(10, 8, 8, 1), np.arange(10)
+    g = ImageDataGenerator(rotation_range=20, width_shift_range=0.2)
+    it = g.flow(x, y, batch_size=4, seed=3)
+    for _ in range(taken):
+        next(it)
+    state = json.loads(json.dumps(it.get_state()))  # what a checkpoint keeps
+    expected = [next(it) for _ in range(4)]
+    again = g.flow(x, y, batch_size=4, seed=99)  # the seed no longer matters
+    again.set_state(state)
+    for (x1, y1), (x2, y2) in zip(expected, (next(again) for _ in range(4))):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
+    if state["order"] is not None:
+        with pytest.raises(ValueError, match="iterator state is for 10 samples"):
+            g.flow(x[:6], y[:6], batch_size=4).set_state(state)
 
 
 def test_flow_epochs_len_and_partial_last_batch():

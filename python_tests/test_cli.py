@@ -31,6 +31,7 @@ FAKE = textwrap.dedent('''
         return (x[:n], y[:n]), (x[n:], y[n:])
 ''')
 exec(FAKE)
+CKPT = cli.CHECKPOINT
 
 
 @pytest.fixture
@@ -88,9 +89,36 @@ def test_cifar_recipe_with_standardisation_and_split(fake_data, tmp_path):
 
 
 DRIVER = FAKE + textwrap.dedent('''
-    import sys
-    import convkit.train as cli
+    import contextlib, os, signal, sys
+    import convkit.saving, convkit.train as cli
     cli.load_dataset = lambda name, data_dir=None: fake_dataset(name, n=3000)
+
+    # CONVKIT_KILL_IN_SAVE=K: SIGKILL this process in the middle of writing the K-th checkpoint
+    # (after its first 4 KiB reached the temporary file), as a power cut or the OOM killer would.
+    kill_at, saves, real_open = int(os.environ.get("CONVKIT_KILL_IN_SAVE", 0)), [0], convkit.saving.atomic_open
+
+    class Killing:
+        def __init__(self, f):
+            self.f, self.written = f, 0
+        def write(self, b):
+            n = self.f.write(b)
+            self.written += len(b)
+            if self.written > 4096:
+                self.f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            return n
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    @contextlib.contextmanager
+    def atomic_open(path):
+        with real_open(path) as f:
+            if str(path).endswith(cli.CHECKPOINT):
+                saves[0] += 1
+                f = Killing(f) if saves[0] == kill_at else f
+            yield f
+
+    convkit.saving.atomic_open = atomic_open
     sys.exit(cli.main(sys.argv[1:]))
 ''')
 
@@ -101,7 +129,7 @@ def test_kill_mid_training_then_resume(tmp_path):
     out = tmp_path / "run"
     args = [sys.executable, str(driver), "mnist_cnn2", "--epochs", "8", "--batch-size", "100", "--out", str(out),
             "--verbose", "0", "--seed", "3"]
-    ckpt = out / "checkpoint.ckpt"
+    ckpt = out / CKPT
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.time() + 240
@@ -139,6 +167,62 @@ def test_kill_mid_training_then_resume(tmp_path):
         assert res.returncode == 0 and "nothing left to train" in res.stdout, res.stderr
     else:
         assert m["epochs_run"] == 8
+
+
+def _log_rows(out):
+    return max(0, len((out / "log.csv").read_text().splitlines()) - 1) if (out / "log.csv").exists() else 0
+
+
+def _leftovers(out):
+    return [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_killed_at_random_moments_and_mid_save_resumes_to_the_uninterrupted_result(tmp_path):
+    """Issue-6 fault trials: SIGKILLs at random moments, and one inside a checkpoint write. Each
+    run resumes with --resume, loses at most the epoch in flight, and ends bit-identical to an
+    uninterrupted run with the same seed (dropout, shuffling and augmentation state included)."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    cmd = [sys.executable, str(driver), "mnist_cnn_aug", "--epochs", "4", "--limit", "600", "--batch-size", "100",
+           "--verbose", "0", "--seed", "5", "--out"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd + [str(tmp_path / "ref")], check=True, capture_output=True, timeout=300)
+    whole = time.perf_counter() - t0
+    ref = json.loads((tmp_path / "ref" / "metrics.json").read_text())
+
+    def finish_like_the_reference(out):
+        resume = ["--resume"] if (out / CKPT).exists() else []  # killed before the first epoch ended: start over
+        res = subprocess.run(cmd + [str(out)] + resume, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        assert not _leftovers(out)
+        m = json.loads((out / "metrics.json").read_text())
+        assert m["history"] == ref["history"] and m["test_loss"] == ref["test_loss"]
+        assert _log_rows(out) == 4
+
+    moments = np.random.default_rng().uniform(0.1, 1.0, size=(3, 2)) * whole  # fresh each run
+    for trial, kills in enumerate(moments):
+        out = tmp_path / f"trial{trial}"
+        for delay in kills:
+            resume = ["--resume"] if (out / CKPT).exists() else []
+            proc = subprocess.Popen(cmd + [str(out)] + resume, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            try:
+                proc.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+            if (out / CKPT).exists():  # whole whatever moment the kill came, at most one epoch behind
+                _, extra = saving.load_model(out / CKPT, return_extra=True)
+                assert extra["epoch"] >= _log_rows(out) - 1, f"kills at {moments[trial]} s"
+        finish_like_the_reference(out)
+
+    out = tmp_path / "mid_save"
+    env = {**os.environ, "CONVKIT_KILL_IN_SAVE": "3"}
+    res = subprocess.run(cmd + [str(out)], capture_output=True, timeout=300, env=env)
+    assert res.returncode == -signal.SIGKILL
+    assert _leftovers(out), "the kill should have come inside the write"
+    _, extra = saving.load_model(out / CKPT, return_extra=True)
+    assert extra["epoch"] == 2 and _log_rows(out) == 3  # the previous checkpoint, whole
+    finish_like_the_reference(out)
 
 
 def test_lr_schedule_option_overrides_the_recipe(fake_data, tmp_path):

@@ -235,6 +235,21 @@ class _BatchIterator:
         """Start a new epoch at the next call."""
         self._order = None
 
+    def get_state(self) -> dict:
+        """JSON-serialisable position and generator state: ``set_state`` on a fresh iterator over the
+        same data continues with exactly the batches this one would give next (used to resume)."""
+        mid_pass = self._order is not None and self._pos < self.n
+        return {"rng": self.rng.bit_generator.state, "pos": self._pos if mid_pass else 0,
+                "order": self._order.tolist() if mid_pass else None}
+
+    def set_state(self, state: dict) -> None:
+        order = state.get("order")
+        if order is not None and sorted(order) != list(range(self.n)):
+            raise ValueError(f"iterator state is for {len(order)} samples in another order, not these {self.n}")
+        self.rng.bit_generator.state = state["rng"]
+        self._order = None if order is None else np.asarray(order, dtype=np.int64)
+        self._pos = int(state["pos"])
+
     def __next__(self):
         if self.n == 0:
             raise StopIteration
