@@ -2,6 +2,7 @@
 
 import io
 import json
+import errno
 import os
 import zipfile
 
@@ -124,6 +125,38 @@ def test_a_crash_while_saving_keeps_the_old_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["model.h5"]  # no temporary file left behind
     monkeypatch.setattr(np, "save", real)
     convkit.load_model(path)
+
+
+def test_a_full_disk_while_saving_raises_and_keeps_the_old_file(tmp_path, monkeypatch):
+    model, path = _saved(tmp_path)
+    before = path.read_bytes()
+    model.layers[0].kernel.assign(np.ones((5, 4), np.float32))  # something new to save
+    real_fdopen = os.fdopen
+
+    class FillingDisk(io.RawIOBase):  # the device runs out of space after 1 KiB
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            self.n += len(b)
+            if self.n > 1024:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(b)
+
+        def close(self):
+            self.f.close()
+            super().close()
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FillingDisk(real_fdopen(fd, mode)))
+    with pytest.raises(OSError) as e:
+        model.save(path)
+    assert e.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["model.h5"]
+    assert not np.all(convkit.load_model(path).layers[0].kernel.numpy() == 1)
 
 
 def test_truncated_file(tmp_path):
