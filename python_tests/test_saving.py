@@ -1,8 +1,8 @@
 """Saving: every layer and optimizer state round-trips, saves are atomic, bad files fail clearly."""
 
+import errno
 import io
 import json
-import errno
 import os
 import zipfile
 
