@@ -1,11 +1,13 @@
-"""Whole training steps, convkit against PyTorch eager on the same models, same device, one run.
+"""Whole training steps, convkit against PyTorch eager and Keras on the same models, same device, one run.
 
     python bench/run_training.py                          # CPU, the five models of the issue
+    python bench/run_training.py --keras-python venv-tf/bin/python   # Keras/TensorFlow from another venv
     python bench/run_training.py --models lenet5 mnist_cnn --device cuda
 
-For each model: the zoo model and its PyTorch twin (same layers, convkit's initial weights copied
-in and checked to give the same forward pass, Adam with Keras's eps), trained on the same
-resident synthetic batches. Reports training and inference images/s (median of timed windows
+For each model: the zoo model and its twins in PyTorch and (on the CPU, when a Python with Keras and
+TensorFlow is at hand) Keras: same layers, convkit's initial weights copied in and checked to give
+the same forward pass, Adam with Keras's eps, trained on the same resident synthetic batches
+(Keras through its own ``fit``, with its default compilation). Reports training and inference images/s (median of timed windows
 after warm-up) and the peak resident memory of each framework's own process, as ratios
 convkit/PyTorch (above 1 = convkit faster; for memory, below 1 = convkit smaller).
 """
@@ -21,12 +23,44 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 MODELS = {"lenet5": 128, "mnist_cnn": 128, "fashion3": 512, "cifar10_bn": 256, "cifar10_deep": 256}
+
+
+def layer_specs(model) -> list:
+    """``model``'s layers as framework-neutral (kind, settings, weights) triples, weights in Keras's
+    order and layout (HWIO kernels, (in, out) dense kernels): what every twin is built from."""
+    specs = []
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "InputLayer":
+            continue
+        if kind == "Conv2D":
+            cfg = dict(filters=layer.filters, kernel_size=list(layer.kernel_size), strides=list(layer.strides),
+                       padding=layer.padding, activation=layer.activation.name, use_bias=layer.use_bias)
+            weights = [layer.kernel.value] + ([layer.bias.value] if layer.use_bias else [])
+        elif kind in ("MaxPooling2D", "AveragePooling2D"):
+            cfg = dict(pool_size=list(layer.pool_size), strides=list(layer.strides), padding=layer.padding)
+            weights = []
+        elif kind == "BatchNormalization":
+            cfg = dict(momentum=layer.momentum, epsilon=layer.epsilon)
+            weights = [layer.gamma.value, layer.beta.value, layer.moving_mean.value, layer.moving_variance.value]
+        elif kind == "Dropout":
+            cfg, weights = dict(rate=layer.rate), []
+        elif kind == "Flatten":
+            cfg, weights = {}, []
+        elif kind == "Dense":
+            cfg = dict(units=layer.units, activation=layer.activation.name, use_bias=layer.use_bias)
+            weights = [layer.kernel.value] + ([layer.bias.value] if layer.use_bias else [])
+        else:
+            raise ValueError(f"no twin for layer {kind}")
+        specs.append((kind, cfg, [np.array(w, dtype=np.float32) for w in weights]))
+    return specs
 
 
 def torch_twin(model):
@@ -38,48 +72,64 @@ def torch_twin(model):
         def forward(self, x):
             return x.permute(0, 2, 3, 1).flatten(1) if x.dim() == 4 else x.flatten(1)
 
+    def param(a):
+        return nn.Parameter(torch.from_numpy(np.ascontiguousarray(a)))
+
     acts = {"relu": nn.ReLU, "softmax": lambda: nn.Identity(), "linear": lambda: nn.Identity()}
-    mods, ndim = [], 4
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if kind == "InputLayer":
-            continue
+    mods, ndim, channels = [], 4, None
+    for kind, cfg, w in layer_specs(model):
         if kind == "Conv2D":
-            (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
-            if layer.padding == "same" and ((sh, sw) != (1, 1) or kh % 2 == 0 or kw % 2 == 0):
-                raise ValueError(f"{layer.name}: only stride-1 odd 'same' convolutions map to symmetric padding")
-            conv = nn.Conv2d(layer.kernel.shape[2], layer.filters, (kh, kw), (sh, sw),
-                             padding=(kh // 2, kw // 2) if layer.padding == "same" else 0, bias=layer.use_bias)
-            conv.weight.data = torch.from_numpy(np.ascontiguousarray(layer.kernel.value.transpose(3, 2, 0, 1)))
-            if layer.use_bias:
-                conv.bias.data = torch.from_numpy(layer.bias.value.copy())
-            mods += [conv, acts[layer.activation.name]()]
+            (kh, kw), (sh, sw) = cfg["kernel_size"], cfg["strides"]
+            if cfg["padding"] == "same" and ((sh, sw) != (1, 1) or kh % 2 == 0 or kw % 2 == 0):
+                raise ValueError("only stride-1 odd 'same' convolutions map to symmetric padding")
+            conv = nn.Conv2d(w[0].shape[2], cfg["filters"], (kh, kw), (sh, sw),
+                             padding=(kh // 2, kw // 2) if cfg["padding"] == "same" else 0, bias=cfg["use_bias"])
+            conv.weight = param(w[0].transpose(3, 2, 0, 1))
+            if cfg["use_bias"]:
+                conv.bias = param(w[1])
+            mods += [conv, acts[cfg["activation"]]()]
         elif kind in ("MaxPooling2D", "AveragePooling2D"):
             pool = nn.MaxPool2d if kind == "MaxPooling2D" else nn.AvgPool2d
             # For the even sizes of these models 'same' pooling equals ceil-mode pooling.
-            mods.append(pool(layer.pool_size, layer.strides, ceil_mode=layer.padding == "same"))
+            mods.append(pool(cfg["pool_size"], cfg["strides"], ceil_mode=cfg["padding"] == "same"))
         elif kind == "BatchNormalization":
-            n = layer.gamma.shape[0]
-            bn = (nn.BatchNorm2d if ndim == 4 else nn.BatchNorm1d)(n, eps=layer.epsilon, momentum=1 - layer.momentum)
-            bn.weight.data, bn.bias.data = (torch.from_numpy(layer.gamma.value.copy()),
-                                            torch.from_numpy(layer.beta.value.copy()))
-            bn.running_mean.data = torch.from_numpy(layer.moving_mean.value.copy())
-            bn.running_var.data = torch.from_numpy(layer.moving_variance.value.copy())
+            bn = (nn.BatchNorm2d if ndim == 4 else nn.BatchNorm1d)(len(w[0]), eps=cfg["epsilon"],
+                                                                   momentum=1 - cfg["momentum"])
+            bn.weight, bn.bias = param(w[0]), param(w[1])
+            bn.running_mean.data, bn.running_var.data = torch.from_numpy(w[2]), torch.from_numpy(w[3])
             mods.append(bn)
         elif kind == "Dropout":
-            mods.append(nn.Dropout(layer.rate))
+            mods.append(nn.Dropout(cfg["rate"]))
         elif kind == "Flatten":
             mods.append(NHWCFlatten())
             ndim = 2
         elif kind == "Dense":
-            dense = nn.Linear(*layer.kernel.shape, bias=layer.use_bias)
-            dense.weight.data = torch.from_numpy(np.ascontiguousarray(layer.kernel.value.T))
-            if layer.use_bias:
-                dense.bias.data = torch.from_numpy(layer.bias.value.copy())
-            mods += [dense, acts[layer.activation.name]()]
-        else:
-            raise ValueError(f"no PyTorch twin for layer {kind}")
+            dense = nn.Linear(*w[0].shape, bias=cfg["use_bias"])
+            dense.weight = param(w[0].T)
+            if cfg["use_bias"]:
+                dense.bias = param(w[1])
+            mods += [dense, acts[cfg["activation"]]()]
     return nn.Sequential(*mods)  # logits: the softmax lives in the loss
+
+
+def keras_twin(specs, input_shape, learning_rate):
+    """The same architecture in Keras (channels-last, so weights load as they are), compiled with Adam
+    and sparse categorical cross-entropy as the zoo compiles it; needs only Keras and its backend."""
+    import keras
+
+    model = keras.Sequential([keras.Input(shape=input_shape)] +
+                             [getattr(keras.layers, kind)(**cfg) for kind, cfg, _ in specs])
+    for layer, (_, _, w) in zip(model.layers, specs):
+        layer.set_weights(w)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+                  loss="sparse_categorical_crossentropy")
+    return model
+
+
+def _check_twin(framework, name, ours, theirs):
+    err = float(np.abs(ours - theirs).max() / max(np.abs(ours).max(), 1e-30))
+    if err > 1e-4:
+        raise AssertionError(f"{name}: the {framework} twin disagrees with convkit (max relative error {err:.2e})")
 
 
 def _data(name, batch, steps, seed=0):
@@ -131,9 +181,7 @@ def worker(framework, name, batch, device, min_window):
         net.eval()
         with torch.no_grad():
             theirs = torch.softmax(net(torch.from_numpy(probe.transpose(0, 3, 1, 2)).to(dev)), 1).cpu().numpy()
-        err = float(np.abs(ours - theirs).max() / max(np.abs(ours).max(), 1e-30))
-        if err > 1e-4:
-            raise AssertionError(f"{name}: the PyTorch twin disagrees with convkit (max relative error {err:.2e})")
+        _check_twin("PyTorch", name, ours, theirs)
         opt = torch.optim.Adam(net.parameters(), lr=model.optimizer.learning_rate, eps=1e-7)
         xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev)
         yt = torch.from_numpy(y.astype(np.int64)).to(dev)
@@ -157,8 +205,15 @@ def worker(framework, name, batch, device, min_window):
         losses = [train(xt, yt) for _ in range(3)]
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         x, y = xt, yt
+    return {**measure(f"{framework} {name}", train, infer, sync, x, y, losses, min_window),
+            "threads": convkit.get_num_threads()}
+
+
+def measure(label, train, infer, sync, x, y, losses, min_window) -> dict:
+    """Images/s of ``train(x, y)`` and ``infer(x)`` (median of 5 windows of at least ``min_window``
+    seconds) and this process's peak RSS; ``losses`` are the warm-up losses, which must drop."""
     if not losses[-1] < losses[0]:
-        raise AssertionError(f"{framework} {name}: the loss did not drop over warm-up ({losses})")
+        raise AssertionError(f"{label}: the loss did not drop over warm-up ({losses})")
 
     def rate(fn, *args):
         t0 = time.perf_counter()
@@ -172,29 +227,105 @@ def worker(framework, name, batch, device, min_window):
     infer_rates = [rate(lambda a: [infer(a) for _ in range(reps)], x) * reps for _ in range(5)]
     return {"train_img_s": statistics.median(train_rates), "infer_img_s": statistics.median(infer_rates),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "warmup_losses": [float(v) for v in losses], "threads": convkit.get_num_threads()}
+            "warmup_losses": [float(v) for v in losses]}
 
 
-def run_worker(framework, name, batch, device, min_window, threads):
-    cmd = [sys.executable, __file__, "--worker", framework, "--models", name, "--device", device,
-           "--min-window", str(min_window)]
-    if threads:
-        cmd += ["--threads", str(threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+def keras_worker(spec_file, min_window, threads=None) -> dict:
+    """The Keras twin written by ``write_keras_spec``, measured in this process (which needs Keras and
+    its backend, not convkit or PyTorch): Keras's own ``fit`` and ``predict`` on resident arrays."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    if threads and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    with np.load(spec_file) as f:
+        meta = json.loads(str(f["meta"]))
+        x, y, probe, expected = f["x"], f["y"], f["probe"], f["expected"]
+        weights = [[f[f"w{i}_{j}"] for j in range(n)] for i, n in enumerate(meta["n_weights"])]
+    specs = [(kind, cfg, w) for (kind, cfg), w in zip(meta["layers"], weights)]
+    model = keras_twin(specs, x.shape[1:], meta["learning_rate"])
+    _check_twin("Keras", meta["name"], expected, model.predict(probe, verbose=0))
+    batch = meta["batch"]
+
+    def train(xs, ys):
+        return model.fit(xs, ys, batch_size=batch, epochs=1, shuffle=False, verbose=0).history["loss"][0]
+
+    def infer(xs):
+        model.predict(xs, batch_size=batch, verbose=0)
+
+    losses = [train(x, y) for _ in range(3)]
+    return {**measure(f"keras {meta['name']}", train, infer, lambda: None, x, y, losses, min_window),
+            "keras": keras.__version__, "backend": keras.backend.backend(),
+            "backend_version": _backend_version(keras.backend.backend()), "jit_compile": str(model.jit_compile)}
+
+
+def _backend_version(backend):
+    import importlib
+
+    return getattr(importlib.import_module(backend), "__version__", "?")
+
+
+def write_keras_spec(name, batch, path):
+    """What the Keras worker needs, written by a convkit process: the layer specs with convkit's
+    initial weights, the synthetic batches, and convkit's output on a probe to check the twin."""
+    model = _convkit_model(name)
+    x, y = _data(name, batch, 4)
+    specs = layer_specs(model)
+    meta = {"name": name, "batch": batch, "learning_rate": model.optimizer.learning_rate,
+            "layers": [(kind, cfg) for kind, cfg, _ in specs], "n_weights": [len(w) for _, _, w in specs]}
+    arrays = {f"w{i}_{j}": a for i, (_, _, w) in enumerate(specs) for j, a in enumerate(w)}
+    np.savez(path, meta=json.dumps(meta), x=x, y=y, probe=x[:8], expected=model.predict(x[:8], verbose=0), **arrays)
+
+
+def run_worker(framework, name, batch, args):
+    """One framework on one model in a process of its own; Keras in ``args.keras_python``."""
+    common = ["--models", name, "--device", args.device, "--min-window", str(args.min_window)]
+    common += ["--threads", str(args.threads)] if args.threads else []
+    with tempfile.TemporaryDirectory() as tmp:
+        if framework == "keras":
+            spec = str(Path(tmp) / "twin.npz")
+            write_keras_spec(name, batch, spec)
+            cmd = [args.keras_python, __file__, "--worker", "keras", "--spec", spec] + common
+        else:
+            cmd = [sys.executable, __file__, "--worker", framework] + common
+        out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{framework} {name} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _keras_python(requested):
+    """The interpreter that runs the Keras peer: ``requested``, else this one when it has Keras with a
+    backend; None (no Keras column) when neither does."""
+    probe = "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'; import keras; keras.ops.ones(1)"
+    for py in ([requested] if requested else [sys.executable]):
+        if subprocess.run([py, "-c", probe], capture_output=True).returncode == 0:
+            return py
+        if requested:
+            raise SystemExit(f"error: {requested} cannot run Keras with a backend ({probe!r} failed)")
+    return None
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--threads", type=int, help="threads for both (default: all cores)")
+    p.add_argument("--threads", type=int, help="threads for every framework (default: all cores)")
     p.add_argument("--min-window", type=float, default=1.0, help="seconds per timed window, at least")
+    p.add_argument("--keras-python", help="a Python with Keras and TensorFlow (on the CPU the default is this "
+                   "Python when it has them; without them there is no Keras column)")
     p.add_argument("--out", help="JSON path (default bench/results/training-<device>.json)")
-    p.add_argument("--worker", choices=["convkit", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["convkit", "torch", "keras"], help=argparse.SUPPRESS)
+    p.add_argument("--spec", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.worker == "keras":  # neither convkit nor PyTorch need be importable here
+        print(json.dumps(keras_worker(args.spec, args.min_window, args.threads)))
+        return 0
 
     import convkit
     import torch
@@ -211,31 +342,42 @@ def main(argv=None) -> int:
 
     from convkit._backend import device_name
 
+    peers = ["torch"]
+    if args.device == "cpu":
+        args.keras_python = _keras_python(args.keras_python)
+        peers += ["keras"] if args.keras_python else []
     info = dict(date=datetime.date.today().isoformat(), device=device_name(args.device), python=platform.python_version(),
                 numpy=np.__version__, torch=torch.__version__, convkit=convkit.__version__,
-                threads=args.threads or convkit.get_num_threads(), precision="float32")
-    rows = []
-    head = (f"{'model':<13} {'batch':>5} {'train img/s':>12} {'torch':>9} {'ratio':>6} {'infer img/s':>12} "
-            f"{'torch':>9} {'ratio':>6} {'RSS MiB':>8} {'torch':>7} {'ratio':>6}")
+                threads=args.threads or convkit.get_num_threads(), precision="float32", peers=peers)
+    head = (f"{'model':<13} {'batch':>5} {'peer':<7} {'train img/s':>12} {'peer':>9} {'ratio':>6} "
+            f"{'infer img/s':>12} {'peer':>9} {'ratio':>6} {'RSS MiB':>8} {'peer':>7} {'ratio':>6}")
     lines = [f"# {info['device']} | {info['threads']} threads | torch {info['torch']} | {info['date']}",
-             "# images/s: median of 5 timed windows after warm-up; ratio = convkit / PyTorch (train and "
-             "inference: above 1 = convkit faster; RSS: peak of each framework's own process)", head]
+             "# images/s: median of 5 timed windows after warm-up; ratio = convkit / peer (train and "
+             "inference: above 1 = convkit faster; RSS: peak of each framework's own process, below 1 = "
+             "convkit smaller)", head]
     print("\n".join(lines), flush=True)
+    rows = []
     for name in args.models:
         batch = MODELS[name]
-        ours = run_worker("convkit", name, batch, args.device, args.min_window, args.threads)
-        peer = run_worker("torch", name, batch, args.device, args.min_window, args.threads)
-        row = {"model": name, "batch": batch, "convkit": ours, "torch": peer,
-               "train_ratio": ours["train_img_s"] / peer["train_img_s"],
-               "infer_ratio": ours["infer_img_s"] / peer["infer_img_s"],
-               "rss_ratio": ours["peak_rss_mib"] / peer["peak_rss_mib"]}
+        row = {"model": name, "batch": batch, "convkit": run_worker("convkit", name, batch, args)}
+        for peer in peers:
+            ours, theirs = row["convkit"], row.setdefault(peer, run_worker(peer, name, batch, args))
+            ratios = {"train": ours["train_img_s"] / theirs["train_img_s"],
+                      "infer": ours["infer_img_s"] / theirs["infer_img_s"],
+                      "rss": ours["peak_rss_mib"] / theirs["peak_rss_mib"]}
+            row.setdefault("ratios", {})[peer] = ratios
+            if peer == "keras" and "keras" not in info:
+                info["keras"] = f"{theirs['keras']} on {theirs['backend']} {theirs['backend_version']}, " \
+                                f"jit_compile={theirs['jit_compile']}"
+            line = (f"{name:<13} {batch:>5} {peer:<7} {ours['train_img_s']:>12.0f} {theirs['train_img_s']:>9.0f} "
+                    f"{ratios['train']:>6.2f} {ours['infer_img_s']:>12.0f} {theirs['infer_img_s']:>9.0f} "
+                    f"{ratios['infer']:>6.2f} {ours['peak_rss_mib']:>8.0f} {theirs['peak_rss_mib']:>7.0f} "
+                    f"{ratios['rss']:>6.2f}")
+            lines.append(line)
+            print(line, flush=True)
         rows.append(row)
-        line = (f"{name:<13} {batch:>5} {ours['train_img_s']:>12.0f} {peer['train_img_s']:>9.0f} "
-                f"{row['train_ratio']:>6.2f} {ours['infer_img_s']:>12.0f} {peer['infer_img_s']:>9.0f} "
-                f"{row['infer_ratio']:>6.2f} {ours['peak_rss_mib']:>8.0f} {peer['peak_rss_mib']:>7.0f} "
-                f"{row['rss_ratio']:>6.2f}")
-        lines.append(line)
-        print(line, flush=True)
+    if "keras" in info:
+        lines.insert(1, f"# keras {info['keras']}")
     out = Path(args.out or Path(__file__).parent / "results" / f"training-{args.device}.json")
     out.write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n")
     out.with_suffix(".txt").write_text("\n".join(lines) + "\n")
