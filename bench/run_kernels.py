@@ -19,6 +19,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -162,6 +163,8 @@ def conv_cases(args, arrays, timer, precision):
             "bwd_filter": lambda: ops.conv2d_backward_filter(DY, X, W.shape, padding=padding, precision=precision),
         }
         for op, ours_fn in ours.items():
+            if args.match and not re.search(args.match, f"{op} {model} {n}x{h}x{w}x{c} k{ks} {c}->{k} {padding}"):
+                continue
             best = None
             for layout in ("nchw", "nhwc"):
                 xt, dyt = arrays.torch(x, layout), arrays.torch(dy, layout)
@@ -222,6 +225,8 @@ def pool_cases(args, arrays, timer):
                                                                    False, None)),
             }
         for op, (ours_fn, peer) in cases.items():
+            if args.match and not re.search(args.match, f"{kind}_{op} {model} {n}x{h}x{w}x{c} p{ps} s{st} {padding}"):
+                continue
             t = timer.run({"ours": ours_fn, "peer": peer})
             err = rel_err(arrays.host(ours_fn()), arrays.host(peer()))
             rows.append(dict(kind="pool", op=f"{kind}_{op}", model=model, shape=f"{n}x{h}x{w}x{c} p{ps} s{st} {padding}",
@@ -284,6 +289,8 @@ def main(argv=None) -> int:
     p.add_argument("--min-reps", type=int, default=7)
     p.add_argument("--limit", type=int, default=None, help="only the first N shapes of each table (smoke runs)")
     p.add_argument("--only", choices=["conv", "pool"], default=None)
+    p.add_argument("--match", default=None,
+                   help="only cases whose 'op model shape' contains this regular expression (e.g. 'bwd_data.*1->')")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/kernels-<device>.json)")
     args = p.parse_args(argv)
 

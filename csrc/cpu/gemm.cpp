@@ -119,6 +119,50 @@ void gather_generic(i64 kc, const float* const* ptr, i64 offset, const float* b,
     for (int j = 0; j < NR; ++j) c[i * ldc + j] = acc[i][j];
 }
 
+// Pixels per dot tile: P * NC accumulators, NC weight vectors and one source vector fit
+// the 16 ymm registers.
+constexpr int dot_pixels(int nc) { return nc == 1 ? 8 : nc == 2 ? 6 : 4; }
+
+template <int NC>
+__attribute__((target("avx2,fma"))) void dot_avx2(i64 taps, i64 len, const float* const* ptr, const float* w,
+                                                  i64 kpad, float* c, i64 ldc) {
+  constexpr int P = dot_pixels(NC);
+  __m256 acc[P][NC];
+  for (int i = 0; i < P; ++i)
+    for (int j = 0; j < NC; ++j) acc[i][j] = _mm256_setzero_ps();
+  const i64 full = len / 8 * 8;
+  const int rest = static_cast<int>(len - full);
+  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(rest), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  for (i64 t = 0; t < taps; ++t, ptr += P, w += NC * kpad) {
+    for (i64 k = 0; k < kpad; k += 8) {
+      __m256 wv[NC];
+      for (int j = 0; j < NC; ++j) wv[j] = _mm256_loadu_ps(w + j * kpad + k);
+      for (int i = 0; i < P; ++i) {
+        // The last chunk is masked: a source row ends at len and may end its buffer.
+        const __m256 a = k < full ? _mm256_loadu_ps(ptr[i] + k) : _mm256_maskload_ps(ptr[i] + k, tail);
+        for (int j = 0; j < NC; ++j) acc[i][j] = _mm256_fmadd_ps(a, wv[j], acc[i][j]);
+      }
+    }
+  }
+  for (int i = 0; i < P; ++i)
+    for (int j = 0; j < NC; ++j) {
+      const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[i][j]), _mm256_extractf128_ps(acc[i][j], 1));
+      const __m128 q = _mm_add_ps(h, _mm_movehl_ps(h, h));
+      c[i * ldc + j] = _mm_cvtss_f32(_mm_add_ss(q, _mm_movehdup_ps(q)));
+    }
+}
+
+void dot_generic(i64 taps, i64 len, const float* const* ptr, const float* w, i64 kpad, float* c, i64 ldc, int nc) {
+  const int P = dot_pixels(nc);
+  float acc[8][kDotMaxCols] = {};
+  for (i64 t = 0; t < taps; ++t, ptr += P, w += nc * kpad)
+    for (int i = 0; i < P; ++i)
+      for (int j = 0; j < nc; ++j)
+        for (i64 k = 0; k < len; ++k) acc[i][j] += ptr[i][k] * w[j * kpad + k];
+  for (int i = 0; i < P; ++i)
+    for (int j = 0; j < nc; ++j) c[i * ldc + j] = acc[i][j];
+}
+
 bool has_avx2_fma() {
   // CONVKIT_CPU_KERNEL=generic forces the portable kernel (to test it on any machine).
   const char* force = std::getenv("CONVKIT_CPU_KERNEL");
@@ -167,6 +211,27 @@ void gather_tile(i64 kc, const float* const* ptr, i64 offset, const float* b, fl
   (kAvx2 ? gather_avx2 : gather_generic)(kc, ptr, offset, b, tmp, NR);
   for (int i = first_row; i < MR; ++i)
     for (int j = 0; j < cols; ++j) c[i * ldc + j] += tmp[i * NR + j];
+}
+
+int dot_rows(int cols) { return dot_pixels(cols); }
+
+void dot_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* w, i64 kpad, float* c, i64 ldc,
+              int rows, int cols) {
+  const int P = dot_pixels(cols);
+  alignas(32) float tmp[8 * kDotMaxCols];
+  float* out = rows == P ? c : tmp;
+  const i64 ld = rows == P ? ldc : cols;
+  if (!kAvx2)
+    dot_generic(taps, len, rows_ptr, w, kpad, out, ld, cols);
+  else if (cols == 1)
+    dot_avx2<1>(taps, len, rows_ptr, w, kpad, out, ld);
+  else if (cols == 2)
+    dot_avx2<2>(taps, len, rows_ptr, w, kpad, out, ld);
+  else
+    dot_avx2<3>(taps, len, rows_ptr, w, kpad, out, ld);
+  if (out == tmp)
+    for (int i = 0; i < rows; ++i)
+      for (int j = 0; j < cols; ++j) c[i * ldc + j] = tmp[i * cols + j];
 }
 
 const char* micro_kernel_name() { return kAvx2 ? "avx2-fma" : "generic"; }

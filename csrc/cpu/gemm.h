@@ -30,6 +30,16 @@ void direct_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* b
 void gather_tile(i64 kc, const float* const* ptr, i64 offset, const float* b, float* c, i64 ldc, int first_row,
                  int cols);
 
+// Few output columns (backward-data into 1-3 channels): out[i, j] = sum over taps t and
+// k < len of rows_ptr[t * dot_rows(cols) + i][k] * w[(t * cols + j) * kpad + k], for the
+// rows <= dot_rows(cols) pixels of a tile. The reduction runs along the source channels in
+// the vector lanes, so no lane is spent on a missing column; w is zero past len in each
+// kpad-float row (kpad a multiple of 8), and sources are never read past len.
+constexpr int kDotMaxCols = 3;
+int dot_rows(int cols);
+void dot_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* w, i64 kpad, float* c, i64 ldc,
+              int rows, int cols);
+
 // Which micro-kernel this CPU runs: "avx2-fma" or "generic".
 const char* micro_kernel_name();
 

@@ -31,6 +31,7 @@ using cpu::NR;
 constexpr i64 kKC = 256;  // reduction block: an A panel (MR x kKC) plus a B panel stay in L1
 constexpr i64 kMC = 96;   // rows per block: the packed A block (kMC x kKC) stays in L2
 constexpr i64 kDirectMinChannels = 8;  // below this, packing A beats reading it in place
+constexpr i64 kDotMinChannels = 4;     // below this, dot products along channels waste most lanes
 
 i64 round_up(i64 v, i64 m) { return (v + m - 1) / m * m; }
 
@@ -86,6 +87,59 @@ std::vector<float> pack_weights(const GatherGemm& g, i64 Q, i64 width) {
   return packed;
 }
 
+// Walks the row grid pixel by pixel: (n, gh, gw) of row m without a division per row
+// (64-bit divisions cost as much as a small layer's whole tap loop).
+struct GridCursor {
+  i64 GH, GW, n, gh, gw;
+  GridCursor(const GatherGemm& g, i64 m) : GH(g.GH), GW(g.GW), n(m / (g.GW * g.GH)), gh((m / g.GW) % g.GH), gw(m % g.GW) {}
+  void next() {
+    if (++gw < GW) return;
+    gw = 0;
+    if (++gh < GH) return;
+    gh = 0;
+    ++n;
+  }
+};
+
+// Pointers to the source rows that the next `rows` grid pixels read through each tap:
+// out[t * P + i] for pixel i < rows, zeros for rows <= i < P; advances the cursor. Within
+// one grid row, a tap whose first and last pixels read a contiguous stretch (stride 1, no
+// padding in between) gets its pointers by stepping, without a table lookup per pixel.
+void tile_pointers(const GatherGemm& g, GridCursor& cur, int rows, int P, const float* zeros, const float** out) {
+  const i64 taps = g.R * g.S;
+  for (i64 t = 0; t < taps; ++t)
+    for (int i = rows; i < P; ++i) out[t * P + i] = zeros;
+  const float* img = g.src + cur.n * g.SH * g.SW * g.SC;
+  if (cur.gw + rows <= g.GW) {
+    const i64 *th = g.tab_h + cur.gh * g.R, *tw = g.tab_w + cur.gw * g.S;
+    for (i64 r = 0; r < g.R; ++r)
+      for (i64 s = 0; s < g.S; ++s) {
+        const float** o = out + (r * g.S + s) * P;
+        const i64 first = tw[s], last = tw[(rows - 1) * g.S + s];
+        if (th[r] < 0) {
+          for (int i = 0; i < rows; ++i) o[i] = zeros;
+        } else if (first >= 0 && last - first == rows - 1) {
+          const float* base = img + (th[r] * g.SW + first) * g.SC;
+          for (int i = 0; i < rows; ++i) o[i] = base + i * g.SC;
+        } else {
+          for (int i = 0; i < rows; ++i) {
+            const i64 iw = tw[i * g.S + s];
+            o[i] = iw >= 0 ? img + (th[r] * g.SW + iw) * g.SC : zeros;
+          }
+        }
+      }
+    for (int i = 0; i < rows; ++i) cur.next();
+    return;
+  }
+  for (int i = 0; i < rows; ++i, cur.next()) {  // the tile crosses grid rows: pixel by pixel
+    img = g.src + cur.n * g.SH * g.SW * g.SC;
+    const i64 *th = g.tab_h + cur.gh * g.R, *tw = g.tab_w + cur.gw * g.S;
+    for (i64 r = 0; r < g.R; ++r)
+      for (i64 s = 0; s < g.S; ++s)
+        out[(r * g.S + s) * P + i] = (th[r] >= 0 && tw[s] >= 0) ? img + (th[r] * g.SW + tw[s]) * g.SC : zeros;
+  }
+}
+
 void epilogue(const GatherGemm& g, i64 m0, i64 mc) {
   if (!g.bias && g.act != Activation::Relu) return;
   for (i64 m = m0; m < m0 + mc; ++m) {
@@ -111,21 +165,9 @@ void run_direct(const GatherGemm& g, i64 M, i64 npad) {
 #pragma omp for schedule(dynamic, 1)
     for (i64 blk = 0; blk < blocks; ++blk) {
       const i64 m0 = blk * kMC, mc = std::min(kMC, M - m0);
-      for (i64 i = 0; i < round_up(mc, MR); ++i) {
-        const i64 m = m0 + i;
-        const float** rowp = ptrs.data() + (i / MR) * MR * taps + i % MR;
-        if (i >= mc) {
-          for (i64 t = 0; t < taps; ++t) rowp[t * MR] = zeros.data();
-          continue;
-        }
-        const i64 gw = m % g.GW, gh = (m / g.GW) % g.GH, n = m / (g.GW * g.GH);
-        const float* img = g.src + n * g.SH * g.SW * g.SC;
-        for (i64 r = 0; r < g.R; ++r)
-          for (i64 s = 0; s < g.S; ++s) {
-            const i64 ih = g.tab_h[gh * g.R + r], iw = g.tab_w[gw * g.S + s];
-            rowp[(r * g.S + s) * MR] = (ih >= 0 && iw >= 0) ? img + (ih * g.SW + iw) * g.SC : zeros.data();
-          }
-      }
+      GridCursor cur(g, m0);
+      for (i64 ip = 0; ip < mc; ip += MR)
+        tile_pointers(g, cur, static_cast<int>(std::min<i64>(MR, mc - ip)), MR, zeros.data(), ptrs.data() + ip * taps);
       for (i64 jp = 0; jp < npad; jp += NR) {
         const int cols = static_cast<int>(std::min<i64>(NR, g.ncols - jp));
         for (i64 ip = 0; ip < mc; ip += MR)
@@ -200,10 +242,42 @@ void run_pixel_major(const GatherGemm& g) {
   }
 }
 
+// One to three output columns (backward-data into 1-3 image channels) from a source with
+// a few channels or more: each output is a dot product along the source's channels, so the
+// vector lanes run over channels instead of waiting on columns that do not exist.
+void run_dot(const GatherGemm& g, i64 M) {
+  const i64 taps = g.R * g.S, kpad = round_up(g.SC, 8);
+  const int nc = static_cast<int>(g.ncols), P = cpu::dot_rows(nc);
+  std::vector<float> wpack(static_cast<size_t>(taps * nc * kpad), 0.f);  // [tap][column][channel]
+  for (i64 t = 0; t < taps; ++t)
+    for (i64 j = 0; j < nc; ++j)
+      for (i64 ch = 0; ch < g.SC; ++ch)
+        wpack[(t * nc + j) * kpad + ch] = g.wt[t * g.rs_stride + ch * g.ch_stride + j * g.col_stride];
+  const std::vector<float> zeros(static_cast<size_t>(g.SC), 0.f);
+  const i64 blocks = (M + kMC - 1) / kMC;
+#pragma omp parallel
+  {
+    std::vector<const float*> ptrs(static_cast<size_t>(taps * P));
+#pragma omp for schedule(dynamic, 1)
+    for (i64 blk = 0; blk < blocks; ++blk) {
+      const i64 m0 = blk * kMC, mc = std::min(kMC, M - m0);
+      GridCursor cur(g, m0);
+      for (i64 p0 = m0; p0 < m0 + mc; p0 += P) {
+        const int rows = static_cast<int>(std::min<i64>(P, m0 + mc - p0));
+        tile_pointers(g, cur, rows, P, zeros.data(), ptrs.data());
+        cpu::dot_tile(taps, g.SC, ptrs.data(), wpack.data(), kpad, g.out + p0 * g.ncols, g.ncols, rows, nc);
+      }
+      epilogue(g, m0, mc);
+    }
+  }
+}
+
 void run_gather_gemm(const GatherGemm& g) {
   const i64 M = g.N * g.GH * g.GW, npad = round_up(g.ncols, NR);
   if (M == 0) return;
-  if (g.SC < kDirectMinChannels)
+  if (g.ncols <= cpu::kDotMaxCols && g.SC >= kDotMinChannels)
+    run_dot(g, M);
+  else if (g.SC < kDirectMinChannels)
     run_pixel_major(g);
   else
     run_direct(g, M, npad);
