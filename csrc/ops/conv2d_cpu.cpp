@@ -30,6 +30,7 @@ using cpu::NR;
 
 constexpr i64 kKC = 256;  // reduction block: an A panel (MR x kKC) plus a B panel stay in L1
 constexpr i64 kMC = 96;   // rows per block: the packed A block (kMC x kKC) stays in L2
+static_assert(kMC % MR == 0, "blocks hold whole tiles");
 constexpr i64 kDirectMinChannels = 8;  // below this, packing A beats reading it in place
 constexpr i64 kDotMinChannels = 4;     // below this, dot products along channels waste most lanes
 
@@ -105,13 +106,19 @@ struct GridCursor {
 // out[t * P + i] for pixel i < rows, zeros for rows <= i < P; advances the cursor. Within
 // one grid row, a tap whose first and last pixels read a contiguous stretch (stride 1, no
 // padding in between) gets its pointers by stepping, without a table lookup per pixel.
-void tile_pointers(const GatherGemm& g, GridCursor& cur, int rows, int P, const float* zeros, const float** out) {
+// Returns the kernel rows [first, last) that some pixel reads outside the padding: the
+// rows beyond them (a tile on the top or bottom border) need not be computed.
+std::pair<i64, i64> tile_pointers(const GatherGemm& g, GridCursor& cur, int rows, int P, const float* zeros,
+                                  const float** out) {
   const i64 taps = g.R * g.S;
   for (i64 t = 0; t < taps; ++t)
     for (int i = rows; i < P; ++i) out[t * P + i] = zeros;
   const float* img = g.src + cur.n * g.SH * g.SW * g.SC;
+  i64 r_first = g.R, r_last = 0;
   if (cur.gw + rows <= g.GW) {
     const i64 *th = g.tab_h + cur.gh * g.R, *tw = g.tab_w + cur.gw * g.S;
+    for (i64 r = 0; r < g.R; ++r)
+      if (th[r] >= 0) r_first = std::min(r_first, r), r_last = r + 1;
     for (i64 r = 0; r < g.R; ++r)
       for (i64 s = 0; s < g.S; ++s) {
         const float** o = out + (r * g.S + s) * P;
@@ -129,15 +136,18 @@ void tile_pointers(const GatherGemm& g, GridCursor& cur, int rows, int P, const 
         }
       }
     for (int i = 0; i < rows; ++i) cur.next();
-    return;
+    return {r_first, std::max(r_first, r_last)};
   }
   for (int i = 0; i < rows; ++i, cur.next()) {  // the tile crosses grid rows: pixel by pixel
     img = g.src + cur.n * g.SH * g.SW * g.SC;
     const i64 *th = g.tab_h + cur.gh * g.R, *tw = g.tab_w + cur.gw * g.S;
-    for (i64 r = 0; r < g.R; ++r)
+    for (i64 r = 0; r < g.R; ++r) {
+      if (th[r] >= 0) r_first = std::min(r_first, r), r_last = std::max(r_last, r + 1);
       for (i64 s = 0; s < g.S; ++s)
         out[(r * g.S + s) * P + i] = (th[r] >= 0 && tw[s] >= 0) ? img + (th[r] * g.SW + tw[s]) * g.SC : zeros;
+    }
   }
+  return {r_first, std::max(r_first, r_last)};
 }
 
 void epilogue(const GatherGemm& g, i64 m0, i64 mc) {
@@ -162,17 +172,22 @@ void run_direct(const GatherGemm& g, i64 M, i64 npad) {
 #pragma omp parallel
   {
     std::vector<const float*> ptrs(static_cast<size_t>(kMC * taps));
+    std::vector<std::pair<i64, i64>> live(static_cast<size_t>(kMC / MR));
 #pragma omp for schedule(dynamic, 1)
     for (i64 blk = 0; blk < blocks; ++blk) {
       const i64 m0 = blk * kMC, mc = std::min(kMC, M - m0);
       GridCursor cur(g, m0);
       for (i64 ip = 0; ip < mc; ip += MR)
-        tile_pointers(g, cur, static_cast<int>(std::min<i64>(MR, mc - ip)), MR, zeros.data(), ptrs.data() + ip * taps);
+        live[ip / MR] = tile_pointers(g, cur, static_cast<int>(std::min<i64>(MR, mc - ip)), MR, zeros.data(),
+                                      ptrs.data() + ip * taps);
       for (i64 jp = 0; jp < npad; jp += NR) {
         const int cols = static_cast<int>(std::min<i64>(NR, g.ncols - jp));
-        for (i64 ip = 0; ip < mc; ip += MR)
-          cpu::direct_tile(taps, g.SC, ptrs.data() + ip * taps, bpack.data() + jp * Q, g.out + (m0 + ip) * g.ncols + jp,
-                           g.ncols, static_cast<int>(std::min<i64>(MR, mc - ip)), cols);
+        for (i64 ip = 0; ip < mc; ip += MR) {
+          const auto [r0, r1] = live[ip / MR];  // kernel rows that read only padding are skipped
+          cpu::direct_tile((r1 - r0) * g.S, g.SC, ptrs.data() + ip * taps + r0 * g.S * MR,
+                           bpack.data() + jp * Q + r0 * g.S * g.SC * NR, g.out + (m0 + ip) * g.ncols + jp, g.ncols,
+                           static_cast<int>(std::min<i64>(MR, mc - ip)), cols);
+        }
       }
       epilogue(g, m0, mc);
     }
@@ -264,8 +279,9 @@ void run_dot(const GatherGemm& g, i64 M) {
       GridCursor cur(g, m0);
       for (i64 p0 = m0; p0 < m0 + mc; p0 += P) {
         const int rows = static_cast<int>(std::min<i64>(P, m0 + mc - p0));
-        tile_pointers(g, cur, rows, P, zeros.data(), ptrs.data());
-        cpu::dot_tile(taps, g.SC, ptrs.data(), wpack.data(), kpad, g.out + p0 * g.ncols, g.ncols, rows, nc);
+        const auto [r0, r1] = tile_pointers(g, cur, rows, P, zeros.data(), ptrs.data());
+        cpu::dot_tile((r1 - r0) * g.S, g.SC, ptrs.data() + r0 * g.S * P, wpack.data() + r0 * g.S * nc * kpad, kpad,
+                      g.out + p0 * g.ncols, g.ncols, rows, nc);
       }
       epilogue(g, m0, mc);
     }
