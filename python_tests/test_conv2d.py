@@ -110,8 +110,12 @@ def test_small_integers_are_exact(device, rng, padding):
         np.testing.assert_array_equal(to_numpy(o), r)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(n=st.integers(0, 3), h=st.integers(1, 12), w=st.integers(1, 12), c=st.integers(1, 6), k=st.integers(1, 7),
+# Channel counts up to 20 reach every CPU path: pixel-major (forward, c <= 3 and k <= 8), dot
+# products (3 or fewer outputs from 4 or more source channels: forward with k <= 3, backward-data
+# with c <= 3; a masked tail past 8 and 16 channels), and the direct tile with one and two
+# column panels (k > 16).
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(0, 3), h=st.integers(1, 12), w=st.integers(1, 12), c=st.integers(1, 20), k=st.integers(1, 20),
        r=st.integers(1, 5), s=st.integers(1, 5), sh=st.integers(1, 3), sw=st.integers(1, 3),
        dh=st.integers(1, 2), dw=st.integers(1, 2), padding=st.sampled_from(["valid", "same"]),
        seed=st.integers(0, 2**32 - 1))

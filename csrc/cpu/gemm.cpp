@@ -2,8 +2,11 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
+#include <array>
 #include <cstdlib>
 #include <string>
+#include <utility>
 
 namespace convkit::cpu {
 namespace {
@@ -163,6 +166,50 @@ void dot_generic(i64 taps, i64 len, const float* const* ptr, const float* w, i64
     for (int j = 0; j < nc; ++j) c[i * ldc + j] = acc[i][j];
 }
 
+// J (tap column, channel) pairs times NV vectors of filters in registers, plus NV dy
+// vectors and a broadcast: J * NV + NV + 1 <= 16.
+template <int J, int NV>
+__attribute__((target("avx2,fma"))) void row_grad_avx2(i64 n_rows, const float* const* xrows,
+                                                       const float* const* dyrows, i64 n_ow, i64 x_step,
+                                                       const i64* off, i64 K, i64 k0, float* acc) {
+  __m256 a[J][NV];
+  __m256i mask[NV];
+  int lanes[NV];
+  for (int v = 0; v < NV; ++v) {
+    lanes[v] = static_cast<int>(std::max<i64>(0, std::min<i64>(8, K - k0 - 8 * v)));
+    mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes[v]), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int j = 0; j < J; ++j) a[j][v] = _mm256_setzero_ps();
+  }
+  const bool full = lanes[NV - 1] == 8;
+  for (i64 row = 0; row < n_rows; ++row) {
+    const float* x = xrows[row];
+    const float* dy = dyrows[row] + k0;
+    for (i64 ow = 0; ow < n_ow; ++ow, x += x_step, dy += K) {
+      __m256 d[NV];
+      for (int v = 0; v < NV; ++v)  // masked: the last filters may end the buffer
+        d[v] = full || v + 1 < NV ? _mm256_loadu_ps(dy + 8 * v) : _mm256_maskload_ps(dy + 8 * v, mask[v]);
+      for (int j = 0; j < J; ++j) {
+        const __m256 b = _mm256_broadcast_ss(x + off[j]);
+        for (int v = 0; v < NV; ++v) a[j][v] = _mm256_fmadd_ps(b, d[v], a[j][v]);
+      }
+    }
+  }
+  alignas(32) float tmp[8];
+  for (int j = 0; j < J; ++j)
+    for (int v = 0; v < NV; ++v) {
+      _mm256_store_ps(tmp, a[j][v]);
+      float* out = acc + j * K + k0 + 8 * v;
+      for (int l = 0; l < lanes[v]; ++l) out[l] += tmp[l];
+    }
+}
+
+using RowGrad = void (*)(i64, const float* const*, const float* const*, i64, i64, const i64*, i64, i64, float*);
+
+template <int NV, size_t... J>
+constexpr std::array<RowGrad, sizeof...(J)> row_grad_table(std::index_sequence<J...>) {
+  return {row_grad_avx2<static_cast<int>(J) + 1, NV>...};
+}
+
 bool has_avx2_fma() {
   // CONVKIT_CPU_KERNEL=generic forces the portable kernel (to test it on any machine).
   const char* force = std::getenv("CONVKIT_CPU_KERNEL");
@@ -232,6 +279,29 @@ void dot_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* w, i
   if (out == tmp)
     for (int i = 0; i < rows; ++i)
       for (int j = 0; j < cols; ++j) c[i * ldc + j] = tmp[i * cols + j];
+}
+
+void row_filter_grad(i64 n_rows, const float* const* xrows, const float* const* dyrows, i64 n_ow, i64 x_step,
+                     i64 s_step, int S, int C, i64 K, float* acc) {
+  const int J = S * C;
+  i64 off[kRowGradMaxPairs];
+  for (int j = 0; j < J; ++j) off[j] = (j / C) * s_step + j % C;
+  if (!kAvx2) {
+    for (i64 row = 0; row < n_rows; ++row)
+      for (i64 ow = 0; ow < n_ow; ++ow)
+        for (int j = 0; j < J; ++j) {
+          const float xv = xrows[row][ow * x_step + off[j]];
+          for (i64 k = 0; k < K; ++k) acc[j * K + k] += xv * dyrows[row][ow * K + k];
+        }
+    return;
+  }
+  static constexpr auto narrow = row_grad_table<1>(std::make_index_sequence<kRowGradMaxPairs>());
+  static constexpr auto wide = row_grad_table<2>(std::make_index_sequence<6>());
+  for (i64 k0 = 0; k0 < K;) {
+    const bool two = J <= 6 && K - k0 > 8;  // two vectors of filters only when the second has some
+    (two ? wide[J - 1] : narrow[J - 1])(n_rows, xrows, dyrows, n_ow, x_step, off, K, k0, acc);
+    k0 += two ? 16 : 8;
+  }
 }
 
 const char* micro_kernel_name() { return kAvx2 ? "avx2-fma" : "generic"; }

@@ -40,6 +40,17 @@ int dot_rows(int cols);
 void dot_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* w, i64 kpad, float* c, i64 ldc,
               int rows, int cols);
 
+// Backward-filter of a layer with few input channels, over whole output rows: for each of
+// the n_rows pairs (x = xrows[i], dy = dyrows[i]),
+// acc[j * K + k] += sum over ow < n_ow of x[ow * x_step + off(j)] * dy[ow * K + k] for every
+// k < K and the J = S * C (tap column s, channel c) pairs j = s * C + c, off(j) = s * s_step + c.
+// Pixels run down the loop and filters along the lanes, and the J x K sums stay in
+// registers across all the rows: a first layer's im2col would cost more than its few
+// multiply-adds per pixel.
+constexpr int kRowGradMaxPairs = 14;
+void row_filter_grad(i64 n_rows, const float* const* xrows, const float* const* dyrows, i64 n_ow, i64 x_step,
+                     i64 s_step, int S, int C, i64 K, float* acc);
+
 // Which micro-kernel this CPU runs: "avx2-fma" or "generic".
 const char* micro_kernel_name();
 

@@ -31,7 +31,11 @@ using cpu::NR;
 constexpr i64 kKC = 256;  // reduction block: an A panel (MR x kKC) plus a B panel stay in L1
 constexpr i64 kMC = 96;   // rows per block: the packed A block (kMC x kKC) stays in L2
 static_assert(kMC % MR == 0, "blocks hold whole tiles");
-constexpr i64 kDirectMinChannels = 8;  // below this, packing A beats reading it in place
+// Below both, packing the source pixel-major beats reading it in place: with so few
+// columns the direct tile would leave most lanes idle (a first layer's 1-3 channels to
+// 6 filters); with more columns, the direct tile's vector stores beat the pixel-major
+// tile's transposed scalar ones.
+constexpr i64 kPixelMajorMaxChannels = 3, kPixelMajorMaxCols = 8;
 constexpr i64 kDotMinChannels = 4;     // below this, dot products along channels waste most lanes
 
 i64 round_up(i64 v, i64 m) { return (v + m - 1) / m * m; }
@@ -150,6 +154,22 @@ std::pair<i64, i64> tile_pointers(const GatherGemm& g, GridCursor& cur, int rows
   return {r_first, std::max(r_first, r_last)};
 }
 
+// Sums the threads' private (QK weight + K bias) gradient accumulators, in a fixed order.
+void reduce_partials(const std::vector<float>& partial, int nthreads, i64 QK, i64 K, float* dw, float* dbias) {
+  const auto at = [&](int t, i64 e) { return partial[static_cast<size_t>(t) * (QK + K) + e]; };
+  for (i64 e = 0; e < QK; ++e) {
+    float s = 0.f;
+    for (int t = 0; t < nthreads; ++t) s += at(t, e);
+    dw[e] = s;
+  }
+  if (dbias)
+    for (i64 j = 0; j < K; ++j) {
+      float s = 0.f;
+      for (int t = 0; t < nthreads; ++t) s += at(t, QK + j);
+      dbias[j] = s;
+    }
+}
+
 void epilogue(const GatherGemm& g, i64 m0, i64 mc) {
   if (!g.bias && g.act != Activation::Relu) return;
   for (i64 m = m0; m < m0 + mc; ++m) {
@@ -161,7 +181,7 @@ void epilogue(const GatherGemm& g, i64 m0, i64 mc) {
   }
 }
 
-// Sources with many channels: the micro-kernel reads each row's channels in
+// The general case: the micro-kernel reads each row's channels in
 // place through pointers (padding and rows past the end point at zeros), so
 // nothing is packed but the weights, and the whole reduction stays in registers.
 void run_direct(const GatherGemm& g, i64 M, i64 npad) {
@@ -194,8 +214,8 @@ void run_direct(const GatherGemm& g, i64 M, i64 npad) {
   }
 }
 
-// Few source channels (a first layer's forward on 1-3 channel images, backward-data
-// from fewer than 8 filters): compute the transposed product
+// Few source channels and few columns (a first layer's forward from 1-3 channel images
+// to a handful of filters): compute the transposed product
 // out^T = B^T A^T, so that NR consecutive pixels fill the vector lanes rather than a
 // handful of columns. B^T (the weights) is packed once as MR-row panels; for each
 // block of NR pixels the A^T panel is gathered once and reused by every panel of
@@ -293,7 +313,7 @@ void run_gather_gemm(const GatherGemm& g) {
   if (M == 0) return;
   if (g.ncols <= cpu::kDotMaxCols && g.SC >= kDotMinChannels)
     run_dot(g, M);
-  else if (g.SC < kDirectMinChannels)
+  else if (g.SC <= kPixelMajorMaxChannels && g.ncols <= kPixelMajorMaxCols)
     run_pixel_major(g);
   else
     run_direct(g, M, npad);
@@ -325,8 +345,64 @@ void conv2d_bwd_data_cpu(const Conv2dDesc& d, const float* dy, const float* w, f
                    1, d.K, d.C, dx, nullptr, Activation::None});
 }
 
+namespace {
+
+// A first layer's backward-filter (1-3 input channels): the input is copied once with
+// zero columns for the horizontal padding; then for each kernel row, every output row
+// pairs with the input row it reads, and cpu::row_filter_grad keeps the gradients of all
+// (tap column, channel) pairs in registers across the thread's rows.
+void bwd_filter_by_rows(const Conv2dDesc& d, const float* x, const float* dy, float* dw, float* dbias) {
+  const i64 rows = d.N * d.OH, Q = d.R * d.S * d.C, K = d.K;
+  const i64 wp = (d.OW - 1) * d.sw + (d.S - 1) * d.dw + 1;  // padded input row, in pixels
+  const auto th = forward_taps(d.OH, d.R, d.sh, d.dh, d.pt, d.H);
+  std::vector<float> xpad(static_cast<size_t>(d.N * d.H * wp * d.C));
+#pragma omp parallel for
+  for (i64 nh = 0; nh < d.N * d.H; ++nh)
+    for (i64 p = 0; p < wp; ++p) {
+      const i64 iw = p - d.pl;
+      for (i64 c = 0; c < d.C; ++c)
+        xpad[(nh * wp + p) * d.C + c] = iw >= 0 && iw < d.W ? x[(nh * d.W + iw) * d.C + c] : 0.f;
+    }
+  const int nthreads = std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>(rows)));
+  std::vector<float> partial(static_cast<size_t>(nthreads) * (Q * K + K), 0.f);
+#pragma omp parallel num_threads(nthreads)
+  {
+    const int t = omp_get_thread_num();
+    float* acc = partial.data() + static_cast<size_t>(t) * (Q * K + K);
+    float* bacc = acc + Q * K;
+    const i64 lo = rows * t / nthreads, hi = rows * (t + 1) / nthreads;
+    for (i64 e = lo * d.OW; e < hi * d.OW; ++e)
+      for (i64 k = 0; k < K; ++k) bacc[k] += dy[e * K + k];
+    // Blocks of rows whose dy (about 128 KiB) stays in L2 while every kernel row reads it.
+    const i64 block = std::max<i64>(1, (32 << 10) / std::max<i64>(1, d.OW * K));
+    std::vector<const float*> xrows, dyrows;
+    for (i64 b0 = lo; b0 < hi; b0 += block)
+      for (i64 r = 0; r < d.R; ++r) {
+        xrows.clear();
+        dyrows.clear();
+        for (i64 row = b0; row < std::min(hi, b0 + block); ++row) {
+          const i64 n = row / d.OH, ih = th[(row % d.OH) * d.R + r];
+          if (ih < 0) continue;
+          xrows.push_back(xpad.data() + ((n * d.H + ih) * wp) * d.C);
+          dyrows.push_back(dy + row * d.OW * K);
+        }
+        cpu::row_filter_grad(static_cast<i64>(xrows.size()), xrows.data(), dyrows.data(), d.OW, d.sw * d.C,
+                             d.dw * d.C, static_cast<int>(d.S), static_cast<int>(d.C), K, acc + r * d.S * d.C * K);
+      }
+  }
+  reduce_partials(partial, nthreads, Q * K, K, dw, dbias);
+}
+
+}  // namespace
+
 void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy, float* dw,
                            float* dbias) {
+  // Up to 6 (tap column, channel) pairs keep two vectors of filters in registers; past that the
+  // broadcasts outnumber the multiply-adds and the packed GEMM below wins (3-channel images).
+  if (d.S * d.C <= 6 && d.N * d.OH * d.OW > 0) {
+    bwd_filter_by_rows(d, x, dy, dw, dbias);
+    return;
+  }
   const i64 M = d.N * d.OH * d.OW, Q = d.R * d.S * d.C, K = d.K, npad = round_up(K, NR);
   const auto th = forward_taps(d.OH, d.R, d.sh, d.dh, d.pt, d.H);
   const auto tw = forward_taps(d.OW, d.S, d.sw, d.dw, d.pl, d.W);
@@ -430,17 +506,7 @@ void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy,
       }
     }
   }
-  for (i64 e = 0; e < Q * K; ++e) {
-    float s = 0.f;
-    for (int t = 0; t < nthreads; ++t) s += partial[static_cast<size_t>(t) * (Q * K + K) + e];
-    dw[e] = s;
-  }
-  if (dbias)
-    for (i64 j = 0; j < K; ++j) {
-      float s = 0.f;
-      for (int t = 0; t < nthreads; ++t) s += partial[static_cast<size_t>(t) * (Q * K + K) + Q * K + j];
-      dbias[j] = s;
-    }
+  reduce_partials(partial, nthreads, Q * K, K, dw, dbias);
 }
 
 }  // namespace convkit
