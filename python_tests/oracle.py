@@ -82,3 +82,16 @@ def rel_err(out, ref):
     denom = np.linalg.norm(ref)
     num = np.linalg.norm(out - ref)
     return 0.0 if num == 0 else num / max(denom, 1e-300)
+
+
+def sum_err(out, ref, ref_abs):
+    """``rel_err`` for results that are sums of products, where cancellation can leave ``ref`` far
+    smaller than its terms: float32 then cannot do better than a small fraction of the terms'
+    size, so the error is taken relative to ``ref`` or to 1% of ``ref_abs`` (the same sums over
+    absolute values), whichever is larger. Random data cancels to about 1/sqrt(terms) of
+    ``ref_abs``, so below 10^4 terms only a heavy cancellation switches to the second scale."""
+    out, ref, ref_abs = (np.asarray(a, np.float64) for a in (out, ref, ref_abs))
+    assert out.shape == ref.shape == ref_abs.shape, f"shape {out.shape} != reference {ref.shape}"
+    num = np.linalg.norm(out - ref)
+    return 0.0 if num == 0 else num / max(np.linalg.norm(ref), 1e-2 * np.linalg.norm(ref_abs), 1e-300)
+

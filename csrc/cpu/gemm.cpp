@@ -57,13 +57,15 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(i64 kc, const float* a, con
 #undef CONVKIT_ROW
 #undef CONVKIT_STORE
 
+// B is either one panel for all taps in order (b_taps null) or a panel per tap.
 template <int NV>
 __attribute__((target("avx2,fma"))) void direct_avx2(i64 taps, i64 len, const float* const* ptr, const float* b,
-                                                     float* c, i64 ldc) {
+                                                     const float* const* b_taps, float* c, i64 ldc) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (i64 t = 0; t < taps; ++t, ptr += MR) {
     const float *p0 = ptr[0], *p1 = ptr[1], *p2 = ptr[2], *p3 = ptr[3], *p4 = ptr[4], *p5 = ptr[5];
+    if (b_taps) b = b_taps[t];
     for (i64 k = 0; k < len; ++k, b += NR) {
       const __m256 b0 = _mm256_loadu_ps(b);
       const __m256 b1 = NV == 2 ? _mm256_loadu_ps(b + 8) : b0;
@@ -82,12 +84,15 @@ __attribute__((target("avx2,fma"))) void direct_avx2(i64 taps, i64 len, const fl
     for (int v = 0; v < NV; ++v) _mm256_storeu_ps(c + i * ldc + 8 * v, out[i][v]);
 }
 
-void direct_generic(i64 taps, i64 len, const float* const* ptr, const float* b, float* c, i64 ldc) {
+void direct_generic(i64 taps, i64 len, const float* const* ptr, const float* b, const float* const* b_taps,
+                    float* c, i64 ldc) {
   float acc[MR][NR] = {};
-  for (i64 t = 0; t < taps; ++t, ptr += MR)
+  for (i64 t = 0; t < taps; ++t, ptr += MR) {
+    if (b_taps) b = b_taps[t];
     for (i64 k = 0; k < len; ++k, b += NR)
       for (int i = 0; i < MR; ++i)
         for (int j = 0; j < NR; ++j) acc[i][j] += ptr[i][k] * b[j];
+  }
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) c[i * ldc + j] = acc[i][j];
 }
@@ -239,15 +244,15 @@ void micro_tile(i64 kc, const float* a, const float* b, float* c, i64 ldc, int r
 }
 
 void direct_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* b, float* c, i64 ldc, int rows,
-                 int cols) {
-  using Direct = void (*)(i64, i64, const float* const*, const float*, float*, i64);
+                 int cols, const float* const* b_taps) {
+  using Direct = void (*)(i64, i64, const float* const*, const float*, const float* const*, float*, i64);
   const Direct f = !kAvx2 ? direct_generic : cols <= 8 ? direct_avx2<1> : direct_avx2<2>;
   if (rows == MR && cols == NR) {
-    f(taps, len, rows_ptr, b, c, ldc);
+    f(taps, len, rows_ptr, b, b_taps, c, ldc);
     return;
   }
   alignas(32) float tmp[MR * NR];
-  f(taps, len, rows_ptr, b, tmp, NR);
+  f(taps, len, rows_ptr, b, b_taps, tmp, NR);
   for (int i = 0; i < rows; ++i)
     for (int j = 0; j < cols; ++j) c[i * ldc + j] = tmp[i * NR + j];
 }

@@ -19,9 +19,10 @@ void micro_tile(i64 kc, const float* a, const float* b, float* c, i64 ldc, int r
 
 // The same tile with A read in place: for each of `taps` steps, rows[t * MR + i] points
 // at `len` contiguous floats of row i (a pixel's channels); B is the panel for all
-// taps * len reduction rows. This skips packing A when rows are long enough.
+// taps * len reduction rows, or, when b_taps is given, b_taps[t] is tap t's len-row panel
+// (b unused). This skips packing A when rows are long enough.
 void direct_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* b, float* c, i64 ldc, int rows,
-                 int cols);
+                 int cols, const float* const* b_taps = nullptr);
 
 // C[first_row:MR, 0:cols] += A * B_panel where A[k][i] = ptr[k][offset + i]: six
 // consecutive channels of the pixel that reduction step k reads (conv backward-filter).

@@ -36,6 +36,7 @@ static_assert(kMC % MR == 0, "blocks hold whole tiles");
 // 6 filters); with more columns, the direct tile's vector stores beat the pixel-major
 // tile's transposed scalar ones.
 constexpr i64 kPixelMajorMaxChannels = 3, kPixelMajorMaxCols = 8;
+constexpr i64 kSmallGrid = 64;  // grids of at most this many pixels run tiles across images
 constexpr i64 kDotMinChannels = 4;     // below this, dot products along channels waste most lanes
 
 i64 round_up(i64 v, i64 m) { return (v + m - 1) / m * m; }
@@ -170,9 +171,10 @@ void reduce_partials(const std::vector<float>& partial, int nthreads, i64 QK, i6
     }
 }
 
-void epilogue(const GatherGemm& g, i64 m0, i64 mc) {
+// Bias and activation on `count` output rows, `step` rows apart, from row m0.
+void epilogue(const GatherGemm& g, i64 m0, i64 count, i64 step = 1) {
   if (!g.bias && g.act != Activation::Relu) return;
-  for (i64 m = m0; m < m0 + mc; ++m) {
+  for (i64 m = m0; m < m0 + count * step; m += step) {
     float* row = g.out + m * g.ncols;
     if (g.bias)
       for (i64 j = 0; j < g.ncols; ++j) row[j] += g.bias[j];
@@ -210,6 +212,47 @@ void run_direct(const GatherGemm& g, i64 M, i64 npad) {
         }
       }
       epilogue(g, m0, mc);
+    }
+  }
+}
+
+// Small grids (the 2x2 to 8x8 maps deep in a network): a large share of the taps read
+// padding, and on a map this small every tile would hold some pixel that needs each
+// tap. So tiles run across images instead: MR images at one grid position share the
+// same valid taps, and only those are computed (B addressed per tap); the tile's rows
+// are GH * GW rows apart in the output.
+void run_by_position(const GatherGemm& g, i64 npad) {
+  const i64 taps = g.R * g.S, Q = taps * g.SC, cells = g.GH * g.GW, img = g.SH * g.SW * g.SC;
+  const std::vector<float> bpack = pack_weights(g, Q, NR);
+  const i64 groups = (g.N + kMC - 1) / kMC, tasks = cells * groups;
+#pragma omp parallel
+  {
+    std::vector<const float*> ptrs(static_cast<size_t>(taps * MR)), btaps(static_cast<size_t>(taps));
+    std::vector<i64> src(static_cast<size_t>(taps)), live(static_cast<size_t>(taps));
+#pragma omp for schedule(dynamic, 1)
+    for (i64 task = 0; task < tasks; ++task) {
+      const i64 cell = task % cells, n0 = task / cells * kMC, nc = std::min(kMC, g.N - n0);
+      const i64 gh = cell / g.GW, gw = cell % g.GW;
+      i64 nt = 0;
+      for (i64 r = 0; r < g.R; ++r)
+        for (i64 s = 0; s < g.S; ++s) {
+          const i64 ih = g.tab_h[gh * g.R + r], iw = g.tab_w[gw * g.S + s];
+          if (ih < 0 || iw < 0) continue;
+          src[nt] = (ih * g.SW + iw) * g.SC;
+          live[nt++] = r * g.S + s;
+        }
+      for (i64 i0 = 0; i0 < nc; i0 += MR) {
+        const int rows = static_cast<int>(std::min<i64>(MR, nc - i0));
+        for (i64 t = 0; t < nt; ++t)
+          for (int i = 0; i < MR; ++i) ptrs[t * MR + i] = g.src + (n0 + i0 + std::min(i, rows - 1)) * img + src[t];
+        const i64 m = (n0 + i0) * cells + cell;
+        for (i64 jp = 0; jp < npad; jp += NR) {
+          for (i64 t = 0; t < nt; ++t) btaps[t] = bpack.data() + jp * Q + live[t] * g.SC * NR;
+          cpu::direct_tile(nt, g.SC, ptrs.data(), nullptr, g.out + m * g.ncols + jp, cells * g.ncols, rows,
+                           static_cast<int>(std::min<i64>(NR, g.ncols - jp)), btaps.data());
+        }
+        epilogue(g, m, rows, cells);
+      }
     }
   }
 }
@@ -315,6 +358,8 @@ void run_gather_gemm(const GatherGemm& g) {
     run_dot(g, M);
   else if (g.SC <= kPixelMajorMaxChannels && g.ncols <= kPixelMajorMaxCols)
     run_pixel_major(g);
+  else if (g.GH * g.GW <= kSmallGrid && g.R * g.S > 1)
+    run_by_position(g, npad);
   else
     run_direct(g, M, npad);
 }
