@@ -36,7 +36,8 @@ static_assert(kMC % MR == 0, "blocks hold whole tiles");
 // 6 filters); with more columns, the direct tile's vector stores beat the pixel-major
 // tile's transposed scalar ones.
 constexpr i64 kPixelMajorMaxChannels = 3, kPixelMajorMaxCols = 8;
-constexpr i64 kSmallGrid = 64;  // grids of at most this many pixels run tiles across images
+constexpr i64 kSmallGrid = 64;
+constexpr i64 kMergeMaxRun = 16;  // forward merges a kernel row's taps into one when S * C is at most this  // grids of at most this many pixels run tiles across images
 constexpr i64 kDotMinChannels = 4;     // below this, dot products along channels waste most lanes
 
 i64 round_up(i64 v, i64 m) { return (v + m - 1) / m * m; }
@@ -77,7 +78,10 @@ struct GatherGemm {
   float* out;            // (rows x ncols), row-major
   const float* bias;     // may be null
   Activation act;
+  i64 px = 0;            // floats from one source pixel to the next, when not SC (merged taps)
 };
+
+i64 pixel_stride(const GatherGemm& g) { return g.px ? g.px : g.SC; }
 
 // The weights as the (Q x ncols) operand, packed once in panels of `width` columns
 // (packed[j0 * Q + q * width + i] = B[q, j0 + i], zero past ncols): NR-wide for the
@@ -118,7 +122,8 @@ std::pair<i64, i64> tile_pointers(const GatherGemm& g, GridCursor& cur, int rows
   const i64 taps = g.R * g.S;
   for (i64 t = 0; t < taps; ++t)
     for (int i = rows; i < P; ++i) out[t * P + i] = zeros;
-  const float* img = g.src + cur.n * g.SH * g.SW * g.SC;
+  const i64 px = pixel_stride(g);
+  const float* img = g.src + cur.n * g.SH * g.SW * px;
   i64 r_first = g.R, r_last = 0;
   if (cur.gw + rows <= g.GW) {
     const i64 *th = g.tab_h + cur.gh * g.R, *tw = g.tab_w + cur.gw * g.S;
@@ -131,12 +136,12 @@ std::pair<i64, i64> tile_pointers(const GatherGemm& g, GridCursor& cur, int rows
         if (th[r] < 0) {
           for (int i = 0; i < rows; ++i) o[i] = zeros;
         } else if (first >= 0 && last - first == rows - 1) {
-          const float* base = img + (th[r] * g.SW + first) * g.SC;
-          for (int i = 0; i < rows; ++i) o[i] = base + i * g.SC;
+          const float* base = img + (th[r] * g.SW + first) * px;
+          for (int i = 0; i < rows; ++i) o[i] = base + i * px;
         } else {
           for (int i = 0; i < rows; ++i) {
             const i64 iw = tw[i * g.S + s];
-            o[i] = iw >= 0 ? img + (th[r] * g.SW + iw) * g.SC : zeros;
+            o[i] = iw >= 0 ? img + (th[r] * g.SW + iw) * px : zeros;
           }
         }
       }
@@ -144,12 +149,12 @@ std::pair<i64, i64> tile_pointers(const GatherGemm& g, GridCursor& cur, int rows
     return {r_first, std::max(r_first, r_last)};
   }
   for (int i = 0; i < rows; ++i, cur.next()) {  // the tile crosses grid rows: pixel by pixel
-    img = g.src + cur.n * g.SH * g.SW * g.SC;
+    img = g.src + cur.n * g.SH * g.SW * px;
     const i64 *th = g.tab_h + cur.gh * g.R, *tw = g.tab_w + cur.gw * g.S;
     for (i64 r = 0; r < g.R; ++r) {
       if (th[r] >= 0) r_first = std::min(r_first, r), r_last = std::max(r_last, r + 1);
       for (i64 s = 0; s < g.S; ++s)
-        out[(r * g.S + s) * P + i] = (th[r] >= 0 && tw[s] >= 0) ? img + (th[r] * g.SW + tw[s]) * g.SC : zeros;
+        out[(r * g.S + s) * P + i] = (th[r] >= 0 && tw[s] >= 0) ? img + (th[r] * g.SW + tw[s]) * px : zeros;
     }
   }
   return {r_first, std::max(r_first, r_last)};
@@ -222,7 +227,7 @@ void run_direct(const GatherGemm& g, i64 M, i64 npad) {
 // same valid taps, and only those are computed (B addressed per tap); the tile's rows
 // are GH * GW rows apart in the output.
 void run_by_position(const GatherGemm& g, i64 npad) {
-  const i64 taps = g.R * g.S, Q = taps * g.SC, cells = g.GH * g.GW, img = g.SH * g.SW * g.SC;
+  const i64 taps = g.R * g.S, Q = taps * g.SC, cells = g.GH * g.GW, img = g.SH * g.SW * pixel_stride(g);
   const std::vector<float> bpack = pack_weights(g, Q, NR);
   const i64 groups = (g.N + kMC - 1) / kMC, tasks = cells * groups;
 #pragma omp parallel
@@ -238,7 +243,7 @@ void run_by_position(const GatherGemm& g, i64 npad) {
         for (i64 s = 0; s < g.S; ++s) {
           const i64 ih = g.tab_h[gh * g.R + r], iw = g.tab_w[gw * g.S + s];
           if (ih < 0 || iw < 0) continue;
-          src[nt] = (ih * g.SW + iw) * g.SC;
+          src[nt] = (ih * g.SW + iw) * pixel_stride(g);
           live[nt++] = r * g.S + s;
         }
       for (i64 i0 = 0; i0 < nc; i0 += MR) {
@@ -354,9 +359,9 @@ void run_dot(const GatherGemm& g, i64 M) {
 void run_gather_gemm(const GatherGemm& g) {
   const i64 M = g.N * g.GH * g.GW, npad = round_up(g.ncols, NR);
   if (M == 0) return;
-  if (g.ncols <= cpu::kDotMaxCols && g.SC >= kDotMinChannels)
+  if (g.ncols <= cpu::kDotMaxCols && g.SC >= kDotMinChannels && !g.px)
     run_dot(g, M);
-  else if (g.SC <= kPixelMajorMaxChannels && g.ncols <= kPixelMajorMaxCols)
+  else if (g.SC <= kPixelMajorMaxChannels && g.ncols <= kPixelMajorMaxCols && !g.px)
     run_pixel_major(g);
   else if (g.GH * g.GW <= kSmallGrid && g.R * g.S > 1)
     run_by_position(g, npad);
@@ -369,6 +374,27 @@ void run_gather_gemm(const GatherGemm& g) {
 void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
                     Activation act) {
   const auto th = forward_taps(d.OH, d.R, d.sh, d.dh, d.pt, d.H);
+  if (d.dw == 1 && d.S > 1 && d.C * d.S <= kMergeMaxRun && d.K > kPixelMajorMaxCols) {
+    // Few channels (a first layer): a pixel's S taps along a kernel row read one run of S * C
+    // floats, so they merge into one tap of that length once the input has its horizontal
+    // padding as real zero columns, and the tile handles a run per kernel row rather than a
+    // pointer and a few multiply-adds per tap. HWIO weights keep (s, c) adjacent, so the
+    // merged tap's weights are the same rows in the same order.
+    const i64 wp = (d.OW - 1) * d.sw + d.S;
+    std::vector<float> xp(static_cast<size_t>(d.N * d.H * wp * d.C));
+#pragma omp parallel for
+    for (i64 nh = 0; nh < d.N * d.H; ++nh)
+      for (i64 p = 0; p < wp; ++p) {
+        const i64 iw = p - d.pl;
+        for (i64 c = 0; c < d.C; ++c)
+          xp[(nh * wp + p) * d.C + c] = iw >= 0 && iw < d.W ? x[(nh * d.W + iw) * d.C + c] : 0.f;
+      }
+    std::vector<i64> tw(static_cast<size_t>(d.OW));
+    for (i64 ow = 0; ow < d.OW; ++ow) tw[ow] = ow * d.sw;
+    run_gather_gemm({xp.data(), d.H, wp, d.S * d.C, d.N, d.OH, d.OW, d.R, 1, th.data(), tw.data(), w,
+                     d.S * d.C * d.K, d.K, 1, d.K, y, bias, act, d.C});
+    return;
+  }
   const auto tw = forward_taps(d.OW, d.S, d.sw, d.dw, d.pl, d.W);
   run_gather_gemm({x, d.H, d.W, d.C, d.N, d.OH, d.OW, d.R, d.S, th.data(), tw.data(), w, d.C * d.K,
                    d.K, 1, d.K, y, bias, act});
