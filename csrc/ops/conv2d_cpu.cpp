@@ -160,21 +160,38 @@ std::pair<i64, i64> tile_pointers(const GatherGemm& g, GridCursor& cur, int rows
   return {r_first, std::max(r_first, r_last)};
 }
 
-// Sums the threads' private (QK weight + K bias) gradient accumulators, in a fixed order.
-void reduce_partials(const std::vector<float>& partial, int nthreads, i64 QK, i64 K, float* dw, float* dbias) {
-  const auto at = [&](int t, i64 e) { return partial[static_cast<size_t>(t) * (QK + K) + e]; };
-  for (i64 e = 0; e < QK; ++e) {
-    float s = 0.f;
-    for (int t = 0; t < nthreads; ++t) s += at(t, e);
-    dw[e] = s;
-  }
-  if (dbias)
-    for (i64 j = 0; j < K; ++j) {
-      float s = 0.f;
-      for (int t = 0; t < nthreads; ++t) s += at(t, QK + j);
-      dbias[j] = s;
+// The input with its left padding and whatever the windows read past the right edge as
+// real zero columns: (N, H, wp, C), input column iw at padded column iw + pl.
+std::vector<float> pad_columns(const Conv2dDesc& d, const float* x, i64 wp) {
+  std::vector<float> xp(static_cast<size_t>(d.N * d.H * wp * d.C));
+#pragma omp parallel for
+  for (i64 nh = 0; nh < d.N * d.H; ++nh)
+    for (i64 p = 0; p < wp; ++p) {
+      const i64 iw = p - d.pl;
+      for (i64 c = 0; c < d.C; ++c)
+        xp[(nh * wp + p) * d.C + c] = iw >= 0 && iw < d.W ? x[(nh * d.W + iw) * d.C + c] : 0.f;
     }
+  return xp;
 }
+
+// The threads' private backward-filter sums (QK weights + K bias each), added up in a fixed
+// thread order at the end so that results do not depend on timing.
+struct Partials {
+  i64 QK, K;
+  int threads;
+  std::vector<float> data;
+  Partials(i64 qk, i64 k, int n) : QK(qk), K(k), threads(n), data(static_cast<size_t>(n) * (qk + k), 0.f) {}
+  float* weights(int t) { return data.data() + static_cast<size_t>(t) * (QK + K); }
+  float* bias(int t) { return weights(t) + QK; }
+  void reduce(float* dw, float* dbias) const {
+    const auto at = [&](int t, i64 e) { return data[static_cast<size_t>(t) * (QK + K) + e]; };
+    for (i64 e = 0; e < QK + (dbias ? K : 0); ++e) {
+      float sum = 0.f;
+      for (int t = 0; t < threads; ++t) sum += at(t, e);
+      (e < QK ? dw[e] : dbias[e - QK]) = sum;
+    }
+  }
+};
 
 // Bias and activation on `count` output rows, `step` rows apart, from row m0.
 void epilogue(const GatherGemm& g, i64 m0, i64 count, i64 step = 1) {
@@ -381,14 +398,7 @@ void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const f
     // pointer and a few multiply-adds per tap. HWIO weights keep (s, c) adjacent, so the
     // merged tap's weights are the same rows in the same order.
     const i64 wp = (d.OW - 1) * d.sw + d.S;
-    std::vector<float> xp(static_cast<size_t>(d.N * d.H * wp * d.C));
-#pragma omp parallel for
-    for (i64 nh = 0; nh < d.N * d.H; ++nh)
-      for (i64 p = 0; p < wp; ++p) {
-        const i64 iw = p - d.pl;
-        for (i64 c = 0; c < d.C; ++c)
-          xp[(nh * wp + p) * d.C + c] = iw >= 0 && iw < d.W ? x[(nh * d.W + iw) * d.C + c] : 0.f;
-      }
+    const std::vector<float> xp = pad_columns(d, x, wp);
     std::vector<i64> tw(static_cast<size_t>(d.OW));
     for (i64 ow = 0; ow < d.OW; ++ow) tw[ow] = ow * d.sw;
     run_gather_gemm({xp.data(), d.H, wp, d.S * d.C, d.N, d.OH, d.OW, d.R, 1, th.data(), tw.data(), w,
@@ -426,21 +436,13 @@ void bwd_filter_by_rows(const Conv2dDesc& d, const float* x, const float* dy, fl
   const i64 rows = d.N * d.OH, Q = d.R * d.S * d.C, K = d.K;
   const i64 wp = (d.OW - 1) * d.sw + (d.S - 1) * d.dw + 1;  // padded input row, in pixels
   const auto th = forward_taps(d.OH, d.R, d.sh, d.dh, d.pt, d.H);
-  std::vector<float> xpad(static_cast<size_t>(d.N * d.H * wp * d.C));
-#pragma omp parallel for
-  for (i64 nh = 0; nh < d.N * d.H; ++nh)
-    for (i64 p = 0; p < wp; ++p) {
-      const i64 iw = p - d.pl;
-      for (i64 c = 0; c < d.C; ++c)
-        xpad[(nh * wp + p) * d.C + c] = iw >= 0 && iw < d.W ? x[(nh * d.W + iw) * d.C + c] : 0.f;
-    }
-  const int nthreads = std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>(rows)));
-  std::vector<float> partial(static_cast<size_t>(nthreads) * (Q * K + K), 0.f);
+  const std::vector<float> xpad = pad_columns(d, x, wp);
+  Partials partial(Q * K, K, std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>(rows))));
+  const int nthreads = partial.threads;
 #pragma omp parallel num_threads(nthreads)
   {
     const int t = omp_get_thread_num();
-    float* acc = partial.data() + static_cast<size_t>(t) * (Q * K + K);
-    float* bacc = acc + Q * K;
+    float *acc = partial.weights(t), *bacc = partial.bias(t);
     const i64 lo = rows * t / nthreads, hi = rows * (t + 1) / nthreads;
     for (i64 e = lo * d.OW; e < hi * d.OW; ++e)
       for (i64 k = 0; k < K; ++k) bacc[k] += dy[e * K + k];
@@ -461,7 +463,7 @@ void bwd_filter_by_rows(const Conv2dDesc& d, const float* x, const float* dy, fl
                              d.dw * d.C, static_cast<int>(d.S), static_cast<int>(d.C), K, acc + r * d.S * d.C * K);
       }
   }
-  reduce_partials(partial, nthreads, Q * K, K, dw, dbias);
+  partial.reduce(dw, dbias);
 }
 
 }  // namespace
@@ -485,13 +487,12 @@ void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy,
     q_r[q] = q / (d.C * d.S);
   }
   const std::vector<float> zeros(static_cast<size_t>(d.C), 0.f);
-  const int nthreads = std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>((M + kKC - 1) / kKC)));
-  std::vector<float> partial(static_cast<size_t>(nthreads) * (Q * K + K), 0.f);
+  Partials partial(Q * K, K, std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>((M + kKC - 1) / kKC))));
+  const int nthreads = partial.threads;
 #pragma omp parallel num_threads(nthreads)
   {
     const int t = omp_get_thread_num();
-    float* acc = partial.data() + static_cast<size_t>(t) * (Q * K + K);
-    float* bacc = acc + Q * K;
+    float *acc = partial.weights(t), *bacc = partial.bias(t);
     const i64 lo = M * t / nthreads, hi = M * (t + 1) / nthreads;
     std::vector<float> bpack(static_cast<size_t>(kKC * npad)), apack(static_cast<size_t>(kMC * kKC));
     std::vector<i64> img(kKC), ph(kKC), pw(kKC);
@@ -577,7 +578,7 @@ void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy,
       }
     }
   }
-  reduce_partials(partial, nthreads, Q * K, K, dw, dbias);
+  partial.reduce(dw, dbias);
 }
 
 }  // namespace convkit
