@@ -245,6 +245,23 @@ def fmt_row(r) -> str:
             f"{r['ours_ms']:9.3f} {r['peer_ms']:9.3f} {r['ratio']:6.2f}  {g}")
 
 
+HEADER = f"{'op':<10} {'model':<22} {'shape':<30} check  {'ours ms':>9} {'peer ms':>9} {'ratio':>6}  GFLOP/s"
+
+
+def report(info, rows, summary) -> str:
+    """The table as printed during the run, for bench/results/kernels-<device>.txt."""
+    lines = [f"# {info['device']} | torch {info['torch']} | {info['date']}", HEADER]
+    section = None
+    for r in rows:
+        name = "## pooling" if r["kind"] == "pool" else f"## conv, {r['precision']}"
+        if name != section:
+            lines.append(section := name)
+        lines.append(fmt_row(r))
+    lines += ["", "geometric mean of time ratio ours/peer (below 1 = convkit faster):"]
+    lines += [f"  {k:<28} {v:6.3f}" for k, v in summary.items()]
+    return "\n".join(lines) + "\n"
+
+
 def geomean(vals) -> float:
     vals = list(vals)
     return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")
@@ -310,7 +327,7 @@ def main(argv=None) -> int:
     arrays = Arrays(args.device)
     info = device_info(args.device)
     print(f"# {info['device']} | torch {info['torch']} | {info['date']}")
-    print(f"{'op':<10} {'model':<22} {'shape':<30} check  {'ours ms':>9} {'peer ms':>9} {'ratio':>6}  GFLOP/s")
+    print(HEADER)
     rows = []
     if args.only in (None, "conv"):
         for prec in precisions:
@@ -329,6 +346,7 @@ def main(argv=None) -> int:
     out = args.out or RESULTS / f"kernels-{args.device}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(dict(info=info, summary=summary, rows=rows), indent=1) + "\n")
+    out.with_suffix(".txt").write_text(report(info, rows, summary))
     print(f"\nwrote {out}" + (f"; {len(failed)} case(s) FAILED the check" if failed else ""))
     return 1 if failed else 0
 
