@@ -32,6 +32,8 @@ __all__ = [
     "pool2d_output_shape",
     "global_avg_pool2d",
     "global_avg_pool2d_backward",
+    "batch_norm_train",
+    "batch_norm_train_backward",
 ]
 
 _PRECISIONS = ("float32", "tf32")
@@ -262,3 +264,74 @@ def global_avg_pool2d_backward(dy, x):
     if tuple(dy.shape) != (n, c):
         raise ValueError(f"{op}: dy has shape {tuple(dy.shape)}, expected {(n, c)}")
     return avg_pool2d_backward(dy.reshape(n, 1, 1, c), x, (h, w))
+
+
+def _rows(a, name: str, op: str, like=None):
+    """An (..., C) float32 array as its C-contiguous (rows, C) view."""
+    a = _array(a, name, op, a.ndim if getattr(a, "ndim", 0) >= 2 else 2, like=like)
+    return a.reshape(-1, a.shape[-1])
+
+
+def _channel_vector(v, c: int, name: str, op: str, like):
+    if v is None:
+        return None
+    v = _array(v, name, op, 1, like=like)
+    if v.shape[0] != c:
+        raise ValueError(f"{op}: {name} has {v.shape[0]} entries but the input has {c} channels")
+    return v
+
+
+def batch_norm_train(x, gamma=None, beta=None, epsilon=1e-3):
+    """Batch normalisation over the last axis with the batch's own statistics (training mode).
+
+    Returns ``(y, xhat, mean, var, inv)``: ``y = xhat * gamma + beta`` shaped like ``x``, the
+    normalised input ``xhat = (x - mean) * inv`` as (rows, C), and the per-channel mean, biased
+    variance and ``inv = 1 / sqrt(var + epsilon)``. ``gamma``/``beta`` None mean 1 and 0.
+    """
+    op = "batch_norm_train"
+    x2 = _rows(x, "x", op)
+    c = x2.shape[1]
+    gamma, beta = (_channel_vector(v, c, n, op, x2) for v, n in ((gamma, "gamma"), (beta, "beta")))
+    if isinstance(x2, np.ndarray):
+        y, xhat = np.empty_like(x2), np.empty_like(x2)
+        mean, var, inv = (np.empty(c, np.float32) for _ in range(3))
+        _cpu.batch_norm_fwd(x2, gamma, beta, float(epsilon), y, xhat, mean, var, inv)
+        return y.reshape(x.shape), xhat, mean, var, inv
+    xp = _xp(x2)  # CuPy: the same formulas as element-wise kernels (deviations from a float64 mean)
+    mean64 = x2.mean(axis=0, dtype=xp.float64)
+    xhat = (x2 - mean64).astype(xp.float32)
+    mean = mean64.astype(xp.float32)
+    var = (xhat * xhat).mean(axis=0)
+    inv = 1.0 / xp.sqrt(var + epsilon)
+    xhat *= inv
+    y = xhat * gamma if gamma is not None else xhat.copy()
+    if beta is not None:
+        y += beta
+    return y.reshape(x.shape), xhat, mean, var, inv
+
+
+def batch_norm_train_backward(dy, xhat, inv, gamma=None, need_dx=True):
+    """Gradients of ``batch_norm_train`` from what it returned: ``(dx, dgamma, dbeta)``, dx shaped
+    like ``dy`` (None when ``need_dx`` is false)."""
+    op = "batch_norm_train_backward"
+    dy2 = _rows(dy, "dy", op)
+    m, c = dy2.shape
+    xhat = _array(xhat, "xhat", op, 2, like=dy2)
+    if tuple(xhat.shape) != (m, c):
+        raise ValueError(f"{op}: xhat has shape {tuple(xhat.shape)}, expected {(m, c)}")
+    inv, gamma = (_channel_vector(v, c, n, op, dy2) for v, n in ((inv, "inv"), (gamma, "gamma")))
+    if isinstance(dy2, np.ndarray):
+        dx = np.empty_like(dy2) if need_dx else None
+        dgamma, dbeta = np.empty(c, np.float32), np.empty(c, np.float32)
+        _cpu.batch_norm_bwd(dy2, xhat, inv, gamma, dx, dgamma, dbeta)
+        return (None if dx is None else dx.reshape(dy.shape)), dgamma, dbeta
+    dbeta = dy2.sum(axis=0)
+    dgamma = (dy2 * xhat).sum(axis=0)
+    if not need_dx:
+        return None, dgamma, dbeta
+    dx = xhat * (dgamma / m)
+    dx += dbeta / m
+    dx -= dy2
+    dx *= -(inv * gamma if gamma is not None else inv)
+    return dx.reshape(dy.shape), dgamma, dbeta
+

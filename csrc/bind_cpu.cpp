@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "bind_common.h"
+#include "ops/batch_norm.h"
 #include "cpu/gemm.h"
 
 namespace py = pybind11;
@@ -149,6 +150,45 @@ PYBIND11_MODULE(_cpu, m) {
         },
         py::arg("dy").noconvert(), py::arg("dx").noconvert(), py::arg("pool_size"), py::arg("strides"),
         py::arg("padding"));
+
+  // Batch normalisation in training mode on (M, C) views; gamma and beta may be None.
+  m.def("batch_norm_fwd",
+        [](const py::array& x, const py::object& gamma, const py::object& beta, float eps, const py::array& y,
+           const py::array& xhat, const py::array& mean, const py::array& var, const py::array& inv) {
+          CONVKIT_CHECK(x.ndim() == 2, "batch_norm: x must be 2-D (rows, channels)");
+          const i64 M = x.shape(0), C = x.shape(1);
+          const float* px = checked<float>(x, "x", {M, C}, false);
+          const float* pg = gamma.is_none() ? nullptr : checked<float>(gamma.cast<py::array>(), "gamma", {C}, false);
+          const float* pb = beta.is_none() ? nullptr : checked<float>(beta.cast<py::array>(), "beta", {C}, false);
+          float* py_ = checked<float>(y, "y", {M, C}, true);
+          float* ph = checked<float>(xhat, "xhat", {M, C}, true);
+          float* pm = checked<float>(mean, "mean", {C}, true);
+          float* pv = checked<float>(var, "var", {C}, true);
+          float* pi = checked<float>(inv, "inv", {C}, true);
+          py::gil_scoped_release nogil;
+          batch_norm_fwd_cpu(M, C, px, pg, pb, eps, py_, ph, pm, pv, pi);
+        },
+        py::arg("x").noconvert(), py::arg("gamma"), py::arg("beta"), py::arg("epsilon"), py::arg("y").noconvert(),
+        py::arg("xhat").noconvert(), py::arg("mean").noconvert(), py::arg("var").noconvert(),
+        py::arg("inv").noconvert());
+
+  m.def("batch_norm_bwd",
+        [](const py::array& dy, const py::array& xhat, const py::array& inv, const py::object& gamma,
+           const py::object& dx, const py::array& dgamma, const py::array& dbeta) {
+          CONVKIT_CHECK(dy.ndim() == 2, "batch_norm: dy must be 2-D (rows, channels)");
+          const i64 M = dy.shape(0), C = dy.shape(1);
+          const float* pdy = checked<float>(dy, "dy", {M, C}, false);
+          const float* ph = checked<float>(xhat, "xhat", {M, C}, false);
+          const float* pi = checked<float>(inv, "inv", {C}, false);
+          const float* pg = gamma.is_none() ? nullptr : checked<float>(gamma.cast<py::array>(), "gamma", {C}, false);
+          float* pdx = dx.is_none() ? nullptr : checked<float>(dx.cast<py::array>(), "dx", {M, C}, true);
+          float* pdg = checked<float>(dgamma, "dgamma", {C}, true);
+          float* pdb = checked<float>(dbeta, "dbeta", {C}, true);
+          py::gil_scoped_release nogil;
+          batch_norm_bwd_cpu(M, C, pdy, ph, pi, pg, pdx, pdg, pdb);
+        },
+        py::arg("dy").noconvert(), py::arg("xhat").noconvert(), py::arg("inv").noconvert(), py::arg("gamma"),
+        py::arg("dx"), py::arg("dgamma").noconvert(), py::arg("dbeta").noconvert());
 
   m.def("set_num_threads", [](int n) {
     CONVKIT_CHECK(n >= 1, "number of threads must be >= 1, got " + std::to_string(n));

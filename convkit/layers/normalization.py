@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from convkit import _serial, initializers, regularizers
+from convkit import _serial, initializers, ops, regularizers
 from convkit._device import xp_of
 from convkit.layers.base import Layer
 from convkit.layers.conv import _opt
@@ -54,15 +54,7 @@ class BatchNormalization(Layer):
         x2 = x.reshape(-1, c)
         g, b = self._affine()
         if training and self.trainable:
-            mean = x2.mean(axis=0)
-            xc = x2 - mean
-            var = (xc * xc).mean(axis=0)
-            inv = 1.0 / xp.sqrt(var + self.epsilon)
-            xhat = xc
-            xhat *= inv
-            y = xhat * g if g is not None else xhat.copy()
-            if b is not None:
-                y += b
+            y, xhat, mean, var, inv = ops.batch_norm_train(x2, g, b, self.epsilon)
             m = self.momentum
             mm, mv = self.moving_mean.value, self.moving_variance.value
             mm *= m
@@ -86,26 +78,17 @@ class BatchNormalization(Layer):
         dy2 = dy.reshape(-1, shape[-1])
         g, _ = self._affine()
         if batch_stats:
-            xhat = a
+            dx, dgamma, dbeta = ops.batch_norm_train_backward(dy2, a, inv, g, need_dx)
         else:
             xhat = (a - self.moving_mean.value) * inv
-        dbeta = dy2.sum(axis=0)
-        dgamma = (dy2 * xhat).sum(axis=0)
+            dbeta = dy2.sum(axis=0)
+            dgamma = (dy2 * xhat).sum(axis=0)
+            dx = dy2 * (inv * g if g is not None else inv) if need_dx else None
         if self.center:
             self.beta.add_grad(dbeta)
         if self.scale:
             self.gamma.add_grad(dgamma)
-        if not need_dx:
-            return None
-        k = inv * g if g is not None else inv
-        if not batch_stats:
-            return (dy2 * k).reshape(shape)
-        m = dy2.shape[0]
-        dx = xhat * (dgamma / m)
-        dx += dbeta / m
-        dx -= dy2
-        dx *= -k
-        return dx.reshape(shape)
+        return None if dx is None else dx.reshape(shape)
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon, "center": self.center,
