@@ -37,7 +37,8 @@ static_assert(kMC % MR == 0, "blocks hold whole tiles");
 // tile's transposed scalar ones.
 constexpr i64 kPixelMajorMaxChannels = 3, kPixelMajorMaxCols = 8;
 constexpr i64 kSmallGrid = 64;
-constexpr i64 kMergeMaxRun = 16;  // forward merges a kernel row's taps into one when S * C is at most this  // grids of at most this many pixels run tiles across images
+constexpr i64 kMergeMaxRun = 16;  // forward merges a kernel row's taps into one when S * C is at most this
+constexpr i64 kMergeMaxRunBackward = 64;  // backward-data into few channels, when S * K is at most this  // grids of at most this many pixels run tiles across images
 constexpr i64 kDotMinChannels = 4;     // below this, dot products along channels waste most lanes
 
 i64 round_up(i64 v, i64 m) { return (v + m - 1) / m * m; }
@@ -160,16 +161,16 @@ std::pair<i64, i64> tile_pointers(const GatherGemm& g, GridCursor& cur, int rows
   return {r_first, std::max(r_first, r_last)};
 }
 
-// The input with its left padding and whatever the windows read past the right edge as
-// real zero columns: (N, H, wp, C), input column iw at padded column iw + pl.
-std::vector<float> pad_columns(const Conv2dDesc& d, const float* x, i64 wp) {
-  std::vector<float> xp(static_cast<size_t>(d.N * d.H * wp * d.C));
+// `rows` image rows of W pixels x C channels with `left` zero columns before them and zeros
+// after up to wp columns: column iw lands at padded column iw + left.
+std::vector<float> pad_columns(const float* x, i64 rows, i64 W, i64 C, i64 left, i64 wp) {
+  std::vector<float> xp(static_cast<size_t>(rows * wp * C));
 #pragma omp parallel for
-  for (i64 nh = 0; nh < d.N * d.H; ++nh)
+  for (i64 row = 0; row < rows; ++row)
     for (i64 p = 0; p < wp; ++p) {
-      const i64 iw = p - d.pl;
-      for (i64 c = 0; c < d.C; ++c)
-        xp[(nh * wp + p) * d.C + c] = iw >= 0 && iw < d.W ? x[(nh * d.W + iw) * d.C + c] : 0.f;
+      const i64 iw = p - left;
+      for (i64 c = 0; c < C; ++c)
+        xp[(row * wp + p) * C + c] = iw >= 0 && iw < W ? x[(row * W + iw) * C + c] : 0.f;
     }
   return xp;
 }
@@ -376,7 +377,7 @@ void run_dot(const GatherGemm& g, i64 M) {
 void run_gather_gemm(const GatherGemm& g) {
   const i64 M = g.N * g.GH * g.GW, npad = round_up(g.ncols, NR);
   if (M == 0) return;
-  if (g.ncols <= cpu::kDotMaxCols && g.SC >= kDotMinChannels && !g.px)
+  if (g.ncols <= cpu::kDotMaxCols && g.SC >= kDotMinChannels)
     run_dot(g, M);
   else if (g.SC <= kPixelMajorMaxChannels && g.ncols <= kPixelMajorMaxCols && !g.px)
     run_pixel_major(g);
@@ -398,7 +399,7 @@ void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const f
     // pointer and a few multiply-adds per tap. HWIO weights keep (s, c) adjacent, so the
     // merged tap's weights are the same rows in the same order.
     const i64 wp = (d.OW - 1) * d.sw + d.S;
-    const std::vector<float> xp = pad_columns(d, x, wp);
+    const std::vector<float> xp = pad_columns(x, d.N * d.H, d.W, d.C, d.pl, wp);
     std::vector<i64> tw(static_cast<size_t>(d.OW));
     for (i64 ow = 0; ow < d.OW; ++ow) tw[ow] = ow * d.sw;
     run_gather_gemm({xp.data(), d.H, wp, d.S * d.C, d.N, d.OH, d.OW, d.R, 1, th.data(), tw.data(), w,
@@ -421,6 +422,26 @@ void conv2d_bwd_data_cpu(const Conv2dDesc& d, const float* dy, const float* w, f
     return;
   }
   const auto th = backward_taps(d.H, d.R, d.sh, d.dh, d.pt, d.OH);
+  if (d.sw == 1 && d.dw == 1 && d.S > 1 && d.C <= cpu::kDotMaxCols && d.K >= kDotMinChannels &&
+      d.S * d.K <= kMergeMaxRunBackward) {
+    // Into 1-3 channels (dot products): with stride 1, input column iw reads dy columns
+    // iw + pl - s for s = S-1 .. 0, one run of S * K floats once dy has zero columns on both
+    // sides, so a kernel row's taps merge into one as in the forward pass. The run visits s
+    // backwards, so the weights are flipped along s to match.
+    const i64 left = d.S - 1 - d.pl, wp = d.W + d.S - 1;
+    const std::vector<float> dyp = pad_columns(dy, d.N * d.OH, d.OW, d.K, left, wp);
+    std::vector<float> wf(static_cast<size_t>(d.R * d.S * d.K * d.C));  // [r][S-1-s][k][c]
+    for (i64 r = 0; r < d.R; ++r)
+      for (i64 s = 0; s < d.S; ++s)
+        for (i64 c = 0; c < d.C; ++c)
+          for (i64 k = 0; k < d.K; ++k)
+            wf[((r * d.S + d.S - 1 - s) * d.K + k) * d.C + c] = w[((r * d.S + s) * d.C + c) * d.K + k];
+    std::vector<i64> tw(static_cast<size_t>(d.W));
+    for (i64 iw = 0; iw < d.W; ++iw) tw[iw] = iw;
+    run_gather_gemm({dyp.data(), d.OH, wp, d.S * d.K, d.N, d.H, d.W, d.R, 1, th.data(), tw.data(), wf.data(),
+                     d.S * d.K * d.C, d.C, 1, d.C, dx, nullptr, Activation::None, d.K});
+    return;
+  }
   const auto tw = backward_taps(d.W, d.S, d.sw, d.dw, d.pl, d.OW);
   run_gather_gemm({dy, d.OH, d.OW, d.K, d.N, d.H, d.W, d.R, d.S, th.data(), tw.data(), w, d.C * d.K,
                    1, d.K, d.C, dx, nullptr, Activation::None});
@@ -436,7 +457,7 @@ void bwd_filter_by_rows(const Conv2dDesc& d, const float* x, const float* dy, fl
   const i64 rows = d.N * d.OH, Q = d.R * d.S * d.C, K = d.K;
   const i64 wp = (d.OW - 1) * d.sw + (d.S - 1) * d.dw + 1;  // padded input row, in pixels
   const auto th = forward_taps(d.OH, d.R, d.sh, d.dh, d.pt, d.H);
-  const std::vector<float> xpad = pad_columns(d, x, wp);
+  const std::vector<float> xpad = pad_columns(x, d.N * d.H, d.W, d.C, d.pl, wp);
   Partials partial(Q * K, K, std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>(rows))));
   const int nthreads = partial.threads;
 #pragma omp parallel num_threads(nthreads)
