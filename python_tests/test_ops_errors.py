@@ -50,10 +50,17 @@ BAD = [
     ('ops.conv2d_output_shape((1, 8, 8, 3), (3, 3, 3, 0))', ValueError, r"filters must be >= 1"),
     ('ops.conv2d_output_shape((-1, 8, 8, 3), (3, 3, 3, 1))', ValueError, r"batch size must be >= 0"),
     ('ops.conv2d_output_shape((1, 0, 8, 3), (1, 1, 3, 1))', ValueError, r"input height must be >= 1, got 0"),
+    ('ops.batch_norm_train(X, np.ones(2, np.float32))', ValueError, r"gamma has 2 entries but the input has 3 channels"),
+    ('ops.batch_norm_train(X.astype(np.float64))', TypeError, r"x must be float32, got float64"),
+    ('ops.batch_norm_train(X[0, 0, 0])', ValueError, r"x must be 2-D, got shape \(3,\)"),
+    ('ops.batch_norm_train_backward(np.ones((2, 3), np.float32), np.ones((4, 3), np.float32), np.ones(3, np.float32))',
+     ValueError, r"xhat has shape \(4, 3\), expected \(2, 3\)"),
     # The bindings check their own arguments too, whatever calls them.
     ('_cpu.conv2d_fwd(X, K, None, np.empty((2, 6, 6, 4), np.float64), (1, 1), (1, 1), "valid")', TypeError, r"y must have dtype float32"),
     ('_cpu.conv2d_fwd(X, K, None, np.empty((2, 6, 6, 5), np.float32), (1, 1), (1, 1), "valid")', ValueError, r"y has shape \(2, 6, 6, 5\), expected \(2, 6, 6, 4\)"),
     ('_cpu.max_pool2d_fwd(X, np.empty((2, 4, 4, 3), np.float32)[:, ::-1], None, (2, 2), (2, 2), "valid")', ValueError, r"y must be C-contiguous"),
+    ('_cpu.batch_norm_fwd(X[0, 0], None, None, 1e-3, *[np.empty(s, np.float32) for s in [(8, 2), (8, 3), 3, 3, 3]])',
+     ValueError, r"y has shape \(8, 2\), expected \(8, 3\)"),
 ]
 
 
