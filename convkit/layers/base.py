@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from convkit import _serial, initializers, regularizers
+from convkit import _serial, activations, initializers, regularizers
 from convkit._device import device_of, to_device, to_numpy, xp_of
 
 _name_counts: defaultdict = defaultdict(int)
@@ -367,6 +367,41 @@ class Layer:
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name}>"
 
+
+
+def serialize_optional(obj):
+    """``_serial.serialize(obj)``, or None for an absent regularizer or constraint."""
+    return None if obj is None else _serial.serialize(obj)
+
+
+class KernelLayer(Layer):
+    """A layer with a kernel, an optional bias and an activation (Conv2D, Dense): their shared
+    arguments, weights, activation gradient and config."""
+
+    def __init__(self, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = regularizers.get(kernel_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+
+    def _add_kernel_and_bias(self, kernel_shape, units):
+        self.kernel = self.add_weight("kernel", kernel_shape, self.kernel_initializer, self.kernel_regularizer)
+        self.bias = self.add_weight("bias", (units,), self.bias_initializer, self.bias_regularizer) \
+            if self.use_bias else None
+
+    def _activation_grad(self, dy, y, skip_activation):
+        return dy if skip_activation else self.activation.grad(dy, y)
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation.name, "use_bias": self.use_bias,
+                "kernel_initializer": _serial.serialize(self.kernel_initializer),
+                "bias_initializer": _serial.serialize(self.bias_initializer),
+                "kernel_regularizer": serialize_optional(self.kernel_regularizer),
+                "bias_regularizer": serialize_optional(self.bias_regularizer)}
 
 def _with_batch_none(shape):
     if isinstance(shape, list):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from convkit import _serial, activations, initializers, ops, regularizers
-from convkit.layers.base import Layer
+from convkit import _serial, ops
+from convkit.layers.base import KernelLayer
 
 
 def _pair(v, name):
@@ -25,13 +25,14 @@ def _padding(p, who):
 
 
 @_serial.register_serializable
-class Conv2D(Layer):
+class Conv2D(KernelLayer):
     """2-D convolution: NHWC input, HWIO kernel (kh, kw, in, filters), Keras arguments and defaults."""
 
     def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
                  dilation_rate=(1, 1), activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                         bias_regularizer, **kwargs)
         _channels_last(data_format, "Conv2D")
         if not isinstance(filters, int) or filters <= 0:
             raise ValueError(f"Conv2D: filters must be a positive int, got {filters!r}")
@@ -40,21 +41,12 @@ class Conv2D(Layer):
         self.strides = _pair(strides, "Conv2D strides")
         self.dilation_rate = _pair(dilation_rate, "Conv2D dilation_rate")
         self.padding = _padding(padding, "Conv2D")
-        self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
         self._fused = self.activation.name == "relu"
 
     def build(self, input_shape):
         if len(input_shape) != 4:
             raise ValueError(f"Conv2D {self.name!r}: expects 4-D input (N, H, W, C), got shape {tuple(input_shape)}")
-        self.kernel = self.add_weight("kernel", self.kernel_size + (input_shape[-1], self.filters),
-                                      self.kernel_initializer, self.kernel_regularizer)
-        self.bias = self.add_weight("bias", (self.filters,), self.bias_initializer, self.bias_regularizer) \
-            if self.use_bias else None
+        self._add_kernel_and_bias(self.kernel_size + (input_shape[-1], self.filters), self.filters)
 
     def compute_output_shape(self, input_shape):
         kshape = self.kernel_size + (input_shape[-1], self.filters)
@@ -77,7 +69,7 @@ class Conv2D(Layer):
 
     def backward(self, dy, need_dx=True, skip_activation=False):
         x, y = self._pop()
-        dz = dy if skip_activation else self.activation.grad(dy, y)
+        dz = self._activation_grad(dy, y, skip_activation)
         dx, dk, db = ops.conv2d_backward(dz, x, self.kernel.value, need_dx=need_dx, **self._geometry())
         self.kernel.add_grad(dk)
         if self.use_bias:
@@ -86,16 +78,7 @@ class Conv2D(Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": list(self.kernel_size),
-                "strides": list(self.strides), "padding": self.padding, "dilation_rate": list(self.dilation_rate),
-                "activation": self.activation.name, "use_bias": self.use_bias,
-                "kernel_initializer": _serial.serialize(self.kernel_initializer),
-                "bias_initializer": _serial.serialize(self.bias_initializer),
-                "kernel_regularizer": _opt(self.kernel_regularizer),
-                "bias_regularizer": _opt(self.bias_regularizer)}
-
-
-def _opt(obj):
-    return None if obj is None else _serial.serialize(obj)
+                "strides": list(self.strides), "padding": self.padding, "dilation_rate": list(self.dilation_rate)}
 
 
 Convolution2D = Conv2D

@@ -6,15 +6,14 @@ import math
 
 import numpy as np
 
-from convkit import _serial, activations, initializers, regularizers
+from convkit import _serial, activations
 from convkit._device import xp_of
-from convkit.layers.base import Layer
-from convkit.layers.conv import _opt
+from convkit.layers.base import KernelLayer, Layer
 from convkit.utils import rng
 
 
 @_serial.register_serializable
-class Dense(Layer):
+class Dense(KernelLayer):
     """y = activation(x @ kernel + bias) over the last axis; kernel (in, units)."""
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
@@ -22,25 +21,17 @@ class Dense(Layer):
                  **kwargs):
         if input_dim is not None and "input_shape" not in kwargs:
             kwargs["input_shape"] = (input_dim,)
-        super().__init__(**kwargs)
+        super().__init__(activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
+                         bias_regularizer, **kwargs)
         if not isinstance(units, int) or units <= 0:
             raise ValueError(f"Dense: units must be a positive int, got {units!r}")
         self.units = units
-        self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
-        self.kernel_regularizer = regularizers.get(kernel_regularizer)
-        self.bias_regularizer = regularizers.get(bias_regularizer)
 
     def build(self, input_shape):
         if len(input_shape) < 2 or input_shape[-1] is None:
             raise ValueError(f"Dense {self.name!r}: needs inputs with a known last dimension, got {input_shape}; "
                              "put a Flatten before it for images")
-        self.kernel = self.add_weight("kernel", (input_shape[-1], self.units), self.kernel_initializer,
-                                      self.kernel_regularizer)
-        self.bias = self.add_weight("bias", (self.units,), self.bias_initializer, self.bias_regularizer) \
-            if self.use_bias else None
+        self._add_kernel_and_bias((input_shape[-1], self.units), self.units)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
@@ -58,7 +49,7 @@ class Dense(Layer):
 
     def backward(self, dy, need_dx=True, skip_activation=False):
         x, y = self._pop()
-        dz = dy if skip_activation else self.activation.grad(dy, y)
+        dz = self._activation_grad(dy, y, skip_activation)
         x2 = x.reshape(-1, x.shape[-1])
         dz2 = dz.reshape(-1, self.units)
         self.kernel.add_grad(x2.T @ dz2)
@@ -67,10 +58,7 @@ class Dense(Layer):
         return (dz @ self.kernel.value.T) if need_dx else None
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units, "activation": self.activation.name,
-                "use_bias": self.use_bias, "kernel_initializer": _serial.serialize(self.kernel_initializer),
-                "bias_initializer": _serial.serialize(self.bias_initializer),
-                "kernel_regularizer": _opt(self.kernel_regularizer), "bias_regularizer": _opt(self.bias_regularizer)}
+        return {**super().get_config(), "units": self.units}
 
 
 @_serial.register_serializable

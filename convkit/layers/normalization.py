@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from convkit import _serial, initializers, ops, regularizers
 from convkit._device import xp_of
-from convkit.layers.base import Layer
-from convkit.layers.conv import _opt
+from convkit.layers.base import Layer, serialize_optional
 
 
 @_serial.register_serializable
@@ -97,4 +96,5 @@ class BatchNormalization(Layer):
                 "gamma_initializer": _serial.serialize(self.gamma_initializer),
                 "moving_mean_initializer": _serial.serialize(self.moving_mean_initializer),
                 "moving_variance_initializer": _serial.serialize(self.moving_variance_initializer),
-                "beta_regularizer": _opt(self.beta_regularizer), "gamma_regularizer": _opt(self.gamma_regularizer)}
+                "beta_regularizer": serialize_optional(self.beta_regularizer),
+                "gamma_regularizer": serialize_optional(self.gamma_regularizer)}
