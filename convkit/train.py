@@ -33,6 +33,7 @@ from convkit._atomic import atomic_open, remove_leftovers
 from convkit._backend import device_name, get_num_threads
 from convkit.callbacks import Callback, CSVLogger
 from convkit.plotting import plot_history
+from convkit.preprocessing.image import ImageDataGenerator
 from convkit.saving import load_model, save_model
 from convkit.utils import get_rng_state, set_random_seed, set_rng_state
 
@@ -196,15 +197,10 @@ def main(argv=None) -> int:
         c.restore(history_before)
     train, fit_kw, gen = (x_train, y_train), {}, None
     if r.augmentation:
-        try:
-            from convkit.preprocessing.image import ImageDataGenerator
-        except ImportError:
-            print("note: convkit.preprocessing is not available; training without augmentation", file=sys.stderr)
-        else:
-            gen = ImageDataGenerator(**r.augmentation).flow(x_train, y_train, batch_size=batch_size, seed=args.seed)
-            train, fit_kw = (gen, None), {"steps_per_epoch": len(gen)}
-            if args.resume and extra.get("data_state"):
-                gen.set_state(extra["data_state"])
+        gen = ImageDataGenerator(**r.augmentation).flow(x_train, y_train, batch_size=batch_size, seed=args.seed)
+        train, fit_kw = (gen, None), {"steps_per_epoch": len(gen)}
+        if args.resume and extra.get("data_state"):
+            gen.set_state(extra["data_state"])
     if args.resume:
         _rewrite_log(os.path.join(out, "log.csv"), history_before)
     callbacks += [CSVLogger(os.path.join(out, "log.csv"), append=bool(args.resume)),
