@@ -331,3 +331,26 @@ def test_missing_pillow_names_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "PIL", None)
     with pytest.raises(ImportError, match=r"convkit\[image\]"):
         load_image(tmp_path / "x.png")
+
+
+# --------------------------------------------------------------------------------------------
+# The resampler against SciPy's, an implementation written elsewhere
+
+@pytest.mark.parametrize("mode, scipy_mode", [("constant", "grid-constant"), ("nearest", "nearest"),
+                                              ("reflect", "reflect"), ("wrap", "grid-wrap")])
+def test_affine_batch_matches_scipy_ndimage(rng, mode, scipy_mode):
+    from scipy import ndimage
+
+    from convkit.preprocessing._transform import affine_batch
+
+    n, h, w, c = 4, 9, 11, 2
+    x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+    # Random rotations, shears, zooms and shifts large enough to read well outside the image.
+    m = np.eye(2) + rng.uniform(-0.6, 0.6, (n, 2, 2))
+    offsets = rng.uniform(-6, 6, (n, 2))
+    out = affine_batch(x, m, offsets, mode, cval=0.5)
+    for b in range(n):
+        for ch in range(c):
+            want = ndimage.affine_transform(x[b, :, :, ch].astype(np.float64), m[b], offsets[b], order=1,
+                                            mode=scipy_mode, cval=0.5, prefilter=False)
+            np.testing.assert_allclose(out[b, :, :, ch], want, rtol=1e-5, atol=1e-5)
