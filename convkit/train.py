@@ -31,6 +31,7 @@ import convkit
 from convkit import zoo
 from convkit._atomic import atomic_open, remove_leftovers
 from convkit._backend import device_name, get_num_threads
+from convkit._device import resolve_device, to_device
 from convkit.callbacks import Callback, CSVLogger
 from convkit.plotting import plot_history
 from convkit.preprocessing.image import ImageDataGenerator
@@ -197,7 +198,9 @@ def main(argv=None) -> int:
         c.restore(history_before)
     train, fit_kw, gen = (x_train, y_train), {}, None
     if r.augmentation:
-        gen = ImageDataGenerator(**r.augmentation).flow(x_train, y_train, batch_size=batch_size, seed=args.seed)
+        # Augment where training runs: on the GPU the images are resampled there, never copied back.
+        images = to_device(x_train, resolve_device(args.device))
+        gen = ImageDataGenerator(**r.augmentation).flow(images, y_train, batch_size=batch_size, seed=args.seed)
         train, fit_kw = (gen, None), {"steps_per_epoch": len(gen)}
         if args.resume and extra.get("data_state"):
             gen.set_state(extra["data_state"])

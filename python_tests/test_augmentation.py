@@ -354,3 +354,31 @@ def test_affine_batch_matches_scipy_ndimage(rng, mode, scipy_mode):
             want = ndimage.affine_transform(x[b, :, :, ch].astype(np.float64), m[b], offsets[b], order=1,
                                             mode=scipy_mode, cval=0.5, prefilter=False)
             np.testing.assert_allclose(out[b, :, :, ch], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["constant", "nearest", "reflect", "wrap"])
+def test_augmentation_on_the_gpu_matches_the_cpu(rng, mode):
+    """Images held by CuPy are transformed on the GPU, with the same random draws as on the host."""
+    import convkit
+    from convkit._device import to_device, to_numpy, xp_of
+
+    if not convkit.has_cuda():
+        pytest.skip(f"CUDA {convkit.cuda_status()}")
+    x = rng.uniform(0, 255, (20, 12, 10, 3)).astype(np.float32)
+    y = np.arange(20)
+    gen = ImageDataGenerator(rotation_range=30, width_shift_range=0.2, height_shift_range=2, shear_range=10,
+                             zoom_range=0.2, horizontal_flip=True, vertical_flip=True, rescale=1 / 255,
+                             fill_mode=mode, cval=0.3, featurewise_center=True,
+                             featurewise_std_normalization=True)
+    gen.fit(to_device(x, "cuda"))
+    mean, std = gen.mean, gen.std
+    gen.fit(x)
+    np.testing.assert_allclose(mean, gen.mean, rtol=1e-5)
+    np.testing.assert_allclose(std, gen.std, rtol=1e-5)
+    on_gpu = gen.flow(to_device(x, "cuda"), y, batch_size=8, seed=3)
+    on_cpu = gen.flow(x, y, batch_size=8, seed=3)
+    for _ in range(len(on_cpu) + 1):
+        (xg, yg), (xc, yc) = next(on_gpu), next(on_cpu)
+        assert xp_of(xg) is not np and xp_of(yg) is np
+        np.testing.assert_array_equal(yg, yc)
+        np.testing.assert_allclose(to_numpy(xg), xc, rtol=1e-4, atol=1e-4)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convkit._device import to_numpy, xp_of
 from convkit.preprocessing._transform import FILL_MODES, affine_batch
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp")
@@ -45,6 +46,9 @@ class ImageDataGenerator:
     'reflect' or 'wrap'. Each batch goes through ``preprocessing_function`` (per image), the random
     transform (one affine map per image, bilinear, vectorised over the batch), ``rescale``, then
     sample-wise and feature-wise standardisation (the latter needs :meth:`fit`).
+
+    Images given as CuPy arrays are transformed on the GPU and stay there; the random parameters
+    are always drawn on the host, so a seed gives the same batches on either device.
     """
 
     def __init__(self, rotation_range=0.0, width_shift_range=0.0, height_shift_range=0.0,
@@ -109,7 +113,8 @@ class ImageDataGenerator:
         ``tx`` > 0 moves content right and ``ty`` > 0 down, by that many pixels; ``theta`` turns it
         counter-clockwise (degrees); ``zx``/``zy`` < 1 enlarge it; ``shear`` is an angle in degrees.
         """
-        x = np.asarray(x, dtype=np.float32)
+        xp = xp_of(x)
+        x = xp.asarray(x, dtype=xp.float32)
         n, h, w, _ = x.shape
         get = lambda k, d: np.broadcast_to(np.asarray(params.get(k, d), dtype=np.float64), (n,))
         theta, shear = np.deg2rad(get("theta", 0.0)), np.deg2rad(get("shear", 0.0))
@@ -130,17 +135,19 @@ class ImageDataGenerator:
             shift = np.stack([ty, tx], -1)
             offsets = centre - np.einsum("bij,bj->bi", m, centre + shift)
             x = affine_batch(x, m, offsets, self.fill_mode, self.cval)
-        flip_h = np.asarray(params.get("flip_horizontal", np.zeros(n, bool)), bool)
-        flip_v = np.asarray(params.get("flip_vertical", np.zeros(n, bool)), bool)
-        if flip_h.any() or flip_v.any():
+        flip_h = np.flatnonzero(np.asarray(params.get("flip_horizontal", np.zeros(n, bool)), bool))
+        flip_v = np.flatnonzero(np.asarray(params.get("flip_vertical", np.zeros(n, bool)), bool))
+        if len(flip_h) or len(flip_v):
             x = x.copy()
+            flip_h, flip_v = xp.asarray(flip_h), xp.asarray(flip_v)
             x[flip_h] = x[flip_h][:, :, ::-1]
             x[flip_v] = x[flip_v][:, ::-1]
         return x
 
     def random_transform(self, x, seed=None) -> np.ndarray:
         """Randomly transform a batch (N, H, W, C) or one image (H, W, C)."""
-        x = np.asarray(x, dtype=np.float32)
+        xp = xp_of(x)
+        x = xp.asarray(x, dtype=xp.float32)
         single = x.ndim == 3
         batch = x[None] if single else x
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -150,17 +157,19 @@ class ImageDataGenerator:
     def fit(self, x, augment=False, rounds=1, seed=None) -> None:
         """Compute per-channel mean and std over ``x`` (N, H, W, C) for feature-wise standardisation."""
         x = _as_nhwc(x)
+        xp = xp_of(x)
         if augment:
             rng = np.random.default_rng(seed)
-            x = np.concatenate([self.random_transform(x, rng) for _ in range(rounds)])
+            x = xp.concatenate([self.random_transform(x, rng) for _ in range(rounds)])
         if self.rescale:
-            x = x * self.rescale
-        self.mean = x.mean(axis=(0, 1, 2), keepdims=True)[0].astype(np.float32)
-        self.std = x.std(axis=(0, 1, 2), keepdims=True)[0].astype(np.float32)
+            x = x * np.float32(self.rescale)
+        self.mean = to_numpy(x.mean(axis=(0, 1, 2), keepdims=True)[0]).astype(np.float32)
+        self.std = to_numpy(x.std(axis=(0, 1, 2), keepdims=True)[0]).astype(np.float32)
 
     def standardize(self, x) -> np.ndarray:
         """Rescale, then sample-wise, then feature-wise normalisation of a batch (N, H, W, C)."""
-        x = np.asarray(x, dtype=np.float32)
+        xp = xp_of(x)
+        x = xp.asarray(x, dtype=xp.float32)
         if self.rescale:
             x = x * np.float32(self.rescale)
         if self.samplewise_center:
@@ -171,15 +180,16 @@ class ImageDataGenerator:
             if self.mean is None:
                 raise RuntimeError("featurewise_center/std_normalization need fit(x) to be called first")
             if self.featurewise_center:
-                x = x - self.mean
+                x = x - xp.asarray(self.mean)
             if self.featurewise_std_normalization:
-                x = x / (self.std + 1e-6)
+                x = x / (xp.asarray(self.std) + 1e-6)
         return x
 
-    def _process(self, x, rng) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
+    def _process(self, x, rng):
+        xp = xp_of(x)
+        x = xp.asarray(x, dtype=xp.float32)
         if self.preprocessing_function is not None:
-            x = np.stack([np.asarray(self.preprocessing_function(im), np.float32) for im in x])
+            x = xp.stack([xp.asarray(self.preprocessing_function(im), xp.float32) for im in x])
         x = self.apply_transform(x, self.get_random_transforms(len(x), x.shape[1], x.shape[2], rng))
         return self.standardize(x).astype(self.dtype, copy=False)
 
@@ -188,7 +198,8 @@ class ImageDataGenerator:
         """Endless iterator over augmented batches of ``x`` (N, H, W, C; N, H, W is taken as one channel).
 
         Yields ``(x_batch, y_batch)``, or ``x_batch`` alone when ``y`` is None; ``len()`` is the
-        number of batches per epoch, the last of which may be smaller.
+        number of batches per epoch, the last of which may be smaller. Batches are on the device
+        of ``x`` (NumPy or CuPy); ``y``'s batches on that of ``y``.
         """
         return NumpyArrayIterator(self, x, y, batch_size, shuffle, seed)
 
@@ -205,13 +216,14 @@ class ImageDataGenerator:
                                  batch_size, shuffle, seed, subset, interpolation)
 
 
-def _as_nhwc(x) -> np.ndarray:
-    x = np.asarray(x)
+def _as_nhwc(x):
+    xp = xp_of(x)
+    x = xp.asarray(x)
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
         raise ValueError(f"expected images of shape (N, H, W, C) or (N, H, W), got {x.shape}")
-    return x.astype(np.float32, copy=False)
+    return x.astype(xp.float32, copy=False)
 
 
 class _BatchIterator:
@@ -267,15 +279,15 @@ class NumpyArrayIterator(_BatchIterator):
     def __init__(self, generator, x, y, batch_size=32, shuffle=True, seed=None):
         self.x = _as_nhwc(x)
         if y is not None:
-            y = np.asarray(y)
+            y = xp_of(y).asarray(y)
             if len(y) != len(self.x):
                 raise ValueError(f"x and y have different lengths: {len(self.x)} and {len(y)}")
         self.y, self.generator = y, generator
         super().__init__(len(self.x), batch_size, shuffle, seed)
 
     def _batch(self, idx):
-        xb = self.generator._process(self.x[idx], self.rng)
-        return xb if self.y is None else (xb, self.y[idx])
+        xb = self.generator._process(self.x[xp_of(self.x).asarray(idx)], self.rng)
+        return xb if self.y is None else (xb, self.y[xp_of(self.y).asarray(idx)])
 
 
 def _list_class_files(directory, classes=None):
