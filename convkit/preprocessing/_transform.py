@@ -34,26 +34,31 @@ def affine_batch(x, matrices, offsets, fill_mode: str = "nearest", cval: float =
         raise ValueError(f"fill_mode must be one of {FILL_MODES}, got {fill_mode!r}")
     xp = xp_of(x)
     n, h, w, ch = x.shape
-    rows, cols = xp.meshgrid(xp.arange(h, dtype=xp.float64), xp.arange(w, dtype=xp.float64), indexing="ij")
-    grid = xp.stack([rows.ravel(), cols.ravel()], axis=-1)  # (HW, 2)
-    matrices, offsets = xp.asarray(matrices, dtype=xp.float64), xp.asarray(offsets, dtype=xp.float64)
-    src = xp.einsum("bij,pj->bpi", matrices, grid) + offsets[:, None, :]  # (N, HW, 2)
+    rows = xp.repeat(xp.arange(h, dtype=xp.float64), w)  # output pixel p's row and column, (HW,)
+    cols = xp.tile(xp.arange(w, dtype=xp.float64), h)
+    m, t = xp.asarray(matrices, dtype=xp.float64), xp.asarray(offsets, dtype=xp.float64)
+    # Source positions (N, HW), written out: a 2x2 map per image is too small a contraction for einsum.
+    r = m[:, 0, 0, None] * rows + m[:, 0, 1, None] * cols + t[:, 0, None]
+    c = m[:, 1, 0, None] * rows + m[:, 1, 1, None] * cols + t[:, 1, None]
     # Snap values within rounding error of a pixel centre so exact maps (flips, 90-degree
     # rotations, whole-pixel shifts) copy pixels exactly instead of blending a 1e-16 sliver.
-    snapped = xp.rint(src)
-    src = xp.where(xp.abs(src - snapped) < 1e-6, snapped, src)
-    r, c = src[..., 0], src[..., 1]
+    r0, c0 = xp.rint(r), xp.rint(c)
+    r, c = xp.where(xp.abs(r - r0) < 1e-6, r0, r), xp.where(xp.abs(c - c0) < 1e-6, c0, c)
     r0, c0 = xp.floor(r), xp.floor(c)
     fr, fc = (r - r0)[..., None].astype(xp.float32), (c - c0)[..., None].astype(xp.float32)
     r0, c0 = r0.astype(xp.int64), c0.astype(xp.int64)
-    b = xp.arange(n)[:, None]
+    pixels = x.reshape(n * h * w, ch)
+    first = (xp.arange(n, dtype=xp.int64) * (h * w))[:, None]  # each image's first pixel
+    # The two rows and two columns each output pixel blends, folded inside the image once.
+    row_at = [first + _fold(xp, r0 + k, h, fill_mode) * w for k in (0, 1)]
+    col_at = [_fold(xp, c0 + k, w, fill_mode) for k in (0, 1)]
+    row_w, col_w = (1 - fr, fr), (1 - fc, fc)
     out = xp.zeros((n, h * w, ch), dtype=xp.float32)
-    for dr, dc, weight in ((0, 0, (1 - fr) * (1 - fc)), (0, 1, (1 - fr) * fc),
-                           (1, 0, fr * (1 - fc)), (1, 1, fr * fc)):
-        ri, ci = r0 + dr, c0 + dc
-        vals = x[b, _fold(xp, ri, h, fill_mode), _fold(xp, ci, w, fill_mode)]
-        if fill_mode == "constant":
-            inside = ((ri >= 0) & (ri < h) & (ci >= 0) & (ci < w))[..., None]
-            vals = xp.where(inside, vals, xp.float32(cval))
-        out += weight * vals
+    for i in (0, 1):
+        for j in (0, 1):
+            vals = xp.take(pixels, row_at[i] + col_at[j], axis=0)
+            if fill_mode == "constant":
+                inside = ((r0 + i >= 0) & (r0 + i < h) & (c0 + j >= 0) & (c0 + j < w))[..., None]
+                vals = xp.where(inside, vals, xp.float32(cval))
+            out += (row_w[i] * col_w[j]) * vals
     return out.reshape(n, h, w, ch)
