@@ -18,43 +18,55 @@ Span window(i64 o, i64 stride, i64 pad, i64 size, i64 in) {
   return {std::max<i64>(start, 0), std::min(start + size, in)};
 }
 
-}  // namespace
-
-void max_pool2d_fwd_cpu(const Pool2dDesc& d, const float* x, float* y, std::int32_t* argmax) {
+// Calls body(img, hs, ws, o) for every output pixel: img is its image, hs/ws its window's
+// clipped rows and columns, o the offset of its C outputs. Images and rows spread over threads.
+template <class Body>
+void each_window(const Pool2dDesc& d, const float* x, Body body) {
 #pragma omp parallel for collapse(2) schedule(static)
   for (i64 n = 0; n < d.N; ++n)
     for (i64 oh = 0; oh < d.OH; ++oh) {
       const Span hs = window(oh, d.sh, d.pt, d.R, d.H);
       const float* img = x + n * d.H * d.W * d.C;
-      for (i64 ow = 0; ow < d.OW; ++ow) {
-        const Span ws = window(ow, d.sw, d.pl, d.S, d.W);
-        const i64 o = ((n * d.OH + oh) * d.OW + ow) * d.C;
-        float* yo = y + o;
-        // The window is never all padding (see window_1d), so its first cell seeds the max.
-        std::memcpy(yo, img + (hs.lo * d.W + ws.lo) * d.C, sizeof(float) * d.C);
-        if (argmax) std::fill(argmax + o, argmax + o + d.C, static_cast<std::int32_t>(hs.lo * d.W + ws.lo));
-        for (i64 ih = hs.lo; ih < hs.hi; ++ih)
-          for (i64 iw = ws.lo; iw < ws.hi; ++iw) {
-            const float* xc = img + (ih * d.W + iw) * d.C;
-            const auto idx = static_cast<std::int32_t>(ih * d.W + iw);
-            if (argmax) {
-              for (i64 c = 0; c < d.C; ++c) {
-                const float v = xc[c], m = yo[c];
-                // Strictly greater keeps the first of equal values; NaN beats any number.
-                if (v > m || (v != v && m == m)) {
-                  yo[c] = v;
-                  argmax[o + c] = idx;
-                }
-              }
-            } else {
-              for (i64 c = 0; c < d.C; ++c) {
-                const float v = xc[c], m = yo[c];
-                yo[c] = (v > m || (v != v && m == m)) ? v : m;
-              }
-            }
-          }
-      }
+      for (i64 ow = 0; ow < d.OW; ++ow)
+        body(img, hs, window(ow, d.sw, d.pl, d.S, d.W), ((n * d.OH + oh) * d.OW + ow) * d.C);
     }
+}
+
+}  // namespace
+
+// Strictly greater keeps the first of equal values; NaN beats any number.
+inline bool beats(float v, float m) { return v > m || (v != v && m == m); }
+
+void max_pool2d_fwd_cpu(const Pool2dDesc& d, const float* x, float* y, std::int32_t* argmax) {
+  // The window is never all padding (see window_1d), so its first cell seeds the max.
+  if (argmax) {
+    each_window(d, x, [&](const float* img, Span hs, Span ws, i64 o) {
+      float* yo = y + o;
+      std::int32_t* ao = argmax + o;
+      std::memcpy(yo, img + (hs.lo * d.W + ws.lo) * d.C, sizeof(float) * d.C);
+      std::fill(ao, ao + d.C, static_cast<std::int32_t>(hs.lo * d.W + ws.lo));
+      for (i64 ih = hs.lo; ih < hs.hi; ++ih)
+        for (i64 iw = ws.lo; iw < ws.hi; ++iw) {
+          const float* xc = img + (ih * d.W + iw) * d.C;
+          const auto idx = static_cast<std::int32_t>(ih * d.W + iw);
+          for (i64 c = 0; c < d.C; ++c)
+            if (beats(xc[c], yo[c])) {
+              yo[c] = xc[c];
+              ao[c] = idx;
+            }
+        }
+    });
+    return;
+  }
+  each_window(d, x, [&](const float* img, Span hs, Span ws, i64 o) {
+    float* yo = y + o;
+    std::memcpy(yo, img + (hs.lo * d.W + ws.lo) * d.C, sizeof(float) * d.C);
+    for (i64 ih = hs.lo; ih < hs.hi; ++ih)
+      for (i64 iw = ws.lo; iw < ws.hi; ++iw) {
+        const float* xc = img + (ih * d.W + iw) * d.C;
+        for (i64 c = 0; c < d.C; ++c) yo[c] = beats(xc[c], yo[c]) ? xc[c] : yo[c];
+      }
+  });
 }
 
 void max_pool2d_bwd_cpu(const Pool2dDesc& d, const float* dy, const std::int32_t* argmax, float* dx) {
@@ -71,24 +83,17 @@ void max_pool2d_bwd_cpu(const Pool2dDesc& d, const float* dy, const std::int32_t
 }
 
 void avg_pool2d_fwd_cpu(const Pool2dDesc& d, const float* x, float* y) {
-#pragma omp parallel for collapse(2) schedule(static)
-  for (i64 n = 0; n < d.N; ++n)
-    for (i64 oh = 0; oh < d.OH; ++oh) {
-      const Span hs = window(oh, d.sh, d.pt, d.R, d.H);
-      const float* img = x + n * d.H * d.W * d.C;
-      for (i64 ow = 0; ow < d.OW; ++ow) {
-        const Span ws = window(ow, d.sw, d.pl, d.S, d.W);
-        float* yo = y + ((n * d.OH + oh) * d.OW + ow) * d.C;
-        std::fill(yo, yo + d.C, 0.f);
-        for (i64 ih = hs.lo; ih < hs.hi; ++ih)
-          for (i64 iw = ws.lo; iw < ws.hi; ++iw) {
-            const float* xc = img + (ih * d.W + iw) * d.C;
-            for (i64 c = 0; c < d.C; ++c) yo[c] += xc[c];
-          }
-        const float inv = 1.f / static_cast<float>((hs.hi - hs.lo) * (ws.hi - ws.lo));
-        for (i64 c = 0; c < d.C; ++c) yo[c] *= inv;
+  each_window(d, x, [&](const float* img, Span hs, Span ws, i64 o) {
+    float* yo = y + o;
+    std::fill(yo, yo + d.C, 0.f);
+    for (i64 ih = hs.lo; ih < hs.hi; ++ih)
+      for (i64 iw = ws.lo; iw < ws.hi; ++iw) {
+        const float* xc = img + (ih * d.W + iw) * d.C;
+        for (i64 c = 0; c < d.C; ++c) yo[c] += xc[c];
       }
-    }
+    const float inv = 1.f / static_cast<float>((hs.hi - hs.lo) * (ws.hi - ws.lo));
+    for (i64 c = 0; c < d.C; ++c) yo[c] *= inv;
+  });
 }
 
 void avg_pool2d_bwd_cpu(const Pool2dDesc& d, const float* dy, float* dx) {
