@@ -140,6 +140,19 @@ def _data(name, batch, steps, seed=0):
     return rng.random((batch * steps,) + shape, dtype=np.float32), rng.integers(0, 10, batch * steps)
 
 
+def match_precision(framework, precision):
+    """The same GPU arithmetic for both frameworks: strict 'float32' (convkit's default; PyTorch's cuDNN
+    would otherwise use TF32 for convolutions) or 'tf32' for convolutions and matrix products."""
+    if framework == "convkit":
+        import convkit
+
+        convkit.ops.default_precision = precision
+    else:
+        import torch
+
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+
+
 def _convkit_model(name):
     import convkit
 
@@ -147,10 +160,11 @@ def _convkit_model(name):
     return convkit.zoo.build(name)
 
 
-def worker(framework, name, batch, device, min_window):
+def worker(framework, name, batch, device, min_window, precision="float32"):
     """Measure one framework on one model in this process; returns a dict."""
     import convkit
 
+    match_precision(framework, precision)
     model = _convkit_model(name)
     x, y = _data(name, batch, 4)
     if framework == "convkit":
@@ -284,7 +298,8 @@ def write_keras_spec(name, batch, path):
 
 def run_worker(framework, name, batch, args):
     """One framework on one model in a process of its own; Keras in ``args.keras_python``."""
-    common = ["--models", name, "--device", args.device, "--min-window", str(args.min_window)]
+    common = ["--models", name, "--device", args.device, "--min-window", str(args.min_window),
+              "--precision", args.precision]
     common += ["--threads", str(args.threads)] if args.threads else []
     with tempfile.TemporaryDirectory() as tmp:
         if framework == "keras":
@@ -317,6 +332,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--threads", type=int, help="threads for every framework (default: all cores)")
     p.add_argument("--min-window", type=float, default=1.0, help="seconds per timed window, at least")
+    p.add_argument("--precision", choices=["float32", "tf32"], default="float32",
+                   help="GPU arithmetic of both frameworks (default strict float32)")
     p.add_argument("--keras-python", help="a Python with Keras and TensorFlow (on the CPU the default is this "
                    "Python when it has them; without them there is no Keras column)")
     p.add_argument("--out", help="JSON path (default bench/results/training-<device>.json)")
@@ -337,7 +354,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(convkit.get_num_threads())
     if args.worker:
         name = args.models[0]
-        print(json.dumps(worker(args.worker, name, MODELS[name], args.device, args.min_window)))
+        print(json.dumps(worker(args.worker, name, MODELS[name], args.device, args.min_window, args.precision)))
         return 0
 
     from convkit._backend import device_name
@@ -348,10 +365,11 @@ def main(argv=None) -> int:
         peers += ["keras"] if args.keras_python else []
     info = dict(date=datetime.date.today().isoformat(), device=device_name(args.device), python=platform.python_version(),
                 numpy=np.__version__, torch=torch.__version__, convkit=convkit.__version__,
-                threads=args.threads or convkit.get_num_threads(), precision="float32", peers=peers)
+                threads=args.threads or convkit.get_num_threads(), precision=args.precision, peers=peers)
     head = (f"{'model':<13} {'batch':>5} {'peer':<7} {'train img/s':>12} {'peer':>9} {'ratio':>6} "
             f"{'infer img/s':>12} {'peer':>9} {'ratio':>6} {'RSS MiB':>8} {'peer':>7} {'ratio':>6}")
-    lines = [f"# {info['device']} | {info['threads']} threads | torch {info['torch']} | {info['date']}",
+    lines = [f"# {info['device']} | {info['threads']} threads | torch {info['torch']} | {args.precision} | "
+             f"{info['date']}",
              "# images/s: median of 5 timed windows after warm-up; ratio = convkit / peer (train and "
              "inference: above 1 = convkit faster; RSS: peak of each framework's own process, below 1 = "
              "convkit smaller)", head]
