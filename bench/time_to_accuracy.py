@@ -1,0 +1,186 @@
+"""Seconds of training to a test accuracy on real MNIST, convkit against PyTorch eager with one recipe.
+
+    python bench/time_to_accuracy.py                              # lenet5 and mnist_cnn, CPU, to 99%
+    python bench/time_to_accuracy.py --device cuda --models lenet5
+
+Both frameworks start from the same weights (the PyTorch twin of bench/run_training.py gets a copy of
+convkit's initial model), see the same shuffled batches in the same order (one seeded permutation per
+epoch, applied on the device the data lives on), and train with the zoo recipe's Adam (learning rate,
+batch 128, Keras's eps). The test set is evaluated ``--evals-per-epoch`` times an epoch with the clock
+stopped; the figure is training seconds until the first evaluation at or above ``--target``. Each
+framework runs in a process of its own, one after the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from run_training import _convkit_model, match_precision, torch_twin
+
+MODELS = ("lenet5", "mnist_cnn")
+BATCH = 128
+
+
+def _mnist():
+    from convkit import zoo
+    from convkit.datasets import mnist
+
+    (x_train, y_train), (x_test, y_test) = mnist.load_data()
+    x_train, x_test = zoo.preprocess(zoo.recipe("lenet5"), x_train, x_test)
+    return x_train, y_train.astype(np.int64), x_test, y_test.astype(np.int64)
+
+
+def _segments(n, evals_per_epoch):
+    """Batch-aligned [start, stop) sample ranges splitting one epoch into evaluation segments."""
+    steps = -(-n // BATCH)
+    cuts = [round(steps * k / evals_per_epoch) * BATCH for k in range(evals_per_epoch + 1)]
+    return [(a, min(b, n)) for a, b in zip(cuts, cuts[1:]) if a < min(b, n)]
+
+
+def run(framework, name, device, target, max_epochs, evals_per_epoch, limit=None, precision="float32"):
+    """Train one framework until ``target`` or ``max_epochs``; returns its curve and time to target."""
+    import convkit
+
+    x_train, y_train, x_test, y_test = _mnist()
+    if limit:
+        x_train, y_train = x_train[:limit], y_train[:limit]
+    match_precision(framework, precision)
+    model = _convkit_model(name)
+    order = np.random.default_rng(0)
+    if framework == "convkit":
+        xp = np
+        if device == "cuda":  # resident on the GPU, as the PyTorch tensors are
+            import cupy as xp
+        xs, ys, xt, yt = (xp.asarray(a) for a in (x_train, y_train, x_test, y_test))
+
+        def train(perm, a, b):
+            idx = xp.asarray(perm[a:b])
+            model.fit(xs[idx], ys[idx], batch_size=BATCH, epochs=1, shuffle=False, verbose=0, device=device)
+
+        def accuracy():
+            return float(model.evaluate(xt, yt, batch_size=1024, verbose=0, device=device)[1])
+
+        sync = lambda: None  # noqa: E731  (fit returns host values: every step has finished)
+    else:
+        import torch
+
+        dev = torch.device(device)
+        if device == "cuda":
+            torch.backends.cudnn.benchmark = True
+        net = torch_twin(model).to(dev)
+        opt = torch.optim.Adam(net.parameters(), lr=model.optimizer.learning_rate, eps=1e-7)
+        loss_fn = torch.nn.CrossEntropyLoss()
+        nchw = lambda a: torch.from_numpy(a.transpose(0, 3, 1, 2).copy()).to(dev)  # noqa: E731
+        xs, ys = nchw(x_train), torch.from_numpy(y_train).to(dev)
+        xt, yt = nchw(x_test), torch.from_numpy(y_test).to(dev)
+
+        def train(perm, a, b):
+            net.train()
+            idx = torch.from_numpy(perm[a:b]).to(dev)
+            xb_all, yb_all = xs[idx], ys[idx]
+            for s in range(0, b - a, BATCH):
+                opt.zero_grad(set_to_none=True)
+                loss_fn(net(xb_all[s:s + BATCH]), yb_all[s:s + BATCH]).backward()
+                opt.step()
+
+        def accuracy():
+            net.eval()
+            with torch.no_grad():
+                hits = sum(int((net(xt[s:s + 1024]).argmax(1) == yt[s:s + 1024]).sum())
+                           for s in range(0, len(yt), 1024))
+            return hits / len(yt)
+
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    curve, clock, reached = [], 0.0, None
+    for epoch in range(max_epochs):
+        perm = order.permutation(len(x_train))
+        for k, (a, b) in enumerate(_segments(len(x_train), evals_per_epoch)):
+            t0 = time.perf_counter()
+            train(perm, a, b)
+            sync()
+            clock += time.perf_counter() - t0
+            acc = accuracy()
+            curve.append({"epochs": round(epoch + (k + 1) / evals_per_epoch, 4), "train_s": round(clock, 3),
+                          "test_acc": acc})
+            if reached is None and acc >= target:
+                reached = curve[-1]
+        if reached:
+            break
+    return {"framework": framework, "model": name, "curve": curve, "threads": convkit.get_num_threads(),
+            "seconds_to_target": reached and reached["train_s"], "epochs_to_target": reached and reached["epochs"]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--target", type=float, default=0.99, help="test accuracy to reach (default 0.99)")
+    p.add_argument("--max-epochs", type=int, default=15)
+    p.add_argument("--evals-per-epoch", type=int, default=4)
+    p.add_argument("--precision", choices=["float32", "tf32"], default="float32",
+                   help="GPU arithmetic of both frameworks (default strict float32)")
+    p.add_argument("--limit", type=int, help=argparse.SUPPRESS)  # fewer training images, for tests
+    p.add_argument("--out", help="JSON path (default bench/results/time-to-accuracy-<device>.json)")
+    p.add_argument("--worker", choices=["convkit", "torch"], help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    settings = (args.device, args.target, args.max_epochs, args.evals_per_epoch, args.limit, args.precision)
+
+    import convkit
+    import torch
+
+    torch.set_num_threads(convkit.get_num_threads())
+    if args.worker:
+        print(json.dumps(run(args.worker, args.models[0], *settings)))
+        return 0
+
+    from convkit._backend import device_name
+
+    info = dict(date=datetime.date.today().isoformat(), device=device_name(args.device), target=args.target,
+                python=platform.python_version(), numpy=np.__version__, torch=torch.__version__,
+                convkit=convkit.__version__, threads=convkit.get_num_threads(), precision=args.precision,
+                batch=BATCH, evals_per_epoch=args.evals_per_epoch, limit=args.limit)
+    lines = [f"# {info['device']} | {info['threads']} threads | torch {info['torch']} | {args.precision} | "
+             f"{info['date']}",
+             f"# training seconds (evaluation excluded) to {args.target:.2%} test accuracy on MNIST, same initial "
+             "weights and batch order; ratio = PyTorch / convkit (above 1 = convkit sooner); - = not reached",
+             f"{'model':<10} {'convkit s':>10} {'epochs':>7} {'torch s':>9} {'epochs':>7} {'ratio':>6}"]
+    print("\n".join(lines), flush=True)
+    rows = []
+    for name in args.models:
+        row = {"model": name}
+        for fw in ("convkit", "torch"):
+            cmd = [sys.executable, __file__, "--worker", fw, "--models", name, "--device", args.device,
+                   "--target", str(args.target), "--max-epochs", str(args.max_epochs),
+                   "--evals-per-epoch", str(args.evals_per_epoch), "--precision", args.precision]
+            cmd += ["--limit", str(args.limit)] if args.limit else []
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise RuntimeError(f"{fw} {name} failed:\n{out.stderr[-3000:]}")
+            row[fw] = json.loads(out.stdout.strip().splitlines()[-1])
+        ours, theirs = row["convkit"]["seconds_to_target"], row["torch"]["seconds_to_target"]
+        row["ratio"] = theirs / ours if ours and theirs else None
+        fmt = lambda v, width, digits: format("-" if v is None else f"{v:.{digits}f}", f">{width}")  # noqa: E731
+        line = (f"{name:<10} {fmt(ours, 10, 1)} {fmt(row['convkit']['epochs_to_target'], 7, 2)} "
+                f"{fmt(theirs, 9, 1)} {fmt(row['torch']['epochs_to_target'], 7, 2)} {fmt(row['ratio'], 6, 2)}")
+        lines.append(line)
+        print(line, flush=True)
+        rows.append(row)
+    out = Path(args.out or Path(__file__).parent / "results" / f"time-to-accuracy-{args.device}.json")
+    out.write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n")
+    out.with_suffix(".txt").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
