@@ -34,7 +34,7 @@ from convkit._backend import device_name, get_num_threads
 from convkit._device import resolve_device, to_device
 from convkit.callbacks import Callback, CSVLogger
 from convkit.plotting import plot_history
-from convkit.preprocessing.image import ImageDataGenerator
+from convkit.preprocessing.image import ImageDataGenerator, append_augmented
 from convkit.saving import load_model, save_model
 from convkit.utils import get_rng_state, set_random_seed, set_rng_state
 
@@ -180,6 +180,7 @@ def main(argv=None) -> int:
         model.optimizer.learning_rate = args.lr
 
     (x_train, y_train), (x_test, y_test) = load_dataset(r.dataset, args.data_dir)
+    limited = min(args.limit or len(x_train), len(x_train)) / len(x_train)
     if args.limit:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
     x_train, x_test = zoo.preprocess(r, x_train, x_test)
@@ -196,8 +197,11 @@ def main(argv=None) -> int:
     callbacks = r.make_callbacks(checkpoint_path=os.path.join(out, "best.convkit"), epochs=epochs, learning_rate=lr)
     for c in callbacks:  # early stopping and best-checkpoint counters carry on from the epochs before
         c.restore(history_before)
+    if r.extra_augmented:  # enlarged once (in proportion under --limit), from the training part only
+        x_train, y_train = append_augmented(ImageDataGenerator(**r.augmentation), x_train, y_train,
+                                            round(r.extra_augmented * limited), seed=args.seed)
     train, fit_kw, gen = (x_train, y_train), {}, None
-    if r.augmentation:
+    if r.augmentation and not r.extra_augmented:
         # Augment where training runs: on the GPU the images are resampled there, never copied back.
         images = to_device(x_train, resolve_device(args.device))
         gen = ImageDataGenerator(**r.augmentation).flow(images, y_train, batch_size=batch_size, seed=args.seed)

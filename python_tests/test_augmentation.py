@@ -382,3 +382,28 @@ def test_augmentation_on_the_gpu_matches_the_cpu(rng, mode):
         assert xp_of(xg) is not np and xp_of(yg) is np
         np.testing.assert_array_equal(yg, yc)
         np.testing.assert_allclose(to_numpy(xg), xc, rtol=1e-4, atol=1e-4)
+
+
+def test_append_augmented_enlarges_once_and_keeps_labels_with_their_images():
+    from convkit.preprocessing import append_augmented
+
+    y = np.arange(30) % 7
+    x = np.broadcast_to(y[:, None, None, None], (30, 8, 8, 1)).astype(np.float32)  # image i is all y[i]
+    gen = ImageDataGenerator(rotation_range=40, width_shift_range=0.3, zoom_range=0.2, horizontal_flip=True,
+                             fill_mode="nearest")
+    xa, ya = append_augmented(gen, x, y, 45, seed=1, chunk=16)
+    assert xa.shape == (75, 8, 8, 1) and ya.shape == (75,)
+    # A constant image stays constant under any transform with 'nearest' fill: labels followed images.
+    np.testing.assert_allclose(xa.reshape(75, -1), np.broadcast_to(ya[:, None], (75, 64)), atol=1e-5)
+    assert (np.bincount(ya, minlength=7) >= np.bincount(y, minlength=7)).all()  # every original kept
+    assert not np.array_equal(ya[:30], y)  # shuffled together
+    xb, yb = append_augmented(gen, x, y, 45, seed=1)
+    np.testing.assert_array_equal(yb, ya)
+    np.testing.assert_array_equal(xb, xa)
+    assert not np.array_equal(append_augmented(gen, x, y, 45, seed=2)[1], ya)
+    # Augmented copies differ from their originals.
+    ramp_x = ramp(4, 8, 8, 1)
+    xr, _ = append_augmented(gen, ramp_x, np.arange(4), 8, seed=0)
+    assert sum(not any(np.array_equal(im, o) for o in ramp_x) for im in xr) >= 6
+    with pytest.raises(ValueError, match="different lengths"):
+        append_augmented(gen, x, y[:5], 3)

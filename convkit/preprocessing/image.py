@@ -185,12 +185,15 @@ class ImageDataGenerator:
                 x = x / (xp.asarray(self.std) + 1e-6)
         return x
 
-    def _process(self, x, rng):
+    def _process(self, x, rng, params=None):
+        """preprocessing_function, the random transform (``params``, else drawn from ``rng``), standardize."""
         xp = xp_of(x)
         x = xp.asarray(x, dtype=xp.float32)
         if self.preprocessing_function is not None:
             x = xp.stack([xp.asarray(self.preprocessing_function(im), xp.float32) for im in x])
-        x = self.apply_transform(x, self.get_random_transforms(len(x), x.shape[1], x.shape[2], rng))
+        if params is None:
+            params = self.get_random_transforms(len(x), x.shape[1], x.shape[2], rng)
+        x = self.apply_transform(x, params)
         return self.standardize(x).astype(self.dtype, copy=False)
 
     # -- iterators ---------------------------------------------------------------------
@@ -214,6 +217,28 @@ class ImageDataGenerator:
         """
         return DirectoryIterator(self, directory, target_size, color_mode, classes, class_mode,
                                  batch_size, shuffle, seed, subset, interpolation)
+
+
+def append_augmented(generator, x, y, count, seed=None, chunk=1024):
+    """``x`` and ``y`` with ``count`` randomly transformed copies of randomly picked images of ``x``
+    appended, all shuffled together: a data set enlarged once by augmentation, as opposed to
+    :meth:`ImageDataGenerator.flow`'s fresh transforms every batch. Reproducible for a seed; ``chunk``
+    images are transformed at a time and does not change the result."""
+    x = _as_nhwc(x)
+    xp = xp_of(x)
+    if len(y) != len(x):
+        raise ValueError(f"x and y have different lengths: {len(x)} and {len(y)}")
+    if count < 0 or (count and not len(x)):
+        raise ValueError(f"cannot append {count} augmented images to {len(x)} images")
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(x), count)
+    params = generator.get_random_transforms(count, x.shape[1], x.shape[2], rng)
+    extra = [generator._process(x[xp.asarray(picks[i:i + chunk])], None,
+                                {k: v[i:i + chunk] for k, v in params.items()}) for i in range(0, count, chunk)]
+    order = rng.permutation(len(x) + count)
+    x_all = xp.concatenate([generator.standardize(x)] + extra)[xp.asarray(order)]
+    y_all = xp_of(y).concatenate([y, y[xp_of(y).asarray(picks)]])[xp_of(y).asarray(order)]
+    return x_all, y_all
 
 
 def _as_nhwc(x):
