@@ -211,16 +211,47 @@ def max_pool2d(x, pool_size=2, strides=None, padding="valid"):
 
 
 def max_pool2d_backward_from_argmax(dy, argmax, x_shape, pool_size=2, strides=None, padding="valid"):
-    """Gradient of max pooling from the argmax saved by max_pool2d_with_argmax."""
+    """Gradient of max pooling from the argmax saved by max_pool2d_with_argmax.
+
+    An argmax holding an index outside its window raises ValueError (an extra pass, which on the GPU
+    waits for the device; layers pass the argmax they saved straight to the kernels)."""
+    return _max_pool2d_backward_from_argmax(dy, argmax, x_shape, pool_size, strides, padding, check=True)
+
+
+def _max_pool2d_backward_from_argmax(dy, argmax, x_shape, pool_size, strides, padding, check=False):
     op = "max_pool2d_backward"
     dy = _array(dy, "dy", op, 4)
-    if argmax.dtype != np.int32 or is_cupy(argmax) != is_cupy(dy):
+    if not hasattr(argmax, "dtype") or argmax.dtype != np.int32 or is_cupy(argmax) != is_cupy(dy):
         raise TypeError(f"{op}: argmax must be an int32 array on the same device as dy")
+    if argmax.ndim != 4:
+        raise ValueError(f"{op}: argmax must be 4-D, got shape {tuple(argmax.shape)}")
+    argmax = argmax if argmax.flags.c_contiguous else argmax.copy(order="C")
     pool = _pair(pool_size, "pool_size", op)
     geometry = (pool, pool if strides is None else _pair(strides, "strides", op), _padding(padding, op))
     dx = _xp(dy).empty(tuple(x_shape), np.float32)
+    # Unchecked, the CPU kernel still refuses indices outside the input and the GPU's gather ignores them.
+    if check:
+        outside = _argmax_outside_windows(argmax, tuple(x_shape), *geometry)
+        if outside:
+            raise ValueError(f"{op}: argmax holds {outside} of {argmax.size} indices outside their pooling "
+                             "windows: it must come from max_pool2d_with_argmax with this input shape, "
+                             "pool_size, strides and padding")
     kernels_for(dy, op).max_pool2d_bwd(dy, argmax, dx, *geometry)
     return dx
+
+
+def _argmax_outside_windows(argmax, x_shape, pool, strides, padding) -> int:
+    """How many entries of ``argmax`` (N, OH, OW, C) name a cell outside their output's window."""
+    xp = _xp(argmax)
+    h, w = x_shape[1:3]
+    oh, ow = _cpu.pool2d_output_shape(x_shape, pool, strides, padding)[1:3]
+    top, left = _cpu.pool2d_padding(x_shape, pool, strides, padding)
+    first_row = (xp.arange(oh) * strides[0] - top)[None, :, None, None]
+    first_col = (xp.arange(ow) * strides[1] - left)[None, None, :, None]
+    row, col = argmax // w, argmax % w
+    bad = ((argmax < 0) | (row >= h) | (row < first_row) | (row >= first_row + pool[0])
+           | (col < first_col) | (col >= first_col + pool[1]))
+    return int(bad.sum())
 
 
 def max_pool2d_backward(dy, x, pool_size=2, strides=None, padding="valid"):

@@ -60,6 +60,14 @@ PYBIND11_MODULE(_cpu, m) {
         },
         py::arg("x_shape"), py::arg("pool_size"), py::arg("strides"), py::arg("padding"));
 
+  m.def("pool2d_padding",
+        [](Shape4 x, Pair pool, Pair strides, const std::string& padding) {
+          const Pool2dDesc d = pool_desc(x, pool, strides, padding);
+          return std::make_pair(d.pt, d.pl);
+        },
+        py::arg("x_shape"), py::arg("pool_size"), py::arg("strides"), py::arg("padding"),
+        "Padding (top, left) that pooling puts before the input.");
+
   m.def("conv2d_fwd",
         [](const py::array& x, const py::array& w, const py::object& bias, const py::array& y, Pair strides,
            Pair dilation, const std::string& padding, bool relu) {
@@ -123,8 +131,14 @@ PYBIND11_MODULE(_cpu, m) {
           const float* pdy = checked<float>(dy, "dy", vec(pool_out_shape(d)), false);
           const std::int32_t* pa = checked<std::int32_t>(argmax, "argmax", vec(pool_out_shape(d)), false);
           float* pdx = checked<float>(dx, "dx", {d.N, d.H, d.W, d.C}, true);
-          py::gil_scoped_release nogil;
-          max_pool2d_bwd_cpu(d, pdy, pa, pdx);
+          i64 outside;
+          {
+            py::gil_scoped_release nogil;
+            outside = max_pool2d_bwd_cpu(d, pdy, pa, pdx);
+          }
+          if (outside)
+            throw py::value_error("argmax holds " + std::to_string(outside) + " of " +
+                                  std::to_string(d.N * d.OH * d.OW * d.C) + " indices outside the input");
         },
         py::arg("dy").noconvert(), py::arg("argmax").noconvert(), py::arg("dx").noconvert(), py::arg("pool_size"),
         py::arg("strides"), py::arg("padding"));

@@ -130,3 +130,76 @@ def test_hypothesis_shapes(device, n, h, w, c, ph, pw, sh, sw, padding, kind, se
             ops.max_pool2d(to_device(np.ones((n, h, w, c), np.float32), device), (ph, pw), (sh, sw), padding)
         return
     check_pool(device, np.random.default_rng(seed), kind, (n, h, w, c), (ph, pw), (sh, sw), padding)
+
+
+def test_windows_strides_and_padding_past_32_bits(device, rng):
+    """A window wider than 2^32 ('same' pads it by as much) covers the whole input from every output."""
+    x = rng.standard_normal((2, 4, 4, 3)).astype(np.float32)
+    big = 2**32 + 1
+    X = to_device(x, device)
+    y = to_numpy(ops.max_pool2d(X, big, 1, "same"))
+    np.testing.assert_array_equal(y, np.broadcast_to(x.max(axis=(1, 2), keepdims=True), x.shape))
+    np.testing.assert_allclose(to_numpy(ops.avg_pool2d(X, big, 1, "same")),
+                               np.broadcast_to(x.mean(axis=(1, 2), keepdims=True), x.shape), rtol=1e-6)
+    dx = to_numpy(ops.max_pool2d_backward(to_device(np.ones_like(x), device), X, big, 1, "same"))
+    np.testing.assert_array_equal(dx, np.where(x == x.max(axis=(1, 2), keepdims=True), 16.0, 0.0))
+
+
+def _argmax_case(device, rng):
+    x = rng.standard_normal((2, 6, 6, 3)).astype(np.float32)
+    y, argmax = ops.max_pool2d_with_argmax(to_device(x, device), 2)
+    return x, to_device(np.ones(y.shape, np.float32), device), to_numpy(argmax)
+
+
+@pytest.mark.parametrize("corrupt", ["negative", "past the input", "another window"])
+def test_argmax_outside_its_window_is_refused(device, rng, corrupt):
+    x, dy, argmax = _argmax_case(device, rng)
+    bad = argmax.copy()
+    bad[1, 2, 0, 1] = {"negative": -1, "past the input": 36, "another window": 0}[corrupt]  # window starts at row 4
+    with pytest.raises(ValueError, match="1 of 54 indices outside their pooling windows"):
+        ops.max_pool2d_backward_from_argmax(dy, to_device(bad, device), x.shape, 2)
+    ops.max_pool2d_backward_from_argmax(dy, to_device(argmax, device), x.shape, 2)  # the real one passes
+
+
+def _outside_by_loops(argmax, x_shape, pool, strides, padding):
+    """The window check written as loops over every output, from the padding ops.pool2d_output_shape implies."""
+    n, h, w, c = x_shape
+    oh, ow = argmax.shape[1:3]
+    pads = [max((o - 1) * s + k - size, 0) // 2 if padding == "same" else 0
+            for o, s, k, size in ((oh, strides[0], pool[0], h), (ow, strides[1], pool[1], w))]
+    count = 0
+    for b, i, j, ch in np.ndindex(*argmax.shape):
+        cell = int(argmax[b, i, j, ch])
+        r0, c0 = i * strides[0] - pads[0], j * strides[1] - pads[1]
+        r, col = divmod(cell, w) if cell >= 0 else (-1, -1)
+        count += not (0 <= cell < h * w and r0 <= r < r0 + pool[0] and c0 <= col < c0 + pool[1])
+    return count
+
+
+def test_argmax_window_check_against_loops(rng):
+    for padding, pool, strides in (("valid", (2, 2), (2, 2)), ("same", (3, 2), (2, 1)), ("same", (4, 4), (1, 3))):
+        x = rng.standard_normal((2, 7, 5, 2)).astype(np.float32)
+        _, argmax = ops.max_pool2d_with_argmax(x, pool, strides, padding)
+        assert ops._argmax_outside_windows(argmax, x.shape, pool, strides, padding) == 0
+        bad = np.where(rng.random(argmax.shape) < 0.3, rng.integers(-3, 40, argmax.shape), argmax).astype(np.int32)
+        counted = ops._argmax_outside_windows(bad, x.shape, pool, strides, padding)
+        assert counted == _outside_by_loops(bad, x.shape, pool, strides, padding) > 0
+        with pytest.raises(ValueError, match=f"argmax holds {counted} of"):
+            ops.max_pool2d_backward_from_argmax(np.ones(argmax.shape, np.float32), bad, x.shape, pool, strides,
+                                                padding)
+
+
+def test_unchecked_cpu_kernel_still_refuses_indices_outside_the_input(rng):
+    x, dy, argmax = _argmax_case("cpu", rng)
+    argmax[0, 0, 0, 0] = 36
+    with pytest.raises(ValueError, match="1 of 54 indices outside the input"):
+        ops._max_pool2d_backward_from_argmax(dy, argmax, x.shape, 2, None, "valid")
+
+
+def test_argmax_may_be_non_contiguous_but_must_be_4d(device, rng):
+    x, dy, argmax = _argmax_case(device, rng)
+    want = to_numpy(ops.max_pool2d_backward_from_argmax(dy, to_device(argmax, device), x.shape, 2))
+    strided = to_device(np.asfortranarray(argmax), device)
+    np.testing.assert_array_equal(to_numpy(ops.max_pool2d_backward_from_argmax(dy, strided, x.shape, 2)), want)
+    with pytest.raises(ValueError, match="argmax must be 4-D"):
+        ops.max_pool2d_backward_from_argmax(dy, to_device(argmax[0], device), x.shape, 2)

@@ -46,7 +46,7 @@ class MaxPooling2D(_Pool2D):
 
     def backward(self, dy, need_dx=True):
         argmax, x_shape = self._pop()
-        return ops.max_pool2d_backward_from_argmax(dy, argmax, x_shape, **self._geometry())
+        return ops._max_pool2d_backward_from_argmax(dy, argmax, x_shape, **self._geometry())  # its own argmax
 
 
 @_serial.register_serializable

@@ -69,17 +69,27 @@ void max_pool2d_fwd_cpu(const Pool2dDesc& d, const float* x, float* y, std::int3
   });
 }
 
-void max_pool2d_bwd_cpu(const Pool2dDesc& d, const float* dy, const std::int32_t* argmax, float* dx) {
+i64 max_pool2d_bwd_cpu(const Pool2dDesc& d, const float* dy, const std::int32_t* argmax, float* dx) {
   const i64 plane = d.H * d.W * d.C, out = d.OH * d.OW * d.C;
-#pragma omp parallel for schedule(static)
+  const auto cells = static_cast<std::uint64_t>(d.H * d.W);
+  i64 outside = 0;
+#pragma omp parallel for schedule(static) reduction(+ : outside)
   for (i64 n = 0; n < d.N; ++n) {
     float* dxi = dx + n * plane;
     std::fill(dxi, dxi + plane, 0.f);
     const float* g = dy + n * out;
     const std::int32_t* a = argmax + n * out;
     for (i64 p = 0; p < d.OH * d.OW; ++p)
-      for (i64 c = 0; c < d.C; ++c) dxi[a[p * d.C + c] * d.C + c] += g[p * d.C + c];
+      for (i64 c = 0; c < d.C; ++c) {
+        const i64 cell = a[p * d.C + c];
+        if (static_cast<std::uint64_t>(cell) >= cells) {  // a caller's argmax: counted, never followed
+          ++outside;
+          continue;
+        }
+        dxi[cell * d.C + c] += g[p * d.C + c];
+      }
   }
+  return outside;
 }
 
 void avg_pool2d_fwd_cpu(const Pool2dDesc& d, const float* x, float* y) {
