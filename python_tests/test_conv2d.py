@@ -154,3 +154,14 @@ def test_portable_kernel_matches_the_oracle(tmp_path):
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, CONVKIT_CPU_KERNEL="generic")
     subprocess.run([sys.executable, "-c", script, here], env=env, check=True, cwd=tmp_path)
+
+
+def test_fused_relu_keeps_nan(device):
+    """ReLU fused into the kernel lets NaN through, as max(NaN, 0) does in NumPy and PyTorch."""
+    x = np.ones((1, 4, 4, 2), np.float32)
+    x[0, 1, 1, 0] = np.nan
+    k = np.ones((3, 3, 2, 3), np.float32)
+    y = to_numpy(ops.conv2d(to_device(x, device), to_device(k, device), padding="same", activation="relu"))
+    touched = np.zeros((4, 4), bool)
+    touched[0:3, 0:3] = True  # the outputs whose window holds the NaN
+    assert np.isnan(y[0][touched]).all() and not np.isnan(y[0][~touched]).any()

@@ -278,7 +278,7 @@ __global__ void __launch_bounds__(128 * WN) gather_gemm(const Gather g) {
 
   auto finish = [&](float v, int col) {
     if (g.bias) v += __ldg(g.bias + col);
-    return g.relu ? fmaxf(v, 0.f) : v;
+    return g.relu && v < 0.f ? 0.f : v;  // NaN stays NaN, as std::max(v, 0) on the CPU
   };
   if constexpr (TF32) {
     const int gq = lane / 4, tq = lane % 4;
@@ -566,7 +566,7 @@ __global__ void ref_fwd(Conv2dDesc d, const float* __restrict__ x, const float* 
       }
     }
     if (bias) acc += bias[k];
-    y[e] = relu ? fmaxf(acc, 0.f) : acc;
+    y[e] = relu && acc < 0.f ? 0.f : acc;
   }
 }
 
@@ -847,7 +847,6 @@ void conv2d_bwd_filter_cuda(const Conv2dDesc& d, const float* x, const float* dy
   float* ws = nullptr;
   if (splits > 1) {
     keep_workspace_cached();
-    (void)cudaGetLastError();
     if (cudaMallocAsync(reinterpret_cast<void**>(&ws), per_split_bytes * splits, s) != cudaSuccess) {
       (void)cudaGetLastError();  // no stream-ordered pool here: run unsplit instead
       ws = nullptr;

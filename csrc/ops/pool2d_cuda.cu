@@ -201,9 +201,12 @@ __global__ void avg_bwd(Pool2dDesc desc, const float* __restrict__ dy, float* __
 
 bool aligned16(const void* p) { return (reinterpret_cast<std::uintptr_t>(p) & 15) == 0; }
 
-// 32-bit indices when both tensors (and the grid-stride step past them) stay below 2^31.
+// 32-bit indices when both tensors (and the grid-stride step past them) stay below 2^31, and so do
+// the window, strides and padding that the 32-bit kernels hold as int.
 bool small(const Pool2dDesc& d) {
   constexpr i64 lim = i64{1} << 30;
+  for (i64 v : {d.R, d.S, d.sh, d.sw, d.pt, d.pl})
+    if (v >= lim) return false;
   return d.N * d.H * d.W * d.C <= lim && d.N * d.OH * d.OW * d.C <= lim;
 }
 
