@@ -6,7 +6,10 @@ from convkit import _serial
 
 
 class Metric:
-    """update_state(y_true, y_pred) accumulates; result() gives a float; reset_state() starts over."""
+    """update_state(y_true, y_pred) accumulates; result() gives a float; reset_state() starts over.
+
+    The running total stays on the device of the values given (a CuPy scalar during GPU training),
+    so updating never waits for the GPU; only result() does."""
 
     def __init__(self, name=None):
         self.name = name or type(self).__name__.lower()
@@ -16,7 +19,15 @@ class Metric:
         self.total, self.count = 0.0, 0
 
     def result(self) -> float:
-        return float(self.total) / self.count if self.count else 0.0
+        return self.value_of(*self.snapshot())
+
+    def snapshot(self) -> tuple:
+        """The state now, without waiting for the device: ``value_of(*snapshot)`` is result() at this moment."""
+        return self.total, self.count
+
+    @staticmethod
+    def value_of(total, count) -> float:
+        return float(total) / count if count else 0.0
 
     def get_config(self):
         return {"name": self.name}
@@ -31,6 +42,8 @@ class Mean(Metric):
     """Weighted running mean of the values given to update_state(value, weight)."""
 
     def update_state(self, value, sample_weight=1):
+        if hasattr(value, "astype"):  # a float32 array scalar: sum in float64, on its device
+            value = value.astype("float64")
         self.total = self.total + value * sample_weight
         self.count += sample_weight
 

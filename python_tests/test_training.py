@@ -345,3 +345,28 @@ def test_check_numerics_refuses_nan_and_inf_inputs_only_when_enabled(rng):
     with np.errstate(invalid="ignore"):
         h = model.fit(x, y, batch_size=40, verbose=0)  # off: the NaN goes through, as in Keras
     assert math.isnan(h.history["loss"][0])
+
+
+def test_batch_logs_are_the_running_means_at_that_step(rng):
+    """Per-batch logs are read lazily (nothing waits for the GPU unless a callback looks), yet a logs
+    object kept and read only after training still holds its own step's values, as Keras's dicts do."""
+    model = tiny()
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    x, y = data(rng, n=50)
+    kept, step_losses = [], []
+    original = model.compute_gradients
+
+    def recording(*args, **kwargs):
+        loss, y_pred = original(*args, **kwargs)
+        step_losses.append(float(loss))
+        return loss, y_pred
+
+    model.compute_gradients = recording
+    grab = cb.LambdaCallback(on_train_batch_end=lambda batch, logs: kept.append(logs))
+    h = model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0, callbacks=[grab])
+    sizes = [8] * 6 + [2]
+    running = np.cumsum(np.multiply(step_losses, sizes)) / np.cumsum(sizes)
+    np.testing.assert_allclose([logs["loss"] for logs in kept], running, rtol=1e-6)
+    assert list(kept[0]) == ["loss", "accuracy"] and all(isinstance(v, float) for v in dict(kept[0]).values())
+    assert kept[-1]["loss"] == pytest.approx(h.history["loss"][0]) and kept[-1]["accuracy"] == h.history["accuracy"][0]
+    assert len({logs["accuracy"] for logs in kept}) > 1  # each its own step's, not the last one's

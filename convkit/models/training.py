@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 import math
 import time
 
@@ -14,7 +15,7 @@ from convkit import metrics as metrics_mod
 from convkit import optimizers as optimizers_mod
 from convkit._backend import is_cupy
 from convkit._blas import blas_threads
-from convkit._device import resolve_device, to_device, to_numpy
+from convkit._device import device_of, resolve_device, to_device, to_numpy
 from convkit.callbacks import CallbackList, History, ProgbarLogger
 from convkit.layers.base import Tape
 from convkit.utils import rng
@@ -44,6 +45,39 @@ def _kernel_threads_only(dev):
 
 def _verbose(v):
     return 1 if v == "auto" else int(v)
+
+
+
+def _resident(data, dev):
+    """Training arrays go to the GPU once instead of batch by batch, when they take under a quarter of
+    its free memory (a copy per step would wait for the GPU every step)."""
+    if dev != "cuda" or data[0] != "arrays" or is_cupy(data[1]):
+        return data
+    import cupy
+
+    _, x, y = data
+    if x.nbytes + y.nbytes > cupy.cuda.Device().mem_info[0] // 4:
+        return data
+    return "arrays", to_device(x, dev), to_device(y, dev)
+
+
+class _LazyLogs(Mapping):
+    """A logs dict whose values (running means frozen at one step) become floats when first read."""
+
+    def __init__(self, states: dict):
+        self._states, self._values = states, {}
+
+    def __getitem__(self, key):
+        if key not in self._values:
+            value_of, state = self._states[key]
+            self._values[key] = value_of(*state)
+        return self._values[key]
+
+    def __iter__(self):
+        return iter(self._states)
+
+    def __len__(self):
+        return len(self._states)
 
 
 class Trainer:
@@ -120,8 +154,8 @@ class Trainer:
 
     def compute_gradients(self, x, y, training=True):
         """Forward and backward on one batch without updating: returns (loss, predictions), the loss (regularisation
-        included) and leaves dL/dw in each trainable ``Variable.grad``. ``y`` must already be in the
-        loss's label format (see Loss.prepare_labels)."""
+        included, a 0-d array on the batch's device, so that nothing waits for the GPU) and leaves dL/dw in each
+        trainable ``Variable.grad``. ``y`` must already be in the loss's label format (see Loss.prepare_labels)."""
         variables = self.trainable_weights
         for v in variables:
             v.grad = None
@@ -136,7 +170,7 @@ class Trainer:
             extra = sum(v for v, _, _ in tape.losses)
         variables = self.trainable_weights  # a subclassed model may have built its layers just now
         extra += self._regularization(variables, with_grad=True)
-        return float(value) + extra, y_pred
+        return value + extra, y_pred
 
     def train_step(self, x, y):
         """One forward/backward/update on a batch; updates the loss and metric trackers."""
@@ -149,7 +183,7 @@ class Trainer:
     def test_step(self, x, y):
         y_pred = self(x, training=False)
         value, _ = self.loss.value_and_grad(y, y_pred)
-        self._loss_tracker.update_state(float(value), x.shape[0])
+        self._loss_tracker.update_state(value, x.shape[0])
         for m in self.compiled_metrics:
             m.update_state(y, y_pred)
 
@@ -159,10 +193,14 @@ class Trainer:
             m.reset_state()
 
     def _results(self, extra_loss=0.0) -> dict:
-        out = {"loss": self._loss_tracker.result() + extra_loss}
+        out = {"loss": float(self._loss_tracker.result() + extra_loss)}
         for m in self.compiled_metrics:
             out[m.name] = m.result()
         return out
+
+    def _batch_logs(self) -> "_LazyLogs":
+        """This step's logs for the callbacks, read from the device only if a callback looks at them."""
+        return _LazyLogs({m.name: (m.value_of, m.snapshot()) for m in [self._loss_tracker, *self.compiled_metrics]})
 
     # data -------------------------------------------------------------------------------------------------
     def _output_shape_for(self, x_sample):
@@ -196,15 +234,15 @@ class Trainer:
         if data[0] == "arrays":
             _, x, y = data
             n = x.shape[0]
-            order = rng().permutation(n) if shuffle else None
-            for s in range(0, n, batch_size):
-                if order is None:
+            if not shuffle:
+                for s in range(0, n, batch_size):
                     yield x[s:s + batch_size], y[s:s + batch_size]
-                else:
-                    sel = order[s:s + batch_size]
-                    if is_cupy(x):
-                        sel = to_device(sel, "cuda")
-                    yield x[sel], y[sel]
+                return
+            order = rng().permutation(n)  # drawn on the host (one seeded stream), sent to the GPU once an epoch
+            order_x = to_device(order, "cuda") if is_cupy(x) else order
+            order_y = order_x if is_cupy(y) == is_cupy(x) else to_device(order, device_of(y))
+            for s in range(0, n, batch_size):
+                yield x[order_x[s:s + batch_size]], y[order_y[s:s + batch_size]]
             return
         _, source = data
         it = source["iter"]
@@ -269,6 +307,7 @@ class Trainer:
             validation_data = (x[cut:], y[cut:])
             x, y = x[:cut], y[:cut]
         data, steps = self._data(x, y, "fit", batch_size, steps_per_epoch)
+        data = _resident(data, dev)
         if steps_per_epoch is not None:
             steps = steps_per_epoch
         val = None
@@ -278,6 +317,7 @@ class Trainer:
                     raise ValueError("fit: validation_data must be (x_val, y_val)")
                 val = self._data(validation_data[0], validation_data[1], "fit validation",
                                  validation_batch_size or batch_size, validation_steps)
+                val = (_resident(val[0], dev), val[1])
             else:
                 val = self._data(validation_data, None, "fit validation", validation_batch_size or batch_size,
                                  validation_steps)
@@ -305,7 +345,7 @@ class Trainer:
             for step, (xb, yb) in enumerate(self._batches(data, batch_size, shuffle, steps, "fit")):
                 cl.on_train_batch_begin(step)
                 self.train_step(to_device(xb, dev), to_device(yb, dev))
-                cl.on_train_batch_end(step, self._results())
+                cl.on_train_batch_end(step, self._batch_logs())
                 if self.stop_training:
                     break
             logs = self._results()
