@@ -117,10 +117,9 @@ class Optimizer:
         self.iterations += 1
         live = [v for v in variables if v.grad is not None and v.trainable]
         if self.clipnorm is not None:
-            for v in live:
-                n = float(xp_of(v.grad).linalg.norm(v.grad))
-                if n > self.clipnorm:
-                    v.grad = v.grad * (self.clipnorm / n)
+            for v in live:  # g * clipnorm / |g| where |g| > clipnorm, computed where g lives
+                n = xp_of(v.grad).linalg.norm(v.grad)
+                v.grad = v.grad * (self.clipnorm / xp_of(n).maximum(n, self.clipnorm)).astype(v.grad.dtype)
         for v in live:
             if self.weight_decay:
                 v.value -= (lr * self.weight_decay) * v.value

@@ -370,3 +370,17 @@ def test_batch_logs_are_the_running_means_at_that_step(rng):
     assert list(kept[0]) == ["loss", "accuracy"] and all(isinstance(v, float) for v in dict(kept[0]).values())
     assert kept[-1]["loss"] == pytest.approx(h.history["loss"][0]) and kept[-1]["accuracy"] == h.history["accuracy"][0]
     assert len({logs["accuracy"] for logs in kept}) > 1  # each its own step's, not the last one's
+
+
+def test_clipnorm_scales_each_gradient_to_at_most_the_norm():
+    """Keras's clipnorm: each variable's gradient g becomes g * c / |g| where |g| > c, else stays."""
+    from convkit.layers import Variable
+
+    big = Variable(np.zeros((2, 2), np.float32), "big")
+    small = Variable(np.zeros(3, np.float32), "small")
+    big.grad = np.array([[3.0, 0.0], [0.0, 4.0]], np.float32)  # norm 5
+    small.grad = np.array([0.1, 0.2, 0.2], np.float32)  # norm 0.3
+    optimizers.SGD(learning_rate=1.0, clipnorm=1.0).apply([big, small])
+    np.testing.assert_allclose(big.value, -np.array([[0.6, 0.0], [0.0, 0.8]]), rtol=1e-6)
+    np.testing.assert_allclose(small.value, -np.array([0.1, 0.2, 0.2]), rtol=1e-6)
+    assert big.value.dtype == np.float32
