@@ -396,11 +396,16 @@ def main(argv=None) -> int:
         rows.append(row)
     if "keras" in info:
         lines.insert(1, f"# keras {info['keras']}")
-    out = Path(args.out or Path(__file__).parent / "results" / f"training-{args.device}.json")
+    write_results(args.out or Path(__file__).parent / "results" / f"training-{args.device}.json", info, rows, lines)
+    return 0
+
+
+def write_results(out, info, rows, lines):
+    """A benchmark's JSON (``info`` and ``rows``) and, beside it as .txt, the table it printed."""
+    out = Path(out)
     out.write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n")
     out.with_suffix(".txt").write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":

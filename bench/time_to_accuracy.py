@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from run_training import _convkit_model, match_precision, torch_twin
+from run_training import _convkit_model, match_precision, torch_twin, write_results
 
 MODELS = ("lenet5", "mnist_cnn")
 BATCH = 128
@@ -175,10 +175,8 @@ def main(argv=None) -> int:
         lines.append(line)
         print(line, flush=True)
         rows.append(row)
-    out = Path(args.out or Path(__file__).parent / "results" / f"time-to-accuracy-{args.device}.json")
-    out.write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n")
-    out.with_suffix(".txt").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out}")
+    write_results(args.out or Path(__file__).parent / "results" / f"time-to-accuracy-{args.device}.json", info, rows,
+                  lines)
     return 0
 
 
