@@ -181,7 +181,7 @@ def worker(framework, name, batch, device, min_window, precision="float32"):
             model.predict(xs, batch_size=batch, verbose=0, device=device)
 
         losses = [train(x, y) for _ in range(3)]
-        sync = lambda: None  # noqa: E731  (fit returns host values: every step has finished)
+        sync = lambda: None  # noqa: E731  (fit ends by reading its loss off the device: every step is done)
     else:
         import torch
 
