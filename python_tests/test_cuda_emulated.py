@@ -1,0 +1,128 @@
+"""The CUDA kernels' source, run on the CPU: csrc/emu translates conv2d_cuda.cu and pool2d_cuda.cu
+for an emulation of the CUDA features they use, and check_kernels compares them with the CPU twins
+on fixed and random shapes, under AddressSanitizer and UBSan. Needs g++, no GPU."""
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+CSRC = Path(__file__).resolve().parent.parent / "csrc"
+EMU = CSRC / "emu"
+CONV, POOL = CSRC / "ops" / "conv2d_cuda.cu", CSRC / "ops" / "pool2d_cuda.cu"
+CPU_SOURCES = [
+    CSRC / "common.cpp",
+    CSRC / "ops" / "conv2d.cpp",
+    CSRC / "ops" / "pool2d.cpp",
+    CSRC / "ops" / "conv2d_cpu.cpp",
+    CSRC / "ops" / "pool2d_cpu.cpp",
+    CSRC / "cpu" / "gemm.cpp",
+]
+FLAGS = ["-std=c++20", "-g", "-pthread", "-fopenmp", "-Wno-unknown-pragmas"]
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
+# One harness per seed, side by side: 176 cases in all, about 30 s with the build on 2 cores.
+SEEDS = (1, 2)
+BUDGET = ["--conv", "16", "--pool", "50"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _load_translator():
+    spec = importlib.util.spec_from_file_location("convkit_emu_translate", EMU / "translate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+translate = _load_translator()
+
+
+def _gxx():
+    gxx = shutil.which("g++")
+    if gxx is None:
+        if os.environ.get("CI"):
+            pytest.fail("g++ must be available in CI")
+        pytest.skip("g++ not found: the emulated CUDA check needs it")
+    return gxx
+
+
+def _compile(gxx, out, source, flags):
+    """out/<source>.o, with out (which holds the translation's cuda_runtime.h) on the include path."""
+    obj = out / (source.name + ".o")
+    cmd = [gxx, *flags, f"-I{CSRC}", f"-I{EMU}", f"-I{out}", "-c", str(source), "-o", str(obj)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(cmd)}\n{done.stderr[-6000:]}"
+    return obj
+
+
+def _link(gxx, objects, exe):
+    cmd = [gxx, *FLAGS, *SANITIZE, *map(str, objects), "-o", str(exe)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(cmd)}\n{done.stderr[-6000:]}"
+    return exe
+
+
+def _output(done):
+    return f"exit status {done.returncode}\n{done.stdout[-20000:]}\n{done.stderr[-20000:]}"
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory):
+    """(gxx, folder, objects, harness): the translated kernels, harness and CPU twins compiled and linked."""
+    gxx = _gxx()
+    out = tmp_path_factory.mktemp("cuda_emulated")
+    sources = [*translate.translate_files(out, [CONV, POOL]), EMU / "check_kernels.cpp", *CPU_SOURCES]  # slowest first
+    with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
+        objects = list(pool.map(lambda s: _compile(gxx, out, s, [*FLAGS, *SANITIZE, "-O1"]), sources))
+    return gxx, out, objects, _link(gxx, objects, out / "check_kernels")
+
+
+def test_cuda_kernels_match_the_cpu_twins(build):
+    exe = build[3]
+    runs = [
+        subprocess.Popen([exe, "--seed", str(s), *BUDGET], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        for s in SEEDS
+    ]
+    outputs = [p.communicate(timeout=600) for p in runs]
+    for proc, (stdout, stderr) in zip(runs, outputs):
+        done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+        assert done.returncode == 0 and "all match" in stdout, _output(done)
+
+
+def test_a_broken_kernel_fails(build):
+    """Two TF32 fragment registers of the gather GEMM swapped: the check must notice."""
+    gxx, out, objects, _ = build
+    source = CONV.read_text()
+    for old, new in [
+        ("a[mi][1] = tf32(ap[8 * AS]);", "a[mi][1] = tf32(ap[4]);"),
+        ("a[mi][2] = tf32(ap[4]);", "a[mi][2] = tf32(ap[8 * AS]);"),
+    ]:
+        assert source.count(old) == 1, f"update this mutation: {old!r} is no longer in conv2d_cuda.cu once"
+        source = source.replace(old, new)
+    mutant = out / "mutant"
+    mutant.mkdir()
+    (mutant / "cuda_runtime.h").write_text(translate.RUNTIME_HEADER)
+    (mutant / CONV.with_suffix(".cpp").name).write_text(translate.translate(source, CONV.name))
+    obj = _compile(gxx, mutant, mutant / "conv2d_cuda.cpp", [*FLAGS, "-O0"])  # it only has to give wrong numbers
+    exe = _link(gxx, [obj, *(o for o in objects if o.name != obj.name)], mutant / "check_kernels")
+    done = subprocess.run([exe, "--only", "conv", "--conv", "0", "--case", "0", "--tf32"], capture_output=True, text=True, env=ENV)
+    assert done.returncode == 1 and re.search(r"\d+ OUTPUTS DIFFER", done.stdout), _output(done)
+
+
+@pytest.mark.parametrize(
+    "old, new, message",
+    [
+        ('"r"(a[1]), "r"(a[2])', '"r"(a[2]), "r"(a[1])', "the PTX helper mma_tf32() changed"),
+        ("constexpr int kStages", 'void f() { asm("trap;"); }\nconstexpr int kStages', "inline PTX outside"),
+        ("if (!fits) {", "if (fits) {} else {", "where the host code picks the 32-bit kernels"),
+    ],
+)
+def test_translation_refuses_what_it_cannot_follow(old, new, message):
+    source = CONV.read_text()
+    assert source.count(old) == 1
+    with pytest.raises(translate.TranslationError, match=re.escape(message)):
+        translate.translate(source.replace(old, new), CONV.name)
