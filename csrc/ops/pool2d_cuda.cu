@@ -75,6 +75,42 @@ __device__ __forceinline__ void covering(I i, I stride, I pad, I size, I out, I&
   if (hi > out - 1) hi = out - 1;
 }
 
+// Output element e of a forward pass (one output pixel, one group of V channels): its image n,
+// channel group cg and the input cells [h0, h1) x [w0, w1) its window covers.
+template <int V, class I>
+struct OutputCell {
+  I n, cg, h0, h1, w0, w1;
+  __device__ OutputCell(const Geom<I>& d, I e) {
+    const I CG = d.C / V, pix = e / CG, ow = pix % d.OW, oh = (pix / d.OW) % d.OH;
+    cg = e % CG;
+    n = pix / (d.OW * d.OH);
+    window(oh, d.sh, d.pt, d.R, d.H, h0, h1);
+    window(ow, d.sw, d.pl, d.S, d.W, w0, w1);
+  }
+};
+
+// Input element e of a backward pass: its image n, channel group cg, cell (ih, iw) and the
+// windows [oh0, oh1] x [ow0, ow1] that contain it.
+template <int V, class I>
+struct InputCell {
+  I n, cg, ih, iw, oh0, oh1, ow0, ow1;
+  __device__ InputCell(const Geom<I>& d, I e) {
+    const I CG = d.C / V, pix = e / CG;
+    cg = e % CG;
+    iw = pix % d.W;
+    ih = (pix / d.W) % d.H;
+    n = pix / (d.W * d.H);
+    covering(ih, d.sh, d.pt, d.R, d.OH, oh0, oh1);
+    covering(iw, d.sw, d.pl, d.S, d.OW, ow0, ow1);
+  }
+};
+
+template <int V>
+__device__ __forceinline__ void zero(float (&v)[V]) {
+#pragma unroll
+  for (int l = 0; l < V; ++l) v[l] = 0.f;
+}
+
 #define GRID_STRIDE(I, e, total)                                                         \
   for (I e = static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.x) + static_cast<I>(threadIdx.x); e < (total); \
        e += static_cast<I>(gridDim.x) * static_cast<I>(blockDim.x))
@@ -83,13 +119,10 @@ template <int V, class I>
 __global__ void max_fwd(Pool2dDesc desc, const float* __restrict__ x, float* __restrict__ y,
                         std::int32_t* __restrict__ argmax) {
   const Geom<I> d(desc);
-  const I CG = d.C / V;
-  GRID_STRIDE(I, e, d.N * d.OH * d.OW * CG) {
-    const I cg = e % CG, pix = e / CG, ow = pix % d.OW, oh = (pix / d.OW) % d.OH, n = pix / (d.OW * d.OH);
-    I h0, h1, w0, w1;
-    window(oh, d.sh, d.pt, d.R, d.H, h0, h1);
-    window(ow, d.sw, d.pl, d.S, d.W, w0, w1);
-    const float* img = x + n * d.H * d.W * d.C + cg * V;
+  GRID_STRIDE(I, e, d.N * d.OH * d.OW * (d.C / V)) {
+    const OutputCell<V, I> o(d, e);
+    const I h0 = o.h0, h1 = o.h1, w0 = o.w0, w1 = o.w1;
+    const float* img = x + o.n * d.H * d.W * d.C + o.cg * V;
     // The window is never all padding, so its first cell seeds the max.
     float m[V];
     std::int32_t best[V];
@@ -117,19 +150,14 @@ template <int V, class I>
 __global__ void max_bwd(Pool2dDesc desc, const float* __restrict__ dy, const std::int32_t* __restrict__ argmax,
                         float* __restrict__ dx) {
   const Geom<I> d(desc);
-  const I CG = d.C / V;
-  GRID_STRIDE(I, e, d.N * d.H * d.W * CG) {
-    const I cg = e % CG, pix = e / CG, iw = pix % d.W, ih = (pix / d.W) % d.H, n = pix / (d.W * d.H);
-    I oh0, oh1, ow0, ow1;
-    covering(ih, d.sh, d.pt, d.R, d.OH, oh0, oh1);
-    covering(iw, d.sw, d.pl, d.S, d.OW, ow0, ow1);
-    const auto me = static_cast<std::int32_t>(ih * d.W + iw);
+  GRID_STRIDE(I, e, d.N * d.H * d.W * (d.C / V)) {
+    const InputCell<V, I> c(d, e);
+    const auto me = static_cast<std::int32_t>(c.ih * d.W + c.iw);
     float acc[V];
-#pragma unroll
-    for (int l = 0; l < V; ++l) acc[l] = 0.f;
-    for (I oh = oh0; oh <= oh1; ++oh)
-      for (I ow = ow0; ow <= ow1; ++ow) {
-        const I o = ((n * d.OH + oh) * d.OW + ow) * d.C + cg * V;
+    zero(acc);
+    for (I oh = c.oh0; oh <= c.oh1; ++oh)
+      for (I ow = c.ow0; ow <= c.ow1; ++ow) {
+        const I o = ((c.n * d.OH + oh) * d.OW + ow) * d.C + c.cg * V;
         std::int32_t a[V];
         float g[V];
         load(argmax + o, a);
@@ -145,24 +173,19 @@ __global__ void max_bwd(Pool2dDesc desc, const float* __restrict__ dy, const std
 template <int V, class I>
 __global__ void avg_fwd(Pool2dDesc desc, const float* __restrict__ x, float* __restrict__ y) {
   const Geom<I> d(desc);
-  const I CG = d.C / V;
-  GRID_STRIDE(I, e, d.N * d.OH * d.OW * CG) {
-    const I cg = e % CG, pix = e / CG, ow = pix % d.OW, oh = (pix / d.OW) % d.OH, n = pix / (d.OW * d.OH);
-    I h0, h1, w0, w1;
-    window(oh, d.sh, d.pt, d.R, d.H, h0, h1);
-    window(ow, d.sw, d.pl, d.S, d.W, w0, w1);
-    const float* img = x + n * d.H * d.W * d.C + cg * V;
+  GRID_STRIDE(I, e, d.N * d.OH * d.OW * (d.C / V)) {
+    const OutputCell<V, I> o(d, e);
+    const float* img = x + o.n * d.H * d.W * d.C + o.cg * V;
     float acc[V];
-#pragma unroll
-    for (int l = 0; l < V; ++l) acc[l] = 0.f;
-    for (I ih = h0; ih < h1; ++ih)
-      for (I iw = w0; iw < w1; ++iw) {
+    zero(acc);
+    for (I ih = o.h0; ih < o.h1; ++ih)
+      for (I iw = o.w0; iw < o.w1; ++iw) {
         float v[V];
         load(img + (ih * d.W + iw) * d.C, v);
 #pragma unroll
         for (int l = 0; l < V; ++l) acc[l] += v[l];
       }
-    const float inv = 1.f / static_cast<float>((h1 - h0) * (w1 - w0));
+    const float inv = 1.f / static_cast<float>((o.h1 - o.h0) * (o.w1 - o.w0));
 #pragma unroll
     for (int l = 0; l < V; ++l) acc[l] *= inv;
     store(y + e * V, acc);
@@ -172,24 +195,19 @@ __global__ void avg_fwd(Pool2dDesc desc, const float* __restrict__ x, float* __r
 template <int V, class I>
 __global__ void avg_bwd(Pool2dDesc desc, const float* __restrict__ dy, float* __restrict__ dx) {
   const Geom<I> d(desc);
-  const I CG = d.C / V;
-  GRID_STRIDE(I, e, d.N * d.H * d.W * CG) {
-    const I cg = e % CG, pix = e / CG, iw = pix % d.W, ih = (pix / d.W) % d.H, n = pix / (d.W * d.H);
-    I oh0, oh1, ow0, ow1;
-    covering(ih, d.sh, d.pt, d.R, d.OH, oh0, oh1);
-    covering(iw, d.sw, d.pl, d.S, d.OW, ow0, ow1);
+  GRID_STRIDE(I, e, d.N * d.H * d.W * (d.C / V)) {
+    const InputCell<V, I> c(d, e);
     float acc[V];
-#pragma unroll
-    for (int l = 0; l < V; ++l) acc[l] = 0.f;
-    for (I oh = oh0; oh <= oh1; ++oh) {
+    zero(acc);
+    for (I oh = c.oh0; oh <= c.oh1; ++oh) {
       I h0, h1;
       window(oh, d.sh, d.pt, d.R, d.H, h0, h1);
-      for (I ow = ow0; ow <= ow1; ++ow) {
+      for (I ow = c.ow0; ow <= c.ow1; ++ow) {
         I w0, w1;
         window(ow, d.sw, d.pl, d.S, d.W, w0, w1);
         const float inv = 1.f / static_cast<float>((h1 - h0) * (w1 - w0));
         float g[V];
-        load(dy + ((n * d.OH + oh) * d.OW + ow) * d.C + cg * V, g);
+        load(dy + ((c.n * d.OH + oh) * d.OW + ow) * d.C + c.cg * V, g);
         // Multiply then add, never fused: the same rounding as the CPU twin.
 #pragma unroll
         for (int l = 0; l < V; ++l) acc[l] += __fmul_rn(g[l], inv);
