@@ -94,12 +94,12 @@ def test_cuda_kernels_match_the_cpu_twins(build):
 
 
 def test_a_broken_kernel_fails(build):
-    """Two TF32 fragment registers of the gather GEMM swapped: the check must notice."""
+    """Two TF32 fragment registers of the GEMMs' warp tile swapped: the check must notice."""
     gxx, out, objects, _ = build
     source = CONV.read_text()
     for old, new in [
-        ("a[mi][1] = tf32(ap[8 * AS]);", "a[mi][1] = tf32(ap[4]);"),
-        ("a[mi][2] = tf32(ap[4]);", "a[mi][2] = tf32(ap[8 * AS]);"),
+        ("af[mi][1] = tf32(ap[8 * RS]);", "af[mi][1] = tf32(ap[4 * KS]);"),
+        ("af[mi][2] = tf32(ap[4 * KS]);", "af[mi][2] = tf32(ap[8 * RS]);"),
     ]:
         assert source.count(old) == 1, f"update this mutation: {old!r} is no longer in conv2d_cuda.cu once"
         source = source.replace(old, new)

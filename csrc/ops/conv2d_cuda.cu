@@ -75,6 +75,63 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4], 
 
 constexpr int kStages = 3;        // cp.async pipeline depth
 constexpr int kBK = 16;           // reduction slice per stage
+
+// The kStages-deep cp.async pipeline over reduction tiles first .. first + nk - 1: load_a and load_b
+// (tile, stage) issue a tile's copies, compute(stage) consumes a landed stage.
+template <class LoadA, class LoadB, class Compute>
+__device__ __forceinline__ void pipeline(int first, int nk, const LoadA& load_a, const LoadB& load_b, const Compute& compute) {
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < nk) {
+      load_a(first + s, s);
+      load_b(first + s, s);
+    }
+    cp_async_commit();
+  }
+  for (int i = 0; i < nk; ++i) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();  // tile i landed for every thread; stage (i - 1) % kStages is free again
+    const int pf = i + kStages - 1;
+    if (pf < nk) {
+      load_a(first + pf, pf % kStages);
+      load_b(first + pf, pf % kStages);
+    }
+    cp_async_commit();
+    compute(i % kStages);
+  }
+  cp_async_wait<0>();
+}
+
+// One warp's 32 x 32 tile of acc += A B over a BK-deep stage with m16n8k8 TF32 mma: A(r, k) is
+// a[r * RS + k * KS] for the warp's rows r < 32, B(k, n) is b[k * BS + n] for its columns n < 32.
+// acc[mi * 4 + ni] holds the mma tile of rows 16 mi.., columns 8 ni.. in the PTX C-fragment order.
+template <int BK, int RS, int KS, int BS>
+__device__ __forceinline__ void warp_mma_tf32(const float* a, int row0, const float* b, int col0, int lane,
+                                              float (&acc)[8][4]) {
+  const int gq = lane / 4, tq = lane % 4;
+#pragma unroll
+  for (int k8 = 0; k8 < BK; k8 += 8) {
+    unsigned af[2][4], bf[4][2];
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi) {
+      const float* ap = a + (row0 + mi * 16 + gq) * RS + (k8 + tq) * KS;
+      af[mi][0] = tf32(ap[0]);
+      af[mi][1] = tf32(ap[8 * RS]);
+      af[mi][2] = tf32(ap[4 * KS]);
+      af[mi][3] = tf32(ap[8 * RS + 4 * KS]);
+    }
+#pragma unroll
+    for (int ni = 0; ni < 4; ++ni) {
+      const float* bp = b + (k8 + tq) * BS + col0 + ni * 8 + gq;
+      bf[ni][0] = tf32(bp[0]);
+      bf[ni][1] = tf32(bp[4 * BS]);
+    }
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+      for (int ni = 0; ni < 4; ++ni) mma_tf32(acc[mi * 4 + ni], af[mi], bf[ni]);
+  }
+}
 constexpr int kInvalid = -(1 << 30);  // row coordinate base of rows past the end: every tap misses
 
 // ----------------------------------------------------------------------------- gather GEMM
@@ -195,39 +252,13 @@ __global__ void __launch_bounds__(128 * WN) gather_gemm(const Gather g) {
   const int warp = tid / 32, lane = tid % 32;
   const int wm = warp % 4, wn = warp / 4;
   // TF32: acc[mi][ni][4] for 2 x 4 mma tiles; fp32: acc[i][j] for rows tm + 4i, columns 4 tn + j.
-  float acc[8][4];
-#pragma unroll
-  for (int i = 0; i < 8; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
+  float acc[8][4] = {};
 
   auto compute = [&](int st) {
     const float* as = As[st];
     const float* bs = Bs[st];
     if constexpr (TF32) {
-      const int gq = lane / 4, tq = lane % 4;
-#pragma unroll
-      for (int k8 = 0; k8 < BK; k8 += 8) {
-        unsigned a[2][4], b[4][2];
-#pragma unroll
-        for (int mi = 0; mi < 2; ++mi) {
-          const float* ap = as + (wm * 32 + mi * 16 + gq) * AS + k8 + tq;
-          a[mi][0] = tf32(ap[0]);
-          a[mi][1] = tf32(ap[8 * AS]);
-          a[mi][2] = tf32(ap[4]);
-          a[mi][3] = tf32(ap[8 * AS + 4]);
-        }
-#pragma unroll
-        for (int ni = 0; ni < 4; ++ni) {
-          const float* bp = bs + (k8 + tq) * BS + wn * 32 + ni * 8 + gq;
-          b[ni][0] = tf32(bp[0]);
-          b[ni][1] = tf32(bp[4 * BS]);
-        }
-#pragma unroll
-        for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-          for (int ni = 0; ni < 4; ++ni) mma_tf32(acc[mi * 4 + ni], a[mi], b[ni]);
-      }
+      warp_mma_tf32<BK, AS, 1, BS>(as, wm * 32, bs, wn * 32, lane, acc);
     } else {
       const int tm = lane / 8, tn = lane % 8;
 #pragma unroll
@@ -254,27 +285,7 @@ __global__ void __launch_bounds__(128 * WN) gather_gemm(const Gather g) {
     }
   };
 
-  const int nk = (g.Q + BK - 1) / BK;
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < nk) {
-      load_a(s, s);
-      load_b(s, s);
-    }
-    cp_async_commit();
-  }
-  for (int kt = 0; kt < nk; ++kt) {
-    cp_async_wait<kStages - 2>();
-    __syncthreads();  // tile kt landed for every thread; stage (kt - 1) % kStages is free again
-    const int pf = kt + kStages - 1;
-    if (pf < nk) {
-      load_a(pf, pf % kStages);
-      load_b(pf, pf % kStages);
-    }
-    cp_async_commit();
-    compute(kt % kStages);
-  }
-  cp_async_wait<0>();
+  pipeline(0, (g.Q + BK - 1) / BK, load_a, load_b, compute);
 
   auto finish = [&](float v, int col) {
     if (g.bias) v += __ldg(g.bias + col);
@@ -401,39 +412,13 @@ __global__ void __launch_bounds__(32 * WM * WN) filter_gemm(const Filter f) {
 
   const int warp = tid / 32, lane = tid % 32;
   const int wm = warp % WM, wn = warp / WM;
-  float acc[8][4];
-#pragma unroll
-  for (int i = 0; i < 8; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
+  float acc[8][4] = {};
 
   auto compute = [&](int st) {
     const float* as = As[st];
     const float* bs = Bs[st];
     if constexpr (TF32) {
-      const int gq = lane / 4, tq = lane % 4;
-#pragma unroll
-      for (int k8 = 0; k8 < BK; k8 += 8) {
-        unsigned a[2][4], b[4][2];
-#pragma unroll
-        for (int mi = 0; mi < 2; ++mi) {
-          const float* ap = as + (k8 + tq) * AS + wm * 32 + mi * 16 + gq;
-          a[mi][0] = tf32(ap[0]);
-          a[mi][1] = tf32(ap[8]);
-          a[mi][2] = tf32(ap[4 * AS]);
-          a[mi][3] = tf32(ap[4 * AS + 8]);
-        }
-#pragma unroll
-        for (int ni = 0; ni < 4; ++ni) {
-          const float* bp = bs + (k8 + tq) * BS + wn * 32 + ni * 8 + gq;
-          b[ni][0] = tf32(bp[0]);
-          b[ni][1] = tf32(bp[4 * BS]);
-        }
-#pragma unroll
-        for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-          for (int ni = 0; ni < 4; ++ni) mma_tf32(acc[mi * 4 + ni], a[mi], b[ni]);
-      }
+      warp_mma_tf32<BK, 1, AS, BS>(as, wm * 32, bs, wn * 32, lane, acc);
     } else {
       // Rows 4 tm + i and 16 + 4 tm + i (i < 4), columns 4 tn + j.
       const int tm = lane / 8, tn = lane % 8;
@@ -458,26 +443,7 @@ __global__ void __launch_bounds__(32 * WM * WN) filter_gemm(const Filter f) {
   const int kt0 = blockIdx.z * f.tiles_per_split;
   const int kt1 = min(total_tiles, kt0 + f.tiles_per_split);
   const int nk = kt1 > kt0 ? kt1 - kt0 : 0;
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
-    if (s < nk) {
-      load_a(kt0 + s, s);
-      load_b(kt0 + s, s);
-    }
-    cp_async_commit();
-  }
-  for (int i = 0; i < nk; ++i) {
-    cp_async_wait<kStages - 2>();
-    __syncthreads();
-    const int pf = i + kStages - 1;
-    if (pf < nk) {
-      load_a(kt0 + pf, pf % kStages);
-      load_b(kt0 + pf, pf % kStages);
-    }
-    cp_async_commit();
-    compute(i % kStages);
-  }
-  cp_async_wait<0>();
+  pipeline(kt0, nk, load_a, load_b, compute);
 
   float* out = f.out + blockIdx.z * f.split_stride;
   if constexpr (TF32) {
