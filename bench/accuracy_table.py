@@ -27,6 +27,7 @@ BEGIN, END = "<!-- accuracy table: made by bench/accuracy_table.py -->", "<!-- e
 # on Fashion-MNIST); within 0.5 points of it for Fashion models 1-3, whose figures are single runs.
 TARGETS = {
     "lenet5": 0.9905, "mnist_cnn": 0.9939, "mnist_cnn_aug": 0.9939, "fashion_cnn": 0.9325,
+    "fashion_cnn_aug": 0.9325,
     "fashion1": 0.9013, "fashion2": 0.9102, "fashion3": 0.9178, "fashion3_aug": 0.9151,
 }
 NO_DATA = {"cifar10": "no data yet (CIFAR-10 is on no package registry; see the README to supply it)"}
