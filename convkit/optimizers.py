@@ -6,6 +6,7 @@ same code serves NumPy and CuPy. ``apply(variables)`` uses and then clears ``Var
 
 from __future__ import annotations
 
+import functools
 import math
 import types
 
@@ -221,6 +222,9 @@ class Adam(Optimizer):
         xp = xp_of(g)
         t = self.iterations
         lr_t = lr * math.sqrt(1 - self.beta_2 ** t) / (1 - self.beta_1 ** t)
+        if xp is not np:  # one kernel per weight on the GPU instead of nine
+            _fused_adam()(g, lr_t, self.beta_1, self.beta_2, self.epsilon, v.value, m, s)
+            return
         m *= self.beta_1
         m += (1 - self.beta_1) * g
         s *= self.beta_2
@@ -239,6 +243,16 @@ class AdamW(Adam):
 
     def __init__(self, learning_rate=0.001, weight_decay=0.004, **kwargs):
         super().__init__(learning_rate, weight_decay=weight_decay, **kwargs)
+
+
+@functools.cache
+def _fused_adam():
+    import cupy
+
+    return cupy.ElementwiseKernel(
+        "T g, float64 lr_t, float64 b1, float64 b2, float64 eps", "T w, T m, T v",
+        "m = b1 * m + (1 - b1) * g; v = b2 * v + (1 - b2) * (g * g); w -= (lr_t * m) / (sqrt(v) + eps);",
+        "convkit_adam")
 
 
 _TABLE = {"sgd": SGD, "adam": Adam, "adamw": AdamW}

@@ -197,19 +197,20 @@ def test_fit_from_an_infinite_generator(rng):
     (lambda: optimizers.AdamW(0.01, weight_decay=0.1, epsilon=1e-12),
      lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1, eps=1e-12)),
 ])
-def test_optimizers_match_torch(rng, ours, theirs):
+def test_optimizers_match_torch(device, rng, ours, theirs):
+    from convkit._device import to_device, to_numpy
     from convkit.layers import Variable
     w0 = rng.standard_normal((4, 3)).astype(np.float32)
-    v = Variable(w0.copy(), "w")
+    v = Variable(to_device(w0, device), "w")
     t = torch.tensor(w0.astype(np.float64), requires_grad=True)
     opt, topt = ours(), theirs([t])
     for _ in range(5):
         g = rng.standard_normal((4, 3)).astype(np.float32)
-        v.grad = g
+        v.grad = to_device(g, device)
         opt.apply([v])
         t.grad = torch.tensor(g.astype(np.float64))
         topt.step()
-    np.testing.assert_allclose(v.value, t.detach().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(v.value), t.detach().numpy(), rtol=1e-5, atol=1e-6)
     assert opt.iterations == 5
 
 
