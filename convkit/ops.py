@@ -213,8 +213,8 @@ def max_pool2d(x, pool_size=2, strides=None, padding="valid"):
 def max_pool2d_backward_from_argmax(dy, argmax, x_shape, pool_size=2, strides=None, padding="valid"):
     """Gradient of max pooling from the argmax saved by max_pool2d_with_argmax.
 
-    An argmax holding an index outside its window raises ValueError (an extra pass, which on the GPU
-    waits for the device; layers pass the argmax they saved straight to the kernels)."""
+    An argmax holding an index outside its window raises ValueError (an extra pass over argmax, which on
+    the GPU waits for the device; layers pass the argmax they saved straight to the kernels)."""
     return _max_pool2d_backward_from_argmax(dy, argmax, x_shape, pool_size, strides, padding, check=True)
 
 
@@ -229,7 +229,8 @@ def _max_pool2d_backward_from_argmax(dy, argmax, x_shape, pool_size, strides, pa
     pool = _pair(pool_size, "pool_size", op)
     geometry = (pool, pool if strides is None else _pair(strides, "strides", op), _padding(padding, op))
     dx = _xp(dy).empty(tuple(x_shape), np.float32)
-    # Unchecked, the CPU kernel still refuses indices outside the input and the GPU's gather ignores them.
+    # Unchecked, the CPU kernel still refuses indices outside the input (as PyTorch's does) and the GPU's
+    # gather ignores them.
     if check:
         outside = _argmax_outside_windows(argmax, tuple(x_shape), *geometry)
         if outside:
@@ -241,8 +242,14 @@ def _max_pool2d_backward_from_argmax(dy, argmax, x_shape, pool_size, strides, pa
 
 
 def _argmax_outside_windows(argmax, x_shape, pool, strides, padding) -> int:
-    """How many entries of ``argmax`` (N, OH, OW, C) name a cell outside their output's window."""
-    xp = _xp(argmax)
+    """How many entries of ``argmax`` (N, OH, OW, C) name a cell outside their output's window: one C++
+    pass on the CPU, array expressions on the GPU (where the CPU's loop would mean a copy back)."""
+    if is_cupy(argmax):
+        return _count_outside_windows(_xp(argmax), argmax, x_shape, pool, strides, padding)
+    return _cpu.max_pool2d_argmax_outside(argmax, x_shape, pool, strides, padding)
+
+
+def _count_outside_windows(xp, argmax, x_shape, pool, strides, padding) -> int:
     h, w = x_shape[1:3]
     oh, ow = _cpu.pool2d_output_shape(x_shape, pool, strides, padding)[1:3]
     top, left = _cpu.pool2d_padding(x_shape, pool, strides, padding)

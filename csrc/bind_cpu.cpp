@@ -143,6 +143,16 @@ PYBIND11_MODULE(_cpu, m) {
         py::arg("dy").noconvert(), py::arg("argmax").noconvert(), py::arg("dx").noconvert(), py::arg("pool_size"),
         py::arg("strides"), py::arg("padding"));
 
+  m.def("max_pool2d_argmax_outside",
+        [](const py::array& argmax, Shape4 x, Pair pool, Pair strides, const std::string& padding) {
+          const Pool2dDesc d = pool_desc(x, pool, strides, padding);
+          const std::int32_t* pa = checked<std::int32_t>(argmax, "argmax", vec(pool_out_shape(d)), false);
+          py::gil_scoped_release nogil;
+          return max_pool2d_argmax_outside_cpu(d, pa);
+        },
+        py::arg("argmax").noconvert(), py::arg("x_shape"), py::arg("pool_size"), py::arg("strides"),
+        py::arg("padding"), "How many argmax entries name a cell outside their own output's window.");
+
   m.def("avg_pool2d_fwd",
         [](const py::array& x, const py::array& y, Pair pool, Pair strides, const std::string& padding) {
           const Pool2dDesc d = pool_desc(shape4(x, "x"), pool, strides, padding);

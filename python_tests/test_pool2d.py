@@ -176,24 +176,30 @@ def _outside_by_loops(argmax, x_shape, pool, strides, padding):
     return count
 
 
-def test_argmax_window_check_against_loops(rng):
+def test_argmax_window_checks_against_loops(rng):
+    """The public op's window checks (the CPU's and the GPU's) count what loops over every output count."""
     for padding, pool, strides in (("valid", (2, 2), (2, 2)), ("same", (3, 2), (2, 1)), ("same", (4, 4), (1, 3))):
         x = rng.standard_normal((2, 7, 5, 2)).astype(np.float32)
         _, argmax = ops.max_pool2d_with_argmax(x, pool, strides, padding)
         assert ops._argmax_outside_windows(argmax, x.shape, pool, strides, padding) == 0
+        assert ops._count_outside_windows(np, argmax, x.shape, pool, strides, padding) == 0
         bad = np.where(rng.random(argmax.shape) < 0.3, rng.integers(-3, 40, argmax.shape), argmax).astype(np.int32)
         counted = ops._argmax_outside_windows(bad, x.shape, pool, strides, padding)
         assert counted == _outside_by_loops(bad, x.shape, pool, strides, padding) > 0
+        assert ops._count_outside_windows(np, bad, x.shape, pool, strides, padding) == counted  # the GPU's way
         with pytest.raises(ValueError, match=f"argmax holds {counted} of"):
             ops.max_pool2d_backward_from_argmax(np.ones(argmax.shape, np.float32), bad, x.shape, pool, strides,
                                                 padding)
 
 
-def test_unchecked_cpu_kernel_still_refuses_indices_outside_the_input(rng):
+def test_the_cpu_kernel_itself_refuses_an_argmax_outside_the_input(rng):
+    """The layers' path (no window check in Python) still never follows an index off the input."""
     x, dy, argmax = _argmax_case("cpu", rng)
-    argmax[0, 0, 0, 0] = 36
-    with pytest.raises(ValueError, match="1 of 54 indices outside the input"):
-        ops._max_pool2d_backward_from_argmax(dy, argmax, x.shape, 2, None, "valid")
+    for cell in (36, -1):
+        bad = argmax.copy()
+        bad[1, 2, 0, 1] = cell
+        with pytest.raises(ValueError, match="1 of 54 indices outside the input"):
+            ops._max_pool2d_backward_from_argmax(dy, bad, x.shape, 2, None, "valid")
 
 
 def test_argmax_may_be_non_contiguous_but_must_be_4d(device, rng):

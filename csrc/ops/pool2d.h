@@ -22,8 +22,11 @@ Pool2dDesc make_pool2d_desc(i64 N, i64 H, i64 W, i64 C, i64 R, i64 S, i64 sh, i6
 
 // CPU twins (pool2d_cpu.cpp). argmax may be null in max_pool2d_fwd_cpu.
 void max_pool2d_fwd_cpu(const Pool2dDesc& d, const float* x, float* y, std::int32_t* argmax);
-// Returns how many argmax entries lie outside the input [0, H*W): those are skipped, not followed.
+// Returns how many argmax entries lie outside the input [0, H*W): those are skipped, not followed
+// (checking each against its own window costs a division per element; convkit.ops does that).
 i64 max_pool2d_bwd_cpu(const Pool2dDesc& d, const float* dy, const std::int32_t* argmax, float* dx);
+// How many argmax entries name a cell outside their own output's window.
+i64 max_pool2d_argmax_outside_cpu(const Pool2dDesc& d, const std::int32_t* argmax);
 void avg_pool2d_fwd_cpu(const Pool2dDesc& d, const float* x, float* y);
 void avg_pool2d_bwd_cpu(const Pool2dDesc& d, const float* dy, float* dx);
 

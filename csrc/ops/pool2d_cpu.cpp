@@ -92,6 +92,24 @@ i64 max_pool2d_bwd_cpu(const Pool2dDesc& d, const float* dy, const std::int32_t*
   return outside;
 }
 
+i64 max_pool2d_argmax_outside_cpu(const Pool2dDesc& d, const std::int32_t* argmax) {
+  i64 outside = 0;
+#pragma omp parallel for collapse(2) schedule(static) reduction(+ : outside)
+  for (i64 n = 0; n < d.N; ++n)
+    for (i64 oh = 0; oh < d.OH; ++oh) {
+      const Span hs = window(oh, d.sh, d.pt, d.R, d.H);
+      for (i64 ow = 0; ow < d.OW; ++ow) {
+        const Span ws = window(ow, d.sw, d.pl, d.S, d.W);
+        const std::int32_t* a = argmax + ((n * d.OH + oh) * d.OW + ow) * d.C;
+        for (i64 c = 0; c < d.C; ++c) {
+          const i64 cell = a[c], ih = cell / d.W, iw = cell - ih * d.W;
+          outside += cell < 0 || ih < hs.lo || ih >= hs.hi || iw < ws.lo || iw >= ws.hi;
+        }
+      }
+    }
+  return outside;
+}
+
 void avg_pool2d_fwd_cpu(const Pool2dDesc& d, const float* x, float* y) {
   each_window(d, x, [&](const float* img, Span hs, Span ws, i64 o) {
     float* yo = y + o;
