@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
 import math
 import time
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -45,7 +45,6 @@ def _kernel_threads_only(dev):
 
 def _verbose(v):
     return 1 if v == "auto" else int(v)
-
 
 
 def _resident(data, dev):
@@ -154,7 +153,7 @@ class Trainer:
 
     def compute_gradients(self, x, y, training=True):
         """Forward and backward on one batch without updating: returns (loss, predictions), the loss (regularisation
-        included, a 0-d array on the batch's device, so that nothing waits for the GPU) and leaves dL/dw in each
+        included, an array scalar on the batch's device, so that nothing waits for the GPU) and leaves dL/dw in each
         trainable ``Variable.grad``. ``y`` must already be in the loss's label format (see Loss.prepare_labels)."""
         variables = self.trainable_weights
         for v in variables:
