@@ -29,6 +29,11 @@ want() { [[ " $STEPS " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.txt" 2>&1
 echo "gpu: $(tail -1 "$OUT/gpu.txt")"
 
+# CIFAR-10 is on no registry: look for a copy the machine's frameworks may have cached.
+timeout 20 find / -xdev -maxdepth 7 \( -iname "cifar-10*" -o -iname "cifar10*" \) -not -path "$REPO/*" \
+  2>/dev/null | head -20 > "$OUT/cifar-search.txt"
+echo "CIFAR-10 copies found: $(wc -l < "$OUT/cifar-search.txt") (cifar-search.txt)"
+
 # Non-editable install; every Python step below runs outside the source tree so
 # the installed package (with its compiled modules) is the one imported.
 if want build; then
