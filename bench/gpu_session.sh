@@ -30,9 +30,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu
 echo "gpu: $(tail -1 "$OUT/gpu.txt")"
 
 # CIFAR-10 is on no registry: look for a copy the machine's frameworks may have cached.
-timeout 20 find / -xdev -maxdepth 7 \( -iname "cifar-10*" -o -iname "cifar10*" \) -not -path "$REPO/*" \
-  2>/dev/null | head -20 > "$OUT/cifar-search.txt"
-echo "CIFAR-10 copies found: $(wc -l < "$OUT/cifar-search.txt") (cifar-search.txt)"
+timeout 20 find / -xdev -maxdepth 7 \( -iname "cifar-10*" -o -iname "cifar10*" \) -not -name "*.py" \
+  -not -path "$REPO/*" -not -path "/tmp/*" -not -path "/proc/*" 2>/dev/null | head -20 > "$OUT/cifar-search.txt"
+echo "CIFAR-10 candidates found: $(wc -l < "$OUT/cifar-search.txt") (cifar-search.txt)"
 
 # Non-editable install; every Python step below runs outside the source tree so
 # the installed package (with its compiled modules) is the one imported.
@@ -48,6 +48,9 @@ grep -E "warning" "$OUT/build.log" | head -5
 fi
 (cd /tmp && "$PY" -c "import convkit, convkit._cuda as c; print(convkit.cuda_status()); print(c.device_info())") \
   | tee "$OUT/status.txt"
+while read -r found; do  # does a candidate hold the official data? (the loader checks the digests)
+  (cd /tmp && timeout 60 "$PY" -c "import sys; from convkit.datasets import cifar10; (x, y), _ = cifar10.load_data(path=sys.argv[1]); print('verified CIFAR-10', x.shape, sys.argv[1])" "$found") 2>&1 | tail -1
+done < "$OUT/cifar-search.txt" | tee "$OUT/cifar-load.txt"
 
 if want tests; then
 XDIST=""
