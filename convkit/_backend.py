@@ -88,10 +88,14 @@ def device_name(device: str = "cpu") -> str:
     """A readable name of the CPU (model and logical cores) or of CUDA device 0, for result files."""
     if device == "cuda":
         return _cuda_probe()[1].split("device 0: ", 1)[-1]
-    cpu = platform.processor() or "unknown CPU"
+    cpu, isa = platform.processor() or "unknown CPU", ""
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = re.search(r"model name\s*:\s*(.*)", f.read()).group(1).strip()
+            info = f.read()
+        cpu = re.search(r"model name\s*:\s*(.*)", info).group(1).strip()
+        # The widest vector unit: peers such as oneDNN use AVX-512 where convkit's kernels use AVX2.
+        flags = set(re.search(r"flags\s*:\s*(.*)", info).group(1).split())
+        isa = next((f" ({name})" for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), "")
     except (OSError, AttributeError):
         pass
-    return f"{cpu}, {os.cpu_count()} logical cores"
+    return f"{cpu}{isa}, {os.cpu_count()} logical cores"
