@@ -1,6 +1,8 @@
-"""Moving arrays between devices in tests, and real data sets when they can be had."""
+"""Moving arrays between devices in tests, real data sets when they can be had, and the tables of
+docs/ERRORS.md."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,3 +35,27 @@ def real_data(loader, name):
         if os.environ.get("CI"):
             pytest.fail(f"{name} must be available in CI: {exc}")
         pytest.skip(f"{name} not available here: {str(exc).splitlines()[0]}")
+
+
+ERRORS_MD = Path(__file__).resolve().parent.parent / "docs" / "ERRORS.md"
+
+
+def error_table(cases, run) -> str:
+    """(call, exception, pattern) cases as a Markdown table with the message each one raises today."""
+    rows = ["| call | exception | message |", "|---|---|---|"]
+    for call, exc, _ in cases:
+        try:
+            run(call)
+        except exc as e:
+            message = str(e).replace("|", "\\|").replace("\n", " ")
+            rows.append(f"| `{call}` | {type(e).__name__} | {message} |")
+        else:
+            raise AssertionError(f"{call} raised nothing")
+    return "\n".join(rows)
+
+
+def errors_md_with(name: str, table: str) -> str:
+    """docs/ERRORS.md with the table between its ``name`` markers replaced."""
+    begin, end = f"<!-- {name} table: made by python python_tests/test_{name}_errors.py -->", f"<!-- end of {name} table -->"
+    before, rest = ERRORS_MD.read_text().split(begin, 1)
+    return f"{before}{begin}\n{table}\n{end}{rest.split(end, 1)[1]}"

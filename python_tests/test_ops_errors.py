@@ -1,12 +1,11 @@
 """Bad input to convkit.ops raises a clear exception naming the problem; odd but valid input works."""
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import to_device, to_numpy
+from helpers import ERRORS_MD, error_table, errors_md_with, to_device, to_numpy
 
 from convkit import _cpu, ops
 
@@ -76,31 +75,12 @@ def run_case(call: str):
     return eval(call, {"X": X, "K": K, "np": np, "ops": ops, "_cpu": _cpu})
 
 
-ERRORS_MD = Path(__file__).resolve().parent.parent / "docs" / "ERRORS.md"
-BEGIN, END = "<!-- ops table: made by python python_tests/test_ops_errors.py -->", "<!-- end of ops table -->"
-
-
 def ops_table() -> str:
-    """The BAD cases as a Markdown table with the message each one actually raises."""
-    rows = ["| call | exception | message |", "|---|---|---|"]
-    for call, exc, _ in BAD:
-        try:
-            run_case(call)
-        except exc as e:
-            message = str(e).replace("|", "\\|").replace("\n", " ")
-            rows.append(f"| `{call}` | {type(e).__name__} | {message} |")
-        else:
-            raise AssertionError(f"{call} raised nothing")
-    return "\n".join(rows)
-
-
-def errors_md_with(table: str) -> str:
-    before, rest = ERRORS_MD.read_text().split(BEGIN, 1)
-    return f"{before}{BEGIN}\n{table}\n{END}{rest.split(END, 1)[1]}"
+    return error_table(BAD, run_case)
 
 
 def test_errors_doc_lists_every_case_with_its_message():
-    assert ERRORS_MD.read_text() == errors_md_with(ops_table()), \
+    assert ERRORS_MD.read_text() == errors_md_with("ops", ops_table()), \
         "docs/ERRORS.md is stale: run python python_tests/test_ops_errors.py"
 
 
@@ -156,4 +136,4 @@ def test_more_than_2_31_elements_really_run():
 
 
 if __name__ == "__main__":  # rewrite the table in docs/ERRORS.md
-    ERRORS_MD.write_text(errors_md_with(ops_table()))
+    ERRORS_MD.write_text(errors_md_with("ops", ops_table()))

@@ -22,6 +22,10 @@ class BatchNormalization(Layer):
         if axis not in (-1, 3) and axis != [-1]:
             raise ValueError(f"BatchNormalization: only the last axis (channels) is supported, got axis={axis!r}")
         self.momentum, self.epsilon = float(momentum), float(epsilon)
+        if not 0 <= self.momentum <= 1:
+            raise ValueError(f"BatchNormalization: momentum must be in [0, 1], got {momentum!r}")
+        if not self.epsilon > 0:
+            raise ValueError(f"BatchNormalization: epsilon must be positive, got {epsilon!r}")
         self.center, self.scale = bool(center), bool(scale)
         self.beta_initializer = initializers.get(beta_initializer)
         self.gamma_initializer = initializers.get(gamma_initializer)

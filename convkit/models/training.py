@@ -47,6 +47,15 @@ def _verbose(v):
     return 1 if v == "auto" else int(v)
 
 
+def _batch_size(value, who, default=32) -> int:
+    """A batch size argument: None means ``default``; anything but a positive int is refused."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{who}: batch_size must be a positive int, got {value!r}")
+    return int(value)
+
+
 def _resident(data, dev):
     """Training arrays go to the GPU once instead of batch by batch, when they take under a quarter of
     its free memory (a copy per step would wait for the GPU every step)."""
@@ -286,9 +295,12 @@ class Trainer:
         """Train for ``epochs`` (counting from ``initial_epoch``); returns a History whose keys are
         'loss', the compiled metric names, and their 'val_' twins when there is validation data."""
         self._require_compiled("fit")
-        batch_size = batch_size or 32
-        if batch_size <= 0:
-            raise ValueError(f"fit: batch_size must be positive, got {batch_size}")
+        batch_size = _batch_size(batch_size, "fit")
+        validation_batch_size = _batch_size(validation_batch_size, "fit validation", batch_size)
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+            raise ValueError(f"fit: epochs must be a non-negative int, got {epochs!r}")
+        if initial_epoch < 0:
+            raise ValueError(f"fit: initial_epoch must be >= 0, got {initial_epoch!r}")
         if not 0 <= validation_split < 1:
             raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split}")
         dev = self._setup_device(device)
@@ -315,10 +327,10 @@ class Trainer:
                 if len(validation_data) not in (2, 3):
                     raise ValueError("fit: validation_data must be (x_val, y_val)")
                 val = self._data(validation_data[0], validation_data[1], "fit validation",
-                                 validation_batch_size or batch_size, validation_steps)
+                                 validation_batch_size, validation_steps)
                 val = (_resident(val[0], dev), val[1])
             else:
-                val = self._data(validation_data, None, "fit validation", validation_batch_size or batch_size,
+                val = self._data(validation_data, None, "fit validation", validation_batch_size,
                                  validation_steps)
         history = History()
         cbs = list(callbacks or [])
@@ -349,7 +361,7 @@ class Trainer:
                     break
             logs = self._results()
             if val is not None:
-                vlogs = self._evaluate_data(*val, validation_batch_size or batch_size, dev)
+                vlogs = self._evaluate_data(*val, validation_batch_size, dev)
                 logs.update({f"val_{k}": v for k, v in vlogs.items()})
             cl.on_epoch_end(epoch, logs)
             if self.stop_training:
@@ -369,7 +381,7 @@ class Trainer:
         """Loss and metrics in inference mode: a float when no metrics were compiled, else
         [loss, *metrics] (or a dict with return_dict=True)."""
         self._require_compiled("evaluate")
-        batch_size = batch_size or 32
+        batch_size = _batch_size(batch_size, "evaluate")
         dev = self._setup_device(device)
         t0 = time.perf_counter()
         data, n_steps = self._data(x, y, "evaluate", batch_size, steps)
@@ -384,7 +396,7 @@ class Trainer:
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, device=None):
         """Outputs for ``x`` in inference mode, batch by batch, as a NumPy array."""
-        batch_size = batch_size or 32
+        batch_size = _batch_size(batch_size, "predict")
         dev = self._setup_device(device)
         outs = []
         if _is_array(x):

@@ -1,0 +1,95 @@
+"""Bad arguments to layers, models, training, optimizers, augmentation, saving and the data loaders
+raise a clear exception naming the problem; the table in docs/ERRORS.md is made from these cases."""
+
+import numpy as np
+import pytest
+
+import convkit
+import convkit.datasets
+from convkit import layers as L
+from convkit.models import Sequential
+from convkit.preprocessing import ImageDataGenerator
+from convkit.saving import load_model
+from helpers import ERRORS_MD, error_table, errors_md_with
+
+X = np.zeros((4, 8, 8, 1), np.float32)
+Y = np.array([0, 1, 2, 1])
+
+
+def model():
+    """A small compiled classifier of (8, 8, 1) images into 3 classes."""
+    m = Sequential([L.Input((8, 8, 1)), L.Conv2D(4, 3), L.Flatten(), L.Dense(3, activation="softmax")])
+    m.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return m
+
+
+BAD = [
+    # (call, as evaluated with X, Y, np, L, Sequential, model, convkit, ImageDataGenerator and load_model
+    # in scope; exception; message pattern)
+    ('L.Conv2D(0, 3)', ValueError, r"Conv2D: filters must be a positive int, got 0"),
+    ('L.Conv2D(8, (3, 3, 3))', ValueError, r"kernel_size must be a positive int or a pair of them"),
+    ('L.Conv2D(8, 3, padding="full")', ValueError, r"padding must be 'valid' or 'same', got 'full'"),
+    ('L.Conv2D(8, 3, data_format="channels_first")', ValueError, r"only data_format='channels_last'"),
+    ('L.Conv2D(8, 3, activation="swishy")', ValueError, r"unknown activation 'swishy'"),
+    ('L.Conv2D(8, 3, kernel_initializer="golden")', ValueError, r"unknown initializer 'golden'"),
+    ('L.Conv2D(8, 3, foo=1)', TypeError, r"unexpected argument\(s\) \['foo'\]"),
+    ('L.Dense(-1)', ValueError, r"Dense: units must be a positive int, got -1"),
+    ('L.Dense(4, dtype="float64")', TypeError, r"only float32 is supported"),
+    ('L.Dropout(1.5)', ValueError, r"rate must be in \[0, 1\), got 1.5"),
+    ('L.MaxPooling2D(0)', ValueError, r"pool_size must be a positive int or a pair of them, got 0"),
+    ('L.BatchNormalization(momentum=2)', ValueError, r"momentum must be in \[0, 1\], got 2"),
+    ('L.BatchNormalization(epsilon=0)', ValueError, r"epsilon must be positive, got 0"),
+    ('Sequential([L.Input((8, 8, 1)), L.Flatten(), L.Dense(2)]).fit(X, Y)', RuntimeError, r"fit: compile the model first"),
+    ('model().compile("adamax", "mse")', ValueError, r"unknown optimizer 'adamax'"),
+    ('model().compile("adam", "hinge")', ValueError, r"unknown loss 'hinge'"),
+    ('model().compile("adam", "mse", metrics=["auc"])', ValueError, r"unknown metric 'auc'"),
+    ('model().fit(X, Y[:3])', ValueError, r"x and y have different numbers of samples \(4 and 3\)"),
+    ('model().fit(X, Y + 10)', ValueError, r"labels must lie in \[0, 3\) for a model with 3 outputs, got range \[10, 12\]"),
+    ('model().fit(X[:, :4], Y)', ValueError, r"x has shape \(4, 4, 8, 1\) but the model expects inputs of shape"),
+    ('model().fit(X.astype(str), Y)', TypeError, r"x must be a numeric array"),
+    ('model().fit(X, Y, batch_size=0)', ValueError, r"fit: batch_size must be a positive int, got 0"),
+    ('model().fit(X, Y, epochs=-1)', ValueError, r"fit: epochs must be a non-negative int, got -1"),
+    ('model().fit(X, Y, validation_split=1.5)', ValueError, r"validation_split must be in \[0, 1\), got 1.5"),
+    ('model().evaluate(X, Y[:2])', ValueError, r"evaluate: x and y have different numbers of samples"),
+    ('model().predict(X[0])', ValueError, r"predict: x has shape \(8, 8, 1\) but the model expects"),
+    ('model().predict(X, batch_size=2.5)', ValueError, r"predict: batch_size must be a positive int, got 2.5"),
+    ('convkit.optimizers.Adam(learning_rate=-1)', ValueError, r"learning_rate must be positive"),
+    ('convkit.optimizers.SGD(momentum=1.5)', ValueError, r"momentum must be in \[0, 1\), got 1.5"),
+    ('convkit.utils.to_categorical([0, 5], 3)', ValueError, r"labels must lie in \[0, 3\), got range \[0, 5\]"),
+    ('ImageDataGenerator(fill_mode="mirror")', ValueError, r"fill_mode must be one of"),
+    ('ImageDataGenerator(zoom_range=(1.2, 0.8))', ValueError, r"zoom_range must be \(low, high\) with low <= high"),
+    ('ImageDataGenerator().flow(X, Y[:3])', ValueError, r"x and y have different lengths: 4 and 3"),
+    ('load_model("missing.convkit")', FileNotFoundError, r"no such file: missing.convkit"),
+    ('convkit.datasets.mnist.load_data(path="missing-folder")', FileNotFoundError, r"missing-folder does not exist"),
+]
+
+
+def run_case(call: str):
+    return eval(call, {"X": X, "Y": Y, "np": np, "L": L, "Sequential": Sequential, "model": model,
+                       "convkit": convkit, "ImageDataGenerator": ImageDataGenerator, "load_model": load_model})
+
+
+def api_table() -> str:
+    return error_table(BAD, run_case)
+
+
+def test_errors_doc_lists_every_case_with_its_message():
+    assert ERRORS_MD.read_text() == errors_md_with("api", api_table()), \
+        "docs/ERRORS.md is stale: run python python_tests/test_api_errors.py"
+
+
+@pytest.mark.parametrize("call,exc,pattern", BAD, ids=[f"case{i}" for i in range(len(BAD))])
+def test_bad_argument_is_refused_clearly(call, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        run_case(call)
+
+
+def test_valid_edge_arguments_still_work():
+    m = model()
+    assert m.fit(X, Y, epochs=0, verbose=0).history == {}  # Keras trains nothing for epochs=0
+    assert m.predict(X, batch_size=np.int64(3), verbose=0).shape == (4, 3)
+    L.BatchNormalization(momentum=0.0), L.BatchNormalization(momentum=1.0)
+
+
+if __name__ == "__main__":  # rewrite the table in docs/ERRORS.md
+    ERRORS_MD.write_text(errors_md_with("api", api_table()))
