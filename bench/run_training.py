@@ -76,7 +76,7 @@ def torch_twin(model):
         return nn.Parameter(torch.from_numpy(np.ascontiguousarray(a)))
 
     acts = {"relu": nn.ReLU, "softmax": lambda: nn.Identity(), "linear": lambda: nn.Identity()}
-    mods, ndim, channels = [], 4, None
+    mods, ndim = [], 4
     for kind, cfg, w in layer_specs(model):
         if kind == "Conv2D":
             (kh, kw), (sh, sw) = cfg["kernel_size"], cfg["strides"]

@@ -59,3 +59,21 @@ def errors_md_with(name: str, table: str) -> str:
     begin, end = f"<!-- {name} table: made by python python_tests/test_{name}_errors.py -->", f"<!-- end of {name} table -->"
     before, rest = ERRORS_MD.read_text().split(begin, 1)
     return f"{before}{begin}\n{table}\n{end}{rest.split(end, 1)[1]}"
+
+
+def error_table_tests(name, cases, run):
+    """The two tests behind a table of docs/ERRORS.md: each case raises as listed, and the table is current."""
+    def test_errors_doc_lists_every_case_with_its_message():
+        assert ERRORS_MD.read_text() == errors_md_with(name, error_table(cases, run)), \
+            f"docs/ERRORS.md is stale: run python python_tests/test_{name}_errors.py"
+
+    @pytest.mark.parametrize("call,exc,pattern", cases, ids=[f"case{i}" for i in range(len(cases))])
+    def test_bad_input_is_refused_clearly(call, exc, pattern):
+        with pytest.raises(exc, match=pattern):
+            run(call)
+
+    return test_errors_doc_lists_every_case_with_its_message, test_bad_input_is_refused_clearly
+
+
+def write_error_table(name, cases, run):
+    ERRORS_MD.write_text(errors_md_with(name, error_table(cases, run)))

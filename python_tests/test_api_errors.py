@@ -2,7 +2,6 @@
 raise a clear exception naming the problem; the table in docs/ERRORS.md is made from these cases."""
 
 import numpy as np
-import pytest
 
 import convkit
 import convkit.datasets
@@ -10,7 +9,7 @@ from convkit import layers as L
 from convkit.models import Sequential
 from convkit.preprocessing import ImageDataGenerator
 from convkit.saving import load_model
-from helpers import ERRORS_MD, error_table, errors_md_with
+from helpers import error_table_tests, write_error_table
 
 X = np.zeros((4, 8, 8, 1), np.float32)
 Y = np.array([0, 1, 2, 1])
@@ -69,19 +68,8 @@ def run_case(call: str):
                        "convkit": convkit, "ImageDataGenerator": ImageDataGenerator, "load_model": load_model})
 
 
-def api_table() -> str:
-    return error_table(BAD, run_case)
-
-
-def test_errors_doc_lists_every_case_with_its_message():
-    assert ERRORS_MD.read_text() == errors_md_with("api", api_table()), \
-        "docs/ERRORS.md is stale: run python python_tests/test_api_errors.py"
-
-
-@pytest.mark.parametrize("call,exc,pattern", BAD, ids=[f"case{i}" for i in range(len(BAD))])
-def test_bad_argument_is_refused_clearly(call, exc, pattern):
-    with pytest.raises(exc, match=pattern):
-        run_case(call)
+test_errors_doc_lists_every_case_with_its_message, test_bad_input_is_refused_clearly = \
+    error_table_tests("api", BAD, run_case)
 
 
 def test_valid_edge_arguments_still_work():
@@ -92,4 +80,4 @@ def test_valid_edge_arguments_still_work():
 
 
 if __name__ == "__main__":  # rewrite the table in docs/ERRORS.md
-    ERRORS_MD.write_text(errors_md_with("api", api_table()))
+    write_error_table("api", BAD, run_case)

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from helpers import ERRORS_MD, error_table, errors_md_with, to_device, to_numpy
+from helpers import error_table_tests, to_device, to_numpy, write_error_table
 
 from convkit import _cpu, ops
 
@@ -75,19 +75,8 @@ def run_case(call: str):
     return eval(call, {"X": X, "K": K, "np": np, "ops": ops, "_cpu": _cpu})
 
 
-def ops_table() -> str:
-    return error_table(BAD, run_case)
-
-
-def test_errors_doc_lists_every_case_with_its_message():
-    assert ERRORS_MD.read_text() == errors_md_with("ops", ops_table()), \
-        "docs/ERRORS.md is stale: run python python_tests/test_ops_errors.py"
-
-
-@pytest.mark.parametrize("call,exc,pattern", BAD, ids=[f"case{i}" for i in range(len(BAD))])
-def test_bad_input_is_refused_clearly(call, exc, pattern):
-    with pytest.raises(exc, match=pattern):
-        run_case(call)
+test_errors_doc_lists_every_case_with_its_message, test_bad_input_is_refused_clearly = \
+    error_table_tests("ops", BAD, run_case)
 
 
 def test_read_only_output_is_refused():
@@ -136,4 +125,4 @@ def test_more_than_2_31_elements_really_run():
 
 
 if __name__ == "__main__":  # rewrite the table in docs/ERRORS.md
-    ERRORS_MD.write_text(errors_md_with("ops", ops_table()))
+    write_error_table("ops", BAD, run_case)

@@ -6,8 +6,6 @@ the GPU when the training data lives there.
 
 from __future__ import annotations
 
-import numpy as np
-
 from convkit._device import xp_of
 
 FILL_MODES = ("constant", "nearest", "reflect", "wrap")
