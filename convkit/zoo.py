@@ -244,11 +244,10 @@ _MODELS = {
     # epochs (same architecture, optimizer and batch) is this recipe's addition.
     "fashion_cnn": (mnist_cnn, Recipe("fashion_mnist", epochs=20, batch_size=128, lr_schedule="cosine",
                                       reported="93.25% (the MNIST CNN on Fashion-MNIST)")),
-    # The same with small shifts and mirror images over 30 epochs: fashion_cnn over-fits (training
-    # accuracy 96%, test loss rising from the 10th epoch).
+    # The same with mirror images over 30 epochs: fashion_cnn over-fits (training accuracy 96%, test
+    # loss rising from the 10th epoch), while shifts of 10% as well left it under-fitting.
     "fashion_cnn_aug": (mnist_cnn, Recipe("fashion_mnist", epochs=30, batch_size=128, lr_schedule="cosine",
-                                          augmentation=dict(width_shift_range=0.1, height_shift_range=0.1,
-                                                            horizontal_flip=True),
+                                          augmentation=dict(horizontal_flip=True),
                                           reported="93.25% (the MNIST CNN on Fashion-MNIST)")),
     "mnist_cnn2": (mnist_cnn2, Recipe(
         "mnist", epochs=10, batch_size=500, validation_split=0.1,
