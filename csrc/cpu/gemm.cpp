@@ -11,8 +11,6 @@
 namespace convkit::cpu {
 namespace {
 
-using Kernel = void (*)(i64, const float*, const float*, float*, i64, bool);
-
 // Portable kernel: a fixed-size accumulator the compiler keeps in vector registers.
 void kernel_generic(i64 kc, const float* a, const float* b, float* c, i64 ldc, bool accumulate) {
   float acc[MR][NR] = {};
@@ -118,6 +116,87 @@ __attribute__((target("avx2,fma"))) void gather_avx2(i64 kc, const float* const*
     for (int v = 0; v < 2; ++v) _mm256_storeu_ps(c + i * ldc + 8 * v, out[i][v]);
 }
 
+// AVX-512 (16 lanes), R rows. NV = 2 is the main tile, R x 32 over two B panels `pstride`
+// floats apart: per step two B loads and R broadcasts feed 2R multiply-adds, so loads stay
+// well under the two pipes' multiply-add rate. NV = 1 serves a single panel: its R
+// accumulators cannot cover the multiply-add latency (two pipes of four cycles want eight
+// sums in flight), so even and odd steps accumulate apart and meet at the end. Either way
+// acc[0] and acc[1] are the two sets. a(k, i) is the address of row i's value at step k.
+template <int R, int NV, class A>
+__attribute__((target("avx512f"), always_inline)) inline void reduce512(i64 kc, const float* b, i64 pstride,
+                                                                        __m512 (&acc)[2][R], A a) {
+  if (NV == 2) {
+    for (i64 k = 0; k < kc; ++k) {
+      const __m512 b0 = _mm512_loadu_ps(b + k * NR), b1 = _mm512_loadu_ps(b + pstride + k * NR);
+      for (int i = 0; i < R; ++i) {
+        const __m512 ai = _mm512_set1_ps(*a(k, i));
+        acc[0][i] = _mm512_fmadd_ps(ai, b0, acc[0][i]);
+        acc[1][i] = _mm512_fmadd_ps(ai, b1, acc[1][i]);
+      }
+    }
+    return;
+  }
+  i64 k = 0;
+  for (; k + 1 < kc; k += 2)
+    for (int h = 0; h < 2; ++h) {
+      const __m512 bh = _mm512_loadu_ps(b + (k + h) * NR);
+      for (int i = 0; i < R; ++i) acc[h][i] = _mm512_fmadd_ps(_mm512_set1_ps(*a(k + h, i)), bh, acc[h][i]);
+    }
+  if (k < kc) {
+    const __m512 bk = _mm512_loadu_ps(b + k * NR);
+    for (int i = 0; i < R; ++i) acc[0][i] = _mm512_fmadd_ps(_mm512_set1_ps(*a(k, i)), bk, acc[0][i]);
+  }
+}
+
+template <int R, int NV>
+__attribute__((target("avx512f"), always_inline)) inline void store512(const __m512 (&acc)[2][R], float* c, i64 ldc,
+                                                                       bool accumulate) {
+  for (int i = 0; i < R; ++i)
+    for (int v = 0; v < NV; ++v) {
+      __m512 out = NV == 2 ? acc[v][i] : _mm512_add_ps(acc[0][i], acc[1][i]);
+      float* ci = c + i * ldc + v * NR;
+      if (accumulate) out = _mm512_add_ps(out, _mm512_loadu_ps(ci));
+      _mm512_storeu_ps(ci, out);
+    }
+}
+
+#define CONVKIT_ZERO512(acc, R) \
+  __m512 acc[2][R];             \
+  for (int i = 0; i < R; ++i) acc[0][i] = acc[1][i] = _mm512_setzero_ps();
+
+template <int NV>
+__attribute__((target("avx512f"))) void kernel_avx512(i64 kc, const float* a, const float* b, i64 pstride, float* c,
+                                                      i64 ldc, bool accumulate) {
+  CONVKIT_ZERO512(acc, MR)
+  reduce512<MR, NV>(kc, b, pstride, acc, [&](i64 k, int i) { return a + k * MR + i; });
+  store512<MR, NV>(acc, c, ldc, accumulate);
+}
+
+template <int NV>
+__attribute__((target("avx512f"))) void direct_avx512(i64 taps, i64 len, const float* const* ptr, const float* b,
+                                                      const float* const* b_taps, i64 pstride, float* c, i64 ldc) {
+  CONVKIT_ZERO512(acc, MR)
+  for (i64 t = 0; t < taps; ++t, ptr += MR) {
+    const float* p[MR];
+    for (int i = 0; i < MR; ++i) p[i] = ptr[i];
+    if (b_taps) b = b_taps[t];
+    reduce512<MR, NV>(len, b, pstride, acc, [&](i64 k, int i) { return p[i] + k; });
+    b += len * NR;
+  }
+  store512<MR, NV>(acc, c, ldc, false);
+}
+
+// R = 8 rows of channels for layers with 8 or more: their channel counts are mostly
+// multiples of 8, so no group overlaps the one before.
+template <int R, int NV>
+__attribute__((target("avx512f"))) void gather_avx512(i64 kc, const float* const* ptr, i64 offset, const float* b,
+                                                      i64 pstride, float* c, i64 ldc) {
+  CONVKIT_ZERO512(acc, R)
+  reduce512<R, NV>(kc, b, pstride, acc, [&](i64 k, int i) { return ptr[k] + offset + i; });
+  store512<R, NV>(acc, c, ldc, false);
+}
+#undef CONVKIT_ZERO512
+
 void gather_generic(i64 kc, const float* const* ptr, i64 offset, const float* b, float* c, i64 ldc) {
   float acc[MR][NR] = {};
   for (i64 k = 0; k < kc; ++k, b += NR)
@@ -215,54 +294,97 @@ constexpr std::array<RowGrad, sizeof...(J)> row_grad_table(std::index_sequence<J
   return {row_grad_avx2<static_cast<int>(J) + 1, NV>...};
 }
 
-bool has_avx2_fma() {
-  // CONVKIT_CPU_KERNEL=generic forces the portable kernel (to test it on any machine).
-  const char* force = std::getenv("CONVKIT_CPU_KERNEL");
-  if (force && std::string(force) == "generic") return false;
+enum class Isa { Generic, Avx2, Avx512 };
+
+// The widest instruction set both the CPU and CONVKIT_CPU_KERNEL allow: "generic" forces the
+// portable kernels and "avx2" the AVX2 ones, so that every variant can be tested on one machine.
+Isa detect_isa() {
+  const char* env = std::getenv("CONVKIT_CPU_KERNEL");
+  const std::string force = env ? env : "";
+  if (force == "generic") return Isa::Generic;
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return Isa::Generic;
+  if (force == "avx2" || !__builtin_cpu_supports("avx512f")) return Isa::Avx2;
+  return Isa::Avx512;
 }
 
-const bool kAvx2 = has_avx2_fma();
-const Kernel kKernel = kAvx2 ? kernel_avx2<2> : kernel_generic;
-const Kernel kNarrow = kAvx2 ? kernel_avx2<1> : kernel_generic;  // writes 8 of the NR columns
+const Isa kIsa = detect_isa();
+const bool kAvx2 = kIsa != Isa::Generic;  // the AVX2 kernels serve narrow tiles on AVX-512 CPUs too
+const bool kAvx512 = kIsa == Isa::Avx512;
+constexpr int kMaxCols = 2 * NR;
+constexpr int kGatherRows512 = 8;
+
+// Columns the kernel chosen for `cols` columns writes: 32 (two panels, AVX-512), 16, or 8
+// (the narrow AVX2 tile, for panels with at most 8 live columns: K = 6 filters, say).
+int tile_width(int cols, bool narrow_kernel) {
+  return cols > NR ? kMaxCols : (cols <= 8 && narrow_kernel && kAvx2) ? 8 : NR;
+}
+
+// Runs a kernel that writes `width` columns, `run(out, ld, accumulate)`, for a tile of which
+// rows [first_row, rows) x [0, cols) exist in C: straight into C when the whole tile
+// exists (and the kernel can add to C when asked to), else into scratch, then stored or added.
+template <int R = MR, class Run>
+void run_tile(Run run, int width, bool kernel_accumulates, float* c, i64 ldc, int first_row, int rows, int cols,
+              bool accumulate) {
+  if (first_row == 0 && rows == R && cols == width && (kernel_accumulates || !accumulate)) {
+    run(c, ldc, accumulate);
+    return;
+  }
+  alignas(64) float tmp[R * kMaxCols];
+  run(tmp, kMaxCols, false);
+  for (int i = first_row; i < rows; ++i)
+    for (int j = 0; j < cols; ++j) c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.f) + tmp[i * kMaxCols + j];
+}
 
 }  // namespace
 
-void micro_tile(i64 kc, const float* a, const float* b, float* c, i64 ldc, int rows, int cols,
+int max_tile_cols() { return kAvx512 ? kMaxCols : NR; }
+
+void micro_tile(i64 kc, const float* a, const float* b, i64 pstride, float* c, i64 ldc, int rows, int cols,
                 bool accumulate) {
-  if (rows == MR && cols == NR) {
-    kKernel(kc, a, b, c, ldc, accumulate);
-    return;
-  }
-  // Edge tile: compute into a scratch block, then copy the part that exists.
-  alignas(32) float tmp[MR * NR];
-  (cols <= 8 ? kNarrow : kKernel)(kc, a, b, tmp, NR, false);
-  for (int i = 0; i < rows; ++i)
-    for (int j = 0; j < cols; ++j)
-      c[i * ldc + j] = accumulate ? c[i * ldc + j] + tmp[i * NR + j] : tmp[i * NR + j];
+  const int width = tile_width(cols, true);
+  run_tile(
+      [&](float* out, i64 ld, bool acc) {
+        if (width == kMaxCols) kernel_avx512<2>(kc, a, b, pstride, out, ld, acc);
+        else if (width == 8) kernel_avx2<1>(kc, a, b, out, ld, acc);
+        else if (kAvx512) kernel_avx512<1>(kc, a, b, 0, out, ld, acc);
+        else (kAvx2 ? kernel_avx2<2> : kernel_generic)(kc, a, b, out, ld, acc);
+      },
+      width, true, c, ldc, 0, rows, cols, accumulate);
 }
 
-void direct_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* b, float* c, i64 ldc, int rows,
-                 int cols, const float* const* b_taps) {
-  using Direct = void (*)(i64, i64, const float* const*, const float*, const float* const*, float*, i64);
-  const Direct f = !kAvx2 ? direct_generic : cols <= 8 ? direct_avx2<1> : direct_avx2<2>;
-  if (rows == MR && cols == NR) {
-    f(taps, len, rows_ptr, b, b_taps, c, ldc);
-    return;
-  }
-  alignas(32) float tmp[MR * NR];
-  f(taps, len, rows_ptr, b, b_taps, tmp, NR);
-  for (int i = 0; i < rows; ++i)
-    for (int j = 0; j < cols; ++j) c[i * ldc + j] = tmp[i * NR + j];
+void direct_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* b, i64 pstride, float* c, i64 ldc,
+                 int rows, int cols, const float* const* b_taps) {
+  const int width = tile_width(cols, true);
+  run_tile(
+      [&](float* out, i64 ld, bool) {
+        if (width == kMaxCols) direct_avx512<2>(taps, len, rows_ptr, b, b_taps, pstride, out, ld);
+        else if (width == 8) direct_avx2<1>(taps, len, rows_ptr, b, b_taps, out, ld);
+        else if (kAvx512) direct_avx512<1>(taps, len, rows_ptr, b, b_taps, 0, out, ld);
+        else (kAvx2 ? direct_avx2<2> : direct_generic)(taps, len, rows_ptr, b, b_taps, out, ld);
+      },
+      width, false, c, ldc, 0, rows, cols, false);
 }
 
-void gather_tile(i64 kc, const float* const* ptr, i64 offset, const float* b, float* c, i64 ldc, int first_row,
-                 int cols) {
-  alignas(32) float tmp[MR * NR];
-  (kAvx2 ? gather_avx2 : gather_generic)(kc, ptr, offset, b, tmp, NR);
-  for (int i = first_row; i < MR; ++i)
-    for (int j = 0; j < cols; ++j) c[i * ldc + j] += tmp[i * NR + j];
+int gather_rows(i64 channels) { return kAvx512 && channels >= kGatherRows512 ? kGatherRows512 : MR; }
+
+void gather_tile(i64 kc, const float* const* ptr, i64 offset, const float* b, i64 pstride, float* c, i64 ldc,
+                 int rows, int first_row, int cols) {
+  const int width = tile_width(cols, false);
+  if (rows == kGatherRows512) {
+    constexpr int R = kGatherRows512;
+    run_tile<R>([&](float* out, i64 ld, bool) {
+      (width == kMaxCols ? gather_avx512<R, 2> : gather_avx512<R, 1>)(kc, ptr, offset, b, pstride, out, ld);
+    }, width, false, c, ldc, first_row, R, cols, true);
+    return;
+  }
+  run_tile(
+      [&](float* out, i64 ld, bool) {
+        if (width == kMaxCols) gather_avx512<MR, 2>(kc, ptr, offset, b, pstride, out, ld);
+        else if (kAvx512) gather_avx512<MR, 1>(kc, ptr, offset, b, 0, out, ld);
+        else (kAvx2 ? gather_avx2 : gather_generic)(kc, ptr, offset, b, out, ld);
+      },
+      width, false, c, ldc, first_row, MR, cols, true);
 }
 
 int dot_rows(int cols) { return dot_pixels(cols); }
@@ -309,6 +431,8 @@ void row_filter_grad(i64 n_rows, const float* const* xrows, const float* const* 
   }
 }
 
-const char* micro_kernel_name() { return kAvx2 ? "avx2-fma" : "generic"; }
+const char* micro_kernel_name() {
+  return kAvx512 ? "avx512" : kAvx2 ? "avx2-fma" : "generic";
+}
 
 }  // namespace convkit::cpu

@@ -12,24 +12,31 @@ namespace convkit::cpu {
 constexpr int MR = 6;
 constexpr int NR = 16;
 
+// Every tile has MR rows and up to max_tile_cols() columns: NR, or 2 * NR on AVX-512 CPUs,
+// whose 32 vector registers hold a 6 x 32 tile. Columns past NR come from the next B panel,
+// `pstride` floats after the first (unused when cols <= NR).
+int max_tile_cols();
+
 // C[0:rows, 0:cols] (+)= A_panel * B_panel, C row-major with leading dimension ldc.
-// rows <= MR, cols <= NR; with accumulate=false C is overwritten.
-void micro_tile(i64 kc, const float* a, const float* b, float* c, i64 ldc, int rows, int cols,
+// rows <= MR, cols <= max_tile_cols(); with accumulate=false C is overwritten.
+void micro_tile(i64 kc, const float* a, const float* b, i64 pstride, float* c, i64 ldc, int rows, int cols,
                 bool accumulate);
 
 // The same tile with A read in place: for each of `taps` steps, rows[t * MR + i] points
 // at `len` contiguous floats of row i (a pixel's channels); B is the panel for all
 // taps * len reduction rows, or, when b_taps is given, b_taps[t] is tap t's len-row panel
 // (b unused). This skips packing A when rows are long enough.
-void direct_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* b, float* c, i64 ldc, int rows,
-                 int cols, const float* const* b_taps = nullptr);
+void direct_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* b, i64 pstride, float* c, i64 ldc,
+                 int rows, int cols, const float* const* b_taps = nullptr);
 
-// C[first_row:MR, 0:cols] += A * B_panel where A[k][i] = ptr[k][offset + i]: six
+// C[first_row:rows, 0:cols] += A * B_panel where A[k][i] = ptr[k][offset + i]: `rows`
 // consecutive channels of the pixel that reduction step k reads (conv backward-filter).
+// rows is gather_rows(channels): MR, or 8 on AVX-512 CPUs for 8 channels or more.
 // Rows before first_row are computed but not written, so a last group of channels
 // can overlap the one before it instead of being padded.
-void gather_tile(i64 kc, const float* const* ptr, i64 offset, const float* b, float* c, i64 ldc, int first_row,
-                 int cols);
+int gather_rows(i64 channels);
+void gather_tile(i64 kc, const float* const* ptr, i64 offset, const float* b, i64 pstride, float* c, i64 ldc,
+                 int rows, int first_row, int cols);
 
 // Few output columns (backward-data into 1-3 channels): out[i, j] = sum over taps t and
 // k < len of rows_ptr[t * dot_rows(cols) + i][k] * w[(t * cols + j) * kpad + k], for the
@@ -52,7 +59,7 @@ constexpr int kRowGradMaxPairs = 14;
 void row_filter_grad(i64 n_rows, const float* const* xrows, const float* const* dyrows, i64 n_ow, i64 x_step,
                      i64 s_step, int S, int C, i64 K, float* acc);
 
-// Which micro-kernel this CPU runs: "avx2-fma" or "generic".
+// Which micro-kernels this CPU runs: "avx512", "avx2-fma" or "generic".
 const char* micro_kernel_name();
 
 }  // namespace convkit::cpu

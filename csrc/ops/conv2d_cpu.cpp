@@ -213,7 +213,7 @@ void run_direct(const GatherGemm& g, i64 M, i64 npad) {
   const i64 taps = g.R * g.S, Q = taps * g.SC;
   const std::vector<float> bpack = pack_weights(g, Q, NR);
   const std::vector<float> zeros(static_cast<size_t>(g.SC), 0.f);
-  const i64 blocks = (M + kMC - 1) / kMC;
+  const i64 blocks = (M + kMC - 1) / kMC, tile_cols = cpu::max_tile_cols();
 #pragma omp parallel
   {
     std::vector<const float*> ptrs(static_cast<size_t>(kMC * taps));
@@ -225,12 +225,12 @@ void run_direct(const GatherGemm& g, i64 M, i64 npad) {
       for (i64 ip = 0; ip < mc; ip += MR)
         live[ip / MR] = tile_pointers(g, cur, static_cast<int>(std::min<i64>(MR, mc - ip)), MR, zeros.data(),
                                       ptrs.data() + ip * taps);
-      for (i64 jp = 0; jp < npad; jp += NR) {
-        const int cols = static_cast<int>(std::min<i64>(NR, g.ncols - jp));
+      for (i64 jp = 0; jp < npad; jp += tile_cols) {
+        const int cols = static_cast<int>(std::min<i64>(tile_cols, g.ncols - jp));
         for (i64 ip = 0; ip < mc; ip += MR) {
           const auto [r0, r1] = live[ip / MR];  // kernel rows that read only padding are skipped
           cpu::direct_tile((r1 - r0) * g.S, g.SC, ptrs.data() + ip * taps + r0 * g.S * MR,
-                           bpack.data() + jp * Q + r0 * g.S * g.SC * NR, g.out + (m0 + ip) * g.ncols + jp, g.ncols,
+                           bpack.data() + jp * Q + r0 * g.S * g.SC * NR, Q * NR, g.out + (m0 + ip) * g.ncols + jp, g.ncols,
                            static_cast<int>(std::min<i64>(MR, mc - ip)), cols);
         }
       }
@@ -247,7 +247,7 @@ void run_direct(const GatherGemm& g, i64 M, i64 npad) {
 void run_by_position(const GatherGemm& g, i64 npad) {
   const i64 taps = g.R * g.S, Q = taps * g.SC, cells = g.GH * g.GW, img = g.SH * g.SW * pixel_stride(g);
   const std::vector<float> bpack = pack_weights(g, Q, NR);
-  const i64 groups = (g.N + kMC - 1) / kMC, tasks = cells * groups;
+  const i64 groups = (g.N + kMC - 1) / kMC, tasks = cells * groups, tile_cols = cpu::max_tile_cols();
 #pragma omp parallel
   {
     std::vector<const float*> ptrs(static_cast<size_t>(taps * MR)), btaps(static_cast<size_t>(taps));
@@ -269,10 +269,10 @@ void run_by_position(const GatherGemm& g, i64 npad) {
         for (i64 t = 0; t < nt; ++t)
           for (int i = 0; i < MR; ++i) ptrs[t * MR + i] = g.src + (n0 + i0 + std::min(i, rows - 1)) * img + src[t];
         const i64 m = (n0 + i0) * cells + cell;
-        for (i64 jp = 0; jp < npad; jp += NR) {
+        for (i64 jp = 0; jp < npad; jp += tile_cols) {
           for (i64 t = 0; t < nt; ++t) btaps[t] = bpack.data() + jp * Q + live[t] * g.SC * NR;
-          cpu::direct_tile(nt, g.SC, ptrs.data(), nullptr, g.out + m * g.ncols + jp, cells * g.ncols, rows,
-                           static_cast<int>(std::min<i64>(NR, g.ncols - jp)), btaps.data());
+          cpu::direct_tile(nt, g.SC, ptrs.data(), nullptr, Q * NR, g.out + m * g.ncols + jp, cells * g.ncols, rows,
+                           static_cast<int>(std::min<i64>(tile_cols, g.ncols - jp)), btaps.data());
         }
         epilogue(g, m, rows, cells);
       }
@@ -329,7 +329,7 @@ void run_pixel_major(const GatherGemm& g) {
         }
       }
       for (i64 k0 = 0; k0 < g.ncols; k0 += MR) {
-        cpu::micro_tile(Q, wpack.data() + k0 * Q, bpack.data(), tile, NR, MR, NR, false);
+        cpu::micro_tile(Q, wpack.data() + k0 * Q, bpack.data(), 0, tile, NR, MR, NR, false);
         const i64 rows = std::min<i64>(MR, g.ncols - k0);
         for (i64 j = 0; j < cols; ++j) {
           float* out = g.out + (m0 + j) * g.ncols + k0;
@@ -498,6 +498,8 @@ void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy,
     return;
   }
   const i64 M = d.N * d.OH * d.OW, Q = d.R * d.S * d.C, K = d.K, npad = round_up(K, NR);
+  const i64 tile_cols = cpu::max_tile_cols();
+  const int group = cpu::gather_rows(d.C);
   const auto th = forward_taps(d.OH, d.R, d.sh, d.dh, d.pt, d.H);
   const auto tw = forward_taps(d.OW, d.S, d.sw, d.dw, d.pl, d.W);
   // The (r, s, c) of every reduction row, so packing does no division.
@@ -524,30 +526,36 @@ void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy,
       // B = dy rows [m0, m0 + kc) as NR-wide panels; the bias gradient rides along.
       for (i64 jp = 0; jp < npad; jp += NR) {
         float* dst = bpack.data() + jp * kc;
-        for (i64 m = m0; m < m0 + kc; ++m)
-          for (i64 j = jp; j < jp + NR; ++j) *dst++ = j < K ? dy[m * K + j] : 0.f;
+        const i64 live = std::min<i64>(NR, K - jp);
+        for (i64 m = m0; m < m0 + kc; ++m, dst += NR) {
+          std::memcpy(dst, dy + m * K + jp, static_cast<size_t>(live) * sizeof(float));
+          std::fill(dst + live, dst + NR, 0.f);
+        }
       }
       for (i64 m = m0; m < m0 + kc; ++m)
         for (i64 j = 0; j < K; ++j) bacc[j] += dy[m * K + j];
-      for (i64 m = m0; m < m0 + kc; ++m) {
-        const i64 ow = m % d.OW, oh = (m / d.OW) % d.OH, n = m / (d.OW * d.OH);
-        img[m - m0] = n * d.H * d.W * d.C;
-        ph[m - m0] = oh * d.R;
-        pw[m - m0] = ow * d.S;
+      // Each pixel's image offset and tap-table rows, stepping (n, oh, ow) without a division per pixel.
+      for (i64 u = 0, ow = m0 % d.OW, oh = (m0 / d.OW) % d.OH, n = m0 / (d.OW * d.OH); u < kc; ++u) {
+        img[u] = n * d.H * d.W * d.C;
+        ph[u] = oh * d.R;
+        pw[u] = ow * d.S;
+        if (++ow < d.OW) continue;
+        ow = 0;
+        if (++oh == d.OH) oh = 0, ++n;
       }
       if (d.C >= MR) {
-        // Six consecutive channels of one tap are contiguous in x: read them in place.
+        // A group of consecutive channels of one tap is contiguous in x: read it in place.
         for (i64 rs = 0; rs < d.R * d.S; ++rs) {
           const i64 r = rs / d.S, s = rs % d.S;
           for (i64 u = 0; u < kc; ++u) {
             const i64 ih = th[ph[u] + r], iw = tw[pw[u] + s];
             mptr[u] = (ih >= 0 && iw >= 0) ? x + img[u] + (ih * d.W + iw) * d.C : zeros.data();
           }
-          for (i64 c0 = 0; c0 < d.C; c0 += MR) {
-            const i64 base = std::min(c0, d.C - MR);  // the last group overlaps the one before
-            for (i64 jp = 0; jp < npad; jp += NR)
-              cpu::gather_tile(kc, mptr.data(), base, bpack.data() + jp * kc, acc + (rs * d.C + base) * K + jp, K,
-                               static_cast<int>(c0 - base), static_cast<int>(std::min<i64>(NR, K - jp)));
+          for (i64 c0 = 0; c0 < d.C; c0 += group) {
+            const i64 base = std::min(c0, d.C - group);  // the last group overlaps the one before
+            for (i64 jp = 0; jp < npad; jp += tile_cols)
+              cpu::gather_tile(kc, mptr.data(), base, bpack.data() + jp * kc, kc * NR, acc + (rs * d.C + base) * K + jp,
+                               K, group, static_cast<int>(c0 - base), static_cast<int>(std::min<i64>(tile_cols, K - jp)));
           }
         }
         continue;
@@ -590,10 +598,10 @@ void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy,
               }
             }
           }
-        for (i64 jp = 0; jp < npad; jp += NR) {
-          const int cols = static_cast<int>(std::min<i64>(NR, K - jp));
+        for (i64 jp = 0; jp < npad; jp += tile_cols) {
+          const int cols = static_cast<int>(std::min<i64>(tile_cols, K - jp));
           for (i64 ip = 0; ip < mq; ip += MR)
-            cpu::micro_tile(kc, apack.data() + ip * kc, bpack.data() + jp * kc, acc + (q0 + ip) * K + jp, K,
+            cpu::micro_tile(kc, apack.data() + ip * kc, bpack.data() + jp * kc, kc * NR, acc + (q0 + ip) * K + jp, K,
                             static_cast<int>(std::min<i64>(MR, mq - ip)), cols, true);
         }
       }
