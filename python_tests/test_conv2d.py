@@ -135,25 +135,30 @@ def test_hypothesis_shapes(device, n, h, w, c, k, r, s, sh, sw, dh, dw, padding,
     check_conv(device, rng, (n, h, w, c), (r, s, c, k), (sh, sw), padding, (dh, dw))
 
 
-def test_portable_kernel_matches_the_oracle(tmp_path):
-    """The non-AVX2 micro-kernel, forced by environment, on a shape with ragged tiles."""
+@pytest.mark.parametrize("kernel,name", [("avx2", "avx2-fma"), ("generic", "generic")])
+def test_narrower_cpu_kernels(kernel, name):
+    """The CPU runs the widest micro-kernels it has (AVX-512, AVX2, portable); CONVKIT_CPU_KERNEL forces a
+    narrower set, so this file's checks run again, in a fresh process, on each of the others."""
     import os
     import subprocess
     import sys
 
+    import convkit
+
+    if kernel == "avx2" and convkit._cpu.micro_kernel() == "generic":
+        pytest.skip("this CPU has no AVX2")
     script = (
-        "import numpy as np, sys; sys.path[:0] = sys.argv[1:]\n"
-        "import convkit._cpu as c, oracle\nfrom convkit import ops\n"
-        "assert c.micro_kernel() == 'generic', c.micro_kernel()\n"
-        "r = np.random.default_rng(5); x = r.standard_normal((2, 7, 9, 5)).astype('f4')\n"
-        "w = r.standard_normal((3, 3, 5, 11)).astype('f4'); dy = r.standard_normal((2, 7, 9, 11)).astype('f4')\n"
-        "ref = oracle.conv2d(x, w, None, dy, (1, 1), 'same', (1, 1))\n"
-        "ours = [ops.conv2d(x, w, padding='same'), *ops.conv2d_backward(dy, x, w, padding='same')[:2]]\n"
-        "assert all(oracle.rel_err(o, r) < 1e-5 for o, r in zip(ours, ref[:3]))\n"
+        "import sys, pytest, convkit._cpu as c\n"
+        f"assert c.micro_kernel() == {name!r}, c.micro_kernel()\n"
+        "sys.exit(pytest.main(sys.argv[1:]))\n"
     )
-    here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, CONVKIT_CPU_KERNEL="generic")
-    subprocess.run([sys.executable, "-c", script, here], env=env, check=True, cwd=tmp_path)
+    env = dict(os.environ, CONVKIT_CPU_KERNEL=kernel)
+    args = [__file__, "-q", "-p", "no:cacheprovider", "-k", "not narrower_cpu_kernels and not cuda"]
+    child = [sys.executable, *(["-S"] if sys.flags.no_site else []), "-c", script]  # as this interpreter runs
+    run = subprocess.run([*child, *args], env=env, capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout and " failed" not in run.stdout, run.stdout[-3000:]
 
 
 def test_fused_relu_keeps_nan(device):

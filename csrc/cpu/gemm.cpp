@@ -118,20 +118,24 @@ __attribute__((target("avx2,fma"))) void gather_avx2(i64 kc, const float* const*
 
 // AVX-512 (16 lanes), R rows. NV = 2 is the main tile, R x 32 over two B panels `pstride`
 // floats apart: per step two B loads and R broadcasts feed 2R multiply-adds, so loads stay
-// well under the two pipes' multiply-add rate. NV = 1 serves a single panel: its R
-// accumulators cannot cover the multiply-add latency (two pipes of four cycles want eight
-// sums in flight), so even and odd steps accumulate apart and meet at the end. Either way
-// acc[0] and acc[1] are the two sets. a(k, i) is the address of row i's value at step k.
+// well under the two pipes' multiply-add rate. NV = 1 serves a single panel; with fewer
+// than eight rows its accumulators cannot cover the multiply-add latency (two pipes of four
+// cycles want eight sums in flight), so even and odd steps accumulate apart and meet at the
+// end. acc[0] and acc[1] are the two panels' or the two steps' sums. a(k, i) is the address
+// of row i's value at step k.
+template <int R, int NV>
+constexpr bool kEvenOdd = NV == 1 && R < 8;
+
 template <int R, int NV, class A>
 __attribute__((target("avx512f"), always_inline)) inline void reduce512(i64 kc, const float* b, i64 pstride,
                                                                         __m512 (&acc)[2][R], A a) {
-  if (NV == 2) {
+  if (!kEvenOdd<R, NV>) {
     for (i64 k = 0; k < kc; ++k) {
-      const __m512 b0 = _mm512_loadu_ps(b + k * NR), b1 = _mm512_loadu_ps(b + pstride + k * NR);
+      const __m512 b0 = _mm512_loadu_ps(b + k * NR), b1 = NV == 2 ? _mm512_loadu_ps(b + pstride + k * NR) : b0;
       for (int i = 0; i < R; ++i) {
         const __m512 ai = _mm512_set1_ps(*a(k, i));
         acc[0][i] = _mm512_fmadd_ps(ai, b0, acc[0][i]);
-        acc[1][i] = _mm512_fmadd_ps(ai, b1, acc[1][i]);
+        if (NV == 2) acc[1][i] = _mm512_fmadd_ps(ai, b1, acc[1][i]);
       }
     }
     return;
@@ -153,7 +157,7 @@ __attribute__((target("avx512f"), always_inline)) inline void store512(const __m
                                                                        bool accumulate) {
   for (int i = 0; i < R; ++i)
     for (int v = 0; v < NV; ++v) {
-      __m512 out = NV == 2 ? acc[v][i] : _mm512_add_ps(acc[0][i], acc[1][i]);
+      __m512 out = kEvenOdd<R, NV> ? _mm512_add_ps(acc[0][i], acc[1][i]) : acc[v][i];
       float* ci = c + i * ldc + v * NR;
       if (accumulate) out = _mm512_add_ps(out, _mm512_loadu_ps(ci));
       _mm512_storeu_ps(ci, out);
@@ -172,18 +176,20 @@ __attribute__((target("avx512f"))) void kernel_avx512(i64 kc, const float* a, co
   store512<MR, NV>(acc, c, ldc, accumulate);
 }
 
-template <int NV>
+// R = 12 rows (pixels): a 12 x 32 tile keeps 24 of the 32 registers accumulating, and the
+// per-tile set-up (pointers, stores) is spread over twice the work of a 6-row tile.
+template <int R, int NV>
 __attribute__((target("avx512f"))) void direct_avx512(i64 taps, i64 len, const float* const* ptr, const float* b,
                                                       const float* const* b_taps, i64 pstride, float* c, i64 ldc) {
-  CONVKIT_ZERO512(acc, MR)
-  for (i64 t = 0; t < taps; ++t, ptr += MR) {
-    const float* p[MR];
-    for (int i = 0; i < MR; ++i) p[i] = ptr[i];
+  CONVKIT_ZERO512(acc, R)
+  for (i64 t = 0; t < taps; ++t, ptr += R) {
+    const float* p[R];
+    for (int i = 0; i < R; ++i) p[i] = ptr[i];
     if (b_taps) b = b_taps[t];
-    reduce512<MR, NV>(len, b, pstride, acc, [&](i64 k, int i) { return p[i] + k; });
+    reduce512<R, NV>(len, b, pstride, acc, [&](i64 k, int i) { return p[i] + k; });
     b += len * NR;
   }
-  store512<MR, NV>(acc, c, ldc, false);
+  store512<R, NV>(acc, c, ldc, false);
 }
 
 // R = 8 rows of channels for layers with 8 or more: their channel counts are mostly
@@ -313,6 +319,7 @@ const bool kAvx2 = kIsa != Isa::Generic;  // the AVX2 kernels serve narrow tiles
 const bool kAvx512 = kIsa == Isa::Avx512;
 constexpr int kMaxCols = 2 * NR;
 constexpr int kGatherRows512 = 8;
+constexpr int kDirectRows512 = 12;
 
 // Columns the kernel chosen for `cols` columns writes: 32 (two panels, AVX-512), 16, or 8
 // (the narrow AVX2 tile, for panels with at most 8 live columns: K = 6 filters, say).
@@ -353,14 +360,22 @@ void micro_tile(i64 kc, const float* a, const float* b, i64 pstride, float* c, i
       width, true, c, ldc, 0, rows, cols, accumulate);
 }
 
+int direct_rows() { return kAvx512 ? kDirectRows512 : MR; }
+
 void direct_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* b, i64 pstride, float* c, i64 ldc,
                  int rows, int cols, const float* const* b_taps) {
+  if (kAvx512) {
+    constexpr int R = kDirectRows512;
+    const bool two = cols > NR;
+    run_tile<R>([&](float* out, i64 ld, bool) {
+      (two ? direct_avx512<R, 2> : direct_avx512<R, 1>)(taps, len, rows_ptr, b, b_taps, pstride, out, ld);
+    }, two ? kMaxCols : NR, false, c, ldc, 0, rows, cols, false);
+    return;
+  }
   const int width = tile_width(cols, true);
   run_tile(
       [&](float* out, i64 ld, bool) {
-        if (width == kMaxCols) direct_avx512<2>(taps, len, rows_ptr, b, b_taps, pstride, out, ld);
-        else if (width == 8) direct_avx2<1>(taps, len, rows_ptr, b, b_taps, out, ld);
-        else if (kAvx512) direct_avx512<1>(taps, len, rows_ptr, b, b_taps, 0, out, ld);
+        if (width == 8) direct_avx2<1>(taps, len, rows_ptr, b, b_taps, out, ld);
         else (kAvx2 ? direct_avx2<2> : direct_generic)(taps, len, rows_ptr, b, b_taps, out, ld);
       },
       width, false, c, ldc, 0, rows, cols, false);

@@ -22,10 +22,12 @@ int max_tile_cols();
 void micro_tile(i64 kc, const float* a, const float* b, i64 pstride, float* c, i64 ldc, int rows, int cols,
                 bool accumulate);
 
-// The same tile with A read in place: for each of `taps` steps, rows[t * MR + i] points
+// The same product with A read in place, on tiles of direct_rows() rows (MR, or 12 on
+// AVX-512 CPUs): for each of `taps` steps, rows[t * direct_rows() + i] points
 // at `len` contiguous floats of row i (a pixel's channels); B is the panel for all
 // taps * len reduction rows, or, when b_taps is given, b_taps[t] is tap t's len-row panel
 // (b unused). This skips packing A when rows are long enough.
+int direct_rows();
 void direct_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* b, i64 pstride, float* c, i64 ldc,
                  int rows, int cols, const float* const* b_taps = nullptr);
 

@@ -30,7 +30,7 @@ using cpu::NR;
 
 constexpr i64 kKC = 256;  // reduction block: an A panel (MR x kKC) plus a B panel stay in L1
 constexpr i64 kMC = 96;   // rows per block: the packed A block (kMC x kKC) stays in L2
-static_assert(kMC % MR == 0, "blocks hold whole tiles");
+static_assert(kMC % MR == 0 && kMC % 12 == 0, "blocks hold whole tiles (of MR rows, or 12 with AVX-512)");
 // Below both, packing the source pixel-major beats reading it in place: with so few
 // columns the direct tile would leave most lanes idle (a first layer's 1-3 channels to
 // 6 filters); with more columns, the direct tile's vector stores beat the pixel-major
@@ -214,24 +214,25 @@ void run_direct(const GatherGemm& g, i64 M, i64 npad) {
   const std::vector<float> bpack = pack_weights(g, Q, NR);
   const std::vector<float> zeros(static_cast<size_t>(g.SC), 0.f);
   const i64 blocks = (M + kMC - 1) / kMC, tile_cols = cpu::max_tile_cols();
+  const int mr = cpu::direct_rows();
 #pragma omp parallel
   {
     std::vector<const float*> ptrs(static_cast<size_t>(kMC * taps));
-    std::vector<std::pair<i64, i64>> live(static_cast<size_t>(kMC / MR));
+    std::vector<std::pair<i64, i64>> live(static_cast<size_t>(kMC / mr));
 #pragma omp for schedule(dynamic, 1)
     for (i64 blk = 0; blk < blocks; ++blk) {
       const i64 m0 = blk * kMC, mc = std::min(kMC, M - m0);
       GridCursor cur(g, m0);
-      for (i64 ip = 0; ip < mc; ip += MR)
-        live[ip / MR] = tile_pointers(g, cur, static_cast<int>(std::min<i64>(MR, mc - ip)), MR, zeros.data(),
+      for (i64 ip = 0; ip < mc; ip += mr)
+        live[ip / mr] = tile_pointers(g, cur, static_cast<int>(std::min<i64>(mr, mc - ip)), mr, zeros.data(),
                                       ptrs.data() + ip * taps);
       for (i64 jp = 0; jp < npad; jp += tile_cols) {
         const int cols = static_cast<int>(std::min<i64>(tile_cols, g.ncols - jp));
-        for (i64 ip = 0; ip < mc; ip += MR) {
-          const auto [r0, r1] = live[ip / MR];  // kernel rows that read only padding are skipped
-          cpu::direct_tile((r1 - r0) * g.S, g.SC, ptrs.data() + ip * taps + r0 * g.S * MR,
+        for (i64 ip = 0; ip < mc; ip += mr) {
+          const auto [r0, r1] = live[ip / mr];  // kernel rows that read only padding are skipped
+          cpu::direct_tile((r1 - r0) * g.S, g.SC, ptrs.data() + ip * taps + r0 * g.S * mr,
                            bpack.data() + jp * Q + r0 * g.S * g.SC * NR, Q * NR, g.out + (m0 + ip) * g.ncols + jp, g.ncols,
-                           static_cast<int>(std::min<i64>(MR, mc - ip)), cols);
+                           static_cast<int>(std::min<i64>(mr, mc - ip)), cols);
         }
       }
       epilogue(g, m0, mc);
@@ -241,16 +242,17 @@ void run_direct(const GatherGemm& g, i64 M, i64 npad) {
 
 // Small grids (the 2x2 to 8x8 maps deep in a network): a large share of the taps read
 // padding, and on a map this small every tile would hold some pixel that needs each
-// tap. So tiles run across images instead: MR images at one grid position share the
+// tap. So tiles run across images instead: the images of a tile at one grid position share the
 // same valid taps, and only those are computed (B addressed per tap); the tile's rows
 // are GH * GW rows apart in the output.
 void run_by_position(const GatherGemm& g, i64 npad) {
   const i64 taps = g.R * g.S, Q = taps * g.SC, cells = g.GH * g.GW, img = g.SH * g.SW * pixel_stride(g);
   const std::vector<float> bpack = pack_weights(g, Q, NR);
   const i64 groups = (g.N + kMC - 1) / kMC, tasks = cells * groups, tile_cols = cpu::max_tile_cols();
+  const int mr = cpu::direct_rows();
 #pragma omp parallel
   {
-    std::vector<const float*> ptrs(static_cast<size_t>(taps * MR)), btaps(static_cast<size_t>(taps));
+    std::vector<const float*> ptrs(static_cast<size_t>(taps * mr)), btaps(static_cast<size_t>(taps));
     std::vector<i64> src(static_cast<size_t>(taps)), live(static_cast<size_t>(taps));
 #pragma omp for schedule(dynamic, 1)
     for (i64 task = 0; task < tasks; ++task) {
@@ -264,10 +266,10 @@ void run_by_position(const GatherGemm& g, i64 npad) {
           src[nt] = (ih * g.SW + iw) * pixel_stride(g);
           live[nt++] = r * g.S + s;
         }
-      for (i64 i0 = 0; i0 < nc; i0 += MR) {
-        const int rows = static_cast<int>(std::min<i64>(MR, nc - i0));
+      for (i64 i0 = 0; i0 < nc; i0 += mr) {
+        const int rows = static_cast<int>(std::min<i64>(mr, nc - i0));
         for (i64 t = 0; t < nt; ++t)
-          for (int i = 0; i < MR; ++i) ptrs[t * MR + i] = g.src + (n0 + i0 + std::min(i, rows - 1)) * img + src[t];
+          for (int i = 0; i < mr; ++i) ptrs[t * mr + i] = g.src + (n0 + i0 + std::min(i, rows - 1)) * img + src[t];
         const i64 m = (n0 + i0) * cells + cell;
         for (i64 jp = 0; jp < npad; jp += tile_cols) {
           for (i64 t = 0; t < nt; ++t) btaps[t] = bpack.data() + jp * Q + live[t] * g.SC * NR;
