@@ -258,6 +258,8 @@ void dot_generic(i64 taps, i64 len, const float* const* ptr, const float* w, i64
 
 // J (tap column, channel) pairs times NV vectors of filters in registers, plus NV dy
 // vectors and a broadcast: J * NV + NV + 1 <= 16.
+// Every loop over j is unrolled in full: otherwise GCC keeps the accumulators in memory too,
+// with a store after every multiply-add.
 template <int J, int NV>
 __attribute__((target("avx2,fma"))) void row_grad_avx2(i64 n_rows, const float* const* xrows,
                                                        const float* const* dyrows, i64 n_ow, i64 x_step,
@@ -268,6 +270,7 @@ __attribute__((target("avx2,fma"))) void row_grad_avx2(i64 n_rows, const float* 
   for (int v = 0; v < NV; ++v) {
     lanes[v] = static_cast<int>(std::max<i64>(0, std::min<i64>(8, K - k0 - 8 * v)));
     mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes[v]), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+#pragma GCC unroll 16
     for (int j = 0; j < J; ++j) a[j][v] = _mm256_setzero_ps();
   }
   const bool full = lanes[NV - 1] == 8;
@@ -278,6 +281,7 @@ __attribute__((target("avx2,fma"))) void row_grad_avx2(i64 n_rows, const float* 
       __m256 d[NV];
       for (int v = 0; v < NV; ++v)  // masked: the last filters may end the buffer
         d[v] = full || v + 1 < NV ? _mm256_loadu_ps(dy + 8 * v) : _mm256_maskload_ps(dy + 8 * v, mask[v]);
+#pragma GCC unroll 16
       for (int j = 0; j < J; ++j) {
         const __m256 b = _mm256_broadcast_ss(x + off[j]);
         for (int v = 0; v < NV; ++v) a[j][v] = _mm256_fmadd_ps(b, d[v], a[j][v]);
@@ -285,6 +289,7 @@ __attribute__((target("avx2,fma"))) void row_grad_avx2(i64 n_rows, const float* 
     }
   }
   alignas(32) float tmp[8];
+#pragma GCC unroll 16
   for (int j = 0; j < J; ++j)
     for (int v = 0; v < NV; ++v) {
       _mm256_store_ps(tmp, a[j][v]);
@@ -293,7 +298,64 @@ __attribute__((target("avx2,fma"))) void row_grad_avx2(i64 n_rows, const float* 
     }
 }
 
+// One pixel into one set of sums: a[j] += x[off[j]] * dy, NV vectors of filters (masked:
+// never read past K).
+template <int J, int NV>
+__attribute__((target("avx512f"), always_inline)) inline void row_grad_pixel512(__m512 (&a)[J][NV],
+                                                                                const __mmask16 (&mask)[NV],
+                                                                                const float* x, const i64* off,
+                                                                                const float* dy) {
+  __m512 d[NV];
+  for (int v = 0; v < NV; ++v) d[v] = _mm512_maskz_loadu_ps(mask[v], dy + 16 * v);
+#pragma GCC unroll 16
+  for (int j = 0; j < J; ++j) {
+    const __m512 b = _mm512_set1_ps(x[off[j]]);
+    for (int v = 0; v < NV; ++v) a[j][v] = _mm512_fmadd_ps(b, d[v], a[j][v]);
+  }
+}
+
+// The same with 16 filters a vector and 32 registers: J * NV + NV + 1 <= 32 holds up to
+// J = 14 pairs with two vectors. With fewer than eight sums, even and odd pixels accumulate
+// apart so that the multiply-add latency stays covered.
+template <int J, int NV>
+__attribute__((target("avx512f"))) void row_grad_avx512(i64 n_rows, const float* const* xrows,
+                                                        const float* const* dyrows, i64 n_ow, i64 x_step,
+                                                        const i64* off, i64 K, i64 k0, float* acc) {
+  constexpr bool kTwoSets = J * NV < 8;
+  __m512 a[J][NV], b[J][NV];  // b: the odd pixels' sums, when kTwoSets
+  __mmask16 mask[NV];
+  for (int v = 0; v < NV; ++v) {
+    const i64 lanes = std::max<i64>(0, std::min<i64>(16, K - k0 - 16 * v));
+    mask[v] = static_cast<__mmask16>((1u << lanes) - 1);
+#pragma GCC unroll 16
+    for (int j = 0; j < J; ++j) a[j][v] = b[j][v] = _mm512_setzero_ps();
+  }
+  for (i64 row = 0; row < n_rows; ++row) {
+    const float* x = xrows[row];
+    const float* dy = dyrows[row] + k0;
+    i64 ow = 0;
+    if (kTwoSets)
+      for (; ow + 2 <= n_ow; ow += 2, x += 2 * x_step, dy += 2 * K) {
+        row_grad_pixel512(a, mask, x, off, dy);
+        row_grad_pixel512(b, mask, x + x_step, off, dy + K);
+      }
+    for (; ow < n_ow; ++ow, x += x_step, dy += K) row_grad_pixel512(a, mask, x, off, dy);
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < J; ++j)
+    for (int v = 0; v < NV; ++v) {
+      const __m512 sum = kTwoSets ? _mm512_add_ps(a[j][v], b[j][v]) : a[j][v];
+      float* out = acc + j * K + k0 + 16 * v;
+      _mm512_mask_storeu_ps(out, mask[v], _mm512_add_ps(sum, _mm512_maskz_loadu_ps(mask[v], out)));
+    }
+}
+
 using RowGrad = void (*)(i64, const float* const*, const float* const*, i64, i64, const i64*, i64, i64, float*);
+
+template <int NV, size_t... J>
+constexpr std::array<RowGrad, sizeof...(J)> row_grad512_table(std::index_sequence<J...>) {
+  return {row_grad_avx512<static_cast<int>(J) + 1, NV>...};
+}
 
 template <int NV, size_t... J>
 constexpr std::array<RowGrad, sizeof...(J)> row_grad_table(std::index_sequence<J...>) {
@@ -437,6 +499,12 @@ void row_filter_grad(i64 n_rows, const float* const* xrows, const float* const* 
         }
     return;
   }
+  if (kAvx512) {
+    static constexpr auto one = row_grad512_table<1>(std::make_index_sequence<kRowGradMaxPairs>());
+    static constexpr auto two = row_grad512_table<2>(std::make_index_sequence<kRowGradMaxPairs>());
+    for (i64 k0 = 0; k0 < K; k0 += 32) (K - k0 > 16 ? two : one)[J - 1](n_rows, xrows, dyrows, n_ow, x_step, off, K, k0, acc);
+    return;
+  }
   static constexpr auto narrow = row_grad_table<1>(std::make_index_sequence<kRowGradMaxPairs>());
   static constexpr auto wide = row_grad_table<2>(std::make_index_sequence<6>());
   for (i64 k0 = 0; k0 < K;) {
@@ -445,6 +513,54 @@ void row_filter_grad(i64 n_rows, const float* const* xrows, const float* const* 
     k0 += two ? 16 : 8;
   }
 }
+
+namespace {
+
+// Sixteen columns at a time in registers: summing into memory row by row would wait on the
+// previous row's store at every row.
+__attribute__((target("avx512f"))) void column_sums_avx512(const float* a, i64 n, i64 K, float* out) {
+  for (i64 k0 = 0; k0 < K; k0 += 64) {
+    __mmask16 mask[4];
+    __m512 s[4];
+    for (int v = 0; v < 4; ++v) {
+      const i64 lanes = std::max<i64>(0, std::min<i64>(16, K - k0 - 16 * v));
+      mask[v] = static_cast<__mmask16>((1u << lanes) - 1);
+      s[v] = _mm512_setzero_ps();
+    }
+    for (i64 e = 0; e < n; ++e)
+      for (int v = 0; v < 4; ++v) s[v] = _mm512_add_ps(s[v], _mm512_maskz_loadu_ps(mask[v], a + e * K + k0 + 16 * v));
+    for (int v = 0; v < 4; ++v)
+      _mm512_mask_storeu_ps(out + k0 + 16 * v, mask[v],
+                            _mm512_add_ps(s[v], _mm512_maskz_loadu_ps(mask[v], out + k0 + 16 * v)));
+  }
+}
+
+__attribute__((target("avx2,fma"))) void column_sums_avx2(const float* a, i64 n, i64 K, float* out) {
+  for (i64 k0 = 0; k0 < K; k0 += 32) {
+    __m256i mask[4];
+    __m256 s[4];
+    for (int v = 0; v < 4; ++v) {
+      const int lanes = static_cast<int>(std::max<i64>(0, std::min<i64>(8, K - k0 - 8 * v)));
+      mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+      s[v] = _mm256_setzero_ps();
+    }
+    for (i64 e = 0; e < n; ++e)
+      for (int v = 0; v < 4; ++v) s[v] = _mm256_add_ps(s[v], _mm256_maskload_ps(a + e * K + k0 + 8 * v, mask[v]));
+    for (int v = 0; v < 4; ++v)
+      _mm256_maskstore_ps(out + k0 + 8 * v, mask[v], _mm256_add_ps(s[v], _mm256_maskload_ps(out + k0 + 8 * v, mask[v])));
+  }
+}
+
+}  // namespace
+
+void column_sums(const float* a, i64 n, i64 K, float* out) {
+  if (kAvx512) return column_sums_avx512(a, n, K, out);
+  if (kAvx2) return column_sums_avx2(a, n, K, out);
+  for (i64 e = 0; e < n; ++e)
+    for (i64 k = 0; k < K; ++k) out[k] += a[e * K + k];
+}
+
+int row_grad_max_pairs() { return kAvx512 ? kRowGradMaxPairs : 6; }
 
 const char* micro_kernel_name() {
   return kAvx512 ? "avx512" : kAvx2 ? "avx2-fma" : "generic";

@@ -57,9 +57,16 @@ void dot_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* w, i
 // Pixels run down the loop and filters along the lanes, and the J x K sums stay in
 // registers across all the rows: a first layer's im2col would cost more than its few
 // multiply-adds per pixel.
+// Up to row_grad_max_pairs() pairs keep two vectors of filters in registers (6 with AVX2's
+// 16 registers, 14 with AVX-512's 32); past that the broadcasts outnumber the multiply-adds
+// and a packed GEMM wins. The kernel itself takes up to kRowGradMaxPairs.
 constexpr int kRowGradMaxPairs = 14;
+int row_grad_max_pairs();
 void row_filter_grad(i64 n_rows, const float* const* xrows, const float* const* dyrows, i64 n_ow, i64 x_step,
                      i64 s_step, int S, int C, i64 K, float* acc);
+
+// out[k] += sum over e < n of a[e * K + k]: the bias gradient, from dy viewed as (n x K).
+void column_sums(const float* a, i64 n, i64 K, float* out);
 
 // Which micro-kernels this CPU runs: "avx512", "avx2-fma" or "generic".
 const char* micro_kernel_name();

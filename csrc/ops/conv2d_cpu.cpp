@@ -37,7 +37,7 @@ static_assert(kMC % MR == 0 && kMC % 12 == 0, "blocks hold whole tiles (of MR ro
 // tile's transposed scalar ones.
 constexpr i64 kPixelMajorMaxChannels = 3, kPixelMajorMaxCols = 8;
 constexpr i64 kSmallGrid = 64;
-constexpr i64 kMergeMaxRun = 16;  // forward merges a kernel row's taps into one when S * C is at most this
+constexpr i64 kMergeMaxRun = 32;  // forward merges a kernel row's taps into one when S * C is at most this
 constexpr i64 kMergeMaxRunBackward = 64;  // backward-data into few channels, when S * K is at most this  // grids of at most this many pixels run tiles across images
 constexpr i64 kDotMinChannels = 4;     // below this, dot products along channels waste most lanes
 
@@ -317,7 +317,9 @@ void run_pixel_major(const GatherGemm& g) {
           const i64 iw0 = tw[0];
           if (iw0 >= 0 && tw[(cols - 1) * g.S] == iw0 + cols - 1) {  // a contiguous run: copy it
             const float* src = src_row + iw0 * g.SC;
-            if (g.SC == 1)
+            if (g.SC == 1 && cols == NR)
+              std::memcpy(b, src, NR * sizeof(float));  // a constant size: a vector copy, not a call
+            else if (g.SC == 1)
               std::memcpy(b, src, static_cast<size_t>(cols) * sizeof(float));
             else
               for (i64 j = 0; j < cols; ++j)
@@ -394,14 +396,23 @@ void run_gather_gemm(const GatherGemm& g) {
 void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
                     Activation act) {
   const auto th = forward_taps(d.OH, d.R, d.sh, d.dh, d.pt, d.H);
-  if (d.dw == 1 && d.S > 1 && d.C * d.S <= kMergeMaxRun && d.K > kPixelMajorMaxCols) {
-    // Few channels (a first layer): a pixel's S taps along a kernel row read one run of S * C
-    // floats, so they merge into one tap of that length once the input has its horizontal
-    // padding as real zero columns, and the tile handles a run per kernel row rather than a
-    // pointer and a few multiply-adds per tap. HWIO weights keep (s, c) adjacent, so the
-    // merged tap's weights are the same rows in the same order.
-    const i64 wp = (d.OW - 1) * d.sw + d.S;
+  const bool merge = d.dw == 1 && d.S > 1 && d.C * d.S <= kMergeMaxRun && d.K > kPixelMajorMaxCols;
+  const bool pixel_major = d.C <= kPixelMajorMaxChannels && d.K <= kPixelMajorMaxCols;
+  const i64 wp = (d.OW - 1) * d.sw + (d.S - 1) * d.dw + 1;  // input columns read, padding included
+  if (merge || (pixel_major && (d.pl > 0 || wp > d.W))) {
+    // Few channels (a first layer): the input is copied once with its horizontal padding as
+    // real zero columns, so every tap reads a stretch of one row with no padding in it.
     const std::vector<float> xp = pad_columns(x, d.N * d.H, d.W, d.C, d.pl, wp);
+    if (!merge) {  // the pixel-major tile then copies runs instead of testing every pixel for padding
+      const auto tw = forward_taps(d.OW, d.S, d.sw, d.dw, 0, wp);
+      run_gather_gemm({xp.data(), d.H, wp, d.C, d.N, d.OH, d.OW, d.R, d.S, th.data(), tw.data(), w, d.C * d.K,
+                       d.K, 1, d.K, y, bias, act});
+      return;
+    }
+    // With more filters, a pixel's S taps along a kernel row read one run of S * C floats, so
+    // they merge into one tap of that length, and the tile handles a run per kernel row
+    // rather than a pointer and a few multiply-adds per tap. HWIO weights keep (s, c)
+    // adjacent, so the merged tap's weights are the same rows in the same order.
     std::vector<i64> tw(static_cast<size_t>(d.OW));
     for (i64 ow = 0; ow < d.OW; ++ow) tw[ow] = ow * d.sw;
     run_gather_gemm({xp.data(), d.H, wp, d.S * d.C, d.N, d.OH, d.OW, d.R, 1, th.data(), tw.data(), w,
@@ -467,12 +478,12 @@ void bwd_filter_by_rows(const Conv2dDesc& d, const float* x, const float* dy, fl
     const int t = omp_get_thread_num();
     float *acc = partial.weights(t), *bacc = partial.bias(t);
     const i64 lo = rows * t / nthreads, hi = rows * (t + 1) / nthreads;
-    for (i64 e = lo * d.OW; e < hi * d.OW; ++e)
-      for (i64 k = 0; k < K; ++k) bacc[k] += dy[e * K + k];
-    // Blocks of rows whose dy (about 128 KiB) stays in L2 while every kernel row reads it.
+    // Blocks of rows whose dy (about 128 KiB) stays in L2 while the bias sum and every kernel
+    // row read it.
     const i64 block = std::max<i64>(1, (32 << 10) / std::max<i64>(1, d.OW * K));
     std::vector<const float*> xrows, dyrows;
-    for (i64 b0 = lo; b0 < hi; b0 += block)
+    for (i64 b0 = lo; b0 < hi; b0 += block) {
+      cpu::column_sums(dy + b0 * d.OW * K, (std::min(hi, b0 + block) - b0) * d.OW, K, bacc);
       for (i64 r = 0; r < d.R; ++r) {
         xrows.clear();
         dyrows.clear();
@@ -485,6 +496,7 @@ void bwd_filter_by_rows(const Conv2dDesc& d, const float* x, const float* dy, fl
         cpu::row_filter_grad(static_cast<i64>(xrows.size()), xrows.data(), dyrows.data(), d.OW, d.sw * d.C,
                              d.dw * d.C, static_cast<int>(d.S), static_cast<int>(d.C), K, acc + r * d.S * d.C * K);
       }
+    }
   }
   partial.reduce(dw, dbias);
 }
@@ -493,9 +505,9 @@ void bwd_filter_by_rows(const Conv2dDesc& d, const float* x, const float* dy, fl
 
 void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy, float* dw,
                            float* dbias) {
-  // Up to 6 (tap column, channel) pairs keep two vectors of filters in registers; past that the
-  // broadcasts outnumber the multiply-adds and the packed GEMM below wins (3-channel images).
-  if (d.S * d.C <= 6 && d.N * d.OH * d.OW > 0) {
+  // Few (tap column, channel) pairs: their gradients stay in registers (cpu::row_grad_max_pairs);
+  // with more, the packed GEMM below wins.
+  if (d.S * d.C <= cpu::row_grad_max_pairs() && d.N * d.OH * d.OW > 0) {
     bwd_filter_by_rows(d, x, dy, dw, dbias);
     return;
   }
@@ -534,8 +546,7 @@ void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy,
           std::fill(dst + live, dst + NR, 0.f);
         }
       }
-      for (i64 m = m0; m < m0 + kc; ++m)
-        for (i64 j = 0; j < K; ++j) bacc[j] += dy[m * K + j];
+      cpu::column_sums(dy + m0 * K, kc, K, bacc);
       // Each pixel's image offset and tap-table rows, stepping (n, oh, ow) without a division per pixel.
       for (i64 u = 0, ow = m0 % d.OW, oh = (m0 / d.OW) % d.OH, n = m0 / (d.OW * d.OH); u < kc; ++u) {
         img[u] = n * d.H * d.W * d.C;
