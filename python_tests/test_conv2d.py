@@ -161,12 +161,15 @@ def test_narrower_cpu_kernels(kernel, name):
     assert " passed" in run.stdout and " failed" not in run.stdout, run.stdout[-3000:]
 
 
-def test_fused_relu_keeps_nan(device):
+# Channel and filter counts that reach every CPU tile (pixel-major, the direct tile with one and
+# two panels, small grids run across images) and the GPU's fused epilogues.
+@pytest.mark.parametrize("c,k,hw", [(2, 3, 4), (8, 16, 4), (8, 40, 12), (5, 20, 13)])
+def test_fused_relu_keeps_nan(device, c, k, hw):
     """ReLU fused into the kernel lets NaN through, as max(NaN, 0) does in NumPy and PyTorch."""
-    x = np.ones((1, 4, 4, 2), np.float32)
+    x = np.ones((1, hw, hw, c), np.float32)
     x[0, 1, 1, 0] = np.nan
-    k = np.ones((3, 3, 2, 3), np.float32)
-    y = to_numpy(ops.conv2d(to_device(x, device), to_device(k, device), padding="same", activation="relu"))
-    touched = np.zeros((4, 4), bool)
+    w = -np.ones((3, 3, c, k), np.float32)  # negative sums elsewhere: ReLU zeroes them
+    y = to_numpy(ops.conv2d(to_device(x, device), to_device(w, device), padding="same", activation="relu"))
+    touched = np.zeros((hw, hw), bool)
     touched[0:3, 0:3] = True  # the outputs whose window holds the NaN
-    assert np.isnan(y[0][touched]).all() and not np.isnan(y[0][~touched]).any()
+    assert np.isnan(y[0][touched]).all() and (y[0][~touched] == 0).all()

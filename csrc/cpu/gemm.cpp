@@ -58,7 +58,7 @@ __attribute__((target("avx2,fma"))) void kernel_avx2(i64 kc, const float* a, con
 // B is either one panel for all taps in order (b_taps null) or a panel per tap.
 template <int NV>
 __attribute__((target("avx2,fma"))) void direct_avx2(i64 taps, i64 len, const float* const* ptr, const float* b,
-                                                     const float* const* b_taps, float* c, i64 ldc) {
+                                                     const float* const* b_taps, float* c, i64 ldc, Epilogue ep) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
   __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
   for (i64 t = 0; t < taps; ++t, ptr += MR) {
@@ -78,12 +78,17 @@ __attribute__((target("avx2,fma"))) void direct_avx2(i64 taps, i64 len, const fl
     }
   }
   const __m256 out[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  const __m256 zero = _mm256_setzero_ps();
   for (int i = 0; i < MR; ++i)
-    for (int v = 0; v < NV; ++v) _mm256_storeu_ps(c + i * ldc + 8 * v, out[i][v]);
+    for (int v = 0; v < NV; ++v) {
+      __m256 o = ep.bias ? _mm256_add_ps(out[i][v], _mm256_loadu_ps(ep.bias + 8 * v)) : out[i][v];
+      if (ep.relu) o = _mm256_max_ps(zero, o);  // max returns its second operand, o, for NaN
+      _mm256_storeu_ps(c + i * ldc + 8 * v, o);
+    }
 }
 
 void direct_generic(i64 taps, i64 len, const float* const* ptr, const float* b, const float* const* b_taps,
-                    float* c, i64 ldc) {
+                    float* c, i64 ldc, Epilogue ep) {
   float acc[MR][NR] = {};
   for (i64 t = 0; t < taps; ++t, ptr += MR) {
     if (b_taps) b = b_taps[t];
@@ -92,7 +97,10 @@ void direct_generic(i64 taps, i64 len, const float* const* ptr, const float* b, 
         for (int j = 0; j < NR; ++j) acc[i][j] += ptr[i][k] * b[j];
   }
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) c[i * ldc + j] = acc[i][j];
+    for (int j = 0; j < NR; ++j) {
+      const float v = acc[i][j] + (ep.bias ? ep.bias[j] : 0.f);
+      c[i * ldc + j] = ep.relu ? std::max(v, 0.f) : v;
+    }
 }
 
 __attribute__((target("avx2,fma"))) void gather_avx2(i64 kc, const float* const* ptr, i64 offset, const float* b,
@@ -154,12 +162,16 @@ __attribute__((target("avx512f"), always_inline)) inline void reduce512(i64 kc, 
 
 template <int R, int NV>
 __attribute__((target("avx512f"), always_inline)) inline void store512(const __m512 (&acc)[2][R], float* c, i64 ldc,
-                                                                       bool accumulate) {
+                                                                       bool accumulate, Epilogue ep = {}) {
+  __m512 bias[NV];
+  for (int v = 0; v < NV; ++v) bias[v] = ep.bias ? _mm512_loadu_ps(ep.bias + v * NR) : _mm512_setzero_ps();
   for (int i = 0; i < R; ++i)
     for (int v = 0; v < NV; ++v) {
       __m512 out = kEvenOdd<R, NV> ? _mm512_add_ps(acc[0][i], acc[1][i]) : acc[v][i];
       float* ci = c + i * ldc + v * NR;
       if (accumulate) out = _mm512_add_ps(out, _mm512_loadu_ps(ci));
+      if (ep.bias) out = _mm512_add_ps(out, bias[v]);
+      if (ep.relu) out = _mm512_max_ps(_mm512_setzero_ps(), out);  // max returns its second operand, out, for NaN
       _mm512_storeu_ps(ci, out);
     }
 }
@@ -180,7 +192,8 @@ __attribute__((target("avx512f"))) void kernel_avx512(i64 kc, const float* a, co
 // per-tile set-up (pointers, stores) is spread over twice the work of a 6-row tile.
 template <int R, int NV>
 __attribute__((target("avx512f"))) void direct_avx512(i64 taps, i64 len, const float* const* ptr, const float* b,
-                                                      const float* const* b_taps, i64 pstride, float* c, i64 ldc) {
+                                                      const float* const* b_taps, i64 pstride, float* c, i64 ldc,
+                                                      Epilogue ep) {
   CONVKIT_ZERO512(acc, R)
   for (i64 t = 0; t < taps; ++t, ptr += R) {
     const float* p[R];
@@ -189,7 +202,7 @@ __attribute__((target("avx512f"))) void direct_avx512(i64 taps, i64 len, const f
     reduce512<R, NV>(len, b, pstride, acc, [&](i64 k, int i) { return p[i] + k; });
     b += len * NR;
   }
-  store512<R, NV>(acc, c, ldc, false);
+  store512<R, NV>(acc, c, ldc, false, ep);
 }
 
 // R = 8 rows of channels for layers with 8 or more: their channel counts are mostly
@@ -425,20 +438,20 @@ void micro_tile(i64 kc, const float* a, const float* b, i64 pstride, float* c, i
 int direct_rows() { return kAvx512 ? kDirectRows512 : MR; }
 
 void direct_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* b, i64 pstride, float* c, i64 ldc,
-                 int rows, int cols, const float* const* b_taps) {
+                 int rows, int cols, const float* const* b_taps, Epilogue ep) {
   if (kAvx512) {
     constexpr int R = kDirectRows512;
     const bool two = cols > NR;
     run_tile<R>([&](float* out, i64 ld, bool) {
-      (two ? direct_avx512<R, 2> : direct_avx512<R, 1>)(taps, len, rows_ptr, b, b_taps, pstride, out, ld);
+      (two ? direct_avx512<R, 2> : direct_avx512<R, 1>)(taps, len, rows_ptr, b, b_taps, pstride, out, ld, ep);
     }, two ? kMaxCols : NR, false, c, ldc, 0, rows, cols, false);
     return;
   }
   const int width = tile_width(cols, true);
   run_tile(
       [&](float* out, i64 ld, bool) {
-        if (width == 8) direct_avx2<1>(taps, len, rows_ptr, b, b_taps, out, ld);
-        else (kAvx2 ? direct_avx2<2> : direct_generic)(taps, len, rows_ptr, b, b_taps, out, ld);
+        if (width == 8) direct_avx2<1>(taps, len, rows_ptr, b, b_taps, out, ld, ep);
+        else (kAvx2 ? direct_avx2<2> : direct_generic)(taps, len, rows_ptr, b, b_taps, out, ld, ep);
       },
       width, false, c, ldc, 0, rows, cols, false);
 }

@@ -27,9 +27,17 @@ void micro_tile(i64 kc, const float* a, const float* b, i64 pstride, float* c, i
 // at `len` contiguous floats of row i (a pixel's channels); B is the panel for all
 // taps * len reduction rows, or, when b_taps is given, b_taps[t] is tap t's len-row panel
 // (b unused). This skips packing A when rows are long enough.
+// The tile stores out = relu?(sum + bias[j]): the forward pass's bias and ReLU applied
+// while the sums are in registers, instead of another pass over the output. bias, when
+// given, holds a value for every column the kernel computes (pad it with zeros past the
+// last real column, up to a multiple of max_tile_cols()).
+struct Epilogue {
+  const float* bias = nullptr;
+  bool relu = false;
+};
 int direct_rows();
 void direct_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* b, i64 pstride, float* c, i64 ldc,
-                 int rows, int cols, const float* const* b_taps = nullptr);
+                 int rows, int cols, const float* const* b_taps = nullptr, Epilogue ep = {});
 
 // C[first_row:rows, 0:cols] += A * B_panel where A[k][i] = ptr[k][offset + i]: `rows`
 // consecutive channels of the pixel that reduction step k reads (conv backward-filter).

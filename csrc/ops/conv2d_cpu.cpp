@@ -194,10 +194,21 @@ struct Partials {
   }
 };
 
-// Bias and activation on `count` output rows, `step` rows apart, from row m0.
-void epilogue(const GatherGemm& g, i64 m0, i64 count, i64 step = 1) {
+// The bias padded with zeros to whole tiles, for the tiles' fused epilogue (cpu::Epilogue).
+std::vector<float> padded_bias(const GatherGemm& g) {
+  std::vector<float> b(static_cast<size_t>(g.bias ? round_up(g.ncols, cpu::max_tile_cols()) : 0), 0.f);
+  std::copy(g.bias, g.bias + (g.bias ? g.ncols : 0), b.begin());
+  return b;
+}
+
+cpu::Epilogue tile_epilogue(const GatherGemm& g, const std::vector<float>& bias, i64 jp) {
+  return {g.bias ? bias.data() + jp : nullptr, g.act == Activation::Relu};
+}
+
+// Bias and activation on `count` output rows from row m0 (for tiles without a fused epilogue).
+void epilogue(const GatherGemm& g, i64 m0, i64 count) {
   if (!g.bias && g.act != Activation::Relu) return;
-  for (i64 m = m0; m < m0 + count * step; m += step) {
+  for (i64 m = m0; m < m0 + count; ++m) {
     float* row = g.out + m * g.ncols;
     if (g.bias)
       for (i64 j = 0; j < g.ncols; ++j) row[j] += g.bias[j];
@@ -215,6 +226,7 @@ void run_direct(const GatherGemm& g, i64 M, i64 npad) {
   const std::vector<float> zeros(static_cast<size_t>(g.SC), 0.f);
   const i64 blocks = (M + kMC - 1) / kMC, tile_cols = cpu::max_tile_cols();
   const int mr = cpu::direct_rows();
+  const std::vector<float> bias = padded_bias(g);
 #pragma omp parallel
   {
     std::vector<const float*> ptrs(static_cast<size_t>(kMC * taps));
@@ -232,10 +244,9 @@ void run_direct(const GatherGemm& g, i64 M, i64 npad) {
           const auto [r0, r1] = live[ip / mr];  // kernel rows that read only padding are skipped
           cpu::direct_tile((r1 - r0) * g.S, g.SC, ptrs.data() + ip * taps + r0 * g.S * mr,
                            bpack.data() + jp * Q + r0 * g.S * g.SC * NR, Q * NR, g.out + (m0 + ip) * g.ncols + jp, g.ncols,
-                           static_cast<int>(std::min<i64>(mr, mc - ip)), cols);
+                           static_cast<int>(std::min<i64>(mr, mc - ip)), cols, nullptr, tile_epilogue(g, bias, jp));
         }
       }
-      epilogue(g, m0, mc);
     }
   }
 }
@@ -250,6 +261,7 @@ void run_by_position(const GatherGemm& g, i64 npad) {
   const std::vector<float> bpack = pack_weights(g, Q, NR);
   const i64 groups = (g.N + kMC - 1) / kMC, tasks = cells * groups, tile_cols = cpu::max_tile_cols();
   const int mr = cpu::direct_rows();
+  const std::vector<float> bias = padded_bias(g);
 #pragma omp parallel
   {
     std::vector<const float*> ptrs(static_cast<size_t>(taps * mr)), btaps(static_cast<size_t>(taps));
@@ -274,9 +286,9 @@ void run_by_position(const GatherGemm& g, i64 npad) {
         for (i64 jp = 0; jp < npad; jp += tile_cols) {
           for (i64 t = 0; t < nt; ++t) btaps[t] = bpack.data() + jp * Q + live[t] * g.SC * NR;
           cpu::direct_tile(nt, g.SC, ptrs.data(), nullptr, Q * NR, g.out + m * g.ncols + jp, cells * g.ncols, rows,
-                           static_cast<int>(std::min<i64>(tile_cols, g.ncols - jp)), btaps.data());
+                           static_cast<int>(std::min<i64>(tile_cols, g.ncols - jp)), btaps.data(),
+                           tile_epilogue(g, bias, jp));
         }
-        epilogue(g, m, rows, cells);
       }
     }
   }
