@@ -36,9 +36,11 @@ static_assert(kMC % MR == 0 && kMC % 12 == 0, "blocks hold whole tiles (of MR ro
 // 6 filters); with more columns, the direct tile's vector stores beat the pixel-major
 // tile's transposed scalar ones.
 constexpr i64 kPixelMajorMaxChannels = 3, kPixelMajorMaxCols = 8;
-constexpr i64 kSmallGrid = 64;
-constexpr i64 kMergeMaxRun = 32;  // forward merges a kernel row's taps into one when S * C is at most this
-constexpr i64 kMergeMaxRunBackward = 64;  // backward-data into few channels, when S * K is at most this  // grids of at most this many pixels run tiles across images
+constexpr i64 kSmallGrid = 64;  // grids of at most this many pixels run tiles across images
+// A kernel row's taps merge into one run (padded copy of the source) when S * C is at most
+// this: in forward, in backward-data into few channels (S * K), in backward-filter. Past
+// these, copying the source costs more than the pointers it saves.
+constexpr i64 kMergeMaxRun = 32, kMergeMaxRunBackward = 64, kMergeMaxRunFilter = 80;
 constexpr i64 kDotMinChannels = 4;     // below this, dot products along channels waste most lanes
 
 i64 round_up(i64 v, i64 m) { return (v + m - 1) / m * m; }
@@ -525,9 +527,19 @@ void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy,
   }
   const i64 M = d.N * d.OH * d.OW, Q = d.R * d.S * d.C, K = d.K, npad = round_up(K, NR);
   const i64 tile_cols = cpu::max_tile_cols();
-  const int group = cpu::gather_rows(d.C);
   const auto th = forward_taps(d.OH, d.R, d.sh, d.dh, d.pt, d.H);
-  const auto tw = forward_taps(d.OW, d.S, d.sw, d.dw, d.pl, d.W);
+  // With stride 1 along rows, a pixel's S taps along a kernel row read one run of S * C floats
+  // once x has its horizontal padding as zero columns, so they merge into one tap of S * C
+  // channels: a pointer per pixel and kernel row instead of per tap, and whole groups of
+  // channels for layers with few. The source is then (N, H, SW) pixels of C floats, read
+  // through SS taps per kernel row of SC channels each.
+  const bool merge = d.sw == 1 && d.dw == 1 && d.S > 1 && d.S * d.C <= kMergeMaxRunFilter &&
+                     d.S * d.C >= cpu::gather_rows(d.S * d.C);
+  const i64 SW = merge ? d.OW + d.S - 1 : d.W, SS = merge ? 1 : d.S, SC = merge ? d.S * d.C : d.C;
+  const std::vector<float> xpad = merge ? pad_columns(x, d.N * d.H, d.W, d.C, d.pl, SW) : std::vector<float>();
+  const float* src = merge ? xpad.data() : x;
+  const auto tw = merge ? forward_taps(d.OW, 1, 1, 1, 0, SW) : forward_taps(d.OW, d.S, d.sw, d.dw, d.pl, d.W);
+  const int group = cpu::gather_rows(SC);
   // The (r, s, c) of every reduction row, so packing does no division.
   std::vector<i64> q_r(Q), q_s(Q), q_c(Q);
   for (i64 q = 0; q < Q; ++q) {
@@ -535,7 +547,7 @@ void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy,
     q_s[q] = (q / d.C) % d.S;
     q_r[q] = q / (d.C * d.S);
   }
-  const std::vector<float> zeros(static_cast<size_t>(d.C), 0.f);
+  const std::vector<float> zeros(static_cast<size_t>(SC), 0.f);
   Partials partial(Q * K, K, std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>((M + kKC - 1) / kKC))));
   const int nthreads = partial.threads;
 #pragma omp parallel num_threads(nthreads)
@@ -561,25 +573,25 @@ void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy,
       cpu::column_sums(dy + m0 * K, kc, K, bacc);
       // Each pixel's image offset and tap-table rows, stepping (n, oh, ow) without a division per pixel.
       for (i64 u = 0, ow = m0 % d.OW, oh = (m0 / d.OW) % d.OH, n = m0 / (d.OW * d.OH); u < kc; ++u) {
-        img[u] = n * d.H * d.W * d.C;
+        img[u] = n * d.H * SW * d.C;
         ph[u] = oh * d.R;
-        pw[u] = ow * d.S;
+        pw[u] = ow * SS;
         if (++ow < d.OW) continue;
         ow = 0;
         if (++oh == d.OH) oh = 0, ++n;
       }
-      if (d.C >= MR) {
+      if (SC >= MR) {
         // A group of consecutive channels of one tap is contiguous in x: read it in place.
-        for (i64 rs = 0; rs < d.R * d.S; ++rs) {
-          const i64 r = rs / d.S, s = rs % d.S;
+        for (i64 rs = 0; rs < d.R * SS; ++rs) {
+          const i64 r = rs / SS, s = rs % SS;
           for (i64 u = 0; u < kc; ++u) {
             const i64 ih = th[ph[u] + r], iw = tw[pw[u] + s];
-            mptr[u] = (ih >= 0 && iw >= 0) ? x + img[u] + (ih * d.W + iw) * d.C : zeros.data();
+            mptr[u] = (ih >= 0 && iw >= 0) ? src + img[u] + (ih * SW + iw) * d.C : zeros.data();
           }
-          for (i64 c0 = 0; c0 < d.C; c0 += group) {
-            const i64 base = std::min(c0, d.C - group);  // the last group overlaps the one before
+          for (i64 c0 = 0; c0 < SC; c0 += group) {
+            const i64 base = std::min(c0, SC - group);  // the last group overlaps the one before
             for (i64 jp = 0; jp < npad; jp += tile_cols)
-              cpu::gather_tile(kc, mptr.data(), base, bpack.data() + jp * kc, kc * NR, acc + (rs * d.C + base) * K + jp,
+              cpu::gather_tile(kc, mptr.data(), base, bpack.data() + jp * kc, kc * NR, acc + (rs * SC + base) * K + jp,
                                K, group, static_cast<int>(c0 - base), static_cast<int>(std::min<i64>(tile_cols, K - jp)));
           }
         }
