@@ -40,7 +40,8 @@ constexpr i64 kSmallGrid = 64;  // grids of at most this many pixels run tiles a
 // A kernel row's taps merge into one run (padded copy of the source) when S * C is at most
 // this: in forward, in backward-data into few channels (S * K), in backward-filter. Past
 // these, copying the source costs more than the pointers it saves.
-constexpr i64 kMergeMaxRun = 32, kMergeMaxRunBackward = 64, kMergeMaxRunFilter = 80;
+constexpr i64 kMergeMaxRun = 32, kMergeMaxRunBackward = 80, kMergeMaxRunFilter = 80;
+constexpr i64 kMergeMaxChannelsBackward = 8;  // backward-data merges only into this many channels or fewer
 constexpr i64 kDotMinChannels = 4;     // below this, dot products along channels waste most lanes
 
 i64 round_up(i64 v, i64 m) { return (v + m - 1) / m * m; }
@@ -449,9 +450,9 @@ void conv2d_bwd_data_cpu(const Conv2dDesc& d, const float* dy, const float* w, f
     return;
   }
   const auto th = backward_taps(d.H, d.R, d.sh, d.dh, d.pt, d.OH);
-  if (d.sw == 1 && d.dw == 1 && d.S > 1 && d.C <= cpu::kDotMaxCols && d.K >= kDotMinChannels &&
+  if (d.sw == 1 && d.dw == 1 && d.S > 1 && d.C <= kMergeMaxChannelsBackward && d.K >= kDotMinChannels &&
       d.S * d.K <= kMergeMaxRunBackward) {
-    // Into 1-3 channels (dot products): with stride 1, input column iw reads dy columns
+    // Into few channels (dot products for 1-3): with stride 1, input column iw reads dy columns
     // iw + pl - s for s = S-1 .. 0, one run of S * K floats once dy has zero columns on both
     // sides, so a kernel row's taps merge into one as in the forward pass. The run visits s
     // backwards, so the weights are flipped along s to match.
