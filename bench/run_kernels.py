@@ -328,7 +328,8 @@ def main(argv=None) -> int:
         precisions = ["float32", "tf32"]
     arrays = Arrays(args.device)
     info = device_info(args.device)
-    print(f"# {info['device']} | torch {info['torch']} | {info['date']}")
+    kernels = f" | convkit kernels {info['micro_kernel']}" if "micro_kernel" in info else ""
+    print(f"# {info['device']}{kernels} | torch {info['torch']} | {info['date']}")
     print(HEADER)
     rows = []
     if args.only in (None, "conv"):

@@ -93,7 +93,7 @@ def device_name(device: str = "cpu") -> str:
         with open("/proc/cpuinfo") as f:
             info = f.read()
         cpu = re.search(r"model name\s*:\s*(.*)", info).group(1).strip()
-        # The widest vector unit: peers such as oneDNN use AVX-512 where convkit's kernels use AVX2.
+        # The widest vector unit, which convkit's CPU kernels and peers such as oneDNN both pick at run time.
         flags = set(re.search(r"flags\s*:\s*(.*)", info).group(1).split())
         isa = next((f" ({name})" for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags), "")
     except (OSError, AttributeError):
