@@ -250,9 +250,14 @@ def fmt_row(r) -> str:
 HEADER = f"{'op':<10} {'model':<22} {'shape':<30} check  {'ours ms':>9} {'peer ms':>9} {'ratio':>6}  GFLOP/s"
 
 
+def title(info) -> str:
+    kernels = f" | convkit kernels {info['micro_kernel']}" if "micro_kernel" in info else ""
+    return f"# {info['device']}{kernels} | torch {info['torch']} | {info['date']}"
+
+
 def report(info, rows, summary) -> str:
     """The table as printed during the run, for bench/results/kernels-<device>.txt."""
-    lines = [f"# {info['device']} | torch {info['torch']} | {info['date']}", HEADER]
+    lines = [title(info), HEADER]
     section = None
     for r in rows:
         name = "## pooling" if r["kind"] == "pool" else f"## conv, {r['precision']}"
@@ -328,8 +333,7 @@ def main(argv=None) -> int:
         precisions = ["float32", "tf32"]
     arrays = Arrays(args.device)
     info = device_info(args.device)
-    kernels = f" | convkit kernels {info['micro_kernel']}" if "micro_kernel" in info else ""
-    print(f"# {info['device']}{kernels} | torch {info['torch']} | {info['date']}")
+    print(title(info))
     print(HEADER)
     rows = []
     if args.only in (None, "conv"):
