@@ -49,11 +49,11 @@ void max_pool2d_fwd_cpu(const Pool2dDesc& d, const float* x, float* y, std::int3
         for (i64 iw = ws.lo; iw < ws.hi; ++iw) {
           const float* xc = img + (ih * d.W + iw) * d.C;
           const auto idx = static_cast<std::int32_t>(ih * d.W + iw);
-          for (i64 c = 0; c < d.C; ++c)
-            if (beats(xc[c], yo[c])) {
-              yo[c] = xc[c];
-              ao[c] = idx;
-            }
+          for (i64 c = 0; c < d.C; ++c) {  // selects, not a branch: the loop vectorises
+            const bool b = beats(xc[c], yo[c]);
+            yo[c] = b ? xc[c] : yo[c];
+            ao[c] = b ? idx : ao[c];
+          }
         }
     });
     return;
