@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Mapping
@@ -10,6 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from convkit import _serial, debugging
+from convkit._backend import _cpu
 from convkit import losses as losses_mod
 from convkit import metrics as metrics_mod
 from convkit import optimizers as optimizers_mod
@@ -39,8 +41,17 @@ def _is_array(x):
 
 def _kernel_threads_only(dev):
     """On the CPU, BLAS runs single-threaded while convkit's OpenMP kernels own the cores: two
-    thread pools spinning on the same cores slow both down."""
-    return blas_threads(1) if dev == "cpu" else contextlib.nullcontext()
+    thread pools spinning on the same cores slow both down. From the first CPU run on, freed
+    memory is also kept for reuse (``convkit._cpu.keep_freed_memory``, see README)."""
+    if dev != "cpu":
+        return contextlib.nullcontext()
+    _keep_freed_memory()
+    return blas_threads(1)
+
+
+@functools.lru_cache(maxsize=None)
+def _keep_freed_memory() -> bool:
+    return _cpu.keep_freed_memory()
 
 
 def _verbose(v):
