@@ -136,7 +136,7 @@ def test_hypothesis_shapes(device, n, h, w, c, k, r, s, sh, sw, dh, dw, padding,
 
 
 @pytest.mark.parametrize("kernel,name", [("avx2", "avx2-fma"), ("generic", "generic")])
-def test_narrower_cpu_kernels(kernel, name):
+def test_narrower_cpu_kernels(kernel, name, tmp_path):
     """The CPU runs the widest micro-kernels it has (AVX-512, AVX2, portable); CONVKIT_CPU_KERNEL forces a
     narrower set, so this file's checks run again, in a fresh process, on each of the others."""
     import os
@@ -155,8 +155,8 @@ def test_narrower_cpu_kernels(kernel, name):
     env = dict(os.environ, CONVKIT_CPU_KERNEL=kernel)
     args = [__file__, "-q", "-p", "no:cacheprovider", "-k", "not narrower_cpu_kernels and not cuda"]
     child = [sys.executable, *(["-S"] if sys.flags.no_site else []), "-c", script]  # as this interpreter runs
-    run = subprocess.run([*child, *args], env=env, capture_output=True, text=True,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # Run from elsewhere than the checkout, so that the installed package is the one imported.
+    run = subprocess.run([*child, *args], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert " passed" in run.stdout and " failed" not in run.stdout, run.stdout[-3000:]
 
