@@ -140,6 +140,7 @@ __attribute__((target("avx512f"), always_inline)) inline void reduce512(i64 kc, 
   if (!kEvenOdd<R, NV>) {
     for (i64 k = 0; k < kc; ++k) {
       const __m512 b0 = _mm512_loadu_ps(b + k * NR), b1 = NV == 2 ? _mm512_loadu_ps(b + pstride + k * NR) : b0;
+#pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {
         const __m512 ai = _mm512_set1_ps(*a(k, i));
         acc[0][i] = _mm512_fmadd_ps(ai, b0, acc[0][i]);
@@ -152,10 +153,12 @@ __attribute__((target("avx512f"), always_inline)) inline void reduce512(i64 kc, 
   for (; k + 1 < kc; k += 2)
     for (int h = 0; h < 2; ++h) {
       const __m512 bh = _mm512_loadu_ps(b + (k + h) * NR);
+#pragma GCC unroll 16
       for (int i = 0; i < R; ++i) acc[h][i] = _mm512_fmadd_ps(_mm512_set1_ps(*a(k + h, i)), bh, acc[h][i]);
     }
   if (k < kc) {
     const __m512 bk = _mm512_loadu_ps(b + k * NR);
+#pragma GCC unroll 16
     for (int i = 0; i < R; ++i) acc[0][i] = _mm512_fmadd_ps(_mm512_set1_ps(*a(k, i)), bk, acc[0][i]);
   }
 }
@@ -165,6 +168,7 @@ __attribute__((target("avx512f"), always_inline)) inline void store512(const __m
                                                                        bool accumulate, Epilogue ep = {}) {
   __m512 bias[NV];
   for (int v = 0; v < NV; ++v) bias[v] = ep.bias ? _mm512_loadu_ps(ep.bias + v * NR) : _mm512_setzero_ps();
+#pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
     for (int v = 0; v < NV; ++v) {
       __m512 out = kEvenOdd<R, NV> ? _mm512_add_ps(acc[0][i], acc[1][i]) : acc[v][i];
@@ -176,14 +180,20 @@ __attribute__((target("avx512f"), always_inline)) inline void store512(const __m
     }
 }
 
-#define CONVKIT_ZERO512(acc, R) \
-  __m512 acc[2][R];             \
+// Every loop over a tile's rows is unrolled in full (here and above): otherwise GCC keeps the
+// accumulators in memory as well, zeroing them with a string store and writing them back
+// after every tap.
+template <int R>
+__attribute__((target("avx512f"), always_inline)) inline void zero512(__m512 (&acc)[2][R]) {
+#pragma GCC unroll 16
   for (int i = 0; i < R; ++i) acc[0][i] = acc[1][i] = _mm512_setzero_ps();
+}
 
 template <int NV>
 __attribute__((target("avx512f"))) void kernel_avx512(i64 kc, const float* a, const float* b, i64 pstride, float* c,
                                                       i64 ldc, bool accumulate) {
-  CONVKIT_ZERO512(acc, MR)
+  __m512 acc[2][MR];
+  zero512(acc);
   reduce512<MR, NV>(kc, b, pstride, acc, [&](i64 k, int i) { return a + k * MR + i; });
   store512<MR, NV>(acc, c, ldc, accumulate);
 }
@@ -194,9 +204,11 @@ template <int R, int NV>
 __attribute__((target("avx512f"))) void direct_avx512(i64 taps, i64 len, const float* const* ptr, const float* b,
                                                       const float* const* b_taps, i64 pstride, float* c, i64 ldc,
                                                       Epilogue ep) {
-  CONVKIT_ZERO512(acc, R)
+  __m512 acc[2][R];
+  zero512(acc);
   for (i64 t = 0; t < taps; ++t, ptr += R) {
     const float* p[R];
+#pragma GCC unroll 16
     for (int i = 0; i < R; ++i) p[i] = ptr[i];
     if (b_taps) b = b_taps[t];
     reduce512<R, NV>(len, b, pstride, acc, [&](i64 k, int i) { return p[i] + k; });
@@ -210,11 +222,11 @@ __attribute__((target("avx512f"))) void direct_avx512(i64 taps, i64 len, const f
 template <int R, int NV>
 __attribute__((target("avx512f"))) void gather_avx512(i64 kc, const float* const* ptr, i64 offset, const float* b,
                                                       i64 pstride, float* c, i64 ldc) {
-  CONVKIT_ZERO512(acc, R)
+  __m512 acc[2][R];
+  zero512(acc);
   reduce512<R, NV>(kc, b, pstride, acc, [&](i64 k, int i) { return ptr[k] + offset + i; });
   store512<R, NV>(acc, c, ldc, false);
 }
-#undef CONVKIT_ZERO512
 
 void gather_generic(i64 kc, const float* const* ptr, i64 offset, const float* b, float* c, i64 ldc) {
   float acc[MR][NR] = {};
