@@ -246,6 +246,7 @@ __attribute__((target("avx2,fma"))) void dot_avx2(i64 taps, i64 len, const float
                                                   i64 kpad, float* c, i64 ldc) {
   constexpr int P = dot_pixels(NC);
   __m256 acc[P][NC];
+#pragma GCC unroll 8
   for (int i = 0; i < P; ++i)
     for (int j = 0; j < NC; ++j) acc[i][j] = _mm256_setzero_ps();
   const i64 full = len / 8 * 8;
@@ -255,13 +256,15 @@ __attribute__((target("avx2,fma"))) void dot_avx2(i64 taps, i64 len, const float
     for (i64 k = 0; k < kpad; k += 8) {
       __m256 wv[NC];
       for (int j = 0; j < NC; ++j) wv[j] = _mm256_loadu_ps(w + j * kpad + k);
-      for (int i = 0; i < P; ++i) {
+#pragma GCC unroll 8
+      for (int i = 0; i < P; ++i) {  // unrolled in full, so that acc stays in registers
         // The last chunk is masked: a source row ends at len and may end its buffer.
         const __m256 a = k < full ? _mm256_loadu_ps(ptr[i] + k) : _mm256_maskload_ps(ptr[i] + k, tail);
         for (int j = 0; j < NC; ++j) acc[i][j] = _mm256_fmadd_ps(a, wv[j], acc[i][j]);
       }
     }
   }
+#pragma GCC unroll 8
   for (int i = 0; i < P; ++i)
     for (int j = 0; j < NC; ++j) {
       const __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc[i][j]), _mm256_extractf128_ps(acc[i][j], 1));
@@ -313,13 +316,11 @@ __attribute__((target("avx2,fma"))) void row_grad_avx2(i64 n_rows, const float* 
       }
     }
   }
-  alignas(32) float tmp[8];
 #pragma GCC unroll 16
   for (int j = 0; j < J; ++j)
     for (int v = 0; v < NV; ++v) {
-      _mm256_store_ps(tmp, a[j][v]);
       float* out = acc + j * K + k0 + 8 * v;
-      for (int l = 0; l < lanes[v]; ++l) out[l] += tmp[l];
+      _mm256_maskstore_ps(out, mask[v], _mm256_add_ps(a[j][v], _mm256_maskload_ps(out, mask[v])));
     }
 }
 
