@@ -39,7 +39,7 @@ def _is_array(x):
     return isinstance(x, (np.ndarray, list)) or is_cupy(x)
 
 
-def _kernel_threads_only(dev):
+def _cpu_run_context(dev):
     """On the CPU, BLAS runs single-threaded while convkit's OpenMP kernels own the cores: two
     thread pools spinning on the same cores slow both down. From the first CPU run on, freed
     memory is also kept for reuse (``convkit._cpu.keep_freed_memory``, see README)."""
@@ -353,7 +353,7 @@ class Trainer:
                                       "batch_size": batch_size})
         self.history = history
         self.stop_training = False
-        with _kernel_threads_only(dev):
+        with _cpu_run_context(dev):
             return self._fit_loop(cl, history, data, val, steps, batch_size, shuffle, epochs, initial_epoch,
                                   validation_batch_size, dev)
 
@@ -383,7 +383,7 @@ class Trainer:
     # evaluate / predict ----------------------------------------------------------------------------------
     def _evaluate_data(self, data, steps, batch_size, dev):
         self._reset_metrics()
-        with _kernel_threads_only(dev):
+        with _cpu_run_context(dev):
             for xb, yb in self._batches(data, batch_size, False, steps if data[0] == "iter" else None, "evaluate"):
                 self.test_step(to_device(xb, dev), to_device(yb, dev))
         return self._results(self._regularization(self.weights, with_grad=False))
@@ -413,7 +413,7 @@ class Trainer:
         if _is_array(x):
             x = _as_input(x, "predict: x")
             self._check_input_shape(x, "predict")
-            with _kernel_threads_only(dev):
+            with _cpu_run_context(dev):
                 for s in range(0, x.shape[0], batch_size):
                     outs.append(to_numpy(self(to_device(x[s:s + batch_size], dev), training=False)))
         else:

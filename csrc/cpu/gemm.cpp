@@ -407,7 +407,7 @@ const bool kAvx2 = kIsa != Isa::Generic;  // the AVX2 kernels serve narrow tiles
 const bool kAvx512 = kIsa == Isa::Avx512;
 constexpr int kMaxCols = 2 * NR;
 constexpr int kGatherRows512 = 8;
-constexpr int kDirectRows512 = 12;
+constexpr int kDirectRows512 = kMaxDirectRows;
 
 // Columns the kernel chosen for `cols` columns writes: 32 (two panels, AVX-512), 16, or 8
 // (the narrow AVX2 tile, for panels with at most 8 live columns: K = 6 filters, say).
@@ -528,7 +528,8 @@ void row_filter_grad(i64 n_rows, const float* const* xrows, const float* const* 
   if (kAvx512) {
     static constexpr auto one = row_grad512_table<1>(std::make_index_sequence<kRowGradMaxPairs>());
     static constexpr auto two = row_grad512_table<2>(std::make_index_sequence<kRowGradMaxPairs>());
-    for (i64 k0 = 0; k0 < K; k0 += 32) (K - k0 > 16 ? two : one)[J - 1](n_rows, xrows, dyrows, n_ow, x_step, off, K, k0, acc);
+    for (i64 k0 = 0; k0 < K; k0 += 32)
+      (K - k0 > 16 ? two : one)[J - 1](n_rows, xrows, dyrows, n_ow, x_step, off, K, k0, acc);
     return;
   }
   static constexpr auto narrow = row_grad_table<1>(std::make_index_sequence<kRowGradMaxPairs>());

@@ -35,7 +35,8 @@ struct Epilogue {
   const float* bias = nullptr;
   bool relu = false;
 };
-int direct_rows();
+constexpr int kMaxDirectRows = 12;
+int direct_rows();  // at most kMaxDirectRows
 void direct_tile(i64 taps, i64 len, const float* const* rows_ptr, const float* b, i64 pstride, float* c, i64 ldc,
                  int rows, int cols, const float* const* b_taps = nullptr, Epilogue ep = {});
 

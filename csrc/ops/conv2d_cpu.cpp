@@ -30,7 +30,7 @@ using cpu::NR;
 
 constexpr i64 kKC = 256;  // reduction block: an A panel (MR x kKC) plus a B panel stay in L1
 constexpr i64 kMC = 96;   // rows per block: the packed A block (kMC x kKC) stays in L2
-static_assert(kMC % MR == 0 && kMC % 12 == 0, "blocks hold whole tiles (of MR rows, or 12 with AVX-512)");
+static_assert(kMC % MR == 0 && kMC % cpu::kMaxDirectRows == 0, "blocks hold whole tiles of either height");
 // Below both, packing the source pixel-major beats reading it in place: with so few
 // columns the direct tile would leave most lanes idle (a first layer's 1-3 channels to
 // 6 filters); with more columns, the direct tile's vector stores beat the pixel-major
@@ -45,6 +45,10 @@ constexpr i64 kMergeMaxChannelsBackward = 8;  // backward-data merges only into 
 constexpr i64 kDotMinChannels = 4;     // below this, dot products along channels waste most lanes
 
 i64 round_up(i64 v, i64 m) { return (v + m - 1) / m * m; }
+
+bool pixel_major_fits(i64 channels, i64 cols) {
+  return channels <= kPixelMajorMaxChannels && cols <= kPixelMajorMaxCols;
+}
 
 // table[o * taps + t] = source index of output position o through tap t, or -1.
 std::vector<i64> forward_taps(i64 out, i64 taps, i64 stride, i64 dil, i64 pad, i64 in) {
@@ -398,7 +402,7 @@ void run_gather_gemm(const GatherGemm& g) {
   if (M == 0) return;
   if (g.ncols <= cpu::kDotMaxCols && g.SC >= kDotMinChannels)
     run_dot(g, M);
-  else if (g.SC <= kPixelMajorMaxChannels && g.ncols <= kPixelMajorMaxCols && !g.px)
+  else if (pixel_major_fits(g.SC, g.ncols) && !g.px)
     run_pixel_major(g);
   else if (g.GH * g.GW <= kSmallGrid && g.R * g.S > 1)
     run_by_position(g, npad);
@@ -412,7 +416,7 @@ void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const f
                     Activation act) {
   const auto th = forward_taps(d.OH, d.R, d.sh, d.dh, d.pt, d.H);
   const bool merge = d.dw == 1 && d.S > 1 && d.C * d.S <= kMergeMaxRun && d.K > kPixelMajorMaxCols;
-  const bool pixel_major = d.C <= kPixelMajorMaxChannels && d.K <= kPixelMajorMaxCols;
+  const bool pixel_major = pixel_major_fits(d.C, d.K);
   const i64 wp = (d.OW - 1) * d.sw + (d.S - 1) * d.dw + 1;  // input columns read, padding included
   if (merge || (pixel_major && (d.pl > 0 || wp > d.W))) {
     // Few channels (a first layer): the input is copied once with its horizontal padding as
@@ -534,8 +538,8 @@ void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy,
   // channels: a pointer per pixel and kernel row instead of per tap, and whole groups of
   // channels for layers with few. The source is then (N, H, SW) pixels of C floats, read
   // through SS taps per kernel row of SC channels each.
-  const bool merge = d.sw == 1 && d.dw == 1 && d.S > 1 && d.S * d.C <= kMergeMaxRunFilter &&
-                     d.S * d.C >= cpu::gather_rows(d.S * d.C);
+  // (Merged channels are read in place below, which takes at least MR of them.)
+  const bool merge = d.sw == 1 && d.dw == 1 && d.S > 1 && d.S * d.C <= kMergeMaxRunFilter && d.S * d.C >= MR;
   const i64 SW = merge ? d.OW + d.S - 1 : d.W, SS = merge ? 1 : d.S, SC = merge ? d.S * d.C : d.C;
   const std::vector<float> xpad = merge ? pad_columns(x, d.N * d.H, d.W, d.C, d.pl, SW) : std::vector<float>();
   const float* src = merge ? xpad.data() : x;
