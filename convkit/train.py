@@ -39,6 +39,7 @@ from convkit.saving import load_model, save_model
 from convkit.utils import get_rng_state, set_random_seed, set_rng_state
 
 CHECKPOINT = "checkpoint.ckpt"
+BEST, LOG, MODEL, METRICS = "best.convkit", "log.csv", "model.convkit", "metrics.json"
 
 
 def load_dataset(name: str, data_dir=None):
@@ -161,7 +162,6 @@ def main(argv=None) -> int:
         if not os.path.exists(ckpt):
             print(f"error: --resume: no {ckpt}", file=sys.stderr)
             return 2
-        remove_leftovers(ckpt)  # what a kill during a save left beside the file
         model, extra = load_model(ckpt, return_extra=True)
         set_rng_state(extra["rng_state"])
         initial_epoch, history_before = int(extra["epoch"]), extra["history"]
@@ -176,6 +176,10 @@ def main(argv=None) -> int:
         model = zoo.build(name, learning_rate=lr)
         initial_epoch, history_before, stopped = 0, {}, False
     os.makedirs(out, exist_ok=True)
+    # What a run killed during a save left beside the files it writes here: a resumed run, and one
+    # started afresh after a kill before its first checkpoint, both own the folder now.
+    for f in (CHECKPOINT, BEST, LOG, MODEL, METRICS):
+        remove_leftovers(os.path.join(out, f))
     if args.lr and args.resume:
         model.optimizer.learning_rate = args.lr
 
@@ -194,7 +198,7 @@ def main(argv=None) -> int:
 
     info = {"model": name, "dataset": r.dataset, "seed": args.seed, "epochs": epochs, "batch_size": batch_size,
             "learning_rate": lr, "lr_schedule": r.lr_schedule or "constant"}
-    callbacks = r.make_callbacks(checkpoint_path=os.path.join(out, "best.convkit"), epochs=epochs, learning_rate=lr)
+    callbacks = r.make_callbacks(checkpoint_path=os.path.join(out, BEST), epochs=epochs, learning_rate=lr)
     for c in callbacks:  # early stopping and best-checkpoint counters carry on from the epochs before
         c.restore(history_before)
     if r.extra_augmented:  # enlarged once (in proportion under --limit), from the training part only
@@ -209,8 +213,8 @@ def main(argv=None) -> int:
         if args.resume and extra.get("data_state"):
             gen.set_state(extra["data_state"])
     if args.resume:
-        _rewrite_log(os.path.join(out, "log.csv"), history_before)
-    callbacks += [CSVLogger(os.path.join(out, "log.csv"), append=bool(args.resume)),
+        _rewrite_log(os.path.join(out, LOG), history_before)
+    callbacks += [CSVLogger(os.path.join(out, LOG), append=bool(args.resume)),
                   EpochCheckpoint(os.path.join(out, CHECKPOINT), info, history_before, data=gen)]
 
     print(f"Training {name} on {r.dataset}: {len(x_train)} examples, {epochs} epochs, batch {batch_size}, lr {lr:g}, "
@@ -225,7 +229,7 @@ def main(argv=None) -> int:
     test_loss, test_acc = model.evaluate(x_test, y_test, batch_size=max(batch_size, 256), verbose=0)
     print(f"Test loss {test_loss:.4f} - test accuracy {test_acc:.4f}")
 
-    model.save(os.path.join(out, "model.convkit"))
+    model.save(os.path.join(out, MODEL))
     plot_history(history, os.path.join(out, "curves.png"), title=f"{name} on {r.dataset}")
     result = {**info, "epochs_run": len(history.get("loss", [])), "test_loss": float(test_loss),
               "test_accuracy": float(test_acc), "train_seconds": round(train_seconds, 2),
@@ -233,7 +237,7 @@ def main(argv=None) -> int:
               "machine": device_name(model._device), "threads": get_num_threads(),
               "convkit": convkit.__version__, "date": time.strftime("%Y-%m-%d"),
               "command": _command(sys.argv[1:] if argv is None else argv)}
-    with atomic_open(os.path.join(out, "metrics.json")) as f:
+    with atomic_open(os.path.join(out, METRICS)) as f:
         f.write(json.dumps(result, indent=1).encode())
     if args.target_acc is not None and test_acc < args.target_acc:
         print(f"Test accuracy {test_acc:.4f} is below the target {args.target_acc:.4f}", file=sys.stderr)
