@@ -1,5 +1,12 @@
 """convkit: our own CUDA and C++ kernels for 2-D convolution and pooling, under a Keras-like API."""
 
+try:
+    from convkit import _cpu  # noqa: F401
+except ImportError:  # the sources, imported from a checkout next to a plain 'pip install .'
+    from convkit._compiled import from_installed_copy
+
+    from_installed_copy("_cpu")
+
 from convkit import ops
 from convkit._backend import cuda_status, get_num_threads, has_cuda, set_num_threads
 from convkit import (activations, callbacks, debugging, initializers, layers, losses, metrics, optimizers, regularizers,
