@@ -37,6 +37,10 @@ class Callback:
 
     def on_train_batch_end(self, batch, logs=None): pass
 
+    def on_test_begin(self, logs=None): pass
+
+    def on_test_end(self, logs=None): pass
+
     def restore(self, history: dict) -> None:
         """Catch up with the epochs a resumed run trained before (``history``: key -> per-epoch values,
         as History holds them), so that counters and bests carry on instead of restarting."""
@@ -121,9 +125,14 @@ class ProgbarLogger(Callback):
                 self._bar.set_postfix({k: f"{v:.4f}" for k, v in (logs or {}).items()}, refresh=False)
                 self._last = now
 
+    def on_test_begin(self, logs=None):
+        if self._bar is not None:  # fit's validation pass: the bar is full, the epoch is not over
+            self._bar.set_description(f"Epoch {self._epoch + 1}/{self.params['epochs']} validating", refresh=True)
+
     def on_epoch_end(self, epoch, logs=None):
         secs = time.perf_counter() - self._t0
         if self._bar is not None:
+            self._bar.set_description(f"Epoch {epoch + 1}/{self.params['epochs']}", refresh=False)
             self._bar.set_postfix({k: f"{v:.4f}" for k, v in (logs or {}).items()}, refresh=True)
             self._bar.close()
             self._bar = None

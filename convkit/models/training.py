@@ -372,7 +372,9 @@ class Trainer:
                     break
             logs = self._results()
             if val is not None:
+                cl.on_test_begin()
                 vlogs = self._evaluate_data(*val, validation_batch_size, dev)
+                cl.on_test_end(vlogs)
                 logs.update({f"val_{k}": v for k, v in vlogs.items()})
             cl.on_epoch_end(epoch, logs)
             if self.stop_training:
