@@ -32,12 +32,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import spec_shapes  # noqa: E402
+from result_file import out_help, result_path  # noqa: E402
 
 import convkit  # noqa: E402
 from convkit import ops  # noqa: E402
 from convkit._backend import device_name  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 # --------------------------------------------------------------------------- timing
@@ -315,7 +315,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", choices=["conv", "pool"], default=None)
     p.add_argument("--match", default=None,
                    help="only cases whose 'op model shape' contains this regular expression (e.g. 'bwd_data.*1->')")
-    p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/kernels-<device>.json)")
+    p.add_argument("--out", type=Path, default=None, help=out_help("kernels-<device>"))
     args = p.parse_args(argv)
 
     if args.device == "cpu":
@@ -350,8 +350,7 @@ def main(argv=None) -> int:
     for k, v in summary.items():
         print(f"  {k:<28} {v:6.3f}")
     failed = [r for r in rows if not r["ok"]]
-    out = args.out or RESULTS / f"kernels-{args.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = result_path(args.out, f"kernels-{args.device}")
     out.write_text(json.dumps(dict(info=info, summary=summary, rows=rows), indent=1) + "\n")
     out.with_suffix(".txt").write_text(report(info, rows, summary))
     print(f"\nwrote {out}" + (f"; {len(failed)} case(s) FAILED the check" if failed else ""))
