@@ -302,14 +302,13 @@ class Layer:
     def __call__(self, inputs, training=None, **kwargs):
         if _is_symbolic(inputs):
             return self._symbolic_call(inputs)
-        if isinstance(inputs, (list, tuple)):
-            inputs = list(inputs)
+        inputs = [_as_float32(x) for x in inputs] if isinstance(inputs, (list, tuple)) else _as_float32(inputs)
         shape = _shape_of(inputs)
         if not self.built:
             self._maybe_build(_with_batch_none(shape))
         else:
             self._check_input(shape)
-        y = self.call(inputs, training=bool(training), **kwargs)
+        y = self.call(inputs, training=training, **kwargs)
         tape = _active_tape
         if tape is not None:
             tape.record(self, inputs, y, self.multi_input)
@@ -402,6 +401,17 @@ class KernelLayer(Layer):
                 "bias_initializer": _serial.serialize(self.bias_initializer),
                 "kernel_regularizer": serialize_optional(self.kernel_regularizer),
                 "bias_regularizer": serialize_optional(self.bias_regularizer)}
+
+def _as_float32(x):
+    """Layers compute in float32 and, as Keras layers, cast real inputs of other dtypes (the ops do not)."""
+    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+        x = np.asarray(x)
+    if x.dtype == np.float32:
+        return x
+    if x.dtype.kind not in "fiub":
+        raise TypeError(f"layers take real-valued arrays, got dtype {x.dtype}")
+    return x.astype(np.float32)
+
 
 def _with_batch_none(shape):
     if isinstance(shape, list):

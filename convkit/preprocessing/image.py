@@ -11,7 +11,7 @@ import numpy as np
 
 from convkit._device import to_numpy, xp_of
 from convkit.data import Dataset
-from convkit.preprocessing._transform import FILL_MODES, affine_batch
+from convkit.preprocessing._transform import FILL_MODES, affine_batch, affine_maps
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp")
 _COLOR_CHANNELS = {"grayscale": 1, "rgb": 3, "rgba": 4}
@@ -122,20 +122,7 @@ class ImageDataGenerator:
         theta, shear = np.deg2rad(get("theta", 0.0)), np.deg2rad(get("shear", 0.0))
         tx, ty, zx, zy = get("tx", 0.0), get("ty", 0.0), get("zx", 1.0), get("zy", 1.0)
         if np.any(theta) or np.any(shear) or np.any(tx) or np.any(ty) or np.any(zx != 1) or np.any(zy != 1):
-            cos, sin = np.cos(theta), np.sin(theta)
-            # Output (row, col) -> input (row, col) about the image centre: undo the shift, then the
-            # rotation, then shear and zoom (the inverse of the forward map content goes through).
-            rot_inv = np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], -2)
-            shear_m = np.zeros((n, 2, 2))
-            shear_m[:, 0, 0] = np.cos(shear)
-            shear_m[:, 1, 0] = -np.sin(shear)
-            shear_m[:, 1, 1] = 1.0
-            zoom = np.zeros((n, 2, 2))
-            zoom[:, 0, 0], zoom[:, 1, 1] = zy, zx
-            m = zoom @ shear_m @ rot_inv
-            centre = np.array([(h - 1) / 2.0, (w - 1) / 2.0])
-            shift = np.stack([ty, tx], -1)
-            offsets = centre - np.einsum("bij,bj->bi", m, centre + shift)
+            m, offsets = affine_maps(h, w, theta, tx, ty, shear, zx, zy)
             x = affine_batch(x, m, offsets, self.fill_mode, self.cval)
         flip_h = np.flatnonzero(np.asarray(params.get("flip_horizontal", np.zeros(n, bool)), bool))
         flip_v = np.flatnonzero(np.asarray(params.get("flip_vertical", np.zeros(n, bool)), bool))
