@@ -364,6 +364,8 @@ def load_img(path, color_mode="rgb", target_size=None, interpolation="nearest", 
     try:
         with Image.open(path) as im:
             im = im.convert({"grayscale": "L", "rgb": "RGB", "rgba": "RGBA"}[color_mode])
+    except FileNotFoundError:
+        raise
     except OSError as exc:
         raise ValueError(f"{getattr(path, 'name', path)}: cannot read image ({exc})") from None
     if target_size is not None:
@@ -396,7 +398,7 @@ def array_to_img(x, data_format=None, scale=True, dtype=None):
     Image = _pil()
     if data_format not in (None, "channels_last"):
         raise ValueError(f"array_to_img: only data_format='channels_last' is supported, got {data_format!r}")
-    x = np.asarray(to_numpy(x), dtype=np.float64)
+    x = np.array(to_numpy(x), dtype=np.dtype(dtype or "float32"))
     if x.ndim == 2:
         x = x[..., None]
     if x.ndim != 3 or x.shape[-1] not in (1, 3, 4):
