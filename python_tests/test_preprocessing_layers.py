@@ -161,7 +161,8 @@ def test_layers_in_models_summaries_and_saving(tmp_path, rng, capsys):
     assert functional.predict(x, verbose=0).shape == (16, 108)
 
 
-@pytest.mark.parametrize("make", [lambda: layers.Resizing(5, 13), lambda: layers.Resizing(4, 4, crop_to_aspect_ratio=True),
+@pytest.mark.parametrize("make", [lambda: layers.Resizing(5, 13),
+                                  lambda: layers.Resizing(4, 4, crop_to_aspect_ratio=True),
                                   lambda: layers.CenterCrop(5, 6), lambda: layers.CenterCrop(12, 6),
                                   lambda: layers.RandomRotation(0.3, fill_mode="reflect", seed=1),
                                   lambda: layers.RandomZoom(0.3, fill_mode="constant", seed=1),
