@@ -340,26 +340,11 @@ class TensorBoard(Callback):
 
     def _graph(self):
         """The layers as a GraphDef: one node per layer, its inputs the layers feeding it."""
-        _, _, _, graph_pb2, node_def_pb2 = self._proto()
-        graph = getattr(self.model, "_graph", None)
-        nodes = []
-        if graph is not None:  # functional: the recorded calls
-            for node in graph[2]:
-                ins = [t.node.layer.name for t in node.inputs]
-                nodes.append((node.layer, ins))
-        else:  # Sequential (a chain) or subclassed (the layers, unconnected)
-            from convkit.models import Sequential
+        from convkit._model_graph import layer_graph
 
-            chain, prev = isinstance(self.model, Sequential), None
-            for layer in self.model.layers:
-                nodes.append((layer, [prev] if chain and prev else []))
-                prev = layer.name
-        defs, seen = [], set()
-        for layer, ins in nodes:
-            if layer.name not in seen:
-                seen.add(layer.name)
-                defs.append(node_def_pb2.NodeDef(name=layer.name, op=type(layer).__name__, input=ins))
-        return graph_pb2.GraphDef(node=defs)
+        _, _, _, graph_pb2, node_def_pb2 = self._proto()
+        return graph_pb2.GraphDef(node=[node_def_pb2.NodeDef(name=n.layer.name, op=type(n.layer).__name__,
+                                                             input=n.inputs) for n in layer_graph(self.model)])
 
     def on_train_batch_begin(self, batch, logs=None):
         self._t_batch = time.perf_counter()

@@ -63,7 +63,7 @@ def to_categorical(y, num_classes: int | None = None, dtype="float32") -> np.nda
 _LAZY = {"load_img": "convkit.preprocessing.image", "img_to_array": "convkit.preprocessing.image",
          "array_to_img": "convkit.preprocessing.image", "save_img": "convkit.preprocessing.image",
          "image_dataset_from_directory": "convkit.preprocessing.image", "get_file": "convkit._files",
-         "plot_model": "convkit._plot_model", "model_to_dot": "convkit._plot_model"}
+         "plot_model": "convkit._model_graph", "model_to_dot": "convkit._model_graph"}
 
 
 def __getattr__(name):
