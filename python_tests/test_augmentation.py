@@ -418,7 +418,8 @@ def test_iterators_support_next_indexing_and_len(image_tree, capsys):
     assert len(it) == 3
     np.testing.assert_array_equal(it[2][0], x[8:])  # batch i of the epoch, without moving the iterator
     np.testing.assert_array_equal(it[-1][1], [8, 9])
-    np.testing.assert_array_equal(it.next()[0], x[:4])  # tf.keras 2's spelling
+    with pytest.warns(DeprecationWarning, match="next"):
+        np.testing.assert_array_equal(it.next()[0], x[:4])  # tf.keras 2's spelling
     np.testing.assert_array_equal(next(it)[0], x[4:8])
     with pytest.raises(IndexError, match="batch 3"):
         it[3]
@@ -429,7 +430,7 @@ def test_iterators_support_next_indexing_and_len(image_tree, capsys):
     d = ImageDataGenerator().flow_from_directory(image_tree, target_size=(10, 12), batch_size=5, shuffle=False)
     assert capsys.readouterr().out == "Found 12 images belonging to 3 classes.\n"
     assert len(d) == 3 and d[2][0].shape == (2, 10, 12, 3)
-    np.testing.assert_array_equal(d.next()[1], d[0][1])
+    np.testing.assert_array_equal(next(d)[1], d[0][1])
     assert d.filepaths[0].endswith("0.png") and list(d.labels) == [0] * 4 + [1] * 3 + [2] * 5
 
 

@@ -258,7 +258,9 @@ class _BatchIterator:
         return self
 
     def next(self):
-        """The next batch (the tf.keras 2 spelling of ``next(iterator)``)."""
+        """The next batch: tf.keras 2's spelling of ``next(iterator)``, which Keras 3 dropped."""
+        warnings.warn("iterator.next() is tf.keras 2's spelling; Keras 3 has next(iterator)", DeprecationWarning,
+                      stacklevel=2)
         return self.__next__()
 
     def __getitem__(self, index):
