@@ -202,3 +202,26 @@ def test_errors_name_the_problem():
         list(Dataset.from_tensors(np.zeros(2)).concatenate(Dataset.from_tensors(np.zeros(3))).batch(2))
     with pytest.raises(TypeError, match="function"):
         Dataset.range(3).map(5)
+
+
+def test_augmentation_layers_in_a_prefetched_map_run_beside_training():
+    """The notes' pipeline: augment in ``map``, prefetch, fit. The background thread's layer calls
+    must not land on the training step's tape."""
+    x, y = xy(96)
+    augment = convkit.Sequential([layers.RandomFlip("horizontal", seed=1), layers.RandomRotation(0.1, seed=2)])
+    seen_recording = []
+
+    def augment_batch(xb, yb):
+        out = xb
+        for _ in range(20):  # long enough to overlap the training steps
+            seen_recording.append(convkit.layers.base.recording())
+            out = augment(out, training=True)
+        return out, yb
+
+    ds = (Dataset.from_tensor_slices((x, y)).shuffle(96, seed=0).batch(8)
+          .map(augment_batch, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE))
+    model = small_model()
+    hist = model.fit(ds, epochs=2, verbose=0)
+    assert np.all(np.isfinite(hist.history["loss"]))
+    assert len(seen_recording) == 480 and not any(seen_recording)
+    assert all(not layer._cache for layer in augment.layers + model.layers)
