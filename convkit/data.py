@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
+import types
 
 import numpy as np
 
@@ -406,4 +407,9 @@ def _prefetched(it, buffer_size):
         stop.set()
 
 
-__all__ = ["Dataset", "AUTOTUNE", "INFINITE_CARDINALITY", "UNKNOWN_CARDINALITY"]
+experimental = types.SimpleNamespace(AUTOTUNE=AUTOTUNE, INFINITE_CARDINALITY=INFINITE_CARDINALITY,
+                                     UNKNOWN_CARDINALITY=UNKNOWN_CARDINALITY,
+                                     cardinality=lambda dataset: dataset.cardinality())
+"""``tf.data.experimental``'s names that older notes use (``experimental.AUTOTUNE``)."""
+
+__all__ = ["Dataset", "AUTOTUNE", "INFINITE_CARDINALITY", "UNKNOWN_CARDINALITY", "experimental"]

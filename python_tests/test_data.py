@@ -64,6 +64,8 @@ def test_take_skip_repeat():
     with pytest.raises(TypeError, match="infinite"):
         len(forever)
     assert [int(v) for v in forever.take(12)] == [0, 1, 2, 3, 4] * 2 + [0, 1]
+    assert convkit.data.experimental.cardinality(forever) == convkit.data.experimental.INFINITE_CARDINALITY
+    assert convkit.data.experimental.AUTOTUNE == AUTOTUNE
     assert list(Dataset.range(0).repeat()) == []
 
 

@@ -1,7 +1,6 @@
 """Keras's image preprocessing layers, checked against Keras itself on its PyTorch backend."""
 
 import os
-import warnings
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 

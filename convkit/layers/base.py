@@ -405,6 +405,7 @@ class KernelLayer(Layer):
                 "kernel_regularizer": serialize_optional(self.kernel_regularizer),
                 "bias_regularizer": serialize_optional(self.bias_regularizer)}
 
+
 def _as_float32(x):
     """Layers compute in float32 and, as Keras layers, cast real inputs of other dtypes (the ops do not)."""
     if not hasattr(x, "dtype") or not hasattr(x, "shape"):
