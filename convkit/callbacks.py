@@ -1,4 +1,4 @@
-"""Training callbacks: History, progress output, EarlyStopping, ModelCheckpoint, CSVLogger,
+"""Training callbacks: History, progress output, EarlyStopping, ModelCheckpoint, CSVLogger, TensorBoard,
 LearningRateScheduler and TerminateOnNaN (Keras names and arguments)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import sys
 import time
 import warnings
 
+import numpy as np
 
 
 class Callback:
@@ -287,6 +288,125 @@ class CSVLogger(Callback):
         self._file.close()
 
 
+class TensorBoard(Callback):
+    """Event files for TensorBoard, written with the ``tensorboard`` package (``pip install
+    'convkit[tensorboard]'``), laid out as Keras writes them: ``log_dir/train`` holds ``epoch_<metric>``
+    scalars per epoch (``epoch_learning_rate`` too), ``batch_<metric>`` every ``update_freq`` batches
+    when it is 'batch' or an int, weight histograms ``<layer>/<weight>/histogram`` every
+    ``histogram_freq`` epochs and, with ``write_graph``, the graph of layers; ``log_dir/validation``
+    holds the validation metrics as ``epoch_<metric>``. Then run ``tensorboard --logdir log_dir``."""
+
+    def __init__(self, log_dir="logs", histogram_freq=0, write_graph=True, write_images=False,
+                 write_steps_per_second=False, update_freq="epoch", profile_batch=0, embeddings_freq=0,
+                 embeddings_metadata=None):
+        super().__init__()
+        if update_freq != "epoch" and update_freq != "batch" and (
+                isinstance(update_freq, bool) or not isinstance(update_freq, int) or update_freq < 1):
+            raise ValueError(f"TensorBoard: update_freq must be 'epoch', 'batch' or a positive int, "
+                             f"got {update_freq!r}")
+        if isinstance(histogram_freq, bool) or not isinstance(histogram_freq, int) or histogram_freq < 0:
+            raise ValueError(f"TensorBoard: histogram_freq must be a non-negative int, got {histogram_freq!r}")
+        for name, value in (("write_images", write_images), ("profile_batch", profile_batch),
+                            ("embeddings_freq", embeddings_freq)):
+            if value:
+                raise NotImplementedError(f"TensorBoard: {name} is not supported")
+        self.log_dir, self.histogram_freq, self.write_graph = os.fspath(log_dir), histogram_freq, write_graph
+        self.write_steps_per_second = write_steps_per_second
+        self.update_freq = 1 if update_freq == "batch" else update_freq
+        self._writers = {}
+        self._tb = None
+
+    def _proto(self):
+        if self._tb is None:
+            try:
+                from tensorboard.compat.proto import event_pb2, graph_pb2, node_def_pb2, summary_pb2
+                from tensorboard.summary.writer.event_file_writer import EventFileWriter
+            except ImportError:
+                raise ImportError("the TensorBoard callback writes with the tensorboard package: "
+                                  "pip install 'convkit[tensorboard]'") from None
+            self._tb = (EventFileWriter, event_pb2, summary_pb2, graph_pb2, node_def_pb2)
+        return self._tb
+
+    def _writer(self, run):
+        if run not in self._writers:
+            self._writers[run] = self._proto()[0](os.path.join(self.log_dir, run))
+        return self._writers[run]
+
+    def _write(self, run, step, values=(), histograms=()):
+        _, event_pb2, summary_pb2, _, _ = self._proto()
+        summary = summary_pb2.Summary(
+            value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(v)) for tag, v in values] +
+                  [summary_pb2.Summary.Value(tag=tag, histo=_histogram(summary_pb2, a)) for tag, a in histograms])
+        self._writer(run).add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def on_train_begin(self, logs=None):
+        self._proto()
+        self._batches = 0
+        if self.write_graph:
+            _, event_pb2, _, _, _ = self._proto()
+            self._writer("train").add_event(event_pb2.Event(wall_time=time.time(),
+                                                            graph_def=self._graph().SerializeToString()))
+
+    def _graph(self):
+        """The layers as a GraphDef: one node per layer, its inputs the layers feeding it."""
+        from convkit._model_graph import layer_graph
+
+        _, _, _, graph_pb2, node_def_pb2 = self._proto()
+        return graph_pb2.GraphDef(node=[node_def_pb2.NodeDef(name=n.layer.name, op=type(n.layer).__name__,
+                                                             input=n.inputs) for n in layer_graph(self.model)])
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._t_batch = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches += 1
+        if self.update_freq == "epoch" or self._batches % self.update_freq:
+            return
+        values = [(f"batch_{k}", v) for k, v in (logs or {}).items()]
+        if self.write_steps_per_second:
+            values.append(("batch_steps_per_second", 1.0 / max(time.perf_counter() - self._t_batch, 1e-9)))
+        self._write("train", self._batches, values)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t_epoch, self._epoch_start_batches = time.perf_counter(), self._batches
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        train = [(f"epoch_{k}", v) for k, v in logs.items() if not k.startswith("val_")]
+        lr = getattr(getattr(self.model, "optimizer", None), "learning_rate", None)
+        if isinstance(lr, (int, float)) and "learning_rate" not in logs:
+            train.append(("epoch_learning_rate", lr))
+        if self.write_steps_per_second:
+            steps = self._batches - self._epoch_start_batches
+            train.append(("epoch_steps_per_second", steps / max(time.perf_counter() - self._t_epoch, 1e-9)))
+        histograms = []
+        if self.histogram_freq and epoch % self.histogram_freq == 0:
+            histograms = [(f"{v.name.replace(':', '_')}/histogram", v.numpy())
+                          for layer in self.model.layers for v in layer.weights]
+        self._write("train", epoch, train, histograms)
+        val = [(f"epoch_{k[4:]}", v) for k, v in logs.items() if k.startswith("val_")]
+        if val:
+            self._write("validation", epoch, val)
+        for w in self._writers.values():
+            w.flush()
+
+    def on_train_end(self, logs=None):
+        for w in self._writers.values():
+            w.close()
+        self._writers = {}
+
+
+def _histogram(summary_pb2, values, bins=30):
+    """A HistogramProto of ``values``: ``bins`` equal-width buckets between their min and max."""
+    a = np.asarray(values, dtype=np.float64).ravel()
+    if a.size == 0:
+        return summary_pb2.HistogramProto()
+    counts, edges = np.histogram(a, bins=bins)
+    return summary_pb2.HistogramProto(min=float(a.min()), max=float(a.max()), num=float(a.size),
+                                      sum=float(a.sum()), sum_squares=float(np.dot(a, a)),
+                                      bucket_limit=edges[1:].tolist(), bucket=counts.astype(float).tolist())
+
+
 class LearningRateScheduler(Callback):
     """Set the optimizer's learning rate at each epoch start to ``schedule(epoch, lr)`` (epoch 0-based)."""
 
@@ -327,4 +447,4 @@ class LambdaCallback(Callback):
 
 
 __all__ = ["Callback", "History", "ProgbarLogger", "EarlyStopping", "ModelCheckpoint", "CSVLogger",
-           "LearningRateScheduler", "TerminateOnNaN", "LambdaCallback"]
+           "LearningRateScheduler", "TerminateOnNaN", "LambdaCallback", "TensorBoard"]

@@ -109,7 +109,7 @@ class Model(Trainer, Layer):
         if not self.built and not isinstance(inputs, (list, tuple)):
             self._input_spec = (None,) + tuple(inputs.shape[1:])
             self.built = True
-        return self._invoke(inputs, bool(training))
+        return self._invoke(inputs, training)
 
     def build(self, input_shape):
         """Create every weight and record output shapes by tracing call() on a symbolic input."""

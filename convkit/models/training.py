@@ -19,6 +19,7 @@ from convkit._backend import is_cupy
 from convkit._blas import blas_threads
 from convkit._device import device_of, resolve_device, to_device, to_numpy
 from convkit.callbacks import CallbackList, History, ProgbarLogger
+from convkit.data import INFINITE_CARDINALITY, Dataset
 from convkit.layers.base import Tape
 from convkit.utils import rng
 
@@ -37,6 +38,17 @@ def _as_input(x, who="x"):
 
 def _is_array(x):
     return isinstance(x, (np.ndarray, list)) or is_cupy(x)
+
+
+def _dataset_steps(x, steps, who, steps_arg):
+    """Steps for one pass over a Dataset: its length when known; an infinite one needs ``steps_arg``."""
+    if steps is not None:
+        return steps
+    card = x.cardinality()
+    if card == INFINITE_CARDINALITY:
+        raise ValueError(f"{who}: the dataset is infinite (repeat() without a count), so pass {steps_arg}=... "
+                         "to say how many batches make one pass")
+    return card if card >= 0 else None
 
 
 def _cpu_run_context(dev):
@@ -78,6 +90,9 @@ def _resident(data, dev):
     if x.nbytes + y.nbytes > cupy.cuda.Device().mem_info[0] // 4:
         return data
     return "arrays", to_device(x, dev), to_device(y, dev)
+
+
+_STEPS_ARG = {"fit": "steps_per_epoch", "fit validation": "validation_steps", "evaluate": "steps"}
 
 
 class _LazyLogs(Mapping):
@@ -265,16 +280,21 @@ class Trainer:
             return
         _, source = data
         it = source["iter"]
-        count = 0
+        count, restarted = 0, False
         while steps is None or count < steps:
             try:
                 batch = next(it)
             except StopIteration:
-                if steps is not None and source["reiterable"] and count > 0:
-                    source["iter"] = it = iter(source["obj"])
-                    continue
-                source["iter"] = iter(source["obj"]) if source["reiterable"] else it
-                return
+                # A re-iterable source starts a new pass: at once when a step count asks for more
+                # batches (or the last epoch ended exactly at the end of a pass), else next epoch.
+                if not source["reiterable"]:
+                    return
+                source["iter"] = it = iter(source["obj"])
+                if steps is None or restarted:
+                    return
+                restarted = True
+                continue
+            restarted = False
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                 raise ValueError(f"{who}: a data generator must yield (x, y) batches, got {type(batch).__name__}")
             xb = _as_input(batch[0], f"{who}: x")
@@ -294,7 +314,9 @@ class Trainer:
             raise ValueError(f"{who}: y must not be given when x is a generator of (x, y) batches")
         if not hasattr(x, "__iter__") and not hasattr(x, "__next__"):
             raise TypeError(f"{who}: x must be an array or an iterator of (x, y) batches, got {type(x).__name__}")
-        if steps is None and hasattr(x, "__len__"):
+        if isinstance(x, Dataset):
+            steps = _dataset_steps(x, steps, who, _STEPS_ARG[who])
+        elif steps is None and hasattr(x, "__len__"):
             steps = len(x)
         reiterable = not hasattr(x, "__next__")
         return ("iter", {"obj": x, "iter": iter(x), "reiterable": reiterable}), steps
@@ -419,12 +441,14 @@ class Trainer:
                 for s in range(0, x.shape[0], batch_size):
                     outs.append(to_numpy(self(to_device(x[s:s + batch_size], dev), training=False)))
         else:
+            if isinstance(x, Dataset):
+                steps = _dataset_steps(x, steps, "predict", "steps")
             for i, batch in enumerate(x):
                 if steps is not None and i >= steps:
                     break
                 xb = batch[0] if isinstance(batch, (tuple, list)) else batch
                 outs.append(to_numpy(self(to_device(_as_input(xb, "predict: x"), dev), training=False)))
-                if steps is None and hasattr(x, "__len__") and i + 1 >= len(x):
+                if steps is None and not isinstance(x, Dataset) and hasattr(x, "__len__") and i + 1 >= len(x):
                     break
         if not outs:
             raise ValueError("predict: no samples")
