@@ -55,7 +55,7 @@ def test_bad_arguments_exit_2(capsys):
 
 def test_train_writes_model_metrics_and_log(fake_data, tmp_path, capsys):
     out = tmp_path / "run"
-    rc = cli.main(["lenet", "--epochs", "3", "--out", str(out), "--verbose", "2", "--target-acc", "0.5",
+    rc = cli.main(["lenet5", "--epochs", "3", "--out", str(out), "--verbose", "2", "--target-acc", "0.5",
                    "--limit", "500"])
     assert rc == 0
     text = capsys.readouterr()
@@ -67,14 +67,14 @@ def test_train_writes_model_metrics_and_log(fake_data, tmp_path, capsys):
     assert m["model"] == "lenet5" and m["epochs_run"] == 3 and m["test_accuracy"] > 0.5
     assert list(m["history"]) == ["loss", "accuracy", "val_loss", "val_accuracy"]
     # what reproduces the run, without where its files went
-    assert m["command"] == "python -m convkit.train lenet --epochs 3 --verbose 2 --target-acc 0.5 --limit 500"
+    assert m["command"] == "python -m convkit.train lenet5 --epochs 3 --verbose 2 --target-acc 0.5 --limit 500"
     assert m["machine"] and m["date"] and m["threads"] >= 1
     from convkit import load_model
     assert load_model(out / "model.convkit").count_params() == 61_706
 
 
 def test_target_accuracy_not_reached_exits_1(fake_data, tmp_path):
-    assert cli.main(["lenet", "--epochs", "1", "--limit", "64", "--out", str(tmp_path), "--verbose", "0",
+    assert cli.main(["lenet5", "--epochs", "1", "--limit", "64", "--out", str(tmp_path), "--verbose", "0",
                      "--target-acc", "0.999"]) == 1
 
 
@@ -223,7 +223,7 @@ def test_killed_at_random_moments_and_mid_save_resumes_to_the_uninterrupted_resu
 
 
 def test_lr_schedule_option_overrides_the_recipe(fake_data, tmp_path):
-    assert cli.main(["lenet", "--epochs", "2", "--out", str(tmp_path), "--verbose", "0", "--limit", "200",
+    assert cli.main(["lenet5", "--epochs", "2", "--out", str(tmp_path), "--verbose", "0", "--limit", "200",
                      "--lr-schedule", "cosine"]) == 0
     m = json.load(open(tmp_path / "metrics.json"))
     assert m["lr_schedule"] == "cosine" and m["history"]["learning_rate"] == pytest.approx([1e-3, 5e-4])
@@ -241,7 +241,7 @@ def _interrupt_after_epoch(monkeypatch, n):
     monkeypatch.setattr(cli.EpochCheckpoint, "on_epoch_end", on_epoch_end)
 
 
-RUN = ["lenet", "--epochs", "3", "--limit", "300", "--batch-size", "50", "--lr", "0.002", "--seed", "4",
+RUN = ["lenet5", "--epochs", "3", "--limit", "300", "--batch-size", "50", "--lr", "0.002", "--seed", "4",
        "--lr-schedule", "cosine", "--verbose", "0"]
 
 
@@ -256,7 +256,7 @@ def test_resume_continues_with_the_settings_the_run_started_with(fake_data, tmp_
     err = capsys.readouterr().err
     assert f"python -m convkit.train lenet5 --resume --out {out}" in err
     # every flag the run started with is restored from its checkpoint; none has to be repeated
-    assert cli.main(["lenet", "--resume", "--out", str(out), "--verbose", "0"]) == 0
+    assert cli.main(["lenet5", "--resume", "--out", str(out), "--verbose", "0"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     for key in ("epochs", "limit", "batch_size", "learning_rate", "lr_schedule", "seed", "model", "command"):
         assert m[key] == whole[key], key
@@ -271,30 +271,30 @@ def test_a_flag_that_contradicts_the_resumed_run_is_refused(fake_data, tmp_path,
     capsys.readouterr()
     for flag, value in (("--epochs", "5"), ("--lr", "0.01"), ("--seed", "0"), ("--limit", "100"),
                         ("--batch-size", "32"), ("--lr-schedule", "constant")):
-        assert cli.main(["lenet", "--resume", "--out", str(out), flag, value]) == 2
+        assert cli.main(["lenet5", "--resume", "--out", str(out), flag, value]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"{flag} {value} contradicts the run in {out}" in err
     assert cli.main(["mnist_cnn", "--resume", "--out", str(out)]) == 2
     assert "holds a run of lenet5" in capsys.readouterr().err
     # the same values again are no contradiction
-    assert cli.main(["lenet", "--resume", "--out", str(out), "--epochs", "3", "--seed", "4", "--verbose", "0"]) == 0
+    assert cli.main(["lenet5", "--resume", "--out", str(out), "--epochs", "3", "--seed", "4", "--verbose", "0"]) == 0
 
 
 def test_resuming_a_finished_run_changes_nothing(fake_data, tmp_path, capsys):
     out = tmp_path / "run"
-    assert cli.main(["lenet", "--epochs", "1", "--limit", "100", "--out", str(out), "--verbose", "0"]) == 0
+    assert cli.main(["lenet5", "--epochs", "1", "--limit", "100", "--out", str(out), "--verbose", "0"]) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     capsys.readouterr()
-    assert cli.main(["lenet", "--resume", "--out", str(out)]) == 0
+    assert cli.main(["lenet5", "--resume", "--out", str(out)]) == 0
     assert "finished after 1 epoch: nothing left to train" in capsys.readouterr().out
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_a_new_run_never_overwrites_one_in_its_folder(fake_data, tmp_path, capsys):
     out = tmp_path / "run"
-    assert cli.main(["lenet", "--epochs", "1", "--limit", "100", "--out", str(out), "--verbose", "0"]) == 0
+    assert cli.main(["lenet5", "--epochs", "1", "--limit", "100", "--out", str(out), "--verbose", "0"]) == 0
     before = (out / "metrics.json").read_bytes()
-    assert cli.main(["lenet", "--epochs", "1", "--limit", "100", "--out", str(out), "--verbose", "0"]) == 2
+    assert cli.main(["lenet5", "--epochs", "1", "--limit", "100", "--out", str(out), "--verbose", "0"]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (out / "metrics.json").read_bytes() == before
 
@@ -327,7 +327,7 @@ def test_user_errors_are_one_line_and_status_2_and_leave_no_folder(args, says, t
         args = ["--device", "cuda"]
     if args == ["--resume"]:
         out.mkdir()
-    argv = ["lenet", "--out", str(out), "--verbose", "0"] + (args if isinstance(args, list) else [])
+    argv = ["lenet5", "--out", str(out), "--verbose", "0"] + (args if isinstance(args, list) else [])
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and says in err, err
@@ -341,7 +341,7 @@ def test_cli_process_prints_no_traceback(tmp_path):
 
 
 def test_target_accuracy_as_fraction_or_percentage(fake_data, tmp_path, capsys):
-    args = ["lenet", "--epochs", "1", "--limit", "300", "--verbose", "0"]
+    args = ["lenet5", "--epochs", "1", "--limit", "300", "--verbose", "0"]
     assert cli.main(args + ["--out", str(tmp_path / "a"), "--target-acc", "10"]) == 0
     assert "1 epoch," in capsys.readouterr().out
     assert cli.main(args + ["--out", str(tmp_path / "b"), "--target-acc", "99.99"]) == 1

@@ -44,7 +44,7 @@ def test_recipes_follow_the_notes():
     assert zoo.recipe("cifar10_bn").learning_rate == 1e-4 and zoo.recipe("cifar10_bn").preprocess == "standardize"
     assert zoo.recipe("mnist_cnn2").batch_size == 500
     assert zoo.recipe("cifar10_deep").augmentation["horizontal_flip"]
-    assert zoo.canonical("lenet") == "lenet5"
+    assert zoo.canonical("lenet") == "lenet5_aug"
     with pytest.raises(ValueError, match="unknown model 'vgg'"):
         zoo.get("vgg")
 
