@@ -8,6 +8,7 @@ except ImportError:  # the sources, imported from a checkout next to a plain 'pi
     from_installed_copy("_cpu")
 
 from convkit import ops
+from convkit.autodiff import GradientTape, Variable, custom_gradient
 from convkit._backend import cuda_status, get_num_threads, has_cuda, set_num_threads
 from convkit import (activations, callbacks, debugging, initializers, layers, losses, metrics, optimizers, regularizers,
                      utils, zoo)
@@ -17,7 +18,7 @@ from convkit.saving import load_model, register_serializable
 from convkit.utils import set_random_seed, to_categorical
 
 __version__ = "0.1.0"
-__all__ = ["ops", "has_cuda", "cuda_status", "set_num_threads", "get_num_threads", "__version__",
+__all__ = ["ops", "GradientTape", "Variable", "custom_gradient", "has_cuda", "cuda_status", "set_num_threads", "get_num_threads", "__version__",
            "layers", "Input", "Model", "Sequential", "load_model", "register_serializable", "activations",
            "callbacks", "debugging", "initializers", "losses", "metrics", "optimizers", "regularizers", "utils", "zoo",
            "set_random_seed", "to_categorical"]

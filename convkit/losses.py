@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convkit import _serial
+from convkit import _serial, ops
 from convkit._device import xp_of
 
 EPSILON = 1e-7
@@ -29,8 +29,8 @@ class Loss:
             self.name = name
 
     def __call__(self, y_true, y_pred):
-        """Mean loss over the batch, as a Python float."""
-        return float(self.value_and_grad(self.prepare_labels(y_true, y_pred.shape), y_pred)[0])
+        """Mean loss over the batch, a scalar array (recorded by a GradientTape, as convkit.ops.loss)."""
+        return ops.loss(y_pred, self, self.prepare_labels(y_true, y_pred.shape))
 
     def prepare_labels(self, y, output_shape):
         """Check labels against the model's output shape; returns them in the dtype the loss needs."""

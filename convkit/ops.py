@@ -16,6 +16,7 @@ import numpy as np
 
 from convkit import _cpu
 from convkit._backend import is_cupy, kernels_for
+from convkit.autodiff import register
 
 __all__ = [
     "conv2d",
@@ -34,6 +35,9 @@ __all__ = [
     "global_avg_pool2d_backward",
     "batch_norm_train",
     "batch_norm_train_backward",
+    "add", "subtract", "multiply", "divide", "negative", "exp", "log", "sqrt", "square", "relu", "sigmoid", "tanh",
+    "softmax", "matmul", "swapaxes", "dense", "sum", "mean", "reshape", "transpose", "concatenate",
+    "loss", "activation_loss", "penalty", "custom_gradient_call",
 ]
 
 _PRECISIONS = ("float32", "tf32")
@@ -42,6 +46,8 @@ default_precision = "float32"
 
 
 def _pair(v, name: str, op: str) -> tuple[int, int]:
+    if type(v) is tuple and len(v) == 2 and type(v[0]) is int and type(v[1]) is int:
+        return v
     vals = (v, v) if isinstance(v, numbers.Integral) else tuple(v) if isinstance(v, (tuple, list)) else None
     if vals is None or len(vals) != 2 or not all(isinstance(e, numbers.Integral) and not isinstance(e, bool) for e in vals):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
@@ -56,6 +62,9 @@ def _padding(p, op: str) -> str:
 
 def _array(a, name: str, op: str, ndim: int, like=None):
     """Check dtype, rank and device of an input; returns it C-contiguous."""
+    if type(a) is np.ndarray and (like is None or type(like) is np.ndarray):  # the common case, checked quickly
+        if a.dtype == np.float32 and a.ndim == ndim:
+            return a if a.flags.c_contiguous else a.copy(order="C")
     if like is not None and is_cupy(a) != is_cupy(like):
         where = lambda t: "a CuPy (GPU) array" if is_cupy(t) else f"a {type(t).__name__} (CPU)"
         raise TypeError(f"{op}: {name} is {where(a)} but the input is {where(like)}; put both on one device")
@@ -114,6 +123,25 @@ def _conv_args(op, x, kernel, strides, padding, dilation_rate):
     return x, kernel, geometry
 
 
+def _conv2d_save(needs, inputs, y, strides=1, padding="valid", dilation_rate=1, activation=None, precision=None):
+    x, kernel, _ = inputs
+    return (x if needs[1] or needs[2] else None, kernel if needs[0] else None, tuple(x.shape), tuple(kernel.shape),
+            y if activation == "relu" else None)
+
+
+def _conv2d_grad(saved, dy, needs, strides=1, padding="valid", dilation_rate=1, activation=None, precision=None):
+    x, kernel, x_shape, kernel_shape, y = saved
+    if y is not None:  # the fused ReLU
+        dy = dy * (y > 0)
+    geometry = (strides, padding, dilation_rate, precision)
+    dx = conv2d_backward_data(dy, kernel, x_shape, *geometry) if needs[0] else None
+    dk = db = None
+    if needs[1] or needs[2]:
+        dk, db = conv2d_backward_filter(dy, x, kernel_shape, *geometry)
+    return dx, dk, db
+
+
+@register("conv2d", inputs=("x", "kernel", "bias"), grad=_conv2d_grad, save=_conv2d_save)
 def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, activation=None, precision=None):
     """2-D convolution (cross-correlation, as in Keras) of NHWC ``x`` with HWIO ``kernel``.
 
@@ -201,6 +229,17 @@ def max_pool2d_with_argmax(x, pool_size=2, strides=None, padding="valid"):
     return y, argmax
 
 
+def _max_pool2d_saving(needs, x, pool_size=2, strides=None, padding="valid"):
+    y, argmax = max_pool2d_with_argmax(x, pool_size, strides, padding)
+    return y, (argmax, tuple(x.shape))  # the argmax and x's shape, not x
+
+
+def _max_pool2d_grad(saved, dy, needs, pool_size=2, strides=None, padding="valid"):
+    argmax, x_shape = saved
+    return (_max_pool2d_backward_from_argmax(dy, argmax, x_shape, pool_size, strides, padding),)  # its own argmax
+
+
+@register("max_pool2d", inputs=("x",), grad=_max_pool2d_grad, forward_saving=_max_pool2d_saving)
 def max_pool2d(x, pool_size=2, strides=None, padding="valid"):
     """Max pooling; ``strides`` defaults to ``pool_size``."""
     op = "max_pool2d"
@@ -267,6 +306,17 @@ def max_pool2d_backward(dy, x, pool_size=2, strides=None, padding="valid"):
     return max_pool2d_backward_from_argmax(dy, argmax, x.shape, pool_size, strides, padding)
 
 
+def _shape_of_input(needs, inputs, y, *args, **kw):
+    return tuple(inputs[0].shape)
+
+
+def _avg_pool2d_grad(x_shape, dy, needs, pool_size=2, strides=None, padding="valid"):
+    pool = _pair(pool_size, "pool_size", "avg_pool2d")
+    geometry = (pool, pool if strides is None else _pair(strides, "strides", "avg_pool2d"), _padding(padding, "avg_pool2d"))
+    return (_avg_pool2d_backward(dy, x_shape, geometry),)
+
+
+@register("avg_pool2d", inputs=("x",), grad=_avg_pool2d_grad, save=_shape_of_input)
 def avg_pool2d(x, pool_size=2, strides=None, padding="valid"):
     """Average pooling; with 'same', padded cells do not count in the average (as in TensorFlow)."""
     op = "avg_pool2d"
@@ -280,12 +330,25 @@ def avg_pool2d_backward(dy, x, pool_size=2, strides=None, padding="valid"):
     """Gradient of avg_pool2d with respect to x (only x's shape and device are used)."""
     op = "avg_pool2d_backward"
     x, geometry, out_shape = _pool_args(op, x, pool_size, strides, padding)
-    dy = _array(dy, "dy", op, 4, like=x)
-    dx = _xp(x).empty(x.shape, np.float32)
-    kernels_for(x, op).avg_pool2d_bwd(dy, dx, *geometry)
+    _array(dy, "dy", op, 4, like=x)
+    return _avg_pool2d_backward(dy, x.shape, geometry)
+
+
+def _avg_pool2d_backward(dy, x_shape, geometry):
+    """avg_pool2d's gradient from x's shape alone (dx on dy's device)."""
+    op = "avg_pool2d_backward"
+    dy = _array(dy, "dy", op, 4)
+    dx = _xp(dy).empty(tuple(x_shape), np.float32)
+    kernels_for(dy, op).avg_pool2d_bwd(dy, dx, *geometry)
     return dx
 
 
+def _global_avg_pool2d_grad(x_shape, dy, needs):
+    n, h, w, c = x_shape
+    return (_avg_pool2d_backward(dy.reshape(n, 1, 1, c), x_shape, ((h, w), (h, w), "valid")),)
+
+
+@register("global_avg_pool2d", inputs=("x",), grad=_global_avg_pool2d_grad, save=_shape_of_input)
 def global_avg_pool2d(x):
     """Mean over H and W: (N, H, W, C) -> (N, C)."""
     x = _array(x, "x", "global_avg_pool2d", 4)
@@ -319,6 +382,19 @@ def _channel_vector(v, c: int, name: str, op: str, like):
     return v
 
 
+def _batch_norm_save(needs, inputs, outputs, epsilon=1e-3):
+    _, xhat, _, _, inv = outputs
+    return xhat, inv, inputs[1]
+
+
+def _batch_norm_grad(saved, dy, needs, epsilon=1e-3):
+    xhat, inv, gamma = saved
+    dx, dgamma, dbeta = batch_norm_train_backward(dy, xhat, inv, gamma, need_dx=needs[0])
+    return dx, dgamma, dbeta
+
+
+@register("batch_norm_train", inputs=("x", "gamma", "beta"), grad=_batch_norm_grad, save=_batch_norm_save,
+          multi_output=True)
 def batch_norm_train(x, gamma=None, beta=None, epsilon=1e-3):
     """Batch normalisation over the last axis with the batch's own statistics (training mode).
 
@@ -373,3 +449,333 @@ def batch_norm_train_backward(dy, xhat, inv, gamma=None, need_dx=True):
     dx *= -(inv * gamma if gamma is not None else inv)
     return dx.reshape(dy.shape), dgamma, dbeta
 
+
+
+# -- differentiable math ------------------------------------------------------------------------------------
+# Element-wise and shape ops on NumPy or CuPy arrays (any float dtype; Python scalars broadcast), each with
+# its backward rule, so that any scalar built from them has a gradient under convkit.GradientTape.
+
+def _unbroadcast(g, shape):
+    """Sum ``g`` down to ``shape``, undoing NumPy broadcasting."""
+    shape = tuple(shape)
+    if tuple(g.shape) == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and g.shape[i + lead] != 1)
+    g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)
+
+
+def _shapes(needs, inputs, out):
+    return tuple(getattr(a, "shape", ()) for a in inputs)
+
+
+def _add_grad(shapes, dy, needs):
+    return tuple(_unbroadcast(dy, s) if n else None for s, n in zip(shapes, needs))
+
+
+@register("add", inputs=("a", "b"), grad=_add_grad, save=_shapes)
+def add(a, b):
+    """a + b, broadcasting."""
+    return a + b
+
+
+def _subtract_grad(shapes, dy, needs):
+    return (_unbroadcast(dy, shapes[0]) if needs[0] else None,
+            _unbroadcast(negative(dy), shapes[1]) if needs[1] else None)
+
+
+@register("subtract", inputs=("a", "b"), grad=_subtract_grad, save=_shapes)
+def subtract(a, b):
+    """a - b, broadcasting."""
+    return a - b
+
+
+def _operands(needs, inputs, out):
+    a, b = inputs
+    return (b if needs[0] else None, a if needs[1] else None, getattr(a, "shape", ()), getattr(b, "shape", ()))
+
+
+def _multiply_grad(saved, dy, needs):
+    b, a, a_shape, b_shape = saved
+    return (_unbroadcast(multiply(dy, b), a_shape) if needs[0] else None,
+            _unbroadcast(multiply(dy, a), b_shape) if needs[1] else None)
+
+
+@register("multiply", inputs=("a", "b"), grad=_multiply_grad, save=_operands)
+def multiply(a, b):
+    """a * b, broadcasting."""
+    return a * b
+
+
+def _divide_grad(saved, dy, needs):
+    (a, b), _ = saved
+    return (_unbroadcast(divide(dy, b), getattr(a, "shape", ())) if needs[0] else None,
+            _unbroadcast(negative(divide(multiply(dy, a), square(b))), getattr(b, "shape", ())) if needs[1] else None)
+
+
+@register("divide", inputs=("a", "b"), grad=_divide_grad)
+def divide(a, b):
+    """a / b, broadcasting."""
+    return a / b
+
+
+@register("negative", inputs=("x",), grad=lambda saved, dy, needs: (-dy,), save=lambda *a: None)
+def negative(x):
+    """-x."""
+    return -x
+
+
+def _output(needs, inputs, out, *args, **kw):
+    return out
+
+
+def _input(needs, inputs, out, *args, **kw):
+    return inputs[0]
+
+
+@register("exp", inputs=("x",), grad=lambda y, dy, needs: (multiply(dy, y),), save=_output)
+def exp(x):
+    """e ** x."""
+    return _xp(x).exp(x)
+
+
+@register("log", inputs=("x",), grad=lambda x, dy, needs: (divide(dy, x),), save=_input)
+def log(x):
+    """Natural logarithm."""
+    return _xp(x).log(x)
+
+
+@register("sqrt", inputs=("x",), grad=lambda y, dy, needs: (divide(dy, multiply(y, 2)),), save=_output)
+def sqrt(x):
+    """Square root."""
+    return _xp(x).sqrt(x)
+
+
+@register("square", inputs=("x",), grad=lambda x, dy, needs: (multiply(dy, multiply(x, 2)),), save=_input)
+def square(x):
+    """x * x."""
+    return x * x
+
+
+@register("relu", inputs=("x",), grad=lambda y, dy, needs: (dy * (y > 0),), save=_output)
+def relu(x):
+    """max(x, 0)."""
+    return _xp(x).maximum(x, 0)
+
+
+@register("sigmoid", inputs=("x",), grad=lambda y, dy, needs: (dy * y * (1 - y),), save=_output)
+def sigmoid(x):
+    """1 / (1 + e ** -x), without overflow for large |x|."""
+    xp = _xp(x)
+    e = xp.exp(-xp.abs(x))  # exp of a non-positive number never overflows
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+@register("tanh", inputs=("x",), grad=lambda y, dy, needs: (dy * (1 - y * y),), save=_output)
+def tanh(x):
+    """Hyperbolic tangent."""
+    return _xp(x).tanh(x)
+
+
+def _softmax_grad(y, dy, needs, axis=-1):
+    return (y * (dy - (dy * y).sum(axis=axis, keepdims=True)),)
+
+
+@register("softmax", inputs=("x",), grad=_softmax_grad, save=_output)
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along ``axis``."""
+    e = _xp(x).exp(x - x.max(axis=axis, keepdims=True))
+    e /= e.sum(axis=axis, keepdims=True)
+    return e
+
+
+def _matmul_grad(saved, dy, needs):
+    (a, b), _ = saved
+    if a.ndim < 2 or b.ndim < 2:
+        raise ValueError("matmul: gradients need operands of at least 2 dimensions")
+    da = _unbroadcast(matmul(dy, swapaxes(b)), a.shape) if needs[0] else None
+    db = _unbroadcast(matmul(swapaxes(a), dy), b.shape) if needs[1] else None
+    return da, db
+
+
+@register("matmul", inputs=("a", "b"), grad=_matmul_grad)
+def matmul(a, b):
+    """Matrix product a @ b (batched over leading dimensions)."""
+    return a @ b
+
+
+def swapaxes(x, a1=-1, a2=-2):
+    """x with two axes exchanged (the last two by default): a view."""
+    axes = list(range(x.ndim))
+    axes[a1], axes[a2] = axes[a2], axes[a1]
+    return transpose(x, axes)
+
+
+def _dense_save(needs, inputs, y, activation=None):
+    x, kernel, _ = inputs
+    return (x if needs[1] else None, kernel if needs[0] else None, y if activation == "relu" else None)
+
+
+def _dense_grad(saved, dy, needs, activation=None):
+    x, kernel, y = saved
+    if y is not None:  # the fused ReLU
+        dy = dy * (y > 0)
+    dy2 = dy.reshape(-1, dy.shape[-1])
+    dx = (dy @ kernel.T) if needs[0] else None
+    dk = (x.reshape(-1, x.shape[-1]).T @ dy2) if needs[1] else None
+    db = dy2.sum(axis=0) if needs[2] else None
+    return dx, dk, db
+
+
+@register("dense", inputs=("x", "kernel", "bias"), grad=_dense_grad, save=_dense_save)
+def dense(x, kernel, bias=None, activation=None):
+    """``x @ kernel + bias`` over the last axis, kernel (in, units); ``activation`` None/'linear' or 'relu'
+    (fused, in place)."""
+    if activation not in (None, "linear", "relu"):
+        raise ValueError(f"dense: fused activation must be None, 'linear' or 'relu', got {activation!r}")
+    if x.shape[-1] != kernel.shape[0]:
+        raise ValueError(f"dense: x has {x.shape[-1]} features but the kernel takes {kernel.shape[0]}")
+    z = x @ kernel
+    if bias is not None:
+        z += bias
+    if activation == "relu":
+        _xp(z).maximum(z, 0, out=z)
+    return z
+
+
+def _reduction_grad(saved, dy, needs, axis=None, keepdims=False):
+    shape, count = saved
+    if not keepdims and axis is not None:
+        dy = _xp(dy).expand_dims(dy, axis)
+    g = _xp(dy).broadcast_to(dy if count == 1 else dy / count, shape)
+    return (g.astype(dy.dtype, copy=False),)
+
+
+def _sum_save(needs, inputs, out, axis=None, keepdims=False):
+    return tuple(inputs[0].shape), 1
+
+
+def _mean_save(needs, inputs, out, axis=None, keepdims=False):
+    shape = tuple(inputs[0].shape)
+    axes = range(len(shape)) if axis is None else np.atleast_1d(axis)
+    return shape, int(np.prod([shape[i] for i in axes]))
+
+
+@register("sum", inputs=("x",), grad=_reduction_grad, save=_sum_save)
+def sum(x, axis=None, keepdims=False):  # noqa: A001 (as in keras.ops)
+    """Sum over ``axis`` (all axes when None)."""
+    return x.sum(axis=axis, keepdims=keepdims)
+
+
+@register("mean", inputs=("x",), grad=_reduction_grad, save=_mean_save)
+def mean(x, axis=None, keepdims=False):
+    """Mean over ``axis`` (all axes when None)."""
+    return x.mean(axis=axis, keepdims=keepdims)
+
+
+@register("reshape", inputs=("x",), grad=lambda shape, dy, needs, new_shape: (reshape(dy, shape),),
+          save=lambda needs, inputs, out, new_shape: inputs[0].shape)
+def reshape(x, new_shape):
+    """x with a new shape (a view when possible); one dimension may be -1."""
+    return x.reshape(new_shape)
+
+
+def _transpose_grad(saved, dy, needs, axes=None):
+    return (transpose(dy, None if axes is None else tuple(np.argsort(axes))),)
+
+
+@register("transpose", inputs=("x",), grad=_transpose_grad, save=lambda *a, **k: None)
+def transpose(x, axes=None):
+    """x with its axes permuted (reversed when ``axes`` is None): a view."""
+    return x.transpose(axes)
+
+
+def _concatenate_grad(sizes, dy, needs, axis=-1):
+    cuts = np.cumsum(sizes)[:-1].tolist()
+    parts = _xp(dy).split(dy, cuts, axis=axis)
+    return tuple(_xp(dy).ascontiguousarray(p) if n else None for p, n in zip(parts, needs))
+
+
+@register("concatenate", inputs=("xs",), grad=_concatenate_grad, variadic=True,
+          save=lambda needs, inputs, out, axis=-1: [a.shape[axis] for a in inputs])
+def concatenate(xs, axis=-1):
+    """Arrays joined along ``axis``."""
+    return _xp(xs[0]).concatenate(xs, axis=axis)
+
+
+# -- losses, penalties and user rules ---------------------------------------------------------------------
+
+def _scaled(g, dy, needs, *args):
+    """A saved gradient times the upstream one (a scalar)."""
+    return (g * dy.astype(g.dtype, copy=False),)
+
+
+def _loss_saving(needs, y_pred, loss, y_true):
+    return loss.value_and_grad(y_true, y_pred)
+
+
+@register("loss", inputs=("y_pred",), grad=_scaled, forward_saving=_loss_saving)
+def _loss_op(y_pred, loss, y_true):
+    return loss.value_and_grad(y_true, y_pred)[0]
+
+
+def _fused_probabilities(logits, activation):
+    return softmax(logits) if activation == "softmax" else sigmoid(logits)
+
+
+def _activation_loss_saving(needs, logits, loss, y_true):
+    return loss.fused_grad(y_true, _fused_probabilities(logits, loss.fused_activation))
+
+
+@register("activation_loss", inputs=("logits",), grad=_scaled, forward_saving=_activation_loss_saving)
+def activation_loss(logits, loss, y_true):
+    """``loss`` of ``loss.fused_activation`` (softmax or sigmoid) of ``logits``, differentiated in one step
+    as (p - y) / N, exact where the probabilities underflow."""
+    return loss.fused_grad(y_true, _fused_probabilities(logits, loss.fused_activation))[0]
+
+
+def loss(y_pred, loss, y_true):
+    """The mean value of a convkit.losses.Loss for labels already in its format (Loss.prepare_labels).
+
+    Recorded by a GradientTape; when ``y_pred`` is the softmax (sigmoid) that the loss fuses with, and the
+    loss does not take logits, the recorded rule is the fused one from the logits (``activation_loss``).
+    """
+    from convkit import autodiff
+
+    act = loss.fused_activation
+    tapes = getattr(autodiff._local, "tapes", None)
+    if tapes and act is not None and not getattr(loss, "from_logits", False):
+        producers = [t.producer(y_pred) for t in tapes]
+        if all(p is not None and p.op.name == act for p in producers):
+            value, g = loss.fused_grad(y_true, y_pred)
+            for t, p in zip(tapes, producers):
+                t._append_keys(activation_loss.op, p.in_keys[:1], value, g, (loss, y_true))
+            return value
+    return _loss_op(y_pred, loss, y_true)
+
+
+def _penalty_grad(x, dy, needs, regularizer):
+    g = regularizer.grad(x)
+    return (g * dy.astype(g.dtype, copy=False) if hasattr(dy, "astype") else g * dy,)
+
+
+@register("penalty", inputs=("x",), grad=_penalty_grad, save=_input)
+def penalty(x, regularizer):
+    """A regulariser's value on ``x`` (e.g. convkit.regularizers.L2), differentiable."""
+    return regularizer(x)
+
+
+def _custom_saving(needs, xs, f):
+    return f(*xs)
+
+
+def _custom_grad(grad_fn, dy, needs, f):
+    g = grad_fn(dy)
+    return tuple(g) if isinstance(g, (tuple, list)) else (g,)
+
+
+@register("custom_gradient", inputs=("xs",), grad=_custom_grad, forward_saving=_custom_saving, variadic=True)
+def custom_gradient_call(xs, f):
+    """``f(*xs)`` -> (y, grad_fn) recorded as one op whose rule is grad_fn (see convkit.custom_gradient)."""
+    return f(*xs)[0]

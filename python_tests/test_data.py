@@ -174,8 +174,9 @@ def test_fit_on_a_shuffled_dataset_with_validation_data_as_a_dataset():
         np.testing.assert_array_equal(a, b)
     assert piped.evaluate(val_ds, verbose=0) == pytest.approx(piped.evaluate(xv, yv, verbose=0), rel=1e-6)
     np.testing.assert_array_equal(piped.predict(val_ds, verbose=0), piped.predict(xv, verbose=0))
-    np.testing.assert_array_equal(piped.predict(Dataset.from_tensor_slices(xv).batch(7), verbose=0),
-                                  piped.predict(xv, verbose=0))
+    # batches of 7 and of 32 rows: BLAS may sum a matrix product's terms in another order
+    np.testing.assert_allclose(piped.predict(Dataset.from_tensor_slices(xv).batch(7), verbose=0),
+                               piped.predict(xv, verbose=0), rtol=1e-6, atol=1e-7)
 
 
 def test_an_infinite_dataset_needs_steps_per_epoch():
@@ -216,7 +217,7 @@ def test_augmentation_layers_in_a_prefetched_map_run_beside_training():
     def augment_batch(xb, yb):
         out = xb
         for _ in range(20):  # long enough to overlap the training steps
-            seen_recording.append(convkit.layers.base.recording())
+            seen_recording.append(convkit.autodiff.recording())
             out = augment(out, training=True)
         return out, yb
 
@@ -226,4 +227,4 @@ def test_augmentation_layers_in_a_prefetched_map_run_beside_training():
     hist = model.fit(ds, epochs=2, verbose=0)
     assert np.all(np.isfinite(hist.history["loss"]))
     assert len(seen_recording) == 480 and not any(seen_recording)
-    assert all(not layer._cache for layer in augment.layers + model.layers)
+    assert not convkit.autodiff.recording()  # the tape of the last step was closed

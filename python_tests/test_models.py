@@ -31,7 +31,7 @@ def _directional_check(model, x, y, training, rng, n_dirs=4, eps=3e-3, tol=1e-2)
             v.value = (b + step * di).astype(np.float32)
         with_training = model(x, training=training)
         value = model.loss.value_and_grad(y, with_training)[0]
-        return float(value) + model._regularization(vs, with_grad=False)
+        return float(value) + model._regularization(vs)
 
     for _ in range(n_dirs):
         d = [rng.standard_normal(b.shape) for b in base]

@@ -167,12 +167,13 @@ def test_layers_in_models_summaries_and_saving(tmp_path, rng, capsys):
                                   lambda: layers.RandomZoom(0.3, fill_mode="constant", seed=1),
                                   lambda: layers.RandomFlip(seed=1), lambda: layers.RandomContrast(0.4, seed=1)])
 def test_backward_is_the_transpose_of_forward(rng, make):
-    """<layer(x), g> = <x, backward(g)> for the map the layer applied: each is linear in x (contrast
-    clipping only at 0 here, which keeps the identity)."""
+    """<layer(x), g> = <x, dx> for the map the layer applied, dx its gradient for upstream g on a
+    GradientTape: each is linear in x (contrast clipping only at 0 here, which keeps the identity)."""
     layer, x = make(), images(rng, n=3, scale=100)
-    with convkit.layers.Tape():
+    with convkit.GradientTape() as tape:
+        tape.watch(x)
         y = layer(x, training=True)
-        dx = layer.backward(y * 0 + (g := rng.standard_normal(y.shape).astype(np.float32)))
+    dx = tape.gradient(y, x, output_gradients=(g := rng.standard_normal(y.shape).astype(np.float32)))
     np.testing.assert_allclose(np.sum(y * g), np.sum(x * dx), rtol=2e-4)
 
 

@@ -30,3 +30,10 @@ def test_ops_example():
     scope = {}
     exec(compile(_block("Using the ops"), "README.md", "exec"), scope)
     assert scope["dx"].shape == scope["x"].shape and scope["dk"].shape == scope["k"].shape
+
+
+def test_custom_training_loop_example():
+    scope = {}
+    exec(compile(_block("Gradients and custom training loops"), "README.md", "exec"), scope)
+    assert scope["optimizer"].iterations == 4
+    assert all(g.shape == v.shape for g, v in zip(scope["grads"], scope["model"].trainable_variables))

@@ -1,6 +1,6 @@
 """Keras-style layers (NHWC activations, HWIO kernels) over convkit.ops."""
 
-from convkit.layers.base import Input, InputLayer, KerasTensor, Layer, Tape, Variable
+from convkit.layers.base import Input, InputLayer, KerasTensor, Layer, Variable
 from convkit.layers.conv import Conv2D, Convolution2D
 from convkit.layers.core import Activation, Dense, Dropout, Flatten, Rescaling
 from convkit.layers.merge import Add, Concatenate
@@ -10,7 +10,7 @@ from convkit.layers.preprocessing import (CenterCrop, RandomContrast, RandomFlip
 from convkit.layers.pooling import (AveragePooling2D, AvgPool2D, GlobalAveragePooling2D, GlobalAvgPool2D,
                                     MaxPool2D, MaxPooling2D)
 
-__all__ = ["Layer", "Variable", "Tape", "KerasTensor", "Input", "InputLayer", "Conv2D", "Convolution2D",
+__all__ = ["Layer", "Variable", "KerasTensor", "Input", "InputLayer", "Conv2D", "Convolution2D",
            "MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D",
            "GlobalAvgPool2D", "Flatten", "Dense", "Dropout", "BatchNormalization", "Activation", "Rescaling",
            "Add", "Concatenate", "Resizing", "CenterCrop", "RandomFlip", "RandomRotation", "RandomZoom",

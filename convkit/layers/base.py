@@ -1,11 +1,9 @@
-"""Layer base class, weights, symbolic tensors and the tape that drives backward.
+"""Layer base class, weights and symbolic tensors.
 
-A layer is a thin stateful shell over stateless ops. ``build(input_shape)`` makes its
-weights, ``call(x, training)`` runs forward and, while a :class:`Tape` records, keeps
-what backward needs on a per-layer stack (a layer called twice in one pass keeps two
-entries), and ``backward(dy)`` pops the newest entry, returns dx and adds the weight
-gradients into ``Variable.grad``. The tape remembers every call in order, so replaying
-it in reverse pops each layer's stack in the right order whatever the model's shape.
+A layer holds weights and composes ops: ``build(input_shape)`` makes its weights and
+``call(x, training)`` runs forward through registered ops (convkit.ops), passing its
+Variables to them. It has no backward of its own: a recording convkit.GradientTape sees
+the ops and their rules, so any composition of layers has gradients.
 """
 
 from __future__ import annotations
@@ -17,8 +15,9 @@ from collections import defaultdict
 
 import numpy as np
 
-from convkit import _serial, activations, initializers, regularizers
-from convkit._device import device_of, to_device, to_numpy, xp_of
+from convkit import _serial, activations, initializers, ops, regularizers
+from convkit._device import xp_of
+from convkit.autodiff import Variable
 
 _name_counts: defaultdict = defaultdict(int)
 
@@ -35,120 +34,24 @@ def unique_name(base: str) -> str:
     return base if n == 0 else f"{base}_{n}"
 
 
-class Variable:
-    """A weight: its array (``value``), gradient (``grad``), trainability and regulariser."""
-
-    __slots__ = ("value", "grad", "name", "trainable", "regularizer")
-
-    def __init__(self, value, name: str, trainable: bool = True, regularizer=None):
-        self.value, self.name, self.trainable, self.regularizer = value, name, trainable, regularizer
-        self.grad = None
-
-    @property
-    def shape(self):
-        return tuple(self.value.shape)
-
-    def numpy(self):
-        """A NumPy copy (never a view that later updates would change)."""
-        v = self.value
-        return v.copy() if isinstance(v, np.ndarray) else to_numpy(v)
-
-    def assign(self, value):
-        value = np.asarray(to_numpy(value), dtype=np.float32) if not hasattr(value, "__cuda_array_interface__") \
-            else value
-        if tuple(value.shape) != self.shape:
-            raise ValueError(f"cannot assign shape {tuple(value.shape)} to weight {self.name!r} of shape {self.shape}")
-        self.value = to_device(value, device_of(self.value), np.float32).copy()
-
-    def add_grad(self, g):
-        self.grad = g if self.grad is None else self.grad + g
-
-    def __repr__(self):
-        return f"<Variable {self.name} shape={self.shape} trainable={self.trainable}>"
+_calls = threading.local()  # per thread: nesting depth of layer calls, and a count of outermost calls
 
 
-# -- recording --------------------------------------------------------------------------------------------
-
-_local = threading.local()  # the recording tape is per thread: a prefetch thread's layer calls are not recorded
-
-
-def _active_tape():
-    return getattr(_local, "tape", None)
-
-
-class _Entry:
-    __slots__ = ("layer", "inputs", "output", "multi")
-
-    def __init__(self, layer, inputs, output, multi):
-        self.layer, self.inputs, self.output, self.multi = layer, inputs, output, multi
+def _enter_call() -> int:
+    """Count a layer or model call; an outermost one starts a new forward pass. Returns the old depth."""
+    depth = getattr(_calls, "depth", 0)
+    if depth == 0:
+        _calls.passes = getattr(_calls, "passes", 0) + 1
+    _calls.depth = depth + 1
+    return depth
 
 
-class Tape:
-    """Records layer calls made inside ``with Tape():`` so that ``backward`` can replay them.
-
-    Gradients flow by array identity: each call's output is matched to the inputs of later
-    calls, which makes Sequential, functional DAGs and subclassed ``call()`` code alike.
-    """
-
-    def __init__(self):
-        self.entries: list[_Entry] = []
-        self.losses = []  # (value, layer, output) from activity regularisers
-        self._produced: set[int] = set()
-
-    def __enter__(self):
-        if _active_tape() is not None:
-            raise RuntimeError("a Tape is already recording; tapes do not nest")
-        _local.tape = self
-        return self
-
-    def __exit__(self, *exc):
-        _local.tape = None
-        self.clear()
-
-    def record(self, layer, inputs, output, multi):
-        self.entries.append(_Entry(layer, inputs, output, multi))
-        self._produced.add(id(output))
-
-    def clear(self):
-        for e in self.entries:
-            e.layer._cache.clear()
-        self.entries.clear()
-        self._produced.clear()
-
-    def backward(self, output, dy, skip_output_activation: bool = False):
-        """Propagate ``dy`` (dL/d``output``) back through every recorded call.
-
-        With ``skip_output_activation`` dy is taken as the gradient before the activation of
-        the layer that produced ``output`` (softmax + cross-entropy fused by the loss).
-        """
-        grads = {id(output): dy}
-        for reg_value, layer, out in self.losses:
-            g = layer.activity_regularizer.grad(out)
-            grads[id(out)] = grads[id(out)] + g if id(out) in grads else g
-        produced = self._produced
-        last = self.entries[-1] if self.entries else None
-        while self.entries:
-            e = self.entries.pop()
-            g = grads.pop(id(e.output), None)
-            if g is None:  # this call does not reach the loss
-                e.layer._cache.pop()
-                continue
-            inputs = e.inputs if e.multi else (e.inputs,)
-            need = [id(i) in produced for i in inputs]
-            kw = {"skip_activation": True} if (skip_output_activation and e is last) else {}
-            if e.multi:
-                dxs = e.layer.backward(g, need_dx=need, **kw)
-            else:
-                dxs = (e.layer.backward(g, need_dx=need[0], **kw),)
-            for inp, dx, n in zip(inputs, dxs, need):
-                if n and dx is not None:
-                    k = id(inp)
-                    grads[k] = grads[k] + dx if k in grads else dx
-        self._produced.clear()
+def _exit_call(depth: int) -> None:
+    _calls.depth = depth
 
 
-def recording() -> bool:
-    return _active_tape() is not None
+def _current_pass() -> int:
+    return getattr(_calls, "passes", 0)
 
 
 # -- symbolic tensors --------------------------------------------------------------------------------------
@@ -186,7 +89,7 @@ def _shape_of(x):
 # -- layers ------------------------------------------------------------------------------------------------
 
 class Layer:
-    """Base class. Subclasses implement build, call, backward, compute_output_shape, get_config."""
+    """Base class. Subclasses implement build, call (with convkit.ops), compute_output_shape, get_config."""
 
     multi_input = False
     _is_model = False
@@ -215,7 +118,7 @@ class Layer:
         self.trainable = trainable
         self.built = False
         self._weights: list[Variable] = []
-        self._cache: list = []
+        self._activity_losses: tuple = (0, [])  # (forward pass, penalties of this layer's calls in it)
         self._input_spec = None
         self._output_shapes: list = []
         self._input_shape_arg = tuple(input_shape) if input_shape is not None else None
@@ -258,6 +161,40 @@ class Layer:
     def non_trainable_weights(self) -> list:
         t = {id(v) for v in self.trainable_weights}
         return [v for v in self.weights if id(v) not in t]
+
+    @property
+    def variables(self) -> list:
+        return self.weights
+
+    @property
+    def trainable_variables(self) -> list:
+        return self.trainable_weights
+
+    @property
+    def non_trainable_variables(self) -> list:
+        return self.non_trainable_weights
+
+    @property
+    def losses(self) -> list:
+        """Scalar penalties to add to the loss, as in Keras: the activity regularisers' values from the
+        latest forward pass and the weight regularisers' values now, for this layer and those inside it
+        (differentiable under a GradientTape)."""
+        out, seen = [], set()
+        self._collect_losses(out, seen)
+        return out
+
+    def _collect_losses(self, out, seen):
+        if id(self) in seen:
+            return
+        seen.add(id(self))
+        passed, values = self._activity_losses
+        if passed == _current_pass():
+            out.extend(values)
+        for v in self._weights:
+            if v.regularizer is not None:
+                out.append(ops.penalty(v, v.regularizer))
+        for layer in self._layers:
+            layer._collect_losses(out, seen)
 
     def get_weights(self) -> list:
         return [v.numpy() for v in self.weights]
@@ -311,12 +248,15 @@ class Layer:
             self._maybe_build(_with_batch_none(shape))
         else:
             self._check_input(shape)
-        y = self.call(inputs, training=training, **kwargs)
-        tape = _active_tape()
-        if tape is not None:
-            tape.record(self, inputs, y, self.multi_input)
-            if self.activity_regularizer is not None:
-                tape.losses.append((self.activity_regularizer(y), self, y))
+        depth = _enter_call()
+        try:
+            y = self.call(inputs, training=training, **kwargs)
+        finally:
+            _exit_call(depth)
+        if self.activity_regularizer is not None:
+            passed, values = self._activity_losses
+            now = _current_pass()
+            self._activity_losses = (now, (values if passed == now else []) + [ops.penalty(y, self.activity_regularizer)])
         return y
 
     def _symbolic_call(self, inputs):
@@ -333,21 +273,6 @@ class Layer:
 
     def call(self, x, training=False):
         return x
-
-    def backward(self, dy, need_dx=True):
-        """dL/dx for the newest recorded call (and weight gradients into Variable.grad)."""
-        return dy
-
-    def _save(self, *cache):
-        """Keep what backward needs, only while a tape records."""
-        if _active_tape() is not None:
-            self._cache.append(cache)
-
-    def _pop(self):
-        if not self._cache:
-            raise RuntimeError(f"layer {self.name!r}: backward without a recorded forward pass; run the forward "
-                               "inside `with convkit.layers.Tape():` (fit does this)")
-        return self._cache.pop()
 
     # config ----------------------------------------------------------------------------------------------
     def get_config(self) -> dict:
@@ -378,7 +303,7 @@ def serialize_optional(obj):
 
 class KernelLayer(Layer):
     """A layer with a kernel, an optional bias and an activation (Conv2D, Dense): their shared
-    arguments, weights, activation gradient and config."""
+    arguments, weights and config."""
 
     def __init__(self, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, **kwargs):
@@ -394,9 +319,6 @@ class KernelLayer(Layer):
         self.kernel = self.add_weight("kernel", kernel_shape, self.kernel_initializer, self.kernel_regularizer)
         self.bias = self.add_weight("bias", (units,), self.bias_initializer, self.bias_regularizer) \
             if self.use_bias else None
-
-    def _activation_grad(self, dy, y, skip_activation):
-        return dy if skip_activation else self.activation.grad(dy, y)
 
     def get_config(self):
         return {**super().get_config(), "activation": self.activation.name, "use_bias": self.use_bias,
@@ -460,4 +382,4 @@ def deserialize_layer(d, custom_objects=None):
     return _serial.deserialize(d, custom_objects, kind="layer")
 
 
-__all__ = ["Layer", "Variable", "Tape", "KerasTensor", "InputLayer", "Input", "xp_of"]
+__all__ = ["Layer", "Variable", "KerasTensor", "InputLayer", "Input", "xp_of"]

@@ -1,4 +1,4 @@
-"""Conv2D over convkit.ops.conv2d (ReLU fused into the kernel's epilogue)."""
+"""Conv2D over convkit.ops.conv2d (bias and ReLU fused into the kernel's epilogue)."""
 
 from __future__ import annotations
 
@@ -59,22 +59,9 @@ class Conv2D(KernelLayer):
         return dict(strides=self.strides, padding=self.padding, dilation_rate=self.dilation_rate)
 
     def call(self, x, training=False):
-        b = self.bias.value if self.use_bias else None
         if self._fused:
-            y = ops.conv2d(x, self.kernel.value, b, activation="relu", **self._geometry())
-        else:
-            y = self.activation(ops.conv2d(x, self.kernel.value, b, **self._geometry()))
-        self._save(x, y)
-        return y
-
-    def backward(self, dy, need_dx=True, skip_activation=False):
-        x, y = self._pop()
-        dz = self._activation_grad(dy, y, skip_activation)
-        dx, dk, db = ops.conv2d_backward(dz, x, self.kernel.value, need_dx=need_dx, **self._geometry())
-        self.kernel.add_grad(dk)
-        if self.use_bias:
-            self.bias.add_grad(db)
-        return dx
+            return ops.conv2d(x, self.kernel, self.bias, activation="relu", **self._geometry())
+        return self.activation(ops.conv2d(x, self.kernel, self.bias, **self._geometry()))
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": list(self.kernel_size),

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from convkit import _serial, activations
+from convkit import _serial, activations, ops
 from convkit._device import xp_of
 from convkit.layers.base import KernelLayer, Layer
 from convkit.utils import rng
@@ -37,25 +37,9 @@ class Dense(KernelLayer):
         return tuple(input_shape[:-1]) + (self.units,)
 
     def call(self, x, training=False):
-        z = x @ self.kernel.value
-        if self.use_bias:
-            z += self.bias.value
         if self.activation.name == "relu":
-            y = xp_of(z).maximum(z, 0, out=z)
-        else:
-            y = self.activation(z)
-        self._save(x, y)
-        return y
-
-    def backward(self, dy, need_dx=True, skip_activation=False):
-        x, y = self._pop()
-        dz = self._activation_grad(dy, y, skip_activation)
-        x2 = x.reshape(-1, x.shape[-1])
-        dz2 = dz.reshape(-1, self.units)
-        self.kernel.add_grad(x2.T @ dz2)
-        if self.use_bias:
-            self.bias.add_grad(dz2.sum(axis=0))
-        return (dz @ self.kernel.value.T) if need_dx else None
+            return ops.dense(x, self.kernel, self.bias, activation="relu")
+        return self.activation(ops.dense(x, self.kernel, self.bias))
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
@@ -75,12 +59,7 @@ class Flatten(Layer):
         return (input_shape[0], None if any(s is None for s in rest) else math.prod(rest))
 
     def call(self, x, training=False):
-        self._save(x.shape)
-        return x.reshape(x.shape[0], -1)
-
-    def backward(self, dy, need_dx=True):
-        (shape,) = self._pop()
-        return dy.reshape(shape)
+        return ops.reshape(x, (x.shape[0], -1))
 
 
 @_serial.register_serializable
@@ -98,7 +77,6 @@ class Dropout(Layer):
 
     def call(self, x, training=False):
         if not training or self.rate == 0:
-            self._save(None)
             return x
         xp = xp_of(x)
         if xp is np:
@@ -107,12 +85,7 @@ class Dropout(Layer):
             u = xp.random.random(x.shape, dtype=np.float32)
         mask = (u >= self.rate).astype(np.float32)
         mask *= 1.0 / (1.0 - self.rate)
-        self._save(mask)
-        return x * mask
-
-    def backward(self, dy, need_dx=True):
-        (mask,) = self._pop()
-        return dy if mask is None else dy * mask
+        return ops.multiply(x, mask)
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
@@ -127,13 +100,7 @@ class Activation(Layer):
         self.activation = activations.get(activation)
 
     def call(self, x, training=False):
-        y = self.activation(x)
-        self._save(y)
-        return y
-
-    def backward(self, dy, need_dx=True, skip_activation=False):
-        (y,) = self._pop()
-        return dy if skip_activation else self.activation.grad(dy, y)
+        return self.activation(x)
 
     def get_config(self):
         return {**super().get_config(), "activation": self.activation.name}
@@ -148,15 +115,8 @@ class Rescaling(Layer):
         self.scale, self.offset = float(scale), float(offset)
 
     def call(self, x, training=False):
-        self._save(None)
-        y = x * np.float32(self.scale)
-        if self.offset:
-            y += np.float32(self.offset)
-        return y
-
-    def backward(self, dy, need_dx=True):
-        self._pop()
-        return dy * np.float32(self.scale) if need_dx else None
+        y = ops.multiply(x, np.float32(self.scale))
+        return ops.add(y, np.float32(self.offset)) if self.offset else y
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "offset": self.offset}

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from convkit import _serial
-from convkit._device import xp_of
+from convkit import _serial, ops
 from convkit.layers.base import Layer
 
 
@@ -35,15 +34,10 @@ class Add(_Merge):
     def call(self, inputs, training=False):
         if any(tuple(x.shape) != tuple(inputs[0].shape) for x in inputs):
             raise ValueError(f"Add {self.name!r}: inputs must have one shape, got {[x.shape for x in inputs]}")
-        y = inputs[0] + inputs[1]
-        for x in inputs[2:]:
-            y += x
-        self._save(len(inputs))
+        y = inputs[0]
+        for x in inputs[1:]:
+            y = ops.add(y, x)
         return y
-
-    def backward(self, dy, need_dx=True):
-        (n,) = self._pop()
-        return [dy] * n
 
 
 @_serial.register_serializable
@@ -69,15 +63,7 @@ class Concatenate(_Merge):
         return tuple(out)
 
     def call(self, inputs, training=False):
-        xp = xp_of(inputs[0])
-        self._save([x.shape[self.axis] for x in inputs])
-        return xp.concatenate(inputs, axis=self.axis)
-
-    def backward(self, dy, need_dx=True):
-        (sizes,) = self._pop()
-        xp = xp_of(dy)
-        cuts = list(xp.cumsum(xp.asarray(sizes))[:-1].tolist()) if len(sizes) > 1 else []
-        return [xp.ascontiguousarray(p) for p in xp.split(dy, cuts, axis=self.axis)]
+        return ops.concatenate(inputs, axis=self.axis)
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis}

@@ -46,52 +46,25 @@ class BatchNormalization(Layer):
         self.moving_variance = self.add_weight("moving_variance", (c,), self.moving_variance_initializer,
                                                trainable=False)
 
-    def _affine(self):
-        g = self.gamma.value if self.scale else None
-        b = self.beta.value if self.center else None
-        return g, b
-
     def call(self, x, training=False):
-        xp = xp_of(x)
         c = x.shape[-1]
-        x2 = x.reshape(-1, c)
-        g, b = self._affine()
+        x2 = ops.reshape(x, (-1, c))
         if training and self.trainable:
-            y, xhat, mean, var, inv = ops.batch_norm_train(x2, g, b, self.epsilon)
+            y, _, mean, var, _ = ops.batch_norm_train(x2, self.gamma, self.beta, self.epsilon)
             m = self.momentum
             mm, mv = self.moving_mean.value, self.moving_variance.value
             mm *= m
             mm += (1 - m) * mean
             mv *= m
             mv += (1 - m) * var
-            self._save(True, xhat, inv)
-        else:
-            inv = 1.0 / xp.sqrt(self.moving_variance.value + self.epsilon)
-            s = inv * g if g is not None else inv
-            shift = -self.moving_mean.value * s
-            if b is not None:
-                shift = shift + b
-            y = x2 * s + shift
-            self._save(False, x2, inv)
-        return y.reshape(x.shape)
-
-    def backward(self, dy, need_dx=True):
-        batch_stats, a, inv = self._pop()
-        shape = dy.shape
-        dy2 = dy.reshape(-1, shape[-1])
-        g, _ = self._affine()
-        if batch_stats:
-            dx, dgamma, dbeta = ops.batch_norm_train_backward(dy2, a, inv, g, need_dx)
-        else:
-            xhat = (a - self.moving_mean.value) * inv
-            dbeta = dy2.sum(axis=0)
-            dgamma = (dy2 * xhat).sum(axis=0)
-            dx = dy2 * (inv * g if g is not None else inv) if need_dx else None
-        if self.center:
-            self.beta.add_grad(dbeta)
-        if self.scale:
-            self.gamma.add_grad(dgamma)
-        return None if dx is None else dx.reshape(shape)
+        else:  # y = x * s + shift, s = gamma / sqrt(moving_var + eps), shift = beta - moving_mean * s
+            inv = 1.0 / xp_of(x2).sqrt(self.moving_variance.value + self.epsilon)
+            s = ops.multiply(inv, self.gamma) if self.scale else inv
+            shift = ops.negative(ops.multiply(self.moving_mean.value, s))
+            if self.center:
+                shift = ops.add(shift, self.beta)
+            y = ops.add(ops.multiply(x2, s), shift)
+        return ops.reshape(y, x.shape)
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon, "center": self.center,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from convkit import _serial, ops
-from convkit.layers.base import Layer, recording
+from convkit.layers.base import Layer
 from convkit.layers.conv import _channels_last, _padding, _pair
 
 
@@ -35,18 +35,10 @@ class _Pool2D(Layer):
 
 @_serial.register_serializable
 class MaxPooling2D(_Pool2D):
-    """Max pooling; keeps each call's argmax for backward."""
+    """Max pooling (recorded with its argmax, which its gradient needs)."""
 
     def call(self, x, training=False):
-        if not recording():
-            return ops.max_pool2d(x, **self._geometry())
-        y, argmax = ops.max_pool2d_with_argmax(x, **self._geometry())
-        self._save(argmax, x.shape)
-        return y
-
-    def backward(self, dy, need_dx=True):
-        argmax, x_shape = self._pop()
-        return ops._max_pool2d_backward_from_argmax(dy, argmax, x_shape, **self._geometry())  # its own argmax
+        return ops.max_pool2d(x, **self._geometry())
 
 
 @_serial.register_serializable
@@ -54,12 +46,7 @@ class AveragePooling2D(_Pool2D):
     """Average pooling ('same' divides by the cells inside the input, as TensorFlow)."""
 
     def call(self, x, training=False):
-        self._save(x)
         return ops.avg_pool2d(x, **self._geometry())
-
-    def backward(self, dy, need_dx=True):
-        (x,) = self._pop()
-        return ops.avg_pool2d_backward(dy, x, **self._geometry())
 
 
 @_serial.register_serializable
@@ -80,13 +67,8 @@ class GlobalAveragePooling2D(Layer):
         return (n, 1, 1, c) if self.keepdims else (n, c)
 
     def call(self, x, training=False):
-        self._save(x)
         y = ops.global_avg_pool2d(x)
-        return y.reshape(y.shape[0], 1, 1, y.shape[1]) if self.keepdims else y
-
-    def backward(self, dy, need_dx=True):
-        (x,) = self._pop()
-        return ops.global_avg_pool2d_backward(dy.reshape(dy.shape[0], -1), x)
+        return ops.reshape(y, (y.shape[0], 1, 1, y.shape[1])) if self.keepdims else y
 
     def get_config(self):
         return {**super().get_config(), "keepdims": self.keepdims}

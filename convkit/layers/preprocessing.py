@@ -11,12 +11,14 @@ it has a ``seed``, else from convkit's (``convkit.utils.set_random_seed``).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
 from convkit import _serial
 from convkit._device import xp_of
+from convkit.autodiff import custom_gradient
 from convkit.layers.base import Layer
 from convkit.preprocessing._transform import (FILL_MODES, INTERPOLATIONS, affine_batch, affine_batch_backward,
                                               affine_maps)
@@ -58,17 +60,17 @@ class _ImageLayer(Layer):
 
     def call(self, x, training=None):
         training = self.default_training if training is None else bool(training)
+        return custom_gradient(functools.partial(self._transform_with_gradient, training=training))(x)
+
+    def _transform_with_gradient(self, x, training):
         single = x.ndim == 3
         y, cache = self._transform(x[None] if single else x, training)
-        self._save(single, x.shape, cache)
-        return y[0] if single else y
 
-    def backward(self, dy, need_dx=True):
-        single, x_shape, cache = self._pop()
-        if not need_dx:
-            return None
-        dx = self._transform_backward(dy[None] if single else dy, (1,) + x_shape if single else x_shape, cache)
-        return dx[0] if single else dx
+        def grad(dy):
+            dx = self._transform_backward(dy[None] if single else dy, (1,) + x.shape if single else x.shape, cache)
+            return dx[0] if single else dx
+
+        return (y[0] if single else y), grad
 
     def _transform(self, x, training):
         """(y, what backward needs) for a batch."""

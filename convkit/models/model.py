@@ -1,8 +1,8 @@
 """Model: the functional graph (Model(inputs, outputs)) and the base of subclassed models.
 
 A subclassed model defines its layers in ``__init__`` and its forward pass in ``call()``;
-backward needs no code from it, because every layer call made during a training step is
-recorded on a tape and replayed in reverse.
+backward needs no code from it, because every op its layers call during a training step is
+recorded on a GradientTape and replayed in reverse.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import functools
 import inspect
 
 from convkit import _serial
-from convkit.layers.base import InputLayer, KerasTensor, Layer, Node, _is_symbolic, unique_name, _snake
+from convkit.layers.base import (InputLayer, KerasTensor, Layer, Node, _enter_call, _exit_call, _is_symbolic,
+                                 unique_name, _snake)
 from convkit.models.summary import print_summary
 from convkit.models.training import Trainer
 
@@ -109,7 +110,11 @@ class Model(Trainer, Layer):
         if not self.built and not isinstance(inputs, (list, tuple)):
             self._input_spec = (None,) + tuple(inputs.shape[1:])
             self.built = True
-        return self._invoke(inputs, training)
+        depth = _enter_call()
+        try:
+            return self._invoke(inputs, training)
+        finally:
+            _exit_call(depth)
 
     def build(self, input_shape):
         """Create every weight and record output shapes by tracing call() on a symbolic input."""

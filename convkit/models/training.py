@@ -20,7 +20,8 @@ from convkit._blas import blas_threads
 from convkit._device import device_of, resolve_device, to_device, to_numpy
 from convkit.callbacks import CallbackList, History, ProgbarLogger
 from convkit.data import INFINITE_CARDINALITY, Dataset
-from convkit.layers.base import Tape
+from convkit import ops
+from convkit.autodiff import GradientTape
 from convkit.utils import rng
 
 
@@ -170,41 +171,27 @@ class Trainer:
         return dev
 
     # one step ---------------------------------------------------------------------------------------------
-    def _fused_output(self, tape, y_pred):
-        act = self.loss.fused_activation
-        if act is None or getattr(self.loss, "from_logits", False) or not tape.entries:
-            return False
-        last = tape.entries[-1]
-        return last.output is y_pred and getattr(getattr(last.layer, "activation", None), "name", None) == act
-
-    def _regularization(self, variables, with_grad):
+    def _regularization(self, variables):
         total = 0.0
         for v in variables:
             if v.regularizer is not None:
                 total += v.regularizer(v.value)
-                if with_grad and v.grad is not None:
-                    v.grad = v.grad + v.regularizer.grad(v.value)
         return total
 
     def compute_gradients(self, x, y, training=True):
-        """Forward and backward on one batch without updating: returns (loss, predictions), the loss (regularisation
-        included, an array scalar on the batch's device, so that nothing waits for the GPU) and leaves dL/dw in each
-        trainable ``Variable.grad``. ``y`` must already be in the loss's label format (see Loss.prepare_labels)."""
-        variables = self.trainable_weights
-        for v in variables:
-            v.grad = None
-        with Tape() as tape:
+        """Forward and backward on one batch without updating: returns (loss, predictions), the loss (the model's
+        ``losses`` included, an array scalar on the batch's device, so that nothing waits for the GPU) and leaves
+        dL/dw in each trainable ``Variable.grad``. ``y`` must already be in the loss's label format (see
+        Loss.prepare_labels). The same GradientTape as a custom training loop's computes the gradients."""
+        with GradientTape() as tape:
             y_pred = self(x, training=training)
-            if self._fused_output(tape, y_pred):
-                value, dy = self.loss.fused_grad(y, y_pred)
-                tape.backward(y_pred, dy, skip_output_activation=True)
-            else:
-                value, dy = self.loss.value_and_grad(y, y_pred)
-                tape.backward(y_pred, dy)
-            extra = sum(v for v, _, _ in tape.losses)
+            loss = ops.loss(y_pred, self.loss, y)
+            for extra in self.losses:
+                loss = ops.add(loss, extra)
         variables = self.trainable_weights  # a subclassed model may have built its layers just now
-        extra += self._regularization(variables, with_grad=True)
-        return value + extra, y_pred
+        for v, g in zip(variables, tape.gradient(loss, variables)):
+            v.grad = g
+        return loss, y_pred
 
     def train_step(self, x, y):
         """One forward/backward/update on a batch; updates the loss and metric trackers."""
@@ -410,7 +397,7 @@ class Trainer:
         with _cpu_run_context(dev):
             for xb, yb in self._batches(data, batch_size, False, steps if data[0] == "iter" else None, "evaluate"):
                 self.test_step(to_device(xb, dev), to_device(yb, dev))
-        return self._results(self._regularization(self.weights, with_grad=False))
+        return self._results(self._regularization(self.weights))
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", steps=None, return_dict=False, device=None):
         """Loss and metrics in inference mode: a float when no metrics were compiled, else
