@@ -1,8 +1,9 @@
 """Where arrays live and which compiled module serves them.
 
-NumPy arrays go to ``convkit._cpu`` (always built). CuPy arrays go to
-``convkit._cuda`` through :mod:`convkit._gpu`, imported only when first needed, so
-``import convkit`` works with no GPU, no driver and no CuPy.
+NumPy arrays go to ``convkit._cpu`` (always built), CuPy arrays to ``convkit._cuda``, imported
+only when first needed, so ``import convkit`` works with no GPU, no driver and no CuPy. Both
+modules have the same functions and take arrays by one convention (the array interface), which
+they check themselves.
 """
 
 from __future__ import annotations
@@ -57,6 +58,17 @@ def _cuda_probe() -> tuple[bool, str]:
     return True, f"{n} device(s), device 0: {name.decode() if isinstance(name, bytes) else name}"
 
 
+@functools.lru_cache(maxsize=None)
+def _cuda_module():
+    try:
+        from convkit import _cuda
+    except ImportError:
+        from convkit._compiled import from_installed_copy
+
+        _cuda = from_installed_copy("_cuda")
+    return _cuda
+
+
 def has_cuda() -> bool:
     """True when CuPy arrays can run on convkit's CUDA kernels. Never raises; see cuda_status()."""
     return _cuda_probe()[0]
@@ -69,16 +81,14 @@ def cuda_status() -> str:
 
 
 def kernels_for(a, op: str):
-    """The kernel module for an array: convkit._cpu for NumPy, convkit._gpu for CuPy."""
+    """The kernel module for an array: convkit._cpu for NumPy, convkit._cuda for CuPy."""
     if isinstance(a, np.ndarray):
         return _cpu
     if is_cupy(a):
         ok, why = _cuda_probe()
         if not ok:
             raise RuntimeError(f"{op}: got a CuPy array but convkit's CUDA kernels are {why}")
-        from convkit import _gpu
-
-        return _gpu
+        return _cuda_module()
     raise TypeError(f"{op}: expected a numpy.ndarray or cupy.ndarray, got {type(a).__name__}")
 
 

@@ -156,9 +156,7 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, ac
         raise ValueError(f"{op}: fused activation must be None, 'linear' or 'relu', got {activation!r}")
     y = _xp(x).empty(_cpu.conv2d_output_shape(x.shape, kernel.shape, *geometry), np.float32)
     k = kernels_for(x, op)
-    tf32 = _precision(precision, op)  # validated on every device; only the GPU has a TF32 mode
-    extra = {"tf32": tf32} if is_cupy(x) else {}
-    k.conv2d_fwd(x, kernel, bias, y, *geometry, activation == "relu", **extra)
+    k.conv2d_fwd(x, kernel, bias, y, *geometry, activation == "relu", _precision(precision, op))
     return y
 
 
@@ -169,18 +167,17 @@ def _conv_backward_args(op, dy, x_shape, kernel_shape, strides, padding, dilatio
     dy = _array(dy, "dy", op, 4, like=like)
     if tuple(dy.shape) != expected:
         raise ValueError(f"{op}: dy has shape {tuple(dy.shape)} but conv2d of these inputs gives {expected}")
-    tf32 = _precision(precision, op)  # validated on every device; only the GPU has a TF32 mode
-    return dy, geometry, {"tf32": tf32} if is_cupy(dy) else {}
+    return dy, geometry, _precision(precision, op)
 
 
 def conv2d_backward_data(dy, kernel, x_shape, strides=1, padding="valid", dilation_rate=1, precision=None):
     """Gradient of conv2d with respect to its input, of shape ``x_shape``."""
     op = "conv2d_backward_data"
     kernel = _array(kernel, "kernel", op, 4)
-    dy, geometry, extra = _conv_backward_args(op, dy, x_shape, kernel.shape, strides, padding, dilation_rate,
+    dy, geometry, tf32 = _conv_backward_args(op, dy, x_shape, kernel.shape, strides, padding, dilation_rate,
                                               precision, kernel)
     dx = _xp(dy).empty(tuple(x_shape), np.float32)
-    kernels_for(dy, op).conv2d_bwd_data(dy, kernel, dx, *geometry, **extra)
+    kernels_for(dy, op).conv2d_bwd_data(dy, kernel, dx, *geometry, tf32)
     return dx
 
 
@@ -188,11 +185,11 @@ def conv2d_backward_filter(dy, x, kernel_shape, strides=1, padding="valid", dila
     """Gradients of conv2d with respect to its kernel and bias: (dkernel, dbias)."""
     op = "conv2d_backward_filter"
     x = _array(x, "x", op, 4)
-    dy, geometry, extra = _conv_backward_args(op, dy, x.shape, kernel_shape, strides, padding, dilation_rate,
+    dy, geometry, tf32 = _conv_backward_args(op, dy, x.shape, kernel_shape, strides, padding, dilation_rate,
                                               precision, x)
     xp = _xp(x)
     dkernel, dbias = xp.empty(tuple(kernel_shape), np.float32), xp.empty((kernel_shape[3],), np.float32)
-    kernels_for(x, op).conv2d_bwd_filter(x, dy, dkernel, dbias, *geometry, **extra)
+    kernels_for(x, op).conv2d_bwd_filter(x, dy, dkernel, dbias, *geometry, tf32)
     return dkernel, dbias
 
 

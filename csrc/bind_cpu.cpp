@@ -1,18 +1,17 @@
-// convkit._cpu: NumPy arrays in, results written into arrays Python allocated.
-// Every array is checked (dtype, contiguity, exact shape) before any pointer is
-// used; the kernels then run with the GIL released.
+// convkit._cpu: host arrays in (NumPy's array interface, checked in bind_arrays.h), results written
+// into arrays Python allocated. The op functions are bind_ops.h's, shared with convkit._cuda.
 #include <omp.h>
 #if __has_include(<malloc.h>)
 #include <malloc.h>  // mallopt, where the C library is glibc
 #endif
 #include <pybind11/pybind11.h>
-#include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
 #include <vector>
 
-#include "bind_common.h"
+#include "bind_ops.h"
 #include "ops/batch_norm.h"
+#include "ops/reference.h"
 #include "cpu/gemm.h"
 
 namespace py = pybind11;
@@ -20,30 +19,107 @@ using namespace convkit;
 
 namespace {
 
-std::string shape_str(const std::vector<i64>& s) {
-  std::string out = "(";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + (s.size() == 1 ? ",)" : ")");
+constexpr Device D = Device::Cpu;
+
+// The CPU kernels for bind_ops.h; tf32 is ignored (the CPU computes in float32).
+struct CpuKernels {
+  static constexpr Device device = Device::Cpu;
+  struct Run {};
+  static Run prepare() { return {}; }
+  static void conv2d_fwd(Run, const Conv2dDesc& d, const float* x, const float* w, const float* b, float* y,
+                         Activation act, bool) {
+    conv2d_fwd_cpu(d, x, w, b, y, act);
+  }
+  static void conv2d_bwd_data(Run, const Conv2dDesc& d, const float* dy, const float* w, float* dx, bool) {
+    conv2d_bwd_data_cpu(d, dy, w, dx);
+  }
+  static void conv2d_bwd_filter(Run, const Conv2dDesc& d, const float* x, const float* dy, float* dw, float* db,
+                                bool) {
+    conv2d_bwd_filter_cpu(d, x, dy, dw, db);
+  }
+  static void max_pool2d_fwd(Run, const Pool2dDesc& d, const float* x, float* y, std::int32_t* argmax) {
+    max_pool2d_fwd_cpu(d, x, y, argmax);
+  }
+  static i64 max_pool2d_bwd(Run, const Pool2dDesc& d, const float* dy, const std::int32_t* argmax, float* dx) {
+    return max_pool2d_bwd_cpu(d, dy, argmax, dx);
+  }
+  static void avg_pool2d_fwd(Run, const Pool2dDesc& d, const float* x, float* y) { avg_pool2d_fwd_cpu(d, x, y); }
+  static void avg_pool2d_bwd(Run, const Pool2dDesc& d, const float* dy, float* dx) { avg_pool2d_bwd_cpu(d, dy, dx); }
+};
+
+// The reference loops (ops/reference.h) behind the same functions, in convkit._cpu.reference.
+struct ReferenceKernels {
+  static constexpr Device device = Device::Cpu;
+  struct Run {};
+  static Run prepare() { return {}; }
+  static void conv2d_fwd(Run, const Conv2dDesc& d, const float* x, const float* w, const float* b, float* y,
+                         Activation act, bool) {
+    reference::conv2d_fwd(d, x, w, b, y, act);
+  }
+  static void conv2d_bwd_data(Run, const Conv2dDesc& d, const float* dy, const float* w, float* dx, bool) {
+    reference::conv2d_bwd_data(d, dy, w, dx);
+  }
+  static void conv2d_bwd_filter(Run, const Conv2dDesc& d, const float* x, const float* dy, float* dw, float* db,
+                                bool) {
+    reference::conv2d_bwd_filter(d, x, dy, dw, db);
+  }
+  static void max_pool2d_fwd(Run, const Pool2dDesc& d, const float* x, float* y, std::int32_t* argmax) {
+    reference::max_pool2d_fwd(d, x, y, argmax);
+  }
+  static i64 max_pool2d_bwd(Run, const Pool2dDesc& d, const float* dy, const std::int32_t* argmax, float* dx) {
+    return reference::max_pool2d_bwd(d, dy, argmax, dx);
+  }
+  static void avg_pool2d_fwd(Run, const Pool2dDesc& d, const float* x, float* y) { reference::avg_pool2d_fwd(d, x, y); }
+  static void avg_pool2d_bwd(Run, const Pool2dDesc& d, const float* dy, float* dx) {
+    reference::avg_pool2d_bwd(d, dy, dx);
+  }
+};
+
+// Rows and channels of a 2-D array argument.
+std::pair<i64, i64> shape2(py::handle a, const char* name) {
+  const py::tuple s = interface_dict(a, name, D)["shape"].cast<py::tuple>();
+  CONVKIT_CHECK(s.size() == 2, std::string("batch_norm: ") + name + " must be 2-D (rows, channels)");
+  return {s[0].cast<i64>(), s[1].cast<i64>()};
 }
 
-template <class T>
-T* checked(const py::array& a, const char* name, const std::vector<i64>& shape, bool writable) {
-  if (!a.dtype().is(py::dtype::of<T>()))
-    throw py::type_error(std::string(name) + " must have dtype " + py::str(py::dtype::of<T>()).cast<std::string>() +
-                         ", got " + py::str(a.dtype()).cast<std::string>());
-  std::vector<i64> got(a.shape(), a.shape() + a.ndim());
-  CONVKIT_CHECK(got == shape, std::string(name) + " has shape " + shape_str(got) + ", expected " + shape_str(shape));
-  CONVKIT_CHECK(a.flags() & py::array::c_style, std::string(name) + " must be C-contiguous");
-  CONVKIT_CHECK(!writable || a.writeable(), std::string(name) + " must be writeable");
-  return static_cast<T*>(const_cast<void*>(a.data()));
-}
+// Batch normalisation in training mode on (M, C) views; gamma and beta may be None.
+template <class Fwd, class Bwd>
+void def_batch_norm(py::module_& m, Fwd fwd, Bwd bwd) {
+  m.def("batch_norm_fwd",
+        [fwd](py::handle x, py::handle gamma, py::handle beta, float eps, py::handle y, py::handle xhat, py::handle mean,
+           py::handle var, py::handle inv) {
+          const auto [M, C] = shape2(x, "x");
+          const float* px = array_data<float, D>(x, "x", {M, C}, false);
+          const float* pg = optional_data<float, D>(gamma, "gamma", {C}, false);
+          const float* pb = optional_data<float, D>(beta, "beta", {C}, false);
+          float* py_ = array_data<float, D>(y, "y", {M, C}, true);
+          float* ph = array_data<float, D>(xhat, "xhat", {M, C}, true);
+          float* pm = array_data<float, D>(mean, "mean", {C}, true);
+          float* pv = array_data<float, D>(var, "var", {C}, true);
+          float* pi = array_data<float, D>(inv, "inv", {C}, true);
+          py::gil_scoped_release nogil;
+          fwd(M, C, px, pg, pb, eps, py_, ph, pm, pv, pi);
+        },
+        py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("epsilon"), py::arg("y"), py::arg("xhat"),
+        py::arg("mean"), py::arg("var"), py::arg("inv"));
 
-Shape4 shape4(const py::array& a, const char* name) {
-  CONVKIT_CHECK(a.ndim() == 4, std::string(name) + " must be 4-D, got " + std::to_string(a.ndim()) + "-D");
-  return {a.shape(0), a.shape(1), a.shape(2), a.shape(3)};
+  m.def("batch_norm_bwd",
+        [bwd](py::handle dy, py::handle xhat, py::handle inv, py::handle gamma, py::handle dx, py::handle dgamma,
+           py::handle dbeta) {
+          const auto [M, C] = shape2(dy, "dy");
+          const float* pdy = array_data<float, D>(dy, "dy", {M, C}, false);
+          const float* ph = array_data<float, D>(xhat, "xhat", {M, C}, false);
+          const float* pi = array_data<float, D>(inv, "inv", {C}, false);
+          const float* pg = optional_data<float, D>(gamma, "gamma", {C}, false);
+          float* pdx = optional_data<float, D>(dx, "dx", {M, C}, true);
+          float* pdg = array_data<float, D>(dgamma, "dgamma", {C}, true);
+          float* pdb = array_data<float, D>(dbeta, "dbeta", {C}, true);
+          py::gil_scoped_release nogil;
+          bwd(M, C, pdy, ph, pi, pg, pdx, pdg, pdb);
+        },
+        py::arg("dy"), py::arg("xhat"), py::arg("inv"), py::arg("gamma"), py::arg("dx"), py::arg("dgamma"),
+        py::arg("dbeta"));
 }
-
-std::vector<i64> vec(const Shape4& s) { return {s.begin(), s.end()}; }
 
 }  // namespace
 
@@ -71,151 +147,25 @@ PYBIND11_MODULE(_cpu, m) {
         py::arg("x_shape"), py::arg("pool_size"), py::arg("strides"), py::arg("padding"),
         "Padding (top, left) that pooling puts before the input.");
 
-  m.def("conv2d_fwd",
-        [](const py::array& x, const py::array& w, const py::object& bias, const py::array& y, Pair strides,
-           Pair dilation, const std::string& padding, bool relu) {
-          const Conv2dDesc d = conv_desc(shape4(x, "x"), shape4(w, "kernel"), strides, dilation, padding);
-          const float* px = checked<float>(x, "x", {d.N, d.H, d.W, d.C}, false);
-          const float* pw = checked<float>(w, "kernel", {d.R, d.S, d.C, d.K}, false);
-          const float* pb = bias.is_none() ? nullptr : checked<float>(bias.cast<py::array>(), "bias", {d.K}, false);
-          float* py_ = checked<float>(y, "y", vec(conv_out_shape(d)), true);
-          py::gil_scoped_release nogil;
-          conv2d_fwd_cpu(d, px, pw, pb, py_, relu ? Activation::Relu : Activation::None);
-        },
-        py::arg("x").noconvert(), py::arg("kernel").noconvert(), py::arg("bias"), py::arg("y").noconvert(),
-        py::arg("strides"), py::arg("dilation"), py::arg("padding"), py::arg("relu") = false);
-
-  m.def("conv2d_bwd_data",
-        [](const py::array& dy, const py::array& w, const py::array& dx, Pair strides, Pair dilation,
-           const std::string& padding) {
-          const Conv2dDesc d = conv_desc(shape4(dx, "dx"), shape4(w, "kernel"), strides, dilation, padding);
-          const float* pdy = checked<float>(dy, "dy", vec(conv_out_shape(d)), false);
-          const float* pw = checked<float>(w, "kernel", {d.R, d.S, d.C, d.K}, false);
-          float* pdx = checked<float>(dx, "dx", {d.N, d.H, d.W, d.C}, true);
-          py::gil_scoped_release nogil;
-          conv2d_bwd_data_cpu(d, pdy, pw, pdx);
-        },
-        py::arg("dy").noconvert(), py::arg("kernel").noconvert(), py::arg("dx").noconvert(), py::arg("strides"),
-        py::arg("dilation"), py::arg("padding"));
-
-  m.def("conv2d_bwd_filter",
-        [](const py::array& x, const py::array& dy, const py::array& dw, const py::object& dbias, Pair strides,
-           Pair dilation, const std::string& padding) {
-          const Conv2dDesc d = conv_desc(shape4(x, "x"), shape4(dw, "dkernel"), strides, dilation, padding);
-          const float* px = checked<float>(x, "x", {d.N, d.H, d.W, d.C}, false);
-          const float* pdy = checked<float>(dy, "dy", vec(conv_out_shape(d)), false);
-          float* pdw = checked<float>(dw, "dkernel", {d.R, d.S, d.C, d.K}, true);
-          float* pdb = dbias.is_none() ? nullptr : checked<float>(dbias.cast<py::array>(), "dbias", {d.K}, true);
-          py::gil_scoped_release nogil;
-          conv2d_bwd_filter_cpu(d, px, pdy, pdw, pdb);
-        },
-        py::arg("x").noconvert(), py::arg("dy").noconvert(), py::arg("dkernel").noconvert(), py::arg("dbias"),
-        py::arg("strides"), py::arg("dilation"), py::arg("padding"));
-
-  m.def("max_pool2d_fwd",
-        [](const py::array& x, const py::array& y, const py::object& argmax, Pair pool, Pair strides,
-           const std::string& padding) {
-          const Pool2dDesc d = pool_desc(shape4(x, "x"), pool, strides, padding);
-          const float* px = checked<float>(x, "x", {d.N, d.H, d.W, d.C}, false);
-          float* py_ = checked<float>(y, "y", vec(pool_out_shape(d)), true);
-          std::int32_t* pa = argmax.is_none()
-                                 ? nullptr
-                                 : checked<std::int32_t>(argmax.cast<py::array>(), "argmax", vec(pool_out_shape(d)), true);
-          py::gil_scoped_release nogil;
-          max_pool2d_fwd_cpu(d, px, py_, pa);
-        },
-        py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("argmax"), py::arg("pool_size"),
-        py::arg("strides"), py::arg("padding"));
-
-  m.def("max_pool2d_bwd",
-        [](const py::array& dy, const py::array& argmax, const py::array& dx, Pair pool, Pair strides,
-           const std::string& padding) {
-          const Pool2dDesc d = pool_desc(shape4(dx, "dx"), pool, strides, padding);
-          const float* pdy = checked<float>(dy, "dy", vec(pool_out_shape(d)), false);
-          const std::int32_t* pa = checked<std::int32_t>(argmax, "argmax", vec(pool_out_shape(d)), false);
-          float* pdx = checked<float>(dx, "dx", {d.N, d.H, d.W, d.C}, true);
-          i64 outside;
-          {
-            py::gil_scoped_release nogil;
-            outside = max_pool2d_bwd_cpu(d, pdy, pa, pdx);
-          }
-          if (outside)
-            throw py::value_error("argmax holds " + std::to_string(outside) + " of " +
-                                  std::to_string(d.N * d.OH * d.OW * d.C) + " indices outside the input");
-        },
-        py::arg("dy").noconvert(), py::arg("argmax").noconvert(), py::arg("dx").noconvert(), py::arg("pool_size"),
-        py::arg("strides"), py::arg("padding"));
+  def_ops<CpuKernels>(m);
 
   m.def("max_pool2d_argmax_outside",
-        [](const py::array& argmax, Shape4 x, Pair pool, Pair strides, const std::string& padding) {
+        [](py::handle argmax, Shape4 x, Pair pool, Pair strides, const std::string& padding) {
           const Pool2dDesc d = pool_desc(x, pool, strides, padding);
-          const std::int32_t* pa = checked<std::int32_t>(argmax, "argmax", vec(pool_out_shape(d)), false);
+          const std::int32_t* pa = array_data<std::int32_t, D>(argmax, "argmax", vec(pool_out_shape(d)), false);
           py::gil_scoped_release nogil;
           return max_pool2d_argmax_outside_cpu(d, pa);
         },
-        py::arg("argmax").noconvert(), py::arg("x_shape"), py::arg("pool_size"), py::arg("strides"),
+        py::arg("argmax"), py::arg("x_shape"), py::arg("pool_size"), py::arg("strides"),
         py::arg("padding"), "How many argmax entries name a cell outside their own output's window.");
 
-  m.def("avg_pool2d_fwd",
-        [](const py::array& x, const py::array& y, Pair pool, Pair strides, const std::string& padding) {
-          const Pool2dDesc d = pool_desc(shape4(x, "x"), pool, strides, padding);
-          const float* px = checked<float>(x, "x", {d.N, d.H, d.W, d.C}, false);
-          float* py_ = checked<float>(y, "y", vec(pool_out_shape(d)), true);
-          py::gil_scoped_release nogil;
-          avg_pool2d_fwd_cpu(d, px, py_);
-        },
-        py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("pool_size"), py::arg("strides"),
-        py::arg("padding"));
-
-  m.def("avg_pool2d_bwd",
-        [](const py::array& dy, const py::array& dx, Pair pool, Pair strides, const std::string& padding) {
-          const Pool2dDesc d = pool_desc(shape4(dx, "dx"), pool, strides, padding);
-          const float* pdy = checked<float>(dy, "dy", vec(pool_out_shape(d)), false);
-          float* pdx = checked<float>(dx, "dx", {d.N, d.H, d.W, d.C}, true);
-          py::gil_scoped_release nogil;
-          avg_pool2d_bwd_cpu(d, pdy, pdx);
-        },
-        py::arg("dy").noconvert(), py::arg("dx").noconvert(), py::arg("pool_size"), py::arg("strides"),
-        py::arg("padding"));
-
   // Batch normalisation in training mode on (M, C) views; gamma and beta may be None.
-  m.def("batch_norm_fwd",
-        [](const py::array& x, const py::object& gamma, const py::object& beta, float eps, const py::array& y,
-           const py::array& xhat, const py::array& mean, const py::array& var, const py::array& inv) {
-          CONVKIT_CHECK(x.ndim() == 2, "batch_norm: x must be 2-D (rows, channels)");
-          const i64 M = x.shape(0), C = x.shape(1);
-          const float* px = checked<float>(x, "x", {M, C}, false);
-          const float* pg = gamma.is_none() ? nullptr : checked<float>(gamma.cast<py::array>(), "gamma", {C}, false);
-          const float* pb = beta.is_none() ? nullptr : checked<float>(beta.cast<py::array>(), "beta", {C}, false);
-          float* py_ = checked<float>(y, "y", {M, C}, true);
-          float* ph = checked<float>(xhat, "xhat", {M, C}, true);
-          float* pm = checked<float>(mean, "mean", {C}, true);
-          float* pv = checked<float>(var, "var", {C}, true);
-          float* pi = checked<float>(inv, "inv", {C}, true);
-          py::gil_scoped_release nogil;
-          batch_norm_fwd_cpu(M, C, px, pg, pb, eps, py_, ph, pm, pv, pi);
-        },
-        py::arg("x").noconvert(), py::arg("gamma"), py::arg("beta"), py::arg("epsilon"), py::arg("y").noconvert(),
-        py::arg("xhat").noconvert(), py::arg("mean").noconvert(), py::arg("var").noconvert(),
-        py::arg("inv").noconvert());
+  def_batch_norm(m, batch_norm_fwd_cpu, batch_norm_bwd_cpu);
 
-  m.def("batch_norm_bwd",
-        [](const py::array& dy, const py::array& xhat, const py::array& inv, const py::object& gamma,
-           const py::object& dx, const py::array& dgamma, const py::array& dbeta) {
-          CONVKIT_CHECK(dy.ndim() == 2, "batch_norm: dy must be 2-D (rows, channels)");
-          const i64 M = dy.shape(0), C = dy.shape(1);
-          const float* pdy = checked<float>(dy, "dy", {M, C}, false);
-          const float* ph = checked<float>(xhat, "xhat", {M, C}, false);
-          const float* pi = checked<float>(inv, "inv", {C}, false);
-          const float* pg = gamma.is_none() ? nullptr : checked<float>(gamma.cast<py::array>(), "gamma", {C}, false);
-          float* pdx = dx.is_none() ? nullptr : checked<float>(dx.cast<py::array>(), "dx", {M, C}, true);
-          float* pdg = checked<float>(dgamma, "dgamma", {C}, true);
-          float* pdb = checked<float>(dbeta, "dbeta", {C}, true);
-          py::gil_scoped_release nogil;
-          batch_norm_bwd_cpu(M, C, pdy, ph, pi, pg, pdx, pdg, pdb);
-        },
-        py::arg("dy").noconvert(), py::arg("xhat").noconvert(), py::arg("inv").noconvert(), py::arg("gamma"),
-        py::arg("dx"), py::arg("dgamma").noconvert(), py::arg("dbeta").noconvert());
+  py::module_ ref = m.def_submodule("reference", "The reference loops (csrc/ops/reference.h): the same functions, "
+                                                 "plain loops summing in double, to check the kernels against.");
+  def_ops<ReferenceKernels>(ref);
+  def_batch_norm(ref, reference::batch_norm_fwd, reference::batch_norm_bwd);
 
   m.def("set_num_threads", [](int n) {
     CONVKIT_CHECK(n >= 1, "number of threads must be >= 1, got " + std::to_string(n));

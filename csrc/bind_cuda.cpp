@@ -1,6 +1,6 @@
-// convkit._cuda: device pointers (integers), shapes and the caller's stream in;
-// kernels launch on that stream and never synchronise. Descriptors come from
-// bind_common.h, so every check matches the CPU module's.
+// convkit._cuda: arrays exposing the CUDA array interface (CuPy's), checked as the CPU module's
+// host arrays are (bind_arrays.h) plus their pointer's device; the op functions are bind_ops.h's,
+// shared with convkit._cpu. Kernels launch on CuPy's current stream and never synchronise.
 #include <cuda_runtime.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -8,73 +8,75 @@
 #include <cstdint>
 #include <string>
 
-#include "bind_common.h"
+#include "bind_ops.h"
 #include "ops/cuda_check.h"
 
 namespace py = pybind11;
 using namespace convkit;
 
-namespace {
+namespace convkit {
 
-template <class T>
-T* ptr(std::uintptr_t p) {
-  return reinterpret_cast<T*>(p);
+void check_device_pointer(const void* p, const char* name) {
+  if (p == nullptr) return;  // an empty array
+  cudaPointerAttributes attr{};
+  if (cudaPointerGetAttributes(&attr, p) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky error of a host pointer on older runtimes
+    throw py::type_error(std::string(name) + " is not device memory");
+  }
+  CONVKIT_CHECK(attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged,
+                std::string(name) + " is not device memory");
+  int current = 0;
+  check_cuda(cudaGetDevice(&current), "cudaGetDevice");
+  CONVKIT_CHECK(attr.device == current, std::string(name) + " is on GPU " + std::to_string(attr.device) +
+                                            " but the current device is GPU " + std::to_string(current));
 }
 
-void* stream_of(std::uintptr_t s) { return reinterpret_cast<void*>(s); }
+}  // namespace convkit
+
+namespace {
+
+// CuPy's current stream (read with the GIL held), on which every kernel of the call launches.
+void* current_stream() {
+  static const auto* get = new py::object(py::module_::import("cupy.cuda").attr("get_current_stream"));
+  return reinterpret_cast<void*>((*get)().attr("ptr").cast<std::uintptr_t>());
+}
+
+// The CUDA kernels for bind_ops.h.
+struct CudaKernels {
+  static constexpr Device device = Device::Cuda;
+  using Run = void*;  // the stream
+  static Run prepare() { return current_stream(); }
+  static void conv2d_fwd(Run s, const Conv2dDesc& d, const float* x, const float* w, const float* b, float* y,
+                         Activation act, bool tf32) {
+    conv2d_fwd_cuda(d, x, w, b, y, act, tf32, s);
+  }
+  static void conv2d_bwd_data(Run s, const Conv2dDesc& d, const float* dy, const float* w, float* dx, bool tf32) {
+    conv2d_bwd_data_cuda(d, dy, w, dx, tf32, s);
+  }
+  static void conv2d_bwd_filter(Run s, const Conv2dDesc& d, const float* x, const float* dy, float* dw, float* db,
+                                bool tf32) {
+    conv2d_bwd_filter_cuda(d, x, dy, dw, db, tf32, s);
+  }
+  static void max_pool2d_fwd(Run s, const Pool2dDesc& d, const float* x, float* y, std::int32_t* argmax) {
+    max_pool2d_fwd_cuda(d, x, y, argmax, s);
+  }
+  // The gather ignores indices outside the input; convkit.ops checks an argmax it did not make.
+  static i64 max_pool2d_bwd(Run s, const Pool2dDesc& d, const float* dy, const std::int32_t* argmax, float* dx) {
+    max_pool2d_bwd_cuda(d, dy, argmax, dx, s);
+    return 0;
+  }
+  static void avg_pool2d_fwd(Run s, const Pool2dDesc& d, const float* x, float* y) { avg_pool2d_fwd_cuda(d, x, y, s); }
+  static void avg_pool2d_bwd(Run s, const Pool2dDesc& d, const float* dy, float* dx) {
+    avg_pool2d_bwd_cuda(d, dy, dx, s);
+  }
+};
 
 }  // namespace
 
 PYBIND11_MODULE(_cuda, m) {
-  m.doc() = "convkit CUDA kernels (device pointers in, caller's stream)";
+  m.doc() = "convkit CUDA kernels (CUDA array interface in, CuPy's current stream)";
 
-  m.def("conv2d_fwd",
-        [](std::uintptr_t x, std::uintptr_t w, std::uintptr_t bias, std::uintptr_t y, Shape4 xs, Shape4 ws,
-           Pair strides, Pair dilation, const std::string& padding, bool relu, bool tf32, std::uintptr_t stream) {
-          const Conv2dDesc d = conv_desc(xs, ws, strides, dilation, padding);
-          py::gil_scoped_release nogil;
-          conv2d_fwd_cuda(d, ptr<const float>(x), ptr<const float>(w), ptr<const float>(bias), ptr<float>(y),
-                          relu ? Activation::Relu : Activation::None, tf32, stream_of(stream));
-        });
-  m.def("conv2d_bwd_data",
-        [](std::uintptr_t dy, std::uintptr_t w, std::uintptr_t dx, Shape4 xs, Shape4 ws, Pair strides, Pair dilation,
-           const std::string& padding, bool tf32, std::uintptr_t stream) {
-          const Conv2dDesc d = conv_desc(xs, ws, strides, dilation, padding);
-          py::gil_scoped_release nogil;
-          conv2d_bwd_data_cuda(d, ptr<const float>(dy), ptr<const float>(w), ptr<float>(dx), tf32, stream_of(stream));
-        });
-  m.def("conv2d_bwd_filter",
-        [](std::uintptr_t x, std::uintptr_t dy, std::uintptr_t dw, std::uintptr_t dbias, Shape4 xs, Shape4 ws,
-           Pair strides, Pair dilation, const std::string& padding, bool tf32, std::uintptr_t stream) {
-          const Conv2dDesc d = conv_desc(xs, ws, strides, dilation, padding);
-          py::gil_scoped_release nogil;
-          conv2d_bwd_filter_cuda(d, ptr<const float>(x), ptr<const float>(dy), ptr<float>(dw), ptr<float>(dbias), tf32,
-                                 stream_of(stream));
-        });
-  m.def("max_pool2d_fwd", [](std::uintptr_t x, std::uintptr_t y, std::uintptr_t argmax, Shape4 xs, Pair pool,
-                             Pair strides, const std::string& padding, std::uintptr_t stream) {
-    const Pool2dDesc d = pool_desc(xs, pool, strides, padding);
-    py::gil_scoped_release nogil;
-    max_pool2d_fwd_cuda(d, ptr<const float>(x), ptr<float>(y), ptr<std::int32_t>(argmax), stream_of(stream));
-  });
-  m.def("max_pool2d_bwd", [](std::uintptr_t dy, std::uintptr_t argmax, std::uintptr_t dx, Shape4 xs, Pair pool,
-                             Pair strides, const std::string& padding, std::uintptr_t stream) {
-    const Pool2dDesc d = pool_desc(xs, pool, strides, padding);
-    py::gil_scoped_release nogil;
-    max_pool2d_bwd_cuda(d, ptr<const float>(dy), ptr<const std::int32_t>(argmax), ptr<float>(dx), stream_of(stream));
-  });
-  m.def("avg_pool2d_fwd", [](std::uintptr_t x, std::uintptr_t y, Shape4 xs, Pair pool, Pair strides,
-                             const std::string& padding, std::uintptr_t stream) {
-    const Pool2dDesc d = pool_desc(xs, pool, strides, padding);
-    py::gil_scoped_release nogil;
-    avg_pool2d_fwd_cuda(d, ptr<const float>(x), ptr<float>(y), stream_of(stream));
-  });
-  m.def("avg_pool2d_bwd", [](std::uintptr_t dy, std::uintptr_t dx, Shape4 xs, Pair pool, Pair strides,
-                             const std::string& padding, std::uintptr_t stream) {
-    const Pool2dDesc d = pool_desc(xs, pool, strides, padding);
-    py::gil_scoped_release nogil;
-    avg_pool2d_bwd_cuda(d, ptr<const float>(dy), ptr<float>(dx), stream_of(stream));
-  });
+  def_ops<CudaKernels>(m);
   m.def("device_info", []() {
     int dev = 0;
     check_cuda(cudaGetDevice(&dev), "cudaGetDevice");

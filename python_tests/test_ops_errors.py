@@ -86,6 +86,26 @@ def test_read_only_output_is_refused():
         _cpu.conv2d_fwd(X, K, None, y, (1, 1), (1, 1), "valid")
 
 
+class _DeviceArray:
+    """Looks like a GPU array to the modules: it exposes only the CUDA array interface."""
+
+    def __init__(self, a):
+        self.__cuda_array_interface__ = {**a.__array_interface__, "version": 3}
+
+
+def test_the_modules_take_arrays_by_the_array_interface_and_check_the_device():
+    y = np.empty((2, 6, 6, 4), np.float32)
+    with pytest.raises(TypeError, match="x is a GPU array but the CPU kernels take arrays on their own device"):
+        _cpu.conv2d_fwd(_DeviceArray(X), K, None, y, (1, 1), (1, 1), "valid")
+    with pytest.raises(TypeError, match="kernel must be an array exposing __array_interface__, got list"):
+        _cpu.conv2d_fwd(X, K.tolist(), None, y, (1, 1), (1, 1), "valid")
+    with pytest.raises(TypeError, match="argmax must have dtype int32, got int64"):
+        _cpu.max_pool2d_fwd(X, np.empty((2, 4, 4, 3), np.float32), np.empty((2, 4, 4, 3), np.int64), (2, 2), (2, 2),
+                            "valid")
+    _cpu.conv2d_fwd(X, K, None, y, (1, 1), (1, 1), "valid", False, True)  # tf32 is taken, and means nothing here
+    np.testing.assert_array_equal(y, ops.conv2d(X, K))
+
+
 def test_sizes_past_int32_are_computed_in_64_bits():
     assert ops.conv2d_output_shape((1, 100_000, 100_000, 1), (3, 3, 1, 1), 1, "same") == (1, 100_000, 100_000, 1)
     assert ops.conv2d_output_shape((3, 70_000, 70_000, 8), (3, 3, 8, 4), 2, "valid") == (3, 34_999, 34_999, 4)

@@ -1,6 +1,6 @@
 // Runs convkit's CUDA kernels on the CPU (sources translated by translate.py, executed under
-// cuda_emulation.h) and compares every output with the CPU twins, which the Python tests check
-// against PyTorch in float64.
+// cuda_emulation.h) and compares every output with the reference loops (ops/reference.h), which
+// the Python tests check against PyTorch in float64.
 //
 //   check_kernels [--seed S] [--conv N] [--pool N] [--only conv|pool] [--case I] [--tf32] [--verbose]
 //
@@ -27,6 +27,7 @@
 #include "cuda_emulation.h"
 #include "ops/conv2d.h"
 #include "ops/pool2d.h"
+#include "ops/reference.h"
 
 using namespace convkit;
 
@@ -207,10 +208,10 @@ void run_conv(long index, const ConvCase& c, Rng& rng, Stats& st) {
   const float* bias = c.bias ? b.get() : nullptr;
   const Activation act = c.relu ? Activation::Relu : Activation::None;
   const double tol = c.tf32 ? kTolTf32 : kTolFp32;
-  // The CPU twins give the reference and, run on |operands|, each output's sum of |terms|.
+  // The reference loops give the expected values and, run on |operands|, each output's sum of |terms|.
   std::vector<float> want(ny), bound(ny);
-  conv2d_fwd_cpu(d, x.get(), w.get(), bias, want.data(), act);
-  conv2d_fwd_cpu(d, ax.data(), aw.data(), c.bias ? ab.data() : nullptr, bound.data(), Activation::None);
+  reference::conv2d_fwd(d, x.get(), w.get(), bias, want.data(), act);
+  reference::conv2d_fwd(d, ax.data(), aw.data(), c.bias ? ab.data() : nullptr, bound.data(), Activation::None);
   emu::force_wide_indices = c.wide;
   emu::fail_malloc_async = c.no_pool;
   y.poison();
@@ -219,8 +220,8 @@ void run_conv(long index, const ConvCase& c, Rng& rng, Stats& st) {
 
   want.assign(nx, 0.f);
   bound.assign(nx, 0.f);
-  conv2d_bwd_data_cpu(d, dy.get(), w.get(), want.data());
-  conv2d_bwd_data_cpu(d, ady.data(), aw.data(), bound.data());
+  reference::conv2d_bwd_data(d, dy.get(), w.get(), want.data());
+  reference::conv2d_bwd_data(d, ady.data(), aw.data(), bound.data());
   dx.poison();
   if (k.call("backward-data", [&] { conv2d_bwd_data_cuda(d, dy.get(), w.get(), dx.get(), c.tf32, nullptr); }))
     k.near("backward-data", dx.get(), want, bound, tol, c.tf32);
@@ -228,8 +229,8 @@ void run_conv(long index, const ConvCase& c, Rng& rng, Stats& st) {
   want.assign(nw, 0.f);
   bound.assign(nw, 0.f);
   std::vector<float> want_db(d.K), bound_db(d.K);
-  conv2d_bwd_filter_cpu(d, x.get(), dy.get(), want.data(), c.bias ? want_db.data() : nullptr);
-  conv2d_bwd_filter_cpu(d, ax.data(), ady.data(), bound.data(), c.bias ? bound_db.data() : nullptr);
+  reference::conv2d_bwd_filter(d, x.get(), dy.get(), want.data(), c.bias ? want_db.data() : nullptr);
+  reference::conv2d_bwd_filter(d, ax.data(), ady.data(), bound.data(), c.bias ? bound_db.data() : nullptr);
   dw.poison();
   db.poison();
   if (k.call("backward-filter", [&] {
@@ -336,7 +337,7 @@ void run_pool(long index, const PoolCase& c, Rng& rng, Stats& st) {
 
   std::vector<float> want(ny);
   std::vector<std::int32_t> want_am(ny);
-  max_pool2d_fwd_cpu(d, x.get(), want.data(), want_am.data());
+  reference::max_pool2d_fwd(d, x.get(), want.data(), want_am.data());
   y.poison();
   am.poison();
   if (k.call("max forward", [&] { max_pool2d_fwd_cuda(d, x.get(), y.get(), am.get(), nullptr); })) {
@@ -348,20 +349,20 @@ void run_pool(long index, const PoolCase& c, Rng& rng, Stats& st) {
     k.same("max forward without argmax", y.get(), want);
 
   want.assign(nx, 0.f);
-  max_pool2d_bwd_cpu(d, dy.get(), want_am.data(), want.data());
+  reference::max_pool2d_bwd(d, dy.get(), want_am.data(), want.data());
   for (i64 i = 0; i < ny; ++i) am_in[i] = want_am[i];
   dx.poison();
   if (k.call("max backward", [&] { max_pool2d_bwd_cuda(d, dy.get(), am_in.get(), dx.get(), nullptr); }))
     k.same("max backward", dx.get(), want);
 
   want.assign(ny, 0.f);
-  avg_pool2d_fwd_cpu(d, x.get(), want.data());
+  reference::avg_pool2d_fwd(d, x.get(), want.data());
   y.poison();
   if (k.call("average forward", [&] { avg_pool2d_fwd_cuda(d, x.get(), y.get(), nullptr); }))
     k.same("average forward", y.get(), want);
 
   want.assign(nx, 0.f);
-  avg_pool2d_bwd_cpu(d, dy.get(), want.data());
+  reference::avg_pool2d_bwd(d, dy.get(), want.data());
   dx.poison();
   if (k.call("average backward", [&] { avg_pool2d_bwd_cuda(d, dy.get(), dx.get(), nullptr); }))
     k.same("average backward", dx.get(), want);

@@ -1,0 +1,112 @@
+// How both extension modules take arrays: one convention, the array interface. The CPU module
+// reads NumPy's __array_interface__, the CUDA module the CUDA array interface
+// (__cuda_array_interface__, as CuPy, PyTorch and Numba export it); both are the same dict
+// (shape, typestr, data = (pointer, read-only), strides), checked here once: device (which
+// interface the object has), dtype, C-contiguity, exact shape and, for outputs, writability.
+#pragma once
+#include <pybind11/pybind11.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common.h"
+
+namespace convkit {
+
+namespace py = pybind11;
+
+enum class Device { Cpu, Cuda };
+
+template <class T>
+struct DtypeName;
+template <>
+struct DtypeName<float> {
+  static constexpr const char* typestr = "<f4";
+  static constexpr const char* name = "float32";
+};
+template <>
+struct DtypeName<std::int32_t> {
+  static constexpr const char* typestr = "<i4";
+  static constexpr const char* name = "int32";
+};
+
+inline std::string shape_str(const std::vector<i64>& s) {
+  std::string out = "(";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + (s.size() == 1 ? ",)" : ")");
+}
+
+inline const char* interface_of(Device dev) {
+  return dev == Device::Cuda ? "__cuda_array_interface__" : "__array_interface__";
+}
+
+inline std::string typestr_name(const std::string& t) {
+  static const std::pair<const char*, const char*> names[] = {
+      {"<f4", "float32"}, {"<f8", "float64"}, {"<f2", "float16"}, {"<i4", "int32"}, {"<i8", "int64"},
+      {"|u1", "uint8"},   {"|i1", "int8"},    {"|b1", "bool"},    {"<u4", "uint32"}, {"<u8", "uint64"}};
+  for (const auto& [code, name] : names)
+    if (t == code) return name;
+  return t;
+}
+
+// The interface dict of `obj` for device `dev`; a clear TypeError for anything else.
+inline py::dict interface_dict(py::handle obj, const char* name, Device dev) {
+  const char* attr = interface_of(dev);
+  if (!py::hasattr(obj, attr)) {
+    const bool other = py::hasattr(obj, interface_of(dev == Device::Cuda ? Device::Cpu : Device::Cuda));
+    if (other)
+      throw py::type_error(std::string(name) + (dev == Device::Cuda ? " is a host (CPU) array but the CUDA kernels"
+                                                                     : " is a GPU array but the CPU kernels") +
+                           " take arrays on their own device");
+    throw py::type_error(std::string(name) + " must be an array exposing " + attr + ", got " +
+                         py::str(py::type::handle_of(obj).attr("__name__")).cast<std::string>());
+  }
+  return obj.attr(attr).cast<py::dict>();
+}
+
+// Defined by the CUDA module: refuses a pointer that is not device memory of the current GPU.
+void check_device_pointer(const void* p, const char* name);
+
+// The data pointer of `obj` after every check; `shape` is the exact shape required.
+template <class T, Device dev>
+T* array_data(py::handle obj, const char* name, const std::vector<i64>& shape, bool writable) {
+  const py::dict d = interface_dict(obj, name, dev);
+  const std::string typestr = d["typestr"].cast<std::string>();
+  if (typestr != DtypeName<T>::typestr)
+    throw py::type_error(std::string(name) + " must have dtype " + DtypeName<T>::name + ", got " +
+                         typestr_name(typestr));
+  std::vector<i64> got;
+  for (auto s : d["shape"].cast<py::tuple>()) got.push_back(s.cast<i64>());
+  CONVKIT_CHECK(got == shape, std::string(name) + " has shape " + shape_str(got) + ", expected " + shape_str(shape));
+  if (d.contains("strides") && !d["strides"].is_none()) {
+    const py::tuple strides = d["strides"].cast<py::tuple>();
+    i64 expect = static_cast<i64>(sizeof(T));
+    for (size_t i = got.size(); i-- > 0;) {
+      CONVKIT_CHECK(got[i] == 1 || strides[i].cast<i64>() == expect, std::string(name) + " must be C-contiguous");
+      expect *= got[i];
+    }
+  }
+  CONVKIT_CHECK(!d.contains("mask") || d["mask"].is_none(), std::string(name) + " must not be a masked array");
+  const py::tuple data = d["data"].cast<py::tuple>();
+  CONVKIT_CHECK(!writable || !data[1].cast<bool>(), std::string(name) + " must be writeable");
+  T* p = reinterpret_cast<T*>(data[0].cast<std::uintptr_t>());
+  if constexpr (dev == Device::Cuda) check_device_pointer(p, name);
+  return p;
+}
+
+// As array_data, for arguments that may be None (a null pointer).
+template <class T, Device dev>
+T* optional_data(py::handle obj, const char* name, const std::vector<i64>& shape, bool writable) {
+  return obj.is_none() ? nullptr : array_data<T, dev>(obj, name, shape, writable);
+}
+
+// The shape of a 4-D array argument (before its full check).
+inline std::array<i64, 4> array_shape4(py::handle obj, const char* name, Device dev) {
+  const py::tuple s = interface_dict(obj, name, dev)["shape"].cast<py::tuple>();
+  CONVKIT_CHECK(s.size() == 4, std::string(name) + " must be 4-D, got " + std::to_string(s.size()) + "-D");
+  return {s[0].cast<i64>(), s[1].cast<i64>(), s[2].cast<i64>(), s[3].cast<i64>()};
+}
+
+}  // namespace convkit
