@@ -30,17 +30,22 @@ needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="needs mpirun (apt install o
                                                     "(pip install 'convkit[distributed]')")
 
 
-def mpirun(np_, args, timeout=60, env=None, wait=True):
+def mpirun(np_, args, timeout=60, env=None):
     """``mpirun -np np_`` on this machine only (as root too), one thread per rank."""
     cmd = ["mpirun", "-np", str(np_), "--oversubscribe", "--bind-to", "none", "--mca", "btl", "self,vader",
            "--mca", "btl_vader_single_copy_mechanism", "none", "--mca", "oob_tcp_if_include", "lo",
            sys.executable, *map(str, args)]
     env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]), **(env or {})}
-    if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # mpirun and every rank it started
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 def rel(a, b):
@@ -183,3 +188,74 @@ def test_nccl_two_ranks_on_gpu_match_one_process(tmp_path):
         got_w, _ = _two_rank_result(tmp_path, cfg["name"])
         for a, b in zip(ref_w, got_w):
             assert rel(a, b) < 1e-5
+
+
+# -- the trainer under mpirun: a rank that dies or hangs, then --resume ------------------------------------------------
+
+DRIVER = textwrap.dedent('''
+    import os, signal, sys
+    sys.path.insert(0, os.environ["CONVKIT_TEST_DIR"])
+    from test_cli import fake_dataset
+    import convkit.train as cli
+    from convkit import distributed
+    from convkit.models.training import Trainer
+
+    cli.load_dataset = lambda name, data_dir=None: fake_dataset(name, n=1000)
+    # CONVKIT_TEST_STOP=RANK:STEP:SIGNAL: that rank sends itself SIGNAL before its STEP-th training step
+    rank_, step_, sig = (os.environ.get("CONVKIT_TEST_STOP") or "-1:0:KILL").split(":")
+    steps, real_step = [0], Trainer._parallel_step
+
+    def step(self, *args):
+        steps[0] += 1
+        if distributed.rank() == int(rank_) and steps[0] == int(step_):
+            os.kill(os.getpid(), getattr(signal, "SIG" + sig))
+        return real_step(self, *args)
+
+    Trainer._parallel_step = step
+    sys.exit(cli.main(sys.argv[1:]))
+''')
+RUN = ["lenet", "--epochs", "3", "--limit", "300", "--batch-size", "50", "--verbose", "2"]  # 6 steps an epoch
+
+
+def _train(tmp_path, extra, env=None, timeout=60):
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    return mpirun(2, [driver, *RUN, "--out", tmp_path / "run", *extra], timeout=timeout,
+                  env={"CONVKIT_TEST_DIR": str(HERE), **(env or {})})
+
+
+def _checkpoint_epoch(tmp_path):
+    from convkit import saving
+    from convkit.train import CHECKPOINT
+    _, extra = saving.load_model(str(tmp_path / "run" / CHECKPOINT), return_extra=True)
+    return extra
+
+
+@needs_mpi
+def test_killed_rank_ends_the_run_and_resume_continues(tmp_path):
+    """Rank 1 is killed in the second epoch: the run ends (non-zero) instead of hanging, the checkpoint of the
+    first epoch is whole, and --resume under mpirun finishes the run from it; only rank 0 printed."""
+    t0 = time.monotonic()
+    res = _train(tmp_path, [], {"CONVKIT_TEST_STOP": "1:8:KILL"})
+    assert res.returncode != 0 and time.monotonic() - t0 < 50
+    first = _checkpoint_epoch(tmp_path)
+    assert first["epoch"] == 1 and first["batch_size"] == 50
+    res = _train(tmp_path, ["--resume"])
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("Resuming lenet5_aug") == 1 and res.stdout.count("Test loss") == 1
+    assert "over 2 ranks" in res.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["ranks"] == 2 and metrics["epochs_run"] == 3
+    assert metrics["history"]["loss"][0] == first["history"]["loss"][0]
+    assert (tmp_path / "run" / "log.csv").read_text().count("\n") == 4  # a header and 3 epochs, each once
+
+
+@needs_mpi
+def test_hung_rank_times_out_with_a_clear_error(tmp_path):
+    """Rank 1 stops (SIGSTOP) in the second epoch: rank 0 gives up after the timeout with an error naming
+    itself and the operation, every process is ended, and the checkpoint of the first epoch is whole."""
+    t0 = time.monotonic()
+    res = _train(tmp_path, [], {"CONVKIT_TEST_STOP": "1:8:STOP", "CONVKIT_DIST_TIMEOUT": "4"})
+    assert res.returncode != 0 and time.monotonic() - t0 < 50
+    assert "rank 0 of 2 waited 4 s in the gradient allreduce" in res.stderr
+    assert _checkpoint_epoch(tmp_path)["epoch"] == 1
