@@ -259,3 +259,14 @@ def test_hung_rank_times_out_with_a_clear_error(tmp_path):
     assert res.returncode != 0 and time.monotonic() - t0 < 50
     assert "rank 0 of 2 waited 4 s in the gradient allreduce" in res.stderr
     assert _checkpoint_epoch(tmp_path)["epoch"] == 1
+
+
+def test_ring_allreduce_cost_model():
+    """bench/run_distributed.py's arithmetic: 2(N-1) latencies plus 2(N-1)/N of the bytes over the link."""
+    import run_distributed as rd
+    assert rd.ring_seconds(1e6, 1, 1e9, 1e-5) == 0.0
+    assert rd.ring_seconds(1e6, 2, 1e9, 0.0) == pytest.approx(1e-3)
+    assert rd.ring_seconds(8e6, 8, 1e9, 1e-5) == pytest.approx(14e-5 + 2 * 7 / 8 * 8e-3)
+    assert rd.hierarchical_seconds(8e6, 1, 8, 1e10, 1e9, 0, 0) == pytest.approx(rd.ring_seconds(8e6, 8, 1e10, 0))
+    assert rd.hierarchical_seconds(8e6, 4, 8, 1e10, 1e9, 0, 0) == pytest.approx(
+        2 * 7 / 8 * 8e6 / 1e10 + 2 * 3 / 4 * 8e6 / 1e9)
