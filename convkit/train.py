@@ -261,11 +261,14 @@ def _run(args, argv) -> int:
         raise UsageError(e) from None
     _check_numbers(args)
     r = zoo.recipe(name)
-    try:
-        if distributed.launched_size() > 1:  # started by mpirun & co: one GPU per process, by local rank
+    if distributed.launched_size() > 1:  # started by mpirun & co: one GPU per process, by local rank
+        try:
             distributed.init(device=args.device)
+        except (RuntimeError, ImportError) as e:
+            raise UsageError(f"data-parallel start-up: {e}") from None
+    try:
         device = resolve_device(args.device)
-    except (RuntimeError, ImportError) as e:
+    except RuntimeError as e:
         raise UsageError(f"--device {args.device}: {e}") from None
 
     if args.resume:
