@@ -111,10 +111,9 @@ class Trainer:
 
     # compile ---------------------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, device=None):
-        """Set optimizer ('adam', 'sgd', 'adamw' or an Optimizer), loss (name or Loss), metrics
-        (['accuracy'] or ['acc']) and optionally the device ('auto', 'cpu', 'cuda')."""
-        if optimizer == "rmsprop":
-            raise ValueError("compile: RMSprop is not provided; use optimizer='adam', 'sgd' or 'adamw'")
+        """Set optimizer (a name such as 'rmsprop', 'adam', 'sgd', or an Optimizer), loss (a name, a
+        Loss or a loss function), metrics (['accuracy'] or ['acc']) and optionally the device ('auto', 'cpu',
+        'cuda')."""
         self.optimizer = optimizers_mod.get(optimizer)
         self.loss = losses_mod.get(loss)
         metrics = list(metrics or [])
