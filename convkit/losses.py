@@ -7,9 +7,10 @@ values) and give training the value and its gradient with respect to the predict
 its name, is a ``loss=`` for ``compile``.
 
 Cross-entropies on probabilities divide the categorical ones by their sum and clip them to
-[1e-7, 1 - 1e-7], as Keras does. When the model's last layer ends in the matching activation (softmax
-for the categorical losses, sigmoid for binary), training takes the fused gradient with respect to the
-logits, (p - y) / N, which stays exact where 1/p would overflow.
+[epsilon, 1 - epsilon] (``convkit.backend.epsilon()``, 1e-7), as Keras does. When the model's last
+layer ends in the matching activation (softmax for the categorical losses, sigmoid for binary),
+training takes the fused gradient with respect to the logits, (p - y) / N, which stays exact where
+1/p would overflow.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ import numpy as np
 from convkit import _serial
 from convkit._backend import is_cupy
 from convkit._device import xp_of
-
-EPSILON = 1e-7
+from convkit.backend import epsilon
 REDUCTIONS = ("sum_over_batch_size", "mean", "sum", "none", None)
 
 
@@ -158,7 +158,7 @@ class CategoricalCrossentropy(Loss):
             return values, (xp.exp(logp) * y.sum(axis=-1, keepdims=True) - y) if grad else None
         total = p.sum(axis=-1, keepdims=True)
         q = p / total
-        qc = xp.clip(q, EPSILON, 1 - EPSILON)
+        qc = xp.clip(q, epsilon(), 1 - epsilon())
         values = -(y * xp.log(qc)).sum(axis=-1)
         if not grad:
             return values, None
@@ -276,7 +276,7 @@ class BinaryCrossentropy(CategoricalCrossentropy):
             # log(1 + e^-|z|) + max(z, 0) - z y, and its gradient sigmoid(z) - y
             v = xp.maximum(p, 0) - p * y + xp.log1p(xp.exp(-xp.abs(p)))
             return v.mean(axis=-1), ((1 / (1 + xp.exp(-p)) - y) / k) if grad else None
-        pc = xp.clip(p, EPSILON, 1 - EPSILON)
+        pc = xp.clip(p, epsilon(), 1 - epsilon())
         v = -(y * xp.log(pc) + (1 - y) * xp.log(1 - pc))
         if not grad:
             return v.mean(axis=-1), None
@@ -345,13 +345,13 @@ class Huber(_Elementwise):
 
 @_serial.register_serializable
 class KLDivergence(Loss):
-    """sum(y log(y / p)) over the last axis, both clipped to [1e-7, 1]."""
+    """sum(y log(y / p)) over the last axis, both clipped to [epsilon, 1]."""
 
     name = "kl_divergence"
 
     def _terms(self, y, p):
         xp = xp_of(p)
-        yc, pc = xp.clip(y, EPSILON, 1), xp.clip(p, EPSILON, 1)
+        yc, pc = xp.clip(y, epsilon(), 1), xp.clip(p, epsilon(), 1)
         return (yc * xp.log(yc / pc)).sum(axis=-1), xp.where(p == pc, -yc / pc, 0).astype(p.dtype)
 
     def per_sample(self, y, p):

@@ -38,7 +38,7 @@ def clone_model(model, input_tensors=None, clone_function=None):
         raise ValueError(f"clone_model: clone_function applies to Sequential and functional models, not to the "
                          f"subclassed {type(model).__name__}")
     clone = type(model).from_config(model.get_config())
-    if model._traced and model._input_spec is not None:
+    if model.built and isinstance(model._input_spec, tuple):
         clone.build(model._input_spec)
     return clone
 
