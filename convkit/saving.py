@@ -31,8 +31,8 @@ FORMAT = "convkit-model"
 FORMAT_VERSION = 1
 _META = "convkit.json"
 
-__all__ = ["save_model", "load_model", "save_weights", "load_weights", "register_serializable",
-           "register_keras_serializable", "FORMAT_VERSION"]
+__all__ = ["save_model", "load_model", "save_weights", "load_weights", "restore_training_state",
+           "register_serializable", "register_keras_serializable", "FORMAT_VERSION"]
 
 
 def _atomic_write(filepath, meta: dict, arrays: dict, overwrite: bool):
@@ -169,6 +169,25 @@ def _rebuild(r, custom_objects, compile, return_extra):
                       metrics=cc.get("metrics"))
         model.optimizer.set_state(model.trainable_weights, r.arrays("optimizer", meta["optimizer_arrays"]))
     return (model, meta.get("extra")) if return_extra else model
+
+
+def restore_training_state(model, filepath) -> dict:
+    """Put a save_model file's weights and optimizer (its settings and state) into ``model``, which has the
+    saved architecture and is compiled; returns the file's extra metadata (see save_model)."""
+    r = _Reader(filepath)
+    try:
+        if not model.weights and r.meta.get("build_input_shape"):
+            model.build(tuple(r.meta["build_input_shape"]))
+        _assign(model, r, r.meta)
+        if r.meta.get("optimizer"):
+            optimizer = _serial.deserialize(r.meta["optimizer"], kind="optimizer")
+            optimizer.set_state(model.trainable_weights, r.arrays("optimizer", r.meta["optimizer_arrays"]))
+            if model._device is not None:
+                optimizer.to(model._device)
+            model.optimizer = optimizer
+        return r.meta.get("extra") or {}
+    finally:
+        r.close()
 
 
 def _assign(model, r, meta):

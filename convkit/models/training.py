@@ -108,6 +108,7 @@ class Trainer:
         self.history = None
         self._device = None
         self._compile_config = None
+        self._initial_epoch = None  # set by BackupAndRestore when it resumes a run
 
     # compile ---------------------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, device=None):
@@ -348,8 +349,9 @@ class Trainer:
         if verbose:
             cbs.append(ProgbarLogger(verbose))
         cbs.append(history)
+        stateful = x if hasattr(x, "get_state") and hasattr(x, "set_state") else None  # a resumable iterator
         cl = CallbackList(cbs, self, {"epochs": epochs, "steps": steps, "verbose": verbose,
-                                      "batch_size": batch_size})
+                                      "batch_size": batch_size, "data": stateful})
         self.history = history
         self.stop_training = False
         with _cpu_run_context(dev):
@@ -359,6 +361,8 @@ class Trainer:
     def _fit_loop(self, cl, history, data, val, steps, batch_size, shuffle, epochs, initial_epoch,
                   validation_batch_size, dev):
         cl.on_train_begin()
+        if self._initial_epoch is not None:  # a backup was restored
+            initial_epoch, self._initial_epoch = self._initial_epoch, None
         logs = {}
         for epoch in range(initial_epoch, epochs):
             self._reset_metrics()
