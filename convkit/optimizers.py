@@ -161,6 +161,19 @@ class Optimizer:
             self._update(v, v.grad, self._slots_for(v), lr)
             v.grad = None
 
+    @property
+    def built(self) -> bool:
+        """Whether the per-weight slots exist (after the first update, or loaded state)."""
+        return bool(self._slots)
+
+    def variable_count(self) -> int:
+        """How many numbers the optimizer keeps, counted as Keras counts its variables: the step count,
+        the learning rate (unless a schedule gives it), every slot and any per-step scalar."""
+        slots = sum(int(a.size) for s in self._slots.values() for a in s)
+        return 1 + (not isinstance(self._lr, LearningRateSchedule)) + slots + self._scalar_count
+
+    _scalar_count = 0
+
     def apply_gradients(self, grads_and_vars):
         """Keras-style: ``apply_gradients(zip(grads, variables))``."""
         vs = []
@@ -413,6 +426,8 @@ class Adamax(Adam):
 @_serial.register_serializable
 class Nadam(Adam):
     """Adam with Nesterov momentum and Keras's momentum schedule mu_t = beta_1 (1 - 0.5 * 0.96^t)."""
+
+    _scalar_count = 1  # the running product of mu_t
 
     def _mu(self, t):
         return self.beta_1 * (1.0 - 0.5 * 0.96 ** t)

@@ -143,7 +143,10 @@ class Model(Trainer, Layer):
 
     def __call__(self, inputs, training=None, **kwargs):
         if _is_symbolic(inputs):
-            return self._invoke(inputs, False)
+            out = self._invoke(inputs, False)
+            if isinstance(out, KerasTensor):  # a nested model's output shape, for summaries
+                self._output_shapes.append(out.shape)
+            return out
         if not self.built and not isinstance(inputs, (list, tuple)):
             self._input_spec = (None,) + tuple(inputs.shape[1:])
             self.built = True
@@ -188,23 +191,18 @@ class Model(Trainer, Layer):
             self.build(self._input_spec)
         return self.compute_output_shape(self._input_spec)
 
-    def summary(self, line_length=None, print_fn=None):
-        """Print Layer (type) | Output Shape | Param # and the total/trainable/non-trainable counts."""
+    def summary(self, line_length=None, print_fn=None, expand_nested=False, show_trainable=False):
+        """Print the layers (name, type, output shape, parameters; for a branching graph what each is connected
+        to) in a box-drawn table and the parameter totals with their size, as Keras 3 does. ``print_fn``
+        receives the whole text as one string; ``expand_nested`` lists the layers of nested models."""
         if not self._traced:
             if self._input_spec is None:
                 raise ValueError(f"model {self.name!r} has not been built yet, so it has no summary: give the first "
                                  "layer input_shape=..., start with Input(shape=...), call model.build("
                                  "(None, H, W, C)) or fit the model first")
             self.build(self._input_spec)
-        print_summary(self, self._summary_rows(), line_length=line_length, print_fn=print_fn)
-
-    def _summary_rows(self):
-        if self._graph is not None:
-            shapes = {}
-            for n in self._graph[2]:
-                shapes.setdefault(id(n.layer), []).append(n.output.shape)
-            return [(l, shapes[id(l)]) for l in self._layers]
-        return [(l, l._output_shapes) for l in self._layers]
+        print_summary(self, line_length=line_length, print_fn=print_fn, expand_nested=expand_nested,
+                      show_trainable=show_trainable)
 
     # config ----------------------------------------------------------------------------------------------
     def get_config(self):
