@@ -106,27 +106,52 @@ def _fmt_logs(logs):
     return " - ".join(f"{k}: {v:.4f}" for k, v in logs.items() if isinstance(v, (int, float)))
 
 
+def _in_notebook() -> bool:
+    """Whether this process is a Jupyter kernel (IPython's kernel app is running), without importing IPython."""
+    ipython = sys.modules.get("IPython")
+    try:
+        shell = ipython.get_ipython() if ipython is not None else None
+        return shell is not None and "IPKernelApp" in shell.config
+    except Exception:  # a stand-in or broken IPython: not a notebook
+        return False
+
+
 class ProgbarLogger(Callback):
-    """Progress output. verbose=1: a live bar (tqdm) on a terminal, else one line per epoch;
-    verbose=2: one line per epoch; verbose=0: nothing. Setting env CI forces line mode."""
+    """Progress output. verbose=1: a live bar, in a Jupyter notebook tqdm's notebook display (tqdm.auto)
+    and on a terminal tqdm's text bar, else one line per epoch; verbose=2: one line per epoch;
+    verbose=0: nothing. Setting env CI forces line mode."""
 
     def __init__(self, verbose=1, stream=None):
         super().__init__()
         self.verbose = verbose
-        self.stream = stream or sys.stdout
+        self.stream = stream
         self._bar = None
 
+    def _out(self):
+        return self.stream or sys.stdout  # read when used: a notebook replaces sys.stdout per cell
+
+    def _notebook(self):
+        return self.stream is None and _in_notebook()
+
     def _live(self):
-        return self.verbose == 1 and not os.environ.get("CI") and getattr(self.stream, "isatty", lambda: False)()
+        if self.verbose != 1 or os.environ.get("CI"):
+            return False
+        return self._notebook() or getattr(self._out(), "isatty", lambda: False)()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
         self._epoch = epoch
         if self._live():
-            from tqdm import tqdm
+            desc = f"Epoch {epoch + 1}/{self.params['epochs']}"
+            if self._notebook():
+                from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=self.params.get("steps"), desc=f"Epoch {epoch + 1}/{self.params['epochs']}",
-                             file=self.stream, leave=True, dynamic_ncols=True, unit="step")
+                self._bar = tqdm(total=self.params.get("steps"), desc=desc, leave=True, unit="step")
+            else:
+                from tqdm import tqdm
+
+                self._bar = tqdm(total=self.params.get("steps"), desc=desc, file=self._out(), leave=True,
+                                 dynamic_ncols=True, unit="step")
             self._last = 0.0
 
     def on_train_batch_end(self, batch, logs=None):
@@ -145,7 +170,7 @@ class ProgbarLogger(Callback):
             self._bar = None
         elif self.verbose:
             print(f"Epoch {epoch + 1}/{self.params['epochs']} - {secs:.1f}s - {_fmt_logs(logs or {})}",
-                  file=self.stream, flush=True)
+                  file=self._out(), flush=True)
 
     def on_train_end(self, logs=None):
         if self._bar is not None:

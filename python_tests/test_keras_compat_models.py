@@ -143,3 +143,42 @@ def test_clone_model_has_the_architecture_and_fresh_weights(rng):
     assert [type(l).__name__ for l in dropped.layers] == ["Dense", "Dropout", "Dense"]
     with pytest.raises(ValueError, match="clone_function applies to Sequential and functional models"):
         convkit.models.clone_model(subclassed, clone_function=lambda l: l)
+
+
+class FakeKernel:
+    """What IPython's get_ipython() returns inside a Jupyter kernel, as far as detection looks."""
+
+    config = {"IPKernelApp": {"connection_file": "kernel.json"}}
+
+
+def test_verbose_1_in_a_notebook_shows_tqdm_auto_bar(monkeypatch, rng):
+    import types
+
+    import tqdm.auto
+    import tqdm.std
+
+    bars = []
+
+    class Recorder(tqdm.std.tqdm):  # stands for the notebook widget: records and writes nowhere visible
+        def __init__(self, *args, **kwargs):
+            import io
+
+            super().__init__(*args, file=io.StringIO(), **kwargs)
+            bars.append(self)
+
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    x, y = rng.standard_normal((20, 3)).astype(np.float32), rng.integers(0, 2, 20)
+    model = Sequential([L.Input((3,)), L.Dense(2, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+
+    model.fit(x, y, epochs=2, batch_size=5, verbose=1)  # not a notebook, not a terminal: lines
+    assert bars == []
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: None))
+    model.fit(x, y, epochs=1, batch_size=5, verbose=1)  # IPython in a terminal is no notebook
+    assert bars == []
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=FakeKernel))
+    model.fit(x, y, epochs=2, batch_size=5, verbose=1)
+    assert [(b.desc, b.n, b.total) for b in bars] == [("Epoch 1/2", 4, 4), ("Epoch 2/2", 4, 4)]
+    model.fit(x, y, epochs=1, batch_size=5, verbose=2)  # one line per epoch, even in a notebook
+    assert len(bars) == 2
