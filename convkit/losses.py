@@ -67,14 +67,17 @@ class Loss:
 
     def value_and_grad(self, y_true, y_pred):
         """The reduced loss and its gradient; subclasses give the batch mean's in ``_mean_and_grad``."""
-        value, grad = self._mean_and_grad(y_true, y_pred)
+        return self._reduced(*self._mean_and_grad(y_true, y_pred), y_true, y_pred)
+
+    def _reduced(self, mean, grad, y_true, y_pred):
+        """(loss, gradient) of the batch mean ``mean`` as this loss's reduction wants them."""
         if self.reduction == "sum":
             n = self._divisor(y_true, y_pred)
-            return value * n, grad * n
+            return mean * n, grad * n
         if self.reduction in (None, "none"):
             raise ValueError(f"{self.name}: reduction={self.reduction!r} gives one value per sample; training needs "
                              "a reduced loss ('sum_over_batch_size' or 'sum')")
-        return value, grad
+        return mean, grad
 
     def _mean_and_grad(self, y_true, y_pred):
         raise NotImplementedError
@@ -176,9 +179,7 @@ class CategoricalCrossentropy(Loss):
     def fused_grad(self, y, p):
         """The loss and its gradient with respect to the logits of the activation that made ``p``."""
         n = self._divisor(y, p)
-        value = self.per_sample(y, p).sum() / n
-        g = self._fused(y, p) / n
-        return (value * n, g * n) if self.reduction == "sum" else (value, g)
+        return self._reduced(self.per_sample(y, p).sum() / n, self._fused(y, p) / n, y, p)
 
     def _fused(self, y, p):
         return p - self._smooth(y)
