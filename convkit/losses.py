@@ -233,6 +233,13 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
     def _terms(self, y, p, grad=True):
         return super()._terms(self._one_hot(y, p), p, grad)
 
+    def per_sample(self, y, p):
+        if self.from_logits or self.ignore_class is not None:
+            return super().per_sample(y, p)
+        xp = xp_of(p)  # training's usual case, without a one-hot matrix: -log(p_y / sum p)
+        picked = p[xp.arange(p.shape[0]), y] / p.sum(axis=-1)
+        return -xp.log(xp.clip(picked, epsilon(), 1 - epsilon()))
+
     def _divisor(self, y, p):
         """Keras averages over the samples that are not ignored."""
         if self.ignore_class is None:
@@ -240,11 +247,12 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
         return xp_of(y).maximum((y != self.ignore_class).sum(), 1)
 
     def _fused(self, y, p):
+        if self.ignore_class is None:
+            g = p.copy()
+            g[xp_of(p).arange(p.shape[0]), y] -= 1
+            return g
         onehot = self._one_hot(y, p)
-        g = p - onehot
-        if self.ignore_class is not None:
-            g *= onehot.sum(axis=-1, keepdims=True)
-        return g
+        return (p - onehot) * onehot.sum(axis=-1, keepdims=True)
 
     def get_config(self):
         config = super().get_config()

@@ -136,6 +136,19 @@ class Optimizer:
                 raise ValueError(f"{type(self).__name__}: learning_rate must be positive, got {value}")
         self._lr = value
 
+    @property
+    def lr(self) -> float:
+        """tf.keras 2's name of ``learning_rate`` (deprecated)."""
+        warnings.warn("`optimizer.lr` is deprecated (Keras 3 removed it); use `optimizer.learning_rate`",
+                      DeprecationWarning, stacklevel=2)
+        return self.learning_rate
+
+    @lr.setter
+    def lr(self, value):
+        warnings.warn("`optimizer.lr` is deprecated (Keras 3 removed it); use `optimizer.learning_rate`",
+                      DeprecationWarning, stacklevel=2)
+        self.learning_rate = value
+
     def _slots_for(self, v):
         s = self._slots.get(id(v))
         if s is None:

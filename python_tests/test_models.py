@@ -300,7 +300,7 @@ def test_unknown_names_and_missing_compile():
     with pytest.raises(RuntimeError, match="compile"):
         model.fit(np.zeros((2, 3)), np.zeros(2), verbose=0)
     with pytest.raises(ValueError, match="unknown optimizer"):
-        model.compile("adamax", "mse")
+        model.compile("adamx", "mse")
     with pytest.raises(ValueError, match="unknown loss"):
         model.compile("adam", "hinge")
     with pytest.raises(ValueError, match="unknown metric"):

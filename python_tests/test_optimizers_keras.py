@@ -92,6 +92,10 @@ def test_lr_and_decay_are_accepted_with_a_deprecation_warning():
     assert opt.learning_rate == pytest.approx(0.1 / 3)
     with pytest.warns(DeprecationWarning):
         assert optimizers.Adam(lr=0.5).get_config()["learning_rate"] == 0.5
+    with pytest.warns(DeprecationWarning, match="optimizer.lr"):
+        opt.lr = 0.2
+    with pytest.warns(DeprecationWarning, match="optimizer.lr"):
+        assert opt.lr == opt.learning_rate == pytest.approx(0.2 / 3)
 
 
 @pytest.mark.parametrize("name", ["RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam"])
