@@ -115,16 +115,27 @@ def test_objects_reduce_and_differentiate_as_keras(name, kind, kwargs, rng):
     expected = float(expected.detach())
     assert ours(y, p) == pytest.approx(expected, rel=2e-5)
     value, grad = ours.value_and_grad(ours.prepare_labels(np.asarray(y), p.shape), p)
-    assert float(value) == pytest.approx(float(expected), rel=2e-5)
+    assert float(value) == pytest.approx(expected, rel=2e-5)
     np.testing.assert_allclose(grad, tp.grad.numpy(), rtol=1e-4, atol=1e-7)
     none = getattr(losses, name)(**{**kwargs, "reduction": None})(y, p)
     assert none.shape == (N,)
 
 
-@pytest.mark.parametrize("name,activation,kind,from_logits", [
-    ("CategoricalCrossentropy", "softmax", "onehot", False), ("SparseCategoricalCrossentropy", "softmax", "sparse", False),
-    ("BinaryCrossentropy", "sigmoid", "binary", False)])
-def test_fused_gradient_with_respect_to_logits_matches_keras(name, activation, kind, from_logits, rng):
+@pytest.mark.parametrize("name,kind", [("SparseCategoricalCrossentropy", "sparse"), ("MeanSquaredError", "regression")])
+def test_sample_weights_scale_each_sample_as_in_keras(name, kind, rng):
+    y, logits = _data(kind, rng)
+    p = _pred(kind, logits, False)
+    w = rng.random(N).astype(np.float32)
+    for reduction in ("sum_over_batch_size", "sum"):
+        expected = getattr(keras.losses, name)(reduction=reduction)(_torch(y), _torch(p), sample_weight=_torch(w))
+        assert getattr(losses, name)(reduction=reduction)(y, p, sample_weight=w) == pytest.approx(float(expected),
+                                                                                                  rel=2e-5)
+
+
+@pytest.mark.parametrize("name,activation,kind", [
+    ("CategoricalCrossentropy", "softmax", "onehot"), ("SparseCategoricalCrossentropy", "softmax", "sparse"),
+    ("BinaryCrossentropy", "sigmoid", "binary")])
+def test_fused_gradient_with_respect_to_logits_matches_keras(name, activation, kind, rng):
     """Training takes d loss / d logits when the last layer's activation matches the loss."""
     y, logits = _data(kind, rng)
     loss = getattr(losses, name)(label_smoothing=0.1) if kind != "sparse" else getattr(losses, name)()
@@ -134,7 +145,7 @@ def test_fused_gradient_with_respect_to_logits_matches_keras(name, activation, k
     expected.backward()
     p = _softmax(logits) if activation == "softmax" else _sigmoid(logits)
     value, grad = loss.fused_grad(loss.prepare_labels(np.asarray(y), p.shape), p)
-    assert float(value) == pytest.approx(float(expected), rel=2e-5)
+    assert float(value) == pytest.approx(float(expected.detach()), rel=2e-5)
     np.testing.assert_allclose(grad, tl.grad.numpy(), rtol=1e-4, atol=1e-7)
 
 
