@@ -372,30 +372,35 @@ class KLDivergence(Loss):
         return values.sum() / n, grad / n
 
 
-def _function(cls, doc, **fixed):
+def _function(name, cls, doc):
+    """The per-sample loss function ``name`` computed by ``cls``; compile maps it back to ``cls``."""
+
     def loss(y_true, y_pred, **kwargs):
-        obj = cls(**kwargs, **fixed)
+        obj = cls(**kwargs)
         y_pred = _as_float_array(y_pred)
         return obj.per_sample(obj.prepare_labels(_as_array(y_true), y_pred.shape), y_pred)
 
-    loss.__name__ = loss.__qualname__ = cls.name if cls is not Huber else "huber"
+    loss.__name__ = loss.__qualname__ = name
     loss.__doc__ = doc
     _FUNCTIONS[loss] = cls
     return loss
 
 
 _FUNCTIONS: dict = {}
-categorical_crossentropy = _function(
-    CategoricalCrossentropy, "Per-sample categorical cross-entropy (from_logits=False, label_smoothing=0.0).")
-sparse_categorical_crossentropy = _function(
-    SparseCategoricalCrossentropy, "Per-sample cross-entropy with integer labels (from_logits=False, ignore_class=None).")
-binary_crossentropy = _function(
-    BinaryCrossentropy, "Per-sample binary cross-entropy, averaged over the last axis (from_logits=False, "
-    "label_smoothing=0.0).")
-mean_squared_error = _function(MeanSquaredError, "Per-sample mean squared error over the last axis.")
-mean_absolute_error = _function(MeanAbsoluteError, "Per-sample mean absolute error over the last axis.")
-huber = _function(Huber, "Per-sample Huber loss over the last axis (delta=1.0).")
-kl_divergence = _function(KLDivergence, "Per-sample Kullback-Leibler divergence sum(y log(y / p)).")
+categorical_crossentropy = _function("categorical_crossentropy", CategoricalCrossentropy,
+                                     "Per-sample categorical cross-entropy (from_logits=False, label_smoothing=0.0).")
+sparse_categorical_crossentropy = _function("sparse_categorical_crossentropy", SparseCategoricalCrossentropy,
+                                            "Per-sample cross-entropy with integer labels (from_logits=False, "
+                                            "ignore_class=None).")
+binary_crossentropy = _function("binary_crossentropy", BinaryCrossentropy,
+                                "Per-sample binary cross-entropy, averaged over the last axis (from_logits=False, "
+                                "label_smoothing=0.0).")
+mean_squared_error = _function("mean_squared_error", MeanSquaredError,
+                               "Per-sample mean squared error over the last axis.")
+mean_absolute_error = _function("mean_absolute_error", MeanAbsoluteError,
+                                "Per-sample mean absolute error over the last axis.")
+huber = _function("huber", Huber, "Per-sample Huber loss over the last axis (delta=1.0).")
+kl_divergence = _function("kl_divergence", KLDivergence, "Per-sample Kullback-Leibler divergence sum(y log(y / p)).")
 mse, mae, kld = mean_squared_error, mean_absolute_error, kl_divergence
 MSE, MAE, KLD = mean_squared_error, mean_absolute_error, kl_divergence
 

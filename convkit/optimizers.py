@@ -316,10 +316,10 @@ class AdamW(Adam):
         super().__init__(learning_rate, weight_decay=weight_decay, **kwargs)
 
 
-def _check_in_unit(who, name, value, closed_low=True):
+def _check_in_unit(who, name, value):
     value = float(value)
-    if not (0 <= value < 1 if closed_low else 0 < value < 1):
-        raise ValueError(f"{who}: {name} must be in {'[' if closed_low else '('}0, 1), got {value}")
+    if not 0 <= value < 1:
+        raise ValueError(f"{who}: {name} must be in [0, 1), got {value}")
     return value
 
 
