@@ -123,13 +123,13 @@ class Trainer:
         self.history = None
         self._device = None
         self._compile_config = None
+        self._initial_epoch = None  # set by BackupAndRestore when it resumes a run
 
     # compile ---------------------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, device=None):
-        """Set optimizer ('adam', 'sgd', 'adamw' or an Optimizer), loss (name or Loss), metrics
-        (['accuracy'] or ['acc']) and optionally the device ('auto', 'cpu', 'cuda')."""
-        if optimizer == "rmsprop":
-            raise ValueError("compile: RMSprop is not provided; use optimizer='adam', 'sgd' or 'adamw'")
+        """Set optimizer (a name such as 'rmsprop', 'adam', 'sgd', or an Optimizer), loss (a name, a
+        Loss or a loss function), metrics (['accuracy'] or ['acc']) and optionally the device ('auto', 'cpu',
+        'cuda')."""
         self.optimizer = optimizers_mod.get(optimizer)
         self.loss = losses_mod.get(loss)
         metrics = list(metrics or [])
@@ -371,8 +371,9 @@ class Trainer:
         if verbose:
             cbs.append(ProgbarLogger(verbose))
         cbs.append(history)
+        stateful = x if hasattr(x, "get_state") and hasattr(x, "set_state") else None  # a resumable iterator
         cl = CallbackList(cbs, self, {"epochs": epochs, "steps": steps, "verbose": verbose,
-                                      "batch_size": batch_size})
+                                      "batch_size": batch_size, "data": stateful})
         self.history = history
         self.stop_training = False
         with _cpu_run_context(dev):
@@ -382,6 +383,8 @@ class Trainer:
     def _fit_loop(self, cl, history, data, val, steps, batch_size, shuffle, epochs, initial_epoch,
                   validation_batch_size, dev):
         cl.on_train_begin()
+        if self._initial_epoch is not None:  # a backup was restored
+            initial_epoch, self._initial_epoch = self._initial_epoch, None
         logs = {}
         for epoch in range(initial_epoch, epochs):
             self._reset_metrics()
