@@ -41,12 +41,12 @@ from convkit import distributed, zoo
 from convkit._atomic import atomic_open, remove_leftovers
 from convkit._backend import device_name, get_num_threads
 from convkit._device import resolve_device, to_device
-from convkit.callbacks import Callback, CSVLogger
+from convkit.callbacks import Callback, CSVLogger, training_state
 from convkit.distributed import print0
 from convkit.plotting import plot_history
 from convkit.preprocessing.image import ImageDataGenerator, append_augmented
 from convkit.saving import load_model, save_model
-from convkit.utils import get_rng_state, set_random_seed, set_rng_state
+from convkit.utils import set_random_seed, set_rng_state
 
 CHECKPOINT = "checkpoint.ckpt"
 BEST, LOG, MODEL, METRICS = "best.convkit", "log.csv", "model.convkit", "metrics.json"
@@ -74,11 +74,9 @@ class EpochCheckpoint(Callback):
     def on_epoch_end(self, epoch, logs=None):
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(float(v))
-        extra = {**self.info, "epoch": epoch + 1, "history": self.history, "rng_state": get_rng_state(),
-                 "data_state": self.data.get_state() if self.data is not None else None,
-                 "stopped": bool(self.model.stop_training)}
         with _DeferInterrupt():
-            save_model(self.model, self.path, extra=extra)
+            save_model(self.model, self.path, extra={**self.info, **training_state(self.model, epoch + 1, self.history,
+                                                                                   self.data)})
 
 
 class UsageError(Exception):

@@ -124,13 +124,13 @@ class Trainer:
         self._device = None
         self._compile_config = None
         self._grad_reducer = None  # set by fit while training data-parallel
+        self._initial_epoch = None  # set by BackupAndRestore when it resumes a run
 
     # compile ---------------------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, device=None):
-        """Set optimizer ('adam', 'sgd', 'adamw' or an Optimizer), loss (name or Loss), metrics
-        (['accuracy'] or ['acc']) and optionally the device ('auto', 'cpu', 'cuda')."""
-        if optimizer == "rmsprop":
-            raise ValueError("compile: RMSprop is not provided; use optimizer='adam', 'sgd' or 'adamw'")
+        """Set optimizer (a name such as 'rmsprop', 'adam', 'sgd', or an Optimizer), loss (a name, a
+        Loss or a loss function), metrics (['accuracy'] or ['acc']) and optionally the device ('auto', 'cpu',
+        'cuda')."""
         self.optimizer = optimizers_mod.get(optimizer)
         self.loss = losses_mod.get(loss)
         metrics = list(metrics or [])
@@ -389,8 +389,9 @@ class Trainer:
         if verbose:
             cbs.append(ProgbarLogger(verbose))
         cbs.append(history)
+        stateful = x if hasattr(x, "get_state") and hasattr(x, "set_state") else None  # a resumable iterator
         cl = CallbackList(cbs, self, {"epochs": epochs, "steps": steps, "verbose": verbose,
-                                      "batch_size": batch_size})
+                                      "batch_size": batch_size, "data": stateful})
         self.history = history
         self.stop_training = False
         parallel = distributed.active()
@@ -423,13 +424,15 @@ class Trainer:
     def _fit_loop(self, cl, history, data, val, steps, batch_size, shuffle, epochs, initial_epoch,
                   validation_batch_size, dev):
         parallel = self._grad_reducer is not None
+        # a callback may stop training after a batch: then every rank has to hear of it at once
+        batch_stop = parallel and cl.watches_batches()
+        cl.on_train_begin()
+        if self._initial_epoch is not None:  # a backup was restored
+            initial_epoch, self._initial_epoch = self._initial_epoch, None
         synced = False
         if parallel and self.weights:  # every rank starts from rank 0's weights and optimizer state
             _data_parallel.sync_model(self)
             synced = True
-        # a callback may stop training after a batch: then every rank has to hear of it at once
-        batch_stop = parallel and cl.watches_batches()
-        cl.on_train_begin()
         logs = {}
         for epoch in range(initial_epoch, epochs):
             self._reset_metrics()
