@@ -64,6 +64,18 @@ def comm_model(args) -> list[dict]:
 
 # -- measured ----------------------------------------------------------------------------------------------------
 
+def mpirun_command(ranks: int, argv: list) -> tuple[list, dict]:
+    """(command, environment) running ``python argv`` as ``ranks`` Open MPI processes on this machine alone:
+    more processes than cores allowed, shared memory between them and loopback for the launcher, root allowed
+    (containers and CI run as root), one thread per rank, convkit importable from this checkout."""
+    cmd = ["mpirun", "-np", str(ranks), "--oversubscribe", "--bind-to", "none", "--mca", "btl", "self,vader",
+           "--mca", "btl_vader_single_copy_mechanism", "none", "--mca", "oob_tcp_if_include", "lo",
+           sys.executable, *map(str, argv)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return cmd, env
+
+
 def worker(args) -> None:
     """One rank of the measured run; rank 0 prints a JSON line."""
     import numpy as np
@@ -91,12 +103,8 @@ def worker(args) -> None:
 
 
 def measure(args, ranks: int) -> dict:
-    cmd = ["mpirun", "-np", str(ranks), "--oversubscribe", "--bind-to", "none", "--mca", "btl", "self,vader",
-           "--mca", "btl_vader_single_copy_mechanism", "none", "--mca", "oob_tcp_if_include", "lo",
-           sys.executable, __file__, "--worker", "--model", args.model, "--steps", str(args.steps),
-           "--batch", str(args.batch)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    cmd, env = mpirun_command(ranks, [__file__, "--worker", "--model", args.model, "--steps", args.steps,
+                                      "--batch", args.batch])
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
     if res.returncode != 0:
         raise SystemExit(f"mpirun -np {ranks} failed ({res.returncode}):\n{res.stderr[-3000:]}")

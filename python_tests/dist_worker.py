@@ -2,6 +2,7 @@
 
     python dist_worker.py fit OUT CONFIGS_JSON   train each config; rank 0 writes OUT/<name>.npz
     python dist_worker.py nccl OUT GPUS           init and NCCL set-up against a stand-in CuPy with GPUS devices
+    python dist_worker.py collectives OUT         each rank writes OUT/collectives-<rank>.json
 """
 
 import json
@@ -39,8 +40,10 @@ def run(cfg):
                   metrics=["accuracy"])
     x, y = data(cfg["n"])
     xv, yv = data(cfg.get("n_val", 19), seed=2)
-    hist = model.fit(x, y, batch_size=cfg["batch"], epochs=cfg["epochs"], validation_data=(xv, yv), verbose=0,
-                     device=cfg.get("device"))
+    kw = {"x": x, "y": y, "batch_size": cfg["batch"]}
+    if cfg.get("dataset"):  # batches from a pipeline, the same on every rank: each takes its part of each
+        kw = {"x": convkit.data.Dataset.from_tensor_slices((x, y)).batch(cfg["batch"])}
+    hist = model.fit(**kw, epochs=cfg["epochs"], validation_data=(xv, yv), verbose=0, device=cfg.get("device"))
     return [w.numpy() for w in model.weights], {k: [float(v) for v in vs] for k, vs in hist.history.items()}
 
 
@@ -123,9 +126,26 @@ def nccl_main(out, gpus):
             json.dump([json.loads(bytes(r).decode()) for r in reports], f)
 
 
+def collectives_main(out):
+    distributed.init(timeout=60, device="cpu")
+    r = distributed.rank()
+    distributed.barrier()
+    report = {"rank": r, "size": distributed.size(), "local_rank": distributed.local_rank(),
+              "chief": distributed.is_chief(),
+              **{op: distributed.allreduce(np.array([r + 1.0, 2.0]), op).tolist() for op in ("sum", "mean", "max", "min")},
+              "int_sum": distributed.allreduce(np.array([r + 1], np.int64)).tolist(),
+              "broadcast": distributed.broadcast(np.arange(3) * (r + 1), root=1).tolist(),
+              "allgather": distributed.allgather(np.array([r, 10 * r])).tolist(),
+              "text": distributed.broadcast_text(f"from rank {r}")}
+    with open(os.path.join(out, f"collectives-{r}.json"), "w") as f:
+        json.dump(report, f)
+
+
 if __name__ == "__main__":
     what, out = sys.argv[1], sys.argv[2]
     if what == "fit":
         fit_main(out, json.loads(sys.argv[3]))
-    else:
+    elif what == "nccl":
         nccl_main(out, int(sys.argv[3]))
+    else:
+        collectives_main(out)

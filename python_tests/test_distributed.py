@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 import dist_worker
+import run_distributed
 from convkit import distributed
 
 HERE = Path(__file__).resolve().parent
@@ -31,12 +31,10 @@ needs_mpi = pytest.mark.skipif(not HAVE_MPI, reason="needs mpirun (apt install o
 
 
 def mpirun(np_, args, timeout=60, env=None):
-    """``mpirun -np np_`` on this machine only (as root too), one thread per rank."""
-    cmd = ["mpirun", "-np", str(np_), "--oversubscribe", "--bind-to", "none", "--mca", "btl", "self,vader",
-           "--mca", "btl_vader_single_copy_mechanism", "none", "--mca", "oob_tcp_if_include", "lo",
-           sys.executable, *map(str, args)]
-    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]), **(env or {})}
+    """``mpirun -np np_ python args`` on this machine only (bench/run_distributed.py's command line); the whole
+    process group is killed if it outlives ``timeout``."""
+    cmd, base = run_distributed.mpirun_command(np_, args)
+    env = {**base, "PYTHONPATH": os.pathsep.join([str(HERE), base["PYTHONPATH"]]), **(env or {})}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
@@ -61,6 +59,8 @@ CONFIGS = [
     {"name": "buckets", "kind": "plain", "n": 70, "batch": 16, "epochs": 2, "bucket_mb": 1e-5},
     {"name": "syncbn", "kind": "syncbn", "n": 64, "batch": 16, "epochs": 2},
     {"name": "bn", "kind": "bn", "n": 64, "batch": 16, "epochs": 2},
+    # batches from a Dataset (every rank runs the pipeline and keeps its part of each batch)
+    {"name": "dataset", "kind": "plain", "n": 50, "batch": 16, "epochs": 2, "dataset": True},
 ]
 
 
@@ -81,7 +81,7 @@ def _two_rank_result(out, name):
 
 
 @needs_mpi
-@pytest.mark.parametrize("name", ["plain", "buckets", "syncbn"])
+@pytest.mark.parametrize("name", ["plain", "buckets", "syncbn", "dataset"])
 def test_two_ranks_match_one_process(two_ranks, name):
     """2 ranks with global batch B end where 1 process with batch B does (Adam, 2 epochs, shuffled, with
     validation): weights within float summation order, and the epoch metrics reduced over both ranks."""
@@ -103,6 +103,116 @@ def test_unsynchronized_batch_norm_differs(two_ranks):
     ref_w, _ = dist_worker.run(next(c for c in CONFIGS if c["name"] == "bn"))
     got_w, _ = _two_rank_result(two_ranks, "bn")
     assert max(rel(a, b) for a, b in zip(ref_w, got_w)) > 1e-3
+
+
+@needs_mpi
+def test_collectives_on_two_ranks(tmp_path):
+    res = mpirun(2, [HERE / "dist_worker.py", "collectives", tmp_path])
+    assert res.returncode == 0, res.stderr
+    reports = [json.loads((tmp_path / f"collectives-{r}.json").read_text()) for r in (0, 1)]
+    for r, rep in enumerate(reports):
+        assert (rep["rank"], rep["size"], rep["local_rank"], rep["chief"]) == (r, 2, r, r == 0)
+        assert rep["sum"] == [3.0, 4.0] and rep["mean"] == [1.5, 2.0]
+        assert rep["max"] == [2.0, 2.0] and rep["min"] == [1.0, 2.0] and rep["int_sum"] == [3]
+        assert rep["broadcast"] == [0, 2, 4]  # rank 1's
+        assert rep["allgather"] == [[0, 0], [1, 10]]
+        assert rep["text"] == "from rank 0"
+
+
+# -- in one process, against a stand-in communicator ---------------------------------------------------------------
+
+class FakeRequest:
+    def __init__(self, done=True):
+        self.done = done
+
+    def Test(self):
+        return self.done
+
+
+class FakeComm:
+    """Rank 0 of 2 whose partner contributes zeros; records every collective it is asked to start."""
+
+    def __init__(self, complete=True):
+        self.calls, self.complete, self.aborted = [], complete, None
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 2
+
+    def Iallreduce(self, _, buf, op=None):
+        self.calls.append(("allreduce", buf.size))
+        return FakeRequest(self.complete)
+
+    def Ibcast(self, buf, root=0):
+        self.calls.append(("broadcast", buf.size))
+        return FakeRequest(self.complete)
+
+    def Abort(self, code):
+        self.aborted = code
+
+
+@pytest.fixture
+def fake_comm(monkeypatch):
+    monkeypatch.setattr(distributed, "_state", distributed._State())
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "0")
+    comm = FakeComm()
+    distributed.init(timeout=5, device="cpu", bucket_mb=1e-6, comm=comm)
+    return comm
+
+
+def test_buckets_start_during_backward(fake_comm):
+    """With one bucket per weight, the buckets of the last layers are summed before backward reaches the first."""
+    import convkit
+    from convkit import layers
+    model = convkit.Sequential([layers.Input((6,)), layers.Dense(5), layers.Dense(4), layers.Dense(3)])
+    model.compile("sgd", "mse")
+    first, started_before_first = model.layers[0], []
+    real = type(first).backward
+
+    def backward(self, *a, **kw):
+        if self is first:
+            started_before_first.append(sum(what == "allreduce" for what, _ in fake_comm.calls))
+        return real(self, *a, **kw)
+
+    type(first).backward = backward
+    try:
+        model.fit(np.ones((8, 6), np.float32), np.zeros((8, 3), np.float32), batch_size=8, epochs=1, verbose=0,
+                  shuffle=False)
+    finally:
+        type(first).backward = real
+    sums = [n for what, n in fake_comm.calls if what == "allreduce"]
+    # 6 buckets in reverse weight order: dense_2's bias and kernel, dense_1's, then dense's
+    assert sums[:6] == [3, 12, 4, 20, 5, 30]
+    assert started_before_first == [4]  # the 4 buckets of the two later layers were already under way
+
+
+def test_a_collective_past_its_timeout_aborts_with_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setattr(distributed, "_state", distributed._State())
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "0")
+    comm = FakeComm(complete=False)
+    distributed.init(timeout=0.2, device="cpu", comm=comm)
+    t0 = time.monotonic()
+    with pytest.raises(distributed.CollectiveTimeout, match="rank 0 of 2 waited 0.2 s in broadcast"):
+        distributed.broadcast(np.zeros(3))
+    assert 0.2 <= time.monotonic() - t0 < 2
+    assert comm.aborted == 1
+    assert "Aborting every rank" in capsys.readouterr().err
+
+
+def test_bad_arguments(fake_comm, monkeypatch):
+    with pytest.raises(ValueError, match="op must be one of"):
+        distributed.allreduce(np.zeros(2), "prod")
+    with pytest.raises(TypeError, match="NumPy or CuPy array"):
+        distributed.allreduce([1.0, 2.0])
+    with pytest.raises(ValueError, match="positive number of seconds"):
+        distributed.init(timeout=0, comm=fake_comm)
+    monkeypatch.setenv("CONVKIT_DIST_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="CONVKIT_DIST_TIMEOUT"):
+        distributed.init(comm=fake_comm)
+    with pytest.raises(ValueError, match="device"):
+        distributed.init(device="tpu", comm=fake_comm)
 
 
 # -- sharding ---------------------------------------------------------------------------------------------------
@@ -263,7 +373,7 @@ def test_hung_rank_times_out_with_a_clear_error(tmp_path):
 
 def test_ring_allreduce_cost_model():
     """bench/run_distributed.py's arithmetic: 2(N-1) latencies plus 2(N-1)/N of the bytes over the link."""
-    import run_distributed as rd
+    rd = run_distributed
     assert rd.ring_seconds(1e6, 1, 1e9, 1e-5) == 0.0
     assert rd.ring_seconds(1e6, 2, 1e9, 0.0) == pytest.approx(1e-3)
     assert rd.ring_seconds(8e6, 8, 1e9, 1e-5) == pytest.approx(14e-5 + 2 * 7 / 8 * 8e-3)
