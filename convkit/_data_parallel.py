@@ -178,7 +178,7 @@ def sync_model(model):
     trainable = model.trainable_weights
     state = opt.get_state(trainable)
     iterations = int(distributed.broadcast(np.asarray([state[0]], np.int64))[0])
-    if iterations == 0 and opt.iterations == 0:
+    if iterations == 0:  # rank 0's optimizer has not stepped: nothing to share (every rank decides alike)
         return
     slots = distributed.broadcast(_flat(state[1:]))
     arrays, offset = [np.asarray(iterations, np.int64)], 0

@@ -380,3 +380,27 @@ def test_ring_allreduce_cost_model():
     assert rd.hierarchical_seconds(8e6, 1, 8, 1e10, 1e9, 0, 0) == pytest.approx(rd.ring_seconds(8e6, 8, 1e10, 0))
     assert rd.hierarchical_seconds(8e6, 4, 8, 1e10, 1e9, 0, 0) == pytest.approx(
         2 * 7 / 8 * 8e6 / 1e10 + 2 * 3 / 4 * 8e6 / 1e9)
+
+
+def test_synchronized_flag_as_keras_spells_it():
+    """BatchNormalization(synchronized=True) takes Keras 3's argument and config key; SyncBatchNormalization is
+    the same layer; in one process it computes exactly what the plain layer does."""
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+    import convkit
+    from convkit import layers
+    assert keras.layers.BatchNormalization().get_config()["synchronized"] is False  # (True needs TensorFlow)
+    assert layers.BatchNormalization().get_config()["synchronized"] is False
+    assert layers.BatchNormalization(synchronized=True).get_config()["synchronized"] is True
+    sync = layers.SyncBatchNormalization()
+    assert sync.synchronized and not layers.BatchNormalization().synchronized
+    again = layers.SyncBatchNormalization.from_config(sync.get_config())
+    assert again.synchronized and isinstance(again, layers.BatchNormalization)
+    x = np.random.default_rng(0).standard_normal((6, 3, 3, 2)).astype(np.float32)
+    outs = []
+    for layer in (layers.BatchNormalization(), layers.SyncBatchNormalization()):
+        model = convkit.Sequential([layers.Input((3, 3, 2)), layer])
+        outs.append(model(x, training=True))
+        outs.append(layer.moving_variance.numpy())
+    np.testing.assert_array_equal(outs[0], outs[2])
+    np.testing.assert_array_equal(outs[1], outs[3])
