@@ -83,7 +83,7 @@ def _timeout_value(timeout) -> float:
             raise ValueError(f"CONVKIT_DIST_TIMEOUT must be a number of seconds, got {env!r}") from None
     timeout = float(timeout)
     if not timeout > 0:
-        raise ValueError(f"the collective timeout must be a positive number of seconds, got {timeout!r}")
+        raise ValueError(f"init: timeout must be a positive number of seconds, got {timeout!r}")
     return timeout
 
 

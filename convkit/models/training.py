@@ -344,7 +344,9 @@ class Trainer:
             validation_data=None, shuffle=True, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
             validation_batch_size=None, device=None):
         """Train for ``epochs`` (counting from ``initial_epoch``); returns a History whose keys are
-        'loss', the compiled metric names, and their 'val_' twins when there is validation data."""
+        'loss', the compiled metric names, and their 'val_' twins when there is validation data.
+        After convkit.distributed.init() in a job of several processes it trains data-parallel, every rank
+        given the same data: ``batch_size`` is then the global batch, split over the ranks."""
         self._require_compiled("fit")
         batch_size = _batch_size(batch_size, "fit")
         validation_batch_size = _batch_size(validation_batch_size, "fit validation", batch_size)
