@@ -10,6 +10,7 @@ import signal
 import subprocess
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -153,13 +154,19 @@ class FakeComm:
         self.aborted = code
 
 
+def _fake_world(monkeypatch, comm, **kw):
+    """convkit.distributed on ``comm`` in this process, without MPI (nothing here initialises it)."""
+    monkeypatch.setattr(distributed, "_state", distributed._State())
+    monkeypatch.setattr(distributed, "_mpi", lambda: types.SimpleNamespace(IN_PLACE=None, SUM="sum", MAX="max",
+                                                                           MIN="min"))
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "0")
+    distributed.init(device="cpu", comm=comm, **kw)
+    return comm
+
+
 @pytest.fixture
 def fake_comm(monkeypatch):
-    monkeypatch.setattr(distributed, "_state", distributed._State())
-    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "0")
-    comm = FakeComm()
-    distributed.init(timeout=5, device="cpu", bucket_mb=1e-6, comm=comm)
-    return comm
+    return _fake_world(monkeypatch, FakeComm(), timeout=5, bucket_mb=1e-6)
 
 
 def test_buckets_start_during_backward(fake_comm):
@@ -189,10 +196,7 @@ def test_buckets_start_during_backward(fake_comm):
 
 
 def test_a_collective_past_its_timeout_aborts_with_a_clear_error(monkeypatch, capsys):
-    monkeypatch.setattr(distributed, "_state", distributed._State())
-    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "0")
-    comm = FakeComm(complete=False)
-    distributed.init(timeout=0.2, device="cpu", comm=comm)
+    comm = _fake_world(monkeypatch, FakeComm(complete=False), timeout=0.2)
     t0 = time.monotonic()
     with pytest.raises(distributed.CollectiveTimeout, match="rank 0 of 2 waited 0.2 s in broadcast"):
         distributed.broadcast(np.zeros(3))
