@@ -186,10 +186,13 @@ class ProgbarLogger(Callback):
         if self._bar is not None:  # fit's validation pass: the bar is full, the epoch is not over
             self._bar.set_description(f"Epoch {self._epoch + 1}/{self.params['epochs']} validating", refresh=True)
 
+    def on_test_end(self, logs=None):
+        if self._bar is not None:
+            self._bar.set_description_str(f"Epoch {self._epoch + 1}/{self.params['epochs']}", refresh=False)
+
     def on_epoch_end(self, epoch, logs=None):
         secs = time.perf_counter() - self._t0
         if self._bar is not None:
-            self._bar.set_description(f"Epoch {epoch + 1}/{self.params['epochs']}", refresh=False)
             self._bar.set_postfix({k: f"{v:.4f}" for k, v in (logs or {}).items()}, refresh=True)
             self._bar.close()
             self._bar = None

@@ -34,21 +34,26 @@ class LearningRateSchedule:
         return cls(**config)
 
 
-@_serial.register_serializable
-class ExponentialDecay(LearningRateSchedule):
-    """initial_learning_rate * decay_rate ** (step / decay_steps) (integer division with staircase)."""
+class _StepDecay(LearningRateSchedule):
+    """A decay driven by step / decay_steps (its integer part with staircase)."""
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
         if decay_steps <= 0:
-            raise ValueError(f"ExponentialDecay: decay_steps must be positive, got {decay_steps}")
+            raise ValueError(f"{type(self).__name__}: decay_steps must be positive, got {decay_steps}")
         self.initial_learning_rate, self.decay_steps = float(initial_learning_rate), int(decay_steps)
         self.decay_rate, self.staircase = float(decay_rate), bool(staircase)
 
-    def __call__(self, step):
+    def _progress(self, step):
         p = step / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
-        return self.initial_learning_rate * self.decay_rate ** p
+        return math.floor(p) if self.staircase else p
+
+
+@_serial.register_serializable
+class ExponentialDecay(_StepDecay):
+    """initial_learning_rate * decay_rate ** (step / decay_steps) (integer division with staircase)."""
+
+    def __call__(self, step):
+        return self.initial_learning_rate * self.decay_rate ** self._progress(step)
 
 
 @_serial.register_serializable
@@ -72,20 +77,11 @@ class CosineDecay(LearningRateSchedule):
 
 
 @_serial.register_serializable
-class InverseTimeDecay(LearningRateSchedule):
+class InverseTimeDecay(_StepDecay):
     """initial_learning_rate / (1 + decay_rate * step / decay_steps) (integer division with staircase)."""
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
-        if decay_steps <= 0:
-            raise ValueError(f"InverseTimeDecay: decay_steps must be positive, got {decay_steps}")
-        self.initial_learning_rate, self.decay_steps = float(initial_learning_rate), int(decay_steps)
-        self.decay_rate, self.staircase = float(decay_rate), bool(staircase)
-
     def __call__(self, step):
-        p = step / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
-        return self.initial_learning_rate / (1 + self.decay_rate * p)
+        return self.initial_learning_rate / (1 + self.decay_rate * self._progress(step))
 
 
 schedules = types.SimpleNamespace(LearningRateSchedule=LearningRateSchedule, ExponentialDecay=ExponentialDecay,
