@@ -49,6 +49,7 @@ class GradientReducer:
     def __init__(self, model):
         self.model = model
         self.scale = 1.0
+        self.synced = False  # whether the ranks' weights were made equal (fit's first step does it)
         self.buckets = None
         self.stats = {"steps": 0, "comm_seconds": 0.0, "bytes_per_step": 0, "buckets": 0}
         self._last_event = None

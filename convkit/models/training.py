@@ -408,18 +408,25 @@ class Trainer:
             self._grad_reducer = None
 
     def _parallel_step(self, xb, yb, n, dev):
-        """One data-parallel step on this rank's part (possibly empty) of a global batch of ``n``."""
+        """One data-parallel step on this rank's part (possibly empty) of a global batch of ``n``; the first
+        starts every rank from rank 0's weights and optimizer state (after callbacks restored any backup)."""
+        reducer = self._grad_reducer
+        if not reducer.synced:
+            if not self.weights:  # a subclassed model makes its weights on its first call
+                self(to_device(xb[:1], dev), training=False)
+            _data_parallel.sync_model(self)
+            reducer.synced = True
         if n < distributed.size() and _data_parallel.synchronized_layers(self):
             raise ValueError(f"fit: a batch of {n} examples cannot be split over {distributed.size()} ranks with "
                              "synchronized BatchNormalization (every rank needs one example); choose a batch size "
                              "or number of examples whose last batch holds at least one example per rank")
-        self._grad_reducer.begin_step(len(xb), n)
+        reducer.begin_step(len(xb), n)
         if len(xb):
             self.train_step(to_device(xb, dev), to_device(yb, dev))
         else:  # nothing to compute here, but the sums and the update are everyone's
             for v in self.trainable_weights:
                 v.grad = None
-            self._grad_reducer.finish()
+            reducer.finish()
             self._regularization(self.trainable_weights, with_grad=True)
             self.optimizer.apply(self.trainable_weights)
 
@@ -431,30 +438,22 @@ class Trainer:
         cl.on_train_begin()
         if self._initial_epoch is not None:  # a backup was restored
             initial_epoch, self._initial_epoch = self._initial_epoch, None
-        synced = False
-        if parallel and self.weights:  # every rank starts from rank 0's weights and optimizer state
-            _data_parallel.sync_model(self)
-            synced = True
         logs = {}
         for epoch in range(initial_epoch, epochs):
             self._reset_metrics()
             cl.on_epoch_begin(epoch)
             for step, (xb, yb, n) in enumerate(self._batches(data, batch_size, shuffle, steps, "fit", parallel)):
                 cl.on_train_batch_begin(step)
-                if not parallel:
-                    self.train_step(to_device(xb, dev), to_device(yb, dev))
-                else:
-                    if not synced:  # a subclassed model makes its weights on its first call
-                        self(to_device(xb[:1], dev), training=False)
-                        _data_parallel.sync_model(self)
-                        synced = True
+                if parallel:
                     self._parallel_step(xb, yb, n, dev)
+                else:
+                    self.train_step(to_device(xb, dev), to_device(yb, dev))
                 cl.on_train_batch_end(step, self._batch_logs())
                 if batch_stop:
                     self.stop_training = _data_parallel.any_rank(self.stop_training)
                 if self.stop_training:
                     break
-            if parallel:
+            if parallel:  # the epoch's figures over every rank, and one set of moving statistics
                 _data_parallel.reduce_metrics([self._loss_tracker, *self.compiled_metrics])
                 _data_parallel.average_non_trainable(self)
             logs = self._results()
