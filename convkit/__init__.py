@@ -10,8 +10,8 @@ except ImportError:  # the sources, imported from a checkout next to a plain 'pi
 from convkit import ops
 from convkit.autodiff import GradientTape, Variable, custom_gradient
 from convkit._backend import cuda_status, get_num_threads, has_cuda, set_num_threads
-from convkit import (activations, callbacks, debugging, initializers, layers, losses, metrics, optimizers, regularizers,
-                     utils, zoo)
+from convkit import (activations, callbacks, debugging, distributed, initializers, layers, losses, metrics, optimizers,
+                     regularizers, utils, zoo)
 from convkit.layers import Input
 from convkit.models import Model, Sequential
 from convkit.saving import load_model, register_serializable
@@ -22,3 +22,30 @@ __all__ = ["ops", "GradientTape", "Variable", "custom_gradient", "has_cuda", "cu
            "layers", "Input", "Model", "Sequential", "load_model", "register_serializable", "activations",
            "callbacks", "debugging", "initializers", "losses", "metrics", "optimizers", "regularizers", "utils", "zoo",
            "set_random_seed", "to_categorical"]
+
+# Submodules imported on first use (``convkit.datasets``, ...), so that ``import convkit`` stays fast.
+_LAZY_MODULES = {
+    "backend": "convkit.backend",
+    "data": "convkit.data",
+    "datasets": "convkit.datasets",
+    "preprocessing": "convkit.preprocessing",
+    "random": "convkit.random",
+}
+
+
+def __getattr__(name):
+    module = _LAZY_MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'convkit' has no attribute {name!r}")
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:
+            raise
+        raise AttributeError(f"convkit.{name} is not available: this installation has no module {module}") from None
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_MODULES))

@@ -319,12 +319,14 @@ class GradientTape:
         self._append(op, list(in_keys), out, saved, attrs, kw or {})
 
     # -- gradients ---------------------------------------------------------------------------------------
-    def gradient(self, target, sources, output_gradients=None, unconnected_gradients="none"):
+    def gradient(self, target, sources, output_gradients=None, unconnected_gradients="none", watcher=None):
         """d ``target`` / d ``sources``, shaped like ``sources`` (one array, or a list for a list).
 
         ``target`` is a scalar made by recorded ops (or an array, then ``output_gradients`` weights it;
         default ones). A source the target does not depend on gets None, or zeros with
-        ``unconnected_gradients='zero'``.
+        ``unconnected_gradients='zero'``. A ``watcher`` (data-parallel training's gradient reducer) is told
+        ``start(variables)`` with the Variable sources that recorded ops use, then ``done(variable, grad)``
+        as soon as each one's gradient is final, while backward goes on.
         """
         if unconnected_gradients not in ("none", "zero"):
             raise ValueError(f"unconnected_gradients must be 'none' or 'zero', got {unconnected_gradients!r}")
@@ -334,7 +336,7 @@ class GradientTape:
         single = not isinstance(sources, (list, tuple))
         srcs = [sources] if single else list(sources)
         src_keys = [self._source_key(s) for s in srcs]
-        grads = self._backward(target, output_gradients, src_keys)
+        grads = self._backward(target, output_gradients, src_keys, self._var_watch(srcs, src_keys, watcher))
         if not self.persistent:
             self._used = True
             self.reset()
@@ -355,7 +357,20 @@ class GradientTape:
             raise TypeError(f"GradientTape.gradient: sources must be arrays or Variables, got {type(s).__name__}")
         return self._key(s)
 
-    def _backward(self, target, output_gradients, src_keys) -> dict:
+    def _var_watch(self, srcs, src_keys, watcher):
+        """{key: [uses left, Variable]} for the Variable sources that recorded ops use; ``watcher`` told of them."""
+        if watcher is None:
+            return None
+        uses = {k: [0, s] for s, k in zip(srcs, src_keys) if type(s) is Variable and k is not None}
+        for node in self._nodes:
+            for k in node.in_keys:
+                if k in uses:
+                    uses[k][0] += 1
+        uses = {k: u for k, u in uses.items() if u[0]}
+        watcher.start([v for _, v in uses.values()])
+        return uses, watcher
+
+    def _backward(self, target, output_gradients, src_keys, watch=None) -> dict:
         t_key = self._key(target)
         wanted = {k for k in src_keys if k is not None}
         if t_key is None or not wanted:
@@ -375,22 +390,37 @@ class GradientTape:
         try:
             for node in reversed(self._nodes):
                 g = grads.get(node.out_key) if node.out_key in wanted else grads.pop(node.out_key, None)
-                if g is None:
-                    continue
-                needs, any_need = [], False
-                for k in node.in_keys:
-                    need = k is not None and k in live
-                    needs.append(need)
-                    any_need = any_need or need
-                if not any_need:
-                    continue
-                dxs = node.op.grad(node.saved, g, needs, *node.attrs, **node.kw)
-                for k, dx, need in zip(node.in_keys, dxs, needs):
-                    if need and dx is not None:
-                        grads[k] = grads[k] + dx if k in grads else dx
+                if g is not None:
+                    self._apply_rule(node, g, grads, live)
+                if watch is not None:
+                    self._tell_watcher(node, grads, *watch)
         finally:
             _local.tapes = tapes
         return grads
+
+    @staticmethod
+    def _tell_watcher(node, grads, uses, watcher):
+        for k in node.in_keys:
+            u = uses.get(k)
+            if u is not None:
+                u[0] -= 1
+                if u[0] == 0:
+                    watcher.done(u[1], grads.get(k))
+
+    @staticmethod
+    def _apply_rule(node, g, grads, live):
+        """Add the gradients ``node``'s rule gives for upstream ``g`` into ``grads``, for the inputs that need one."""
+        needs, any_need = [], False
+        for k in node.in_keys:
+            need = k is not None and k in live
+            needs.append(need)
+            any_need = any_need or need
+        if not any_need:
+            return
+        dxs = node.op.grad(node.saved, g, needs, *node.attrs, **node.kw)
+        for k, dx, need in zip(node.in_keys, dxs, needs):
+            if need and dx is not None:
+                grads[k] = grads[k] + dx if k in grads else dx
 
 
 def _xp(a):

@@ -341,7 +341,7 @@ def test_missing_pillow_names_the_extra(monkeypatch, tmp_path):
 def test_affine_batch_matches_scipy_ndimage(rng, mode, scipy_mode):
     from scipy import ndimage
 
-    from convkit.preprocessing._transform import affine_batch
+    from convkit._transform import affine_batch
 
     n, h, w, c = 4, 9, 11, 2
     x = rng.standard_normal((n, h, w, c)).astype(np.float32)

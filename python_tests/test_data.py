@@ -174,7 +174,7 @@ def test_fit_on_a_shuffled_dataset_with_validation_data_as_a_dataset():
         np.testing.assert_array_equal(a, b)
     assert piped.evaluate(val_ds, verbose=0) == pytest.approx(piped.evaluate(xv, yv, verbose=0), rel=1e-6)
     np.testing.assert_array_equal(piped.predict(val_ds, verbose=0), piped.predict(xv, verbose=0))
-    # batches of 7 and of 32 rows: BLAS may sum a matrix product's terms in another order
+    # batches of 7 rows sum in another order than batches of 32: equal to float32 rounding
     np.testing.assert_allclose(piped.predict(Dataset.from_tensor_slices(xv).batch(7), verbose=0),
                                piped.predict(xv, verbose=0), rtol=1e-6, atol=1e-7)
 

@@ -139,7 +139,8 @@ def _cases(rng):
                              lambda *ts: torch.cat(ts, -1)),
                         Case(lambda *xs, **kw: ops.concatenate(list(xs), **kw), [_r(rng, 1, 3), _r(rng, 2, 3)],
                              lambda *ts: torch.cat(ts, 0), kw=dict(axis=0))],
-        "loss": [Case(ops.loss, [_probs(rng)], lambda p: -torch.log(p[torch.arange(5), torch.tensor(_labels)]).mean(),
+        "loss": [Case(ops.loss, [_probs(rng)],  # Keras divides probabilities by their sum first
+                      lambda p: -torch.log((p / p.sum(-1, keepdim=True))[torch.arange(5), torch.tensor(_labels)]).mean(),
                       attrs=(losses.SparseCategoricalCrossentropy(), _labels)),
                  Case(ops.loss, [_r(rng, 5, 4)], lambda p: ((p - torch.tensor(_one_hot, dtype=torch.float64)) ** 2).mean(),
                       attrs=(losses.MeanSquaredError(), _one_hot))],

@@ -12,9 +12,10 @@ from convkit import zoo
     ("cifar10_bn", 652_874, 448), ("lenet5", 61_706, 0),
 ])
 def test_parameter_counts_match_the_notes(name, total, non_trainable):
-    lines = []
-    zoo.get(name).summary(print_fn=lines.append)
-    count = lambda key: int(next(l for l in lines if l.startswith(key)).split(":")[1].replace(",", ""))
+    out = []
+    zoo.get(name).summary(print_fn=out.append)
+    lines = [l.strip() for l in out[0].splitlines()]
+    count = lambda key: int(next(l for l in lines if l.startswith(key)).split(":")[1].split("(")[0].replace(",", ""))
     assert count("Total params") == total
     assert count("Non-trainable params") == non_trainable
     assert count("Trainable params") == total - non_trainable

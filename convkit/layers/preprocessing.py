@@ -20,7 +20,7 @@ from convkit import _serial
 from convkit._device import xp_of
 from convkit.autodiff import custom_gradient
 from convkit.layers.base import Layer
-from convkit.preprocessing._transform import (FILL_MODES, INTERPOLATIONS, affine_batch, affine_batch_backward,
+from convkit._transform import (FILL_MODES, INTERPOLATIONS, affine_batch, affine_batch_backward,
                                               affine_maps)
 from convkit.utils import rng
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from convkit._device import to_numpy, xp_of
 from convkit.data import Dataset
-from convkit.preprocessing._transform import FILL_MODES, affine_batch, affine_maps
+from convkit._transform import FILL_MODES, affine_batch, affine_maps
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp")
 _COLOR_CHANNELS = {"grayscale": 1, "rgb": 3, "rgba": 4}
