@@ -7,6 +7,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdlib>
 #include <vector>
 
 #include "bind_ops.h"
@@ -173,6 +174,11 @@ PYBIND11_MODULE(_cpu, m) {
   });
   m.def("get_num_threads", []() { return omp_get_max_threads(); });
   m.def("micro_kernel", []() { return std::string(cpu::micro_kernel_name()); });
+  if (const char* env = std::getenv("CONVKIT_CONV_STRATEGY"); env && *env) set_conv_strategy(env);
+  m.def("set_conv_strategy", &set_conv_strategy, py::arg("name"),
+        "Force a CPU convolution strategy wherever it applies ('auto' to choose by shape again).");
+  m.def("conv_strategy", &conv_strategy, "The forced CPU convolution strategy, or 'auto'.");
+  m.def("conv_strategy_runs", &conv_strategy_runs, "(strategy, calls served) for every CPU convolution strategy.");
   // A training step frees and allocates the same few megabytes of activations every step. By
   // default glibc maps such blocks afresh or hands freed heap back to the system, so the kernel
   // zero-fills the same pages again at every step (about 1,150 page faults, a fifth of a LeNet-5

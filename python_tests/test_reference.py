@@ -58,6 +58,11 @@ def test_reference_conv_matches_torch_float64(rng, shape):
 
 @pytest.mark.parametrize("shape", CONV_SHAPES, ids=str)
 def test_conv_kernels_match_the_reference(device, rng, shape):
+    _check_conv(device, rng, shape)
+
+
+def _check_conv(device, rng, shape):
+    """conv2d forward (bias, ReLU) and both gradients on ``device`` against the reference loops."""
     xs, ks, strides, padding, dilation = shape
     x, w, b = rand(rng, *xs), rand(rng, *ks), rand(rng, ks[3])
     dy = rand(rng, *ops.conv2d_output_shape(xs, ks, strides, padding, dilation))
@@ -122,3 +127,51 @@ def test_batch_norm_reference_against_torch_and_the_kernel(rng, m, c):
     kdx, kdg, kdb = ops.batch_norm_train_backward(dy, kxhat, kinv, g)
     for got, want in [(ky, y), (kdx, dx), (kdg, dg), (kdb, db)]:
         assert oracle.rel_err(got, want) < 1e-5
+
+
+STRATEGIES = ["direct", "by_position", "pixel_major", "dot", "filter_rows", "filter_gemm"]
+
+
+def _runs():
+    return dict(_cpu.conv_strategy_runs())
+
+
+@pytest.fixture
+def strategy():
+    """Sets a forced CPU convolution strategy for one test, and 'auto' again after it."""
+    yield _cpu.set_conv_strategy
+    _cpu.set_conv_strategy("auto")
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_every_cpu_strategy_forced_matches_the_reference(rng, strategy, name):
+    """Each CPU strategy of the convolution (a file of its own) forced on every shape it can compute."""
+    strategy(name)
+    assert _cpu.conv_strategy() == name
+    before = _runs()[name]
+    for shape in CONV_SHAPES:
+        _check_conv("cpu", rng, shape)
+    assert _runs()[name] > before, f"no call ran the {name} strategy"
+
+
+def test_the_automatic_choice_reaches_every_strategy(rng):
+    before = _runs()
+    for shape in CONV_SHAPES:
+        _check_conv("cpu", rng, shape)
+    after = _runs()
+    assert all(after[s] > before[s] for s in STRATEGIES), {s: after[s] - before[s] for s in STRATEGIES}
+
+
+def test_the_strategy_switch_refuses_unknown_names_and_reads_the_environment(strategy):
+    import subprocess
+    import sys
+
+    with pytest.raises(ValueError, match="unknown convolution strategy 'fastest'; known: auto, direct"):
+        strategy("fastest")
+    code = "import convkit._cpu as c; print(c.conv_strategy())"
+    env = {**__import__("os").environ, "CONVKIT_CONV_STRATEGY": "pixel_major"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.stdout.strip() == "pixel_major", run.stderr[-2000:]
+    env["CONVKIT_CONV_STRATEGY"] = "fastest"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode != 0 and "unknown convolution strategy 'fastest'" in run.stderr

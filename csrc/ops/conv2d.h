@@ -5,6 +5,10 @@
 //
 // Padded positions read as zero. All index arithmetic is 64-bit.
 #pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "common.h"
 
 namespace convkit {
@@ -30,6 +34,14 @@ void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const f
 void conv2d_bwd_data_cpu(const Conv2dDesc& d, const float* dy, const float* w, float* dx);
 void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy, float* dw,
                            float* dbias);
+
+// The CPU twins' strategies (conv2d_cpu_<name>.cpp): "direct", "by_position", "pixel_major", "dot"
+// (forward and backward-data), "filter_rows", "filter_gemm" (backward-filter). "auto" chooses by
+// shape; a name forces that strategy wherever it can compute the call. The start-up value comes from
+// CONVKIT_CONV_STRATEGY. conv_strategy_runs() counts the calls each strategy has served.
+void set_conv_strategy(const std::string& name);
+std::string conv_strategy();
+std::vector<std::pair<std::string, long long>> conv_strategy_runs();
 
 // CUDA twins (conv2d_cuda.cu): device pointers, launched on `stream` (a cudaStream_t),
 // never synchronising. tf32 selects tensor-core TF32 arithmetic instead of strict fp32.
