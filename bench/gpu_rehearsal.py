@@ -65,11 +65,13 @@ echo "========= compute-sanitizer stand-in: $tool not run, the program runs alon
 SITE_HOOK = '''"""A stand-in for the GPU machine's Python: the packages of {host}, less those its image lacks
 (found by no import, as where they are not installed)."""
 import os
+import re
 import site
 import sys
 from importlib import machinery
 
 HIDDEN = frozenset({hidden!r})
+HIDDEN_DISTRIBUTIONS = frozenset({hidden_distributions!r})
 FOLDERS = [os.path.abspath(f) for f in {folders!r}]
 LOADERS = [(machinery.ExtensionFileLoader, machinery.EXTENSION_SUFFIXES),
            (machinery.SourceFileLoader, machinery.SOURCE_SUFFIXES),
@@ -81,12 +83,20 @@ class ImageFinder(machinery.FileFinder):
         return None if fullname in HIDDEN else super().find_spec(fullname, target)
 
 
+class ImagePathFinder(machinery.PathFinder):
+    @staticmethod
+    def find_distributions(*args, **kwargs):  # importlib.metadata sees no hidden package either
+        return (d for d in machinery.PathFinder.find_distributions(*args, **kwargs)
+                if re.sub(r"[-_.]+", "-", d.metadata["Name"] or "").lower() not in HIDDEN_DISTRIBUTIONS)
+
+
 def image_folder(path):
     if os.path.abspath(path) not in FOLDERS:
         raise ImportError(path)
     return ImageFinder(path, *LOADERS)
 
 
+sys.meta_path[:] = [ImagePathFinder if f is machinery.PathFinder else f for f in sys.meta_path]
 sys.path_hooks.insert(0, image_folder)
 sys.path_importer_cache.clear()
 for folder in FOLDERS:
@@ -98,12 +108,15 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def hidden_modules() -> list:
-    """Top-level modules of this Python's distributions that the GPU machine's image does not have."""
+def hidden() -> tuple:
+    """The distributions of this Python that the GPU machine's image does not have, and their
+    top-level modules."""
     lines = (BENCH / "gpu_image_packages.txt").read_text().splitlines()
     image = {_norm(line) for line in lines if line.strip() and not line.startswith("#")} | {"convkit"}
-    return sorted(module for module, dists in md.packages_distributions().items()
-                  if not any(_norm(d) in image for d in dists) and not module.startswith("_editable"))
+    dists = sorted({_norm(d.metadata["Name"]) for d in md.distributions()} - image)
+    modules = sorted(module for module, names in md.packages_distributions().items()
+                     if not any(_norm(n) in image for n in names) and not module.startswith("_editable"))
+    return dists, modules
 
 
 def machine(root: Path, quick: bool) -> dict:
@@ -121,7 +134,8 @@ def machine(root: Path, quick: bool) -> dict:
     folders = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
     # A quick rehearsal reuses the convkit installed here (an editable install needs its .pth files
     # read); the whole one installs its own, which no other may shadow.
-    hook = SITE_HOOK.format(host=sys.executable, hidden=hidden_modules(), folders=folders,
+    dists, modules = hidden()
+    hook = SITE_HOOK.format(host=sys.executable, hidden=modules, hidden_distributions=dists, folders=folders,
                             add="site.addsitedir" if quick else "sys.path.append")
     Path(purelib, "_gpu_image.py").write_text(hook)
     Path(purelib, "_gpu_image.pth").write_text("import _gpu_image\n")

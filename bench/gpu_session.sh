@@ -63,7 +63,7 @@ export PYTHONUNBUFFERED=1 REPO OUT WORK DEV QUICK REHEARSAL BUILD_DIR
 # back for it (1) or it runs only on what they leave (0).
 TABLE="
 probe       30   5 1
-build      150  60 1
+build      180  60 1
 import      30  10 1
 checks      45  10 1
 memcheck    90  30 1

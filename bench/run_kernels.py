@@ -86,17 +86,19 @@ class CudaTimer:
         self.min_time, self.min_reps = min_time, min_reps
         self.window_ms, self.max_calls = window_ms, max_calls
         self.gpu = gpu or CudaStream()
-        self.hold = {}  # seconds of spin per function, grown to outlast the host's queueing
+        self.hold = {}  # seconds of spin per function name: twice the host's last queueing
         self.missed = self.uncovered = 0  # tries retaken with a longer spin; samples kept after 4 misses
 
     def run(self, fns: dict) -> dict:
         gpu = self.gpu
+        gpu.synchronize()  # the inputs, made on the default streams, are ready
         with gpu.using():
             for f in fns.values():
                 f()
                 f()
             gpu.synchronize()
-            self.hold = {k: 1e-3 for k in fns}
+            for k in fns:
+                self.hold.setdefault(k, 1e-3)
             calls = {k: self._calls(k, f) for k, f in fns.items()}
             times = {k: [] for k in fns}
             start = gpu.now()
@@ -124,11 +126,11 @@ class CudaTimer:
             queued = gpu.now() - t0
             covered = not gpu.done(e0)
             ms = gpu.elapsed_ms(e0, e1) / calls
-            self.hold[key] = max(self.hold[key], 2 * queued)
             if covered:
+                self.hold[key] = max(2 * queued, 1e-3)
                 return ms
             self.missed += 1
-            self.hold[key] *= 2
+            self.hold[key] = max(2 * self.hold[key], 2 * queued)
         self.uncovered += 1  # kept, but it may hold host gaps; reported with the results
         return ms
 
