@@ -14,15 +14,16 @@
 #   memcheck    the same under compute-sanitizer                  -> memcheck.log
 #   kernels     convkit against cuDNN, each shape once            -> kernels-cuda.json (after every case)
 #   racecheck, synccheck                                          -> racecheck.log, synccheck.log
-#   training    training steps of lenet5 and cifar10_deep         -> training-cuda.json
+#   training    training steps of lenet5 and cifar10_deep         -> training-cuda.json (after each model)
 #   cuda-tests  the test cases on CUDA (pytest -k cuda)           -> pytest-cuda.log
 #   then, as time allows: tests-rest (every other test), initcheck, memory, tta, cifar.
 # A step gets its cap or, when less, the time left less the minimum that the essential steps after it
 # need; one that cannot get its own minimum is skipped and says so, and so are the steps after a
 # failed build. Each step's start, budget, time, exit status and last line go to $OUT/progress.log
-# as they happen; env.txt, pytest-cuda.log, kernels-cuda.json and training-cuda.json are written
-# into $OUT directly, every other log into $OUT/gpu-session.tar.gz, re-packed after each step and
-# every 15 s. So whatever ran before a kill comes back, in 6 files (8 while one is being replaced).
+# as they happen; env.txt, pytest-cuda.log and kernels-cuda.json are written into $OUT directly,
+# every other log into $OUT/gpu-session.tar.gz, re-packed after each step and every 15 s, and
+# training-cuda.json is copied into $OUT too when both models are done. So whatever ran before a
+# kill comes back, in 6 files (8 while one is being replaced).
 # Unpack the archive into bench/results/ afterwards.
 #
 # BUDGET: seconds for the whole run (default 420: with the machine's start the call takes under 9
@@ -46,7 +47,7 @@ REHEARSAL=${CONVKIT_REHEARSAL:-}
 QUICK=$([ "$REHEARSAL" = quick ] && echo 1)
 DEV=$([ -n "$REHEARSAL" ] && echo cpu || echo cuda)
 BUDGET=${BUDGET:-$([ -n "$QUICK" ] && echo 60 || echo 420)}
-STEPS=${STEPS:-"probe build import checks memcheck kernels racecheck synccheck training cuda-tests tests-rest initcheck memory tta cifar"}
+STEPS=${STEPS:-}  # empty: all
 BUILD_DIR=${BUILD_DIR:-"build/{wheel_tag}"}
 PY=${PYTHON:-python3}
 OUT=${OUT:-$(mktemp -d /tmp/convkit-gpu-out.XXXX)}
@@ -87,7 +88,7 @@ done <<< "$TABLE"
 START=$SECONDS
 now() { echo $((SECONDS - START)); }
 say() { printf '[%4d s] %s\n' "$(now)" "$*" | tee -a "$PROGRESS"; }
-want() { [[ " $STEPS " == *" $1 "* ]]; }
+want() { [ -z "$STEPS" ] || [[ " $STEPS " == *" $1 "* ]]; }
 
 pack() {  # the logs as one archive in $OUT, replaced whole; one pack at a time
   local cmd='tar czf "$1.part" -C "$2" . 2>/dev/null; [ $? -le 1 ] && mv -f "$1.part" "$1" || rm -f "$1.part"'

@@ -374,7 +374,13 @@ def main(argv=None) -> int:
              "inference: above 1 = convkit faster; RSS: peak of each framework's own process, below 1 = "
              "convkit smaller)", head]
     print("\n".join(lines), flush=True)
+    out = args.out or Path(__file__).parent / "results" / f"training-{args.device}.json"
     rows = []
+
+    def save():  # after every model, so that a run cut short keeps the models it finished
+        keras = [f"# keras {info['keras']}"] if "keras" in info else []
+        write_results(out, info, rows, lines[:1] + keras + lines[1:])
+
     for name in args.models:
         batch = MODELS[name]
         row = {"model": name, "batch": batch, "convkit": run_worker("convkit", name, batch, args)}
@@ -394,9 +400,7 @@ def main(argv=None) -> int:
             lines.append(line)
             print(line, flush=True)
         rows.append(row)
-    if "keras" in info:
-        lines.insert(1, f"# keras {info['keras']}")
-    write_results(args.out or Path(__file__).parent / "results" / f"training-{args.device}.json", info, rows, lines)
+        save()
     return 0
 
 

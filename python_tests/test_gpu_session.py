@@ -54,7 +54,8 @@ def test_quick_rehearsal_runs_every_step_within_its_budget(tmp_path):
             assert ev["end"][2] <= ev["start"][1], (step, ev)  # took <= budget
     files = gpu_rehearsal.returned_files(out)
     assert len(files) <= 8 and {"progress.log", "env.txt", "gpu-session.tar.gz", "pytest-cuda.log"} <= set(files)
-    assert "missing: cupy-cuda13x, pytest-xdist, keras" in (out / "env.txt").read_text()  # the image's view
+    summary = (out / "env.txt").read_text().split("| missing:")[-1]
+    assert "keras" in summary and "cupy-cuda13x" in summary  # hidden as on the GPU machine / absent here
     started = {step for step in run["steps"] if "start" in run["events"][step]}
     with tarfile.open(out / "gpu-session.tar.gz") as tar:
         packed = {Path(name).name for name in tar.getnames()}
