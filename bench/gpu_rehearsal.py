@@ -113,7 +113,7 @@ def hidden() -> tuple:
     top-level modules."""
     lines = (BENCH / "gpu_image_packages.txt").read_text().splitlines()
     image = {_norm(line) for line in lines if line.strip() and not line.startswith("#")} | {"convkit"}
-    dists = sorted({_norm(d.metadata["Name"]) for d in md.distributions()} - image)
+    dists = sorted({_norm(d.metadata["Name"] or "") for d in md.distributions()} - image - {""})
     modules = sorted(module for module, names in md.packages_distributions().items()
                      if not any(_norm(n) in image for n in names) and not module.startswith("_editable"))
     return dists, modules

@@ -234,8 +234,8 @@ managed = os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-
 in_venv = sys.prefix != sys.base_prefix
 sys.exit(0 if in_venv or (not managed and os.access(sysconfig.get_path("platlib"), os.W_OK)) else 1)
 EOF
-  "$PY" -m venv --system-site-packages --without-pip "$STATE/venv" && PY=$STATE/venv/bin/python
   echo "$PY refuses installs: installing into a venv with the system's packages, $STATE/venv"
+  "$PY" -m venv --system-site-packages --without-pip "$STATE/venv" && PY=$STATE/venv/bin/python
 }
 
 STEP_PID=
