@@ -14,13 +14,13 @@ import datetime
 import json
 import os
 import sys
-from pathlib import Path
 
 import numpy as np
 
 import convkit
 from convkit import callbacks as cb
 from convkit._backend import device_name
+from result_file import out_help, result_path
 
 
 def rss_mib() -> float:
@@ -65,13 +65,13 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--out", default=None, help="JSON path (default bench/results/memory-<device>.json)")
+    p.add_argument("--out", default=None, help=out_help("memory-<device>"))
     args = p.parse_args(argv)
     r = measure(epochs=args.epochs, device=args.device)
     r.update(date=datetime.date.today().isoformat(), machine=device_name(args.device), convkit=convkit.__version__,
              numpy=np.__version__, threads=convkit.get_num_threads(),
              host_growth_mib=round(growth(r["host_rss_mib"]), 2), gpu_growth_mib=round(growth(r["gpu_pool_mib"]), 2))
-    out = Path(args.out or Path(__file__).parent / "results" / f"memory-{args.device}.json")
+    out = result_path(args.out, f"memory-{args.device}")
     out.write_text(json.dumps(r, indent=1) + "\n")
     h = r["host_rss_mib"]
     print(f"{r['machine']}: host RSS {h[0]:.1f} MiB after epoch 1, {h[-1]:.1f} MiB after epoch {len(h)}; "

@@ -35,13 +35,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import spec_shapes  # noqa: E402
+from result_file import out_help, result_path  # noqa: E402
 
 import convkit  # noqa: E402
 from convkit import ops  # noqa: E402
 from convkit._atomic import atomic_open  # noqa: E402
 from convkit._backend import device_name  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 # --------------------------------------------------------------------------- timing
@@ -397,9 +397,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", choices=["conv", "pool"], default=None)
     p.add_argument("--match", default=None,
                    help="only cases whose 'op model shape' contains this regular expression (e.g. 'bwd_data.*1->')")
-    p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/kernels-<device>.json), "
-                   "rewritten after every case")
-    p.add_argument("--table", type=Path, default=None, help="the printed table's path (default: --out as .txt)")
+    p.add_argument("--out", type=Path, default=None, help=out_help("kernels-<device>") + "; rewritten after every case")
+    p.add_argument("--table", type=Path, default=None, help="the table's path instead (default: beside the JSON)")
     args = p.parse_args(argv)
 
     if args.device == "cpu":
@@ -417,7 +416,7 @@ def main(argv=None) -> int:
         precisions = ["float32", "tf32"]
     arrays = Arrays(args.device)
     info = device_info(args.device)
-    out = args.out or RESULTS / f"kernels-{args.device}.json"
+    out = result_path(args.out, f"kernels-{args.device}")
     rows = []
 
     def save(summary=None):

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from result_file import out_help, result_path
+
 MODELS = {"lenet5": 128, "mnist_cnn": 128, "fashion3": 512, "cifar10_bn": 256, "cifar10_deep": 256}
 
 
@@ -336,7 +338,7 @@ def main(argv=None) -> int:
                    help="GPU arithmetic of both frameworks (default strict float32)")
     p.add_argument("--keras-python", help="a Python with Keras and TensorFlow (on the CPU the default is this "
                    "Python when it has them; without them there is no Keras column)")
-    p.add_argument("--out", help="JSON path (default bench/results/training-<device>.json)")
+    p.add_argument("--out", help=out_help("training-<device>"))
     p.add_argument("--worker", choices=["convkit", "torch", "keras"], help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -374,7 +376,7 @@ def main(argv=None) -> int:
              "inference: above 1 = convkit faster; RSS: peak of each framework's own process, below 1 = "
              "convkit smaller)", head]
     print("\n".join(lines), flush=True)
-    out = args.out or Path(__file__).parent / "results" / f"training-{args.device}.json"
+    out = result_path(args.out, f"training-{args.device}")
     rows = []
 
     def save():  # after every model, so that a run cut short keeps the models it finished

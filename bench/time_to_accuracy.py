@@ -20,10 +20,10 @@ import platform
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
+from result_file import out_help, result_path
 from run_training import _convkit_model, match_precision, torch_twin, write_results
 
 MODELS = ("lenet5", "mnist_cnn")
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     p.add_argument("--precision", choices=["float32", "tf32"], default="float32",
                    help="GPU arithmetic of both frameworks (default strict float32)")
     p.add_argument("--limit", type=int, help=argparse.SUPPRESS)  # fewer training images, for tests
-    p.add_argument("--out", help="JSON path (default bench/results/time-to-accuracy-<device>.json)")
+    p.add_argument("--out", help=out_help("time-to-accuracy-<device>"))
     p.add_argument("--worker", choices=["convkit", "torch"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     settings = (args.device, args.target, args.max_epochs, args.evals_per_epoch, args.limit, args.precision)
@@ -191,8 +191,7 @@ def main(argv=None) -> int:
         lines.append(line)
         print(line, flush=True)
         rows.append(row)
-    write_results(args.out or Path(__file__).parent / "results" / f"time-to-accuracy-{args.device}.json", info, rows,
-                  lines)
+    write_results(result_path(args.out, f"time-to-accuracy-{args.device}"), info, rows, lines)
     return 0
 
 

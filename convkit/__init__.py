@@ -1,5 +1,12 @@
 """convkit: our own CUDA and C++ kernels for 2-D convolution and pooling, under a Keras-like API."""
 
+try:
+    from convkit import _cpu  # noqa: F401
+except ImportError:  # the sources, imported from a checkout next to a plain 'pip install .'
+    from convkit._compiled import from_installed_copy
+
+    from_installed_copy("_cpu")
+
 from convkit import ops
 from convkit._backend import cuda_status, get_num_threads, has_cuda, set_num_threads
 from convkit import (activations, callbacks, debugging, initializers, layers, losses, metrics, optimizers, regularizers,
@@ -14,3 +21,30 @@ __all__ = ["ops", "has_cuda", "cuda_status", "set_num_threads", "get_num_threads
            "layers", "Input", "Model", "Sequential", "load_model", "register_serializable", "activations",
            "callbacks", "debugging", "initializers", "losses", "metrics", "optimizers", "regularizers", "utils", "zoo",
            "set_random_seed", "to_categorical"]
+
+# Submodules imported on first use (``convkit.datasets``, ...), so that ``import convkit`` stays fast.
+_LAZY_MODULES = {
+    "backend": "convkit.backend",
+    "data": "convkit.data",
+    "datasets": "convkit.datasets",
+    "preprocessing": "convkit.preprocessing",
+    "random": "convkit.random",
+}
+
+
+def __getattr__(name):
+    module = _LAZY_MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'convkit' has no attribute {name!r}")
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:
+            raise
+        raise AttributeError(f"convkit.{name} is not available: this installation has no module {module}") from None
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_MODULES))

@@ -14,14 +14,7 @@ import re
 
 import numpy as np
 
-try:
-    from convkit import _cpu
-except ImportError as e:  # pragma: no cover - depends on how the package was installed
-    raise ImportError(
-        "convkit's compiled CPU module is missing. If you are running from the source folder after a "
-        "plain 'pip install .', Python is importing the sources instead of the installed package: "
-        "run from another folder or install with 'pip install -e .'"
-    ) from e
+from convkit import _cpu
 
 
 def set_num_threads(n: int) -> None:
@@ -42,7 +35,12 @@ def is_cupy(a) -> bool:
 @functools.lru_cache(maxsize=None)
 def _cuda_probe() -> tuple[bool, str]:
     try:
-        from convkit import _cuda  # noqa: F401
+        try:
+            from convkit import _cuda  # noqa: F401
+        except ImportError:
+            from convkit._compiled import from_installed_copy
+
+            from_installed_copy("_cuda")
     except ImportError as e:
         return False, f"the CUDA module was not built or cannot load ({e}); rebuild with CONVKIT_CUDA=ON"
     try:

@@ -1,7 +1,10 @@
-"""Optimizers (SGD with momentum/Nesterov, Adam, AdamW) and learning-rate schedules, Keras names and defaults.
+"""Optimizers (SGD with momentum/Nesterov, RMSprop, Adam, AdamW, Adagrad, Adadelta, Adamax, Nadam) and
+learning-rate schedules, with Keras 3's names, defaults and update rules.
 
 Updates run in place on each weight's array with the array module that owns it, so the
 same code serves NumPy and CuPy. ``apply(variables)`` uses and then clears ``Variable.grad``.
+The tf.keras 2 arguments ``lr`` (for ``learning_rate``) and ``decay`` (the learning rate divided
+by ``1 + decay * iterations``) are accepted with a DeprecationWarning.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import types
+import warnings
 
 import numpy as np
 
@@ -30,21 +34,26 @@ class LearningRateSchedule:
         return cls(**config)
 
 
-@_serial.register_serializable
-class ExponentialDecay(LearningRateSchedule):
-    """initial_learning_rate * decay_rate ** (step / decay_steps) (integer division with staircase)."""
+class _StepDecay(LearningRateSchedule):
+    """A decay driven by step / decay_steps (its integer part with staircase)."""
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
         if decay_steps <= 0:
-            raise ValueError(f"ExponentialDecay: decay_steps must be positive, got {decay_steps}")
+            raise ValueError(f"{type(self).__name__}: decay_steps must be positive, got {decay_steps}")
         self.initial_learning_rate, self.decay_steps = float(initial_learning_rate), int(decay_steps)
         self.decay_rate, self.staircase = float(decay_rate), bool(staircase)
 
-    def __call__(self, step):
+    def _progress(self, step):
         p = step / self.decay_steps
-        if self.staircase:
-            p = math.floor(p)
-        return self.initial_learning_rate * self.decay_rate ** p
+        return math.floor(p) if self.staircase else p
+
+
+@_serial.register_serializable
+class ExponentialDecay(_StepDecay):
+    """initial_learning_rate * decay_rate ** (step / decay_steps) (integer division with staircase)."""
+
+    def __call__(self, step):
+        return self.initial_learning_rate * self.decay_rate ** self._progress(step)
 
 
 @_serial.register_serializable
@@ -67,16 +76,35 @@ class CosineDecay(LearningRateSchedule):
         return peak * ((1 - self.alpha) * 0.5 * (1 + math.cos(math.pi * t)) + self.alpha)
 
 
+@_serial.register_serializable
+class InverseTimeDecay(_StepDecay):
+    """initial_learning_rate / (1 + decay_rate * step / decay_steps) (integer division with staircase)."""
+
+    def __call__(self, step):
+        return self.initial_learning_rate / (1 + self.decay_rate * self._progress(step))
+
+
 schedules = types.SimpleNamespace(LearningRateSchedule=LearningRateSchedule, ExponentialDecay=ExponentialDecay,
-                                  CosineDecay=CosineDecay)
+                                  CosineDecay=CosineDecay, InverseTimeDecay=InverseTimeDecay)
 
 
 class Optimizer:
     """Base class: holds the learning rate (float or schedule), the step count and per-weight slots."""
 
     slot_names: tuple = ()
+    slot_initial_value = 0.0
 
-    def __init__(self, learning_rate=0.001, weight_decay=None, clipnorm=None, name=None):
+    def __init__(self, learning_rate=0.001, weight_decay=None, clipnorm=None, name=None, lr=None, decay=None):
+        if lr is not None:
+            warnings.warn(f"{type(self).__name__}: `lr` is deprecated (Keras 3 removed it); use `learning_rate`",
+                          DeprecationWarning, stacklevel=3)
+            learning_rate = lr
+        if decay:
+            warnings.warn(f"{type(self).__name__}: `decay` is deprecated (Keras 3 removed it); use a learning-rate "
+                          "schedule such as optimizers.schedules.InverseTimeDecay", DeprecationWarning, stacklevel=3)
+        self.decay = float(decay or 0.0)
+        if self.decay < 0:
+            raise ValueError(f"{type(self).__name__}: decay must be >= 0, got {decay}")
         self.learning_rate = learning_rate
         self.weight_decay = None if weight_decay is None else float(weight_decay)
         self.clipnorm = None if clipnorm is None else float(clipnorm)
@@ -89,7 +117,8 @@ class Optimizer:
     def learning_rate(self) -> float:
         """The current rate: the schedule evaluated at ``iterations`` when one is set."""
         lr = self._lr
-        return float(lr(self.iterations)) if isinstance(lr, LearningRateSchedule) else lr
+        lr = float(lr(self.iterations)) if isinstance(lr, LearningRateSchedule) else lr
+        return lr / (1.0 + self.decay * self.iterations) if self.decay else lr
 
     @learning_rate.setter
     def learning_rate(self, value):
@@ -103,11 +132,24 @@ class Optimizer:
                 raise ValueError(f"{type(self).__name__}: learning_rate must be positive, got {value}")
         self._lr = value
 
+    @property
+    def lr(self) -> float:
+        """tf.keras 2's name of ``learning_rate`` (deprecated)."""
+        warnings.warn("`optimizer.lr` is deprecated (Keras 3 removed it); use `optimizer.learning_rate`",
+                      DeprecationWarning, stacklevel=2)
+        return self.learning_rate
+
+    @lr.setter
+    def lr(self, value):
+        warnings.warn("`optimizer.lr` is deprecated (Keras 3 removed it); use `optimizer.learning_rate`",
+                      DeprecationWarning, stacklevel=2)
+        self.learning_rate = value
+
     def _slots_for(self, v):
         s = self._slots.get(id(v))
         if s is None:
             xp = xp_of(v.value)
-            s = [xp.zeros_like(v.value) for _ in self.slot_names]
+            s = [xp.full_like(v.value, self.slot_initial_value) for _ in self.slot_names]
             self._slots[id(v)] = s
             self._order.append(v)
         return s
@@ -116,6 +158,7 @@ class Optimizer:
         """One update of every trainable variable that has a gradient; clears the gradients."""
         lr = self.learning_rate
         self.iterations += 1
+        self._begin_step()
         live = [v for v in variables if v.grad is not None and v.trainable]
         if self.clipnorm is not None:
             for v in live:  # g * clipnorm / |g| where |g| > clipnorm, computed where g lives
@@ -127,6 +170,19 @@ class Optimizer:
             self._update(v, v.grad, self._slots_for(v), lr)
             v.grad = None
 
+    @property
+    def built(self) -> bool:
+        """Whether the per-weight slots exist (after the first update, or loaded state)."""
+        return bool(self._slots)
+
+    def variable_count(self) -> int:
+        """How many numbers the optimizer keeps, counted as Keras counts its variables: the step count,
+        the learning rate (unless a schedule gives it), every slot and any per-step scalar."""
+        slots = sum(int(a.size) for s in self._slots.values() for a in s)
+        return 1 + (not isinstance(self._lr, LearningRateSchedule)) + slots + self._scalar_count
+
+    _scalar_count = 0
+
     def apply_gradients(self, grads_and_vars):
         """Keras-style: ``apply_gradients(zip(grads, variables))``."""
         vs = []
@@ -134,6 +190,9 @@ class Optimizer:
             v.grad = g
             vs.append(v)
         self.apply(vs)
+
+    def _begin_step(self):
+        """Per-step work shared by all variables (after ``iterations`` counts this step)."""
 
     def _update(self, v, g, slots, lr):
         raise NotImplementedError
@@ -145,7 +204,8 @@ class Optimizer:
         for v in variables:
             s = self._slots.get(id(v))
             for i in range(len(self.slot_names)):
-                out.append(np.zeros(v.shape, np.float32) if s is None else to_device(s[i], "cpu"))
+                out.append(np.full(v.shape, self.slot_initial_value, np.float32) if s is None
+                           else to_device(s[i], "cpu"))
         return out
 
     def set_state(self, variables, arrays):
@@ -172,11 +232,18 @@ class Optimizer:
 
     def get_config(self):
         lr = self._lr
-        return {"learning_rate": _serial.serialize(lr) if isinstance(lr, LearningRateSchedule) else lr,
-                "weight_decay": self.weight_decay, "clipnorm": self.clipnorm, "name": self.name}
+        config = {"learning_rate": _serial.serialize(lr) if isinstance(lr, LearningRateSchedule) else lr,
+                  "weight_decay": self.weight_decay, "clipnorm": self.clipnorm, "name": self.name}
+        if self.decay:
+            config["decay"] = self.decay
+        return config
 
     @classmethod
     def from_config(cls, config):
+        if config.get("decay"):  # a saved decay was warned about when it was first given
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return cls(**config)
         return cls(**config)
 
 
@@ -245,6 +312,155 @@ class AdamW(Adam):
         super().__init__(learning_rate, weight_decay=weight_decay, **kwargs)
 
 
+def _check_in_unit(who, name, value):
+    value = float(value)
+    if not 0 <= value < 1:
+        raise ValueError(f"{who}: {name} must be in [0, 1), got {value}")
+    return value
+
+
+def _check_epsilon(who, value):
+    value = float(value)
+    if not value > 0:
+        raise ValueError(f"{who}: epsilon must be positive, got {value}")
+    return value
+
+
+@_serial.register_serializable
+class RMSprop(Optimizer):
+    """v = rho v + (1 - rho) g^2; w -= lr g / sqrt(v + epsilon) (Keras's compile default).
+
+    ``momentum`` > 0 accumulates those steps (m = momentum m + step; w -= m); ``centered`` divides by
+    sqrt(v - a^2 + epsilon) instead, with a the running mean of g.
+    """
+
+    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.rho = _check_in_unit("RMSprop", "rho", rho)
+        self.momentum = _check_in_unit("RMSprop", "momentum", momentum)
+        self.epsilon, self.centered = _check_epsilon("RMSprop", epsilon), bool(centered)
+        self.slot_names = ("velocity",) + (("momentum",) if self.momentum else ()) + \
+            (("average_gradient",) if self.centered else ())
+
+    def _update(self, v, g, slots, lr):
+        xp = xp_of(g)
+        vel = slots[0]
+        vel *= self.rho
+        vel += (1 - self.rho) * (g * g)
+        if self.centered:
+            avg = slots[-1]
+            avg *= self.rho
+            avg += (1 - self.rho) * g
+            denom = vel - avg * avg
+        else:
+            denom = vel.copy()
+        denom += self.epsilon
+        step = (lr * g) / xp.sqrt(denom)
+        if self.momentum:
+            m = slots[1]
+            m *= self.momentum
+            m += step
+            step = m
+        v.value -= step
+
+    def get_config(self):
+        return {**super().get_config(), "rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon,
+                "centered": self.centered}
+
+
+@_serial.register_serializable
+class Adagrad(Optimizer):
+    """a += g^2; w -= lr g / sqrt(a + epsilon), the accumulator starting at initial_accumulator_value."""
+
+    slot_names = ("accumulator",)
+
+    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.initial_accumulator_value = float(initial_accumulator_value)
+        if self.initial_accumulator_value < 0:
+            raise ValueError(f"Adagrad: initial_accumulator_value must be >= 0, got {initial_accumulator_value}")
+        self.slot_initial_value = self.initial_accumulator_value
+        self.epsilon = _check_epsilon("Adagrad", epsilon)
+
+    def _update(self, v, g, slots, lr):
+        (a,) = slots
+        a += g * g
+        v.value -= (lr * g) / xp_of(g).sqrt(a + self.epsilon)
+
+    def get_config(self):
+        return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,
+                "epsilon": self.epsilon}
+
+
+@_serial.register_serializable
+class Adadelta(Optimizer):
+    """Adadelta: a = rho a + (1 - rho) g^2; d = -sqrt(D + eps) g / sqrt(a + eps); D = rho D + (1 - rho) d^2;
+    w += lr d."""
+
+    slot_names = ("accumulated_grad", "accumulated_delta_var")
+
+    def __init__(self, learning_rate=0.001, rho=0.95, epsilon=1e-7, **kwargs):
+        super().__init__(learning_rate, **kwargs)
+        self.rho = _check_in_unit("Adadelta", "rho", rho)
+        self.epsilon = _check_epsilon("Adadelta", epsilon)
+
+    def _update(self, v, g, slots, lr):
+        xp = xp_of(g)
+        a, d2 = slots
+        a *= self.rho
+        a += (1 - self.rho) * (g * g)
+        delta = -xp.sqrt(d2 + self.epsilon) * g / xp.sqrt(a + self.epsilon)
+        d2 *= self.rho
+        d2 += (1 - self.rho) * (delta * delta)
+        v.value += lr * delta
+
+    def get_config(self):
+        return {**super().get_config(), "rho": self.rho, "epsilon": self.epsilon}
+
+
+@_serial.register_serializable
+class Adamax(Adam):
+    """Adam with the infinity norm: u = max(beta_2 u, |g|); w -= lr m / ((1 - beta_1^t)(u + epsilon))."""
+
+    slot_names = ("m", "u")
+
+    def _update(self, v, g, slots, lr):
+        xp = xp_of(g)
+        m, u = slots
+        m += (g - m) * (1 - self.beta_1)
+        xp.maximum(u * self.beta_2, xp.abs(g), out=u)
+        v.value -= (lr * m) / ((1 - self.beta_1 ** self.iterations) * (u + self.epsilon))
+
+
+@_serial.register_serializable
+class Nadam(Adam):
+    """Adam with Nesterov momentum and Keras's momentum schedule mu_t = beta_1 (1 - 0.5 * 0.96^t)."""
+
+    _scalar_count = 1  # the running product of mu_t
+
+    def _mu(self, t):
+        return self.beta_1 * (1.0 - 0.5 * 0.96 ** t)
+
+    def _begin_step(self):
+        # the product of mu_1 .. mu_t, kept across steps (recomputed when the step count is set)
+        if getattr(self, "_mu_product_at", None) != self.iterations - 1:
+            self._mu_product = math.prod(self._mu(k) for k in range(1, self.iterations))
+        self._mu_product *= self._mu(self.iterations)
+        self._mu_product_at = self.iterations
+
+    def _update(self, v, g, slots, lr):
+        xp = xp_of(g)
+        m, s = slots
+        t = self.iterations
+        mu_t, mu_next = self._mu(t), self._mu(t + 1)
+        prod_t = self._mu_product
+        m += (g - m) * (1 - self.beta_1)
+        s += (g * g - s) * (1 - self.beta_2)
+        m_hat = (mu_next * m) / (1 - prod_t * mu_next) + ((1 - mu_t) * g) / (1 - prod_t)
+        v_hat = s / (1 - self.beta_2 ** t)
+        v.value -= (m_hat * lr) / (xp.sqrt(v_hat) + self.epsilon)
+
+
 @functools.cache
 def _fused_adam():
     import cupy
@@ -255,11 +471,13 @@ def _fused_adam():
         "convkit_adam")
 
 
-_TABLE = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+_TABLE = {"sgd": SGD, "rmsprop": RMSprop, "adam": Adam, "adamw": AdamW, "adagrad": Adagrad, "adadelta": Adadelta,
+          "adamax": Adamax, "nadam": Nadam}
 
 
 def get(identifier) -> Optimizer:
-    """An optimizer from 'adam' | 'sgd' | 'adamw', a config dict or an instance."""
+    """An optimizer from a name ('rmsprop', 'adam', 'sgd', 'adamw', 'adagrad', 'adadelta', 'adamax', 'nadam'),
+    a config dict or an instance."""
     opt = _serial.get(identifier, _TABLE, "optimizer")
     if not isinstance(opt, Optimizer):
         raise TypeError(f"optimizer must be a name or a convkit.optimizers.Optimizer, got {identifier!r}")

@@ -25,13 +25,14 @@ import numpy as np
 
 from convkit import _serial
 from convkit._atomic import atomic_open
-from convkit._serial import register_serializable
+from convkit._serial import register_keras_serializable, register_serializable
 
 FORMAT = "convkit-model"
 FORMAT_VERSION = 1
 _META = "convkit.json"
 
-__all__ = ["save_model", "load_model", "save_weights", "load_weights", "register_serializable", "FORMAT_VERSION"]
+__all__ = ["save_model", "load_model", "save_weights", "load_weights", "restore_training_state",
+           "register_serializable", "register_keras_serializable", "FORMAT_VERSION"]
 
 
 def _atomic_write(filepath, meta: dict, arrays: dict, overwrite: bool):
@@ -104,10 +105,11 @@ def save_model(model, filepath, overwrite=True, extra=None):
     """Write the whole model: architecture, weights, compile settings and optimizer state.
 
     ``extra`` is JSON-serialisable metadata stored alongside (the CLI keeps its epoch counter
-    and RNG state there). Subclassed models need get_config and registration; otherwise use
-    save_weights.
+    and RNG state there). A subclassed model saves the constructor arguments it was given when they
+    are plain values (or what its get_config returns); loading finds its class by registration
+    (``register_serializable``) or in ``custom_objects``. Otherwise use save_weights.
     """
-    config = model.get_config()  # raises, with advice, for unregistered subclassed models
+    config = model.get_config()  # raises, with advice, for subclassed models it cannot describe
     ws = model.weights
     arrays = {f"weights/{i:04d}.npy": v.numpy() for i, v in enumerate(ws)}
     opt_meta, n_opt = None, 0
@@ -118,7 +120,7 @@ def save_model(model, filepath, overwrite=True, extra=None):
         arrays.update({f"optimizer/{i:04d}.npy": a for i, a in enumerate(state)})
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "model",
-        "class_name": type(model).__name__ if type(model).__name__ != "Model" else "Functional",
+        "class_name": _serial.class_name(model) if type(model).__name__ != "Model" else "Functional",
         "config": config, "build_input_shape": _shape_json(getattr(model, "_input_spec", None)),
         "compile_config": model._compile_config, "optimizer": opt_meta, "optimizer_arrays": n_opt,
         "weights": _weights_meta(model), "extra": extra,
@@ -167,6 +169,25 @@ def _rebuild(r, custom_objects, compile, return_extra):
                       metrics=cc.get("metrics"))
         model.optimizer.set_state(model.trainable_weights, r.arrays("optimizer", meta["optimizer_arrays"]))
     return (model, meta.get("extra")) if return_extra else model
+
+
+def restore_training_state(model, filepath) -> dict:
+    """Put a save_model file's weights and optimizer (its settings and state) into ``model``, which has the
+    saved architecture and is compiled; returns the file's extra metadata (see save_model)."""
+    r = _Reader(filepath)
+    try:
+        if not model.weights and r.meta.get("build_input_shape"):
+            model.build(tuple(r.meta["build_input_shape"]))
+        _assign(model, r, r.meta)
+        if r.meta.get("optimizer"):
+            optimizer = _serial.deserialize(r.meta["optimizer"], kind="optimizer")
+            optimizer.set_state(model.trainable_weights, r.arrays("optimizer", r.meta["optimizer_arrays"]))
+            if model._device is not None:
+                optimizer.to(model._device)
+            model.optimizer = optimizer
+        return r.meta.get("extra") or {}
+    finally:
+        r.close()
 
 
 def _assign(model, r, meta):

@@ -1,4 +1,6 @@
-"""Small helpers the course notes use: seeding, one-hot labels."""
+"""Small helpers the course notes use: seeding, one-hot labels; and, loaded when first used, Keras 3's
+``keras.utils`` image and file helpers (``load_img``, ``img_to_array``, ``array_to_img``, ``save_img``,
+``image_dataset_from_directory``, ``get_file``, ``plot_model``)."""
 
 from __future__ import annotations
 
@@ -56,3 +58,22 @@ def to_categorical(y, num_classes: int | None = None, dtype="float32") -> np.nda
     out = np.zeros(y.shape + (num_classes,), dtype=dtype)
     np.put_along_axis(out, y[..., None], 1, axis=-1)
     return out
+
+
+_LAZY = {"load_img": "convkit.preprocessing.image", "img_to_array": "convkit.preprocessing.image",
+         "array_to_img": "convkit.preprocessing.image", "save_img": "convkit.preprocessing.image",
+         "image_dataset_from_directory": "convkit.preprocessing.image", "get_file": "convkit._files",
+         "plot_model": "convkit._model_graph", "model_to_dot": "convkit._model_graph"}
+
+
+def __getattr__(name):
+    # imported on first use: these modules import this one (for rng), and Pillow or pydot may be absent
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

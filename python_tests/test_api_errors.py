@@ -39,7 +39,7 @@ BAD = [
     ('L.BatchNormalization(momentum=2)', ValueError, r"momentum must be in \[0, 1\], got 2"),
     ('L.BatchNormalization(epsilon=0)', ValueError, r"epsilon must be positive, got 0"),
     ('Sequential([L.Input((8, 8, 1)), L.Flatten(), L.Dense(2)]).fit(X, Y)', RuntimeError, r"fit: compile the model first"),
-    ('model().compile("adamax", "mse")', ValueError, r"unknown optimizer 'adamax'"),
+    ('model().compile("adamx", "mse")', ValueError, r"unknown optimizer 'adamx'"),
     ('model().compile("adam", "hinge")', ValueError, r"unknown loss 'hinge'"),
     ('model().compile("adam", "mse", metrics=["auc"])', ValueError, r"unknown metric 'auc'"),
     ('model().fit(X, Y[:3])', ValueError, r"x and y have different numbers of samples \(4 and 3\)"),

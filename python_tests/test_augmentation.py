@@ -341,7 +341,7 @@ def test_missing_pillow_names_the_extra(monkeypatch, tmp_path):
 def test_affine_batch_matches_scipy_ndimage(rng, mode, scipy_mode):
     ndimage = pytest.importorskip("scipy.ndimage")
 
-    from convkit.preprocessing._transform import affine_batch
+    from convkit._transform import affine_batch
 
     n, h, w, c = 4, 9, 11, 2
     x = rng.standard_normal((n, h, w, c)).astype(np.float32)
@@ -407,3 +407,52 @@ def test_append_augmented_enlarges_once_and_keeps_labels_with_their_images():
     assert sum(not any(np.array_equal(im, o) for o in ramp_x) for im in xr) >= 6
     with pytest.raises(ValueError, match="different lengths"):
         append_augmented(gen, x, y[:5], 3)
+
+
+# --------------------------------------------------------------------------------------------
+# The notes' iterator and dataset idioms
+
+def test_iterators_support_next_indexing_and_len(image_tree, capsys):
+    x = ramp(10)
+    it = ImageDataGenerator().flow(x, np.arange(10), batch_size=4, shuffle=False)
+    assert len(it) == 3
+    np.testing.assert_array_equal(it[2][0], x[8:])  # batch i of the epoch, without moving the iterator
+    np.testing.assert_array_equal(it[-1][1], [8, 9])
+    with pytest.warns(DeprecationWarning, match="next"):
+        np.testing.assert_array_equal(it.next()[0], x[:4])  # tf.keras 2's spelling
+    np.testing.assert_array_equal(next(it)[0], x[4:8])
+    with pytest.raises(IndexError, match="batch 3"):
+        it[3]
+    shuffled = ImageDataGenerator().flow(x, np.arange(10), batch_size=4, seed=1)
+    first = shuffled[0][1]
+    np.testing.assert_array_equal(next(shuffled)[1], first)  # indexing and iterating share the epoch's order
+    capsys.readouterr()
+    d = ImageDataGenerator().flow_from_directory(image_tree, target_size=(10, 12), batch_size=5, shuffle=False)
+    assert capsys.readouterr().out == "Found 12 images belonging to 3 classes.\n"
+    assert len(d) == 3 and d[2][0].shape == (2, 10, 12, 3)
+    np.testing.assert_array_equal(next(d)[1], d[0][1])
+    assert d.filepaths[0].endswith("0.png") and list(d.labels) == [0] * 4 + [1] * 3 + [2] * 5
+
+
+def test_image_dataset_is_a_dataset_for_tf_data_pipelines(image_tree, capsys):
+    from convkit.data import AUTOTUNE, Dataset
+
+    kw = dict(image_size=(10, 12), batch_size=4, validation_split=0.25, seed=5)
+    train = image_dataset_from_directory(image_tree, subset="training", **kw)
+    val = image_dataset_from_directory(image_tree, subset="validation", **kw)
+    out = capsys.readouterr().out
+    assert out.startswith("Found 12 files belonging to 3 classes.\nUsing 9 files for training.\n")
+    assert out.endswith("Using 3 files for validation.\n")
+    assert isinstance(train, Dataset) and train.class_names == ["cats", "dogs", "owls"]
+    normalized = train.map(lambda x, y: (x / 255.0, y)).cache().prefetch(buffer_size=AUTOTUNE)
+    batches = list(normalized)
+    assert len(batches) == 3 and all(float(xb.max()) <= 1.0 for xb, _ in batches)
+    assert sorted(int(v) for v in train.unbatch().map(lambda x, y: y)) == sorted(train.labels.tolist())
+    import convkit
+    from convkit import layers
+
+    model = convkit.Sequential([layers.Input((10, 12, 3)), layers.Rescaling(1 / 255), layers.Flatten(),
+                                layers.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    hist = model.fit(normalized.map(lambda x, y: (x * 255.0, y)), validation_data=val, epochs=2, verbose=0)
+    assert len(hist.history["val_accuracy"]) == 2

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+import convkit
 from convkit import saving
 from convkit import train as cli
 
@@ -54,30 +55,26 @@ def test_bad_arguments_exit_2(capsys):
 
 def test_train_writes_model_metrics_and_log(fake_data, tmp_path, capsys):
     out = tmp_path / "run"
-    rc = cli.main(["lenet", "--epochs", "3", "--out", str(out), "--verbose", "2", "--target-acc", "0.5",
+    rc = cli.main(["lenet5", "--epochs", "3", "--out", str(out), "--verbose", "2", "--target-acc", "0.5",
                    "--limit", "500"])
     assert rc == 0
     text = capsys.readouterr()
     assert "Epoch 3/3" in text.out and "Test loss" in text.out
     files = set(os.listdir(out))
     assert {"model.convkit", "checkpoint.ckpt", "log.csv", "metrics.json"} <= files
-    try:
-        import matplotlib  # noqa: F401
-        assert "curves.png" in files
-    except ImportError:
-        assert "matplotlib is not installed" in text.err
+    assert "curves.png" in files
     m = json.load(open(out / "metrics.json"))
     assert m["model"] == "lenet5" and m["epochs_run"] == 3 and m["test_accuracy"] > 0.5
     assert list(m["history"]) == ["loss", "accuracy", "val_loss", "val_accuracy"]
     # what reproduces the run, without where its files went
-    assert m["command"] == "python -m convkit.train lenet --epochs 3 --verbose 2 --target-acc 0.5 --limit 500"
+    assert m["command"] == "python -m convkit.train lenet5 --epochs 3 --verbose 2 --target-acc 0.5 --limit 500"
     assert m["machine"] and m["date"] and m["threads"] >= 1
     from convkit import load_model
     assert load_model(out / "model.convkit").count_params() == 61_706
 
 
 def test_target_accuracy_not_reached_exits_1(fake_data, tmp_path):
-    assert cli.main(["lenet", "--epochs", "1", "--limit", "64", "--out", str(tmp_path), "--verbose", "0",
+    assert cli.main(["lenet5", "--epochs", "1", "--limit", "64", "--out", str(tmp_path), "--verbose", "0",
                      "--target-acc", "0.999"]) == 1
 
 
@@ -226,7 +223,164 @@ def test_killed_at_random_moments_and_mid_save_resumes_to_the_uninterrupted_resu
 
 
 def test_lr_schedule_option_overrides_the_recipe(fake_data, tmp_path):
-    assert cli.main(["lenet", "--epochs", "2", "--out", str(tmp_path), "--verbose", "0", "--limit", "200",
+    assert cli.main(["lenet5", "--epochs", "2", "--out", str(tmp_path), "--verbose", "0", "--limit", "200",
                      "--lr-schedule", "cosine"]) == 0
     m = json.load(open(tmp_path / "metrics.json"))
     assert m["lr_schedule"] == "cosine" and m["history"]["learning_rate"] == pytest.approx([1e-3, 5e-4])
+
+
+def _interrupt_after_epoch(monkeypatch, n):
+    """Ctrl-C right after the n-th checkpoint was written, as a user would press it."""
+    real = cli.EpochCheckpoint.on_epoch_end
+
+    def on_epoch_end(self, epoch, logs=None):
+        real(self, epoch, logs)
+        if epoch + 1 == n:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli.EpochCheckpoint, "on_epoch_end", on_epoch_end)
+
+
+RUN = ["lenet5", "--epochs", "3", "--limit", "300", "--batch-size", "50", "--lr", "0.002", "--seed", "4",
+       "--lr-schedule", "cosine", "--verbose", "0"]
+
+
+def test_resume_continues_with_the_settings_the_run_started_with(fake_data, tmp_path, monkeypatch, capsys):
+    assert cli.main(RUN + ["--out", str(tmp_path / "whole")]) == 0
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _interrupt_after_epoch(m, 1)
+        assert cli.main(RUN + ["--out", str(out)]) == cli.INTERRUPTED
+    err = capsys.readouterr().err
+    assert f"python -m convkit.train lenet5 --resume --out {out}" in err
+    # every flag the run started with is restored from its checkpoint; none has to be repeated
+    assert cli.main(["lenet5", "--resume", "--out", str(out), "--verbose", "0"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("epochs", "limit", "batch_size", "learning_rate", "lr_schedule", "seed", "model", "command"):
+        assert m[key] == whole[key], key
+    assert m["history"] == whole["history"] and m["test_loss"] == whole["test_loss"]
+
+
+def test_a_flag_that_contradicts_the_resumed_run_is_refused(fake_data, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        _interrupt_after_epoch(m, 1)
+        assert cli.main(RUN + ["--out", str(out)]) == cli.INTERRUPTED
+    capsys.readouterr()
+    for flag, value in (("--epochs", "5"), ("--lr", "0.01"), ("--seed", "0"), ("--limit", "100"),
+                        ("--batch-size", "32"), ("--lr-schedule", "constant")):
+        assert cli.main(["lenet5", "--resume", "--out", str(out), flag, value]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{flag} {value} contradicts the run in {out}" in err
+    assert cli.main(["mnist_cnn", "--resume", "--out", str(out)]) == 2
+    assert "holds a run of lenet5" in capsys.readouterr().err
+    # the same values again are no contradiction
+    assert cli.main(["lenet5", "--resume", "--out", str(out), "--epochs", "3", "--seed", "4", "--verbose", "0"]) == 0
+
+
+def test_resuming_a_finished_run_changes_nothing(fake_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["lenet5", "--epochs", "1", "--limit", "100", "--out", str(out), "--verbose", "0"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert cli.main(["lenet5", "--resume", "--out", str(out)]) == 0
+    assert "finished after 1 epoch: nothing left to train" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_new_run_never_overwrites_one_in_its_folder(fake_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["lenet5", "--epochs", "1", "--limit", "100", "--out", str(out), "--verbose", "0"]) == 0
+    before = (out / "metrics.json").read_bytes()
+    assert cli.main(["lenet5", "--epochs", "1", "--limit", "100", "--out", str(out), "--verbose", "0"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "metrics.json").read_bytes() == before
+
+
+def _no_data(name, data_dir=None):
+    from convkit.datasets._common import DataUnavailableError
+    raise DataUnavailableError("could not load MNIST. Tried:\n  a: no\n  b: no\nPut it somewhere")
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--epochs", "0"], "--epochs must be a positive whole number"),
+    (["--epochs", "-2"], "--epochs must be a positive whole number"),
+    (["--limit", "0"], "--limit must be a positive whole number"),
+    (["--batch-size", "0"], "--batch-size must be a positive whole number"),
+    (["--lr", "-0.1"], "--lr must be a positive number"),
+    (["--lr", "0"], "--lr must be a positive number"),
+    (["--lr", "nan"], "--lr must be a positive number"),
+    (["--target-acc", "150"], "--target-acc must be a fraction"),
+    (["--data-dir", "/nonexistent/convkit-data"], "--data-dir /nonexistent/convkit-data is not a folder"),
+    (["--resume"], "holds no checkpoint"),
+    ("no data", "could not load MNIST. Tried:   a: no   b: no Put it somewhere"),
+    ("cuda", "--device cuda:"),
+])
+def test_user_errors_are_one_line_and_status_2_and_leave_no_folder(args, says, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    monkeypatch.setattr(cli, "load_dataset", _no_data if args == "no data" else fake_dataset)
+    if args == "cuda":
+        if convkit.has_cuda():
+            pytest.skip("a GPU is usable here")
+        args = ["--device", "cuda"]
+    if args == ["--resume"]:
+        out.mkdir()
+    argv = ["lenet5", "--out", str(out), "--verbose", "0"] + (args if isinstance(args, list) else [])
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and says in err, err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_cli_process_prints_no_traceback(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "convkit.train", "lenet", "--epochs", "0", "--out", str(tmp_path / "r")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr == "error: --epochs must be a positive whole number, got 0\n"
+
+
+def test_target_accuracy_as_fraction_or_percentage(fake_data, tmp_path, capsys):
+    args = ["lenet5", "--epochs", "1", "--limit", "300", "--verbose", "0"]
+    assert cli.main(args + ["--out", str(tmp_path / "a"), "--target-acc", "10"]) == 0
+    assert "1 epoch," in capsys.readouterr().out
+    assert cli.main(args + ["--out", str(tmp_path / "b"), "--target-acc", "99.99"]) == 1
+    assert "below the target 0.9999" in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_and_prints_the_command_that_resumes(tmp_path):
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    out = tmp_path / "run"
+    args = [sys.executable, str(driver), "mnist_cnn2", "--epochs", "6", "--batch-size", "100", "--out", str(out),
+            "--verbose", "0", "--seed", "2"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while not (out / CKPT).exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == cli.INTERRUPTED, err
+    assert "Traceback" not in err
+    command = err.strip().splitlines()[-1].strip()
+    assert command == f"python -m convkit.train mnist_cnn2 --resume --out {out}"
+    _, extra = saving.load_model(out / CKPT, return_extra=True)  # whole
+    res = subprocess.run([sys.executable, str(driver)] + command.split()[3:], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert f"after epoch {extra['epoch']}" in res.stdout
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 6
+
+
+def test_curves_have_whole_epoch_ticks(tmp_path):
+    from convkit.plotting import plot_history
+    fig = plot_history({"loss": [1.0, 0.5], "val_loss": [1.1, 0.7], "accuracy": [0.5, 0.8]}, tmp_path / "c.png")
+    for ax in fig.axes:
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -71,23 +71,25 @@ def test_sequential_and_registered_subclass_round_trip(rng, tmp_path):
 
 
 class Unregistered(Model):
-    def __init__(self):
+    """Built from a layer object, which no config can hold."""
+
+    def __init__(self, dense=None):
         super().__init__()
-        self.d = L.Dense(2)
+        self.d = dense or L.Dense(2)
 
     def call(self, x):
         return self.d(x)
 
 
-def test_unregistered_subclass_says_to_use_save_weights(rng, tmp_path):
-    model = Unregistered()
+def test_subclass_with_an_object_argument_says_to_use_save_weights(rng, tmp_path):
+    model = Unregistered(L.Dense(2))
     x = rng.random((3, 4), dtype=np.float32)
     model.predict(x, verbose=0)
     with pytest.raises(NotImplementedError, match="save_weights"):
         model.save(tmp_path / "m.h5")
     assert not os.listdir(tmp_path)
     model.save_weights(tmp_path / "w.h5")
-    other = Unregistered()
+    other = Unregistered(L.Dense(2))
     other.predict(x, verbose=0)
     other.load_weights(tmp_path / "w.h5")
     np.testing.assert_array_equal(other.predict(x, verbose=0), model.predict(x, verbose=0))

@@ -295,6 +295,25 @@ def test_progress_output(rng, monkeypatch, verbose, terminal, ci, expect):
         assert "\r" in text and "5/5" in text and "step" in text and "Epoch 2/2" in text
 
 
+def test_live_bar_says_when_validation_runs(rng, monkeypatch):
+    """The bar is full once the last batch trained; while the validation data is evaluated it says so."""
+    out = _Terminal()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.delenv("CI", raising=False)
+    x, y = data(rng)
+    model = tiny()
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    seen = []
+
+    class Peek(convkit.callbacks.Callback):  # runs before the bar's own hooks: look at the end of validation
+        def on_test_end(self, logs=None):
+            seen.append(out.getvalue().rsplit("\r", 1)[-1])
+
+    model.fit(x, y, batch_size=8, epochs=1, verbose=1, validation_data=(x, y), callbacks=[Peek()])
+    assert len(seen) == 1 and "Epoch 1/1 validating" in seen[0] and "5/5" in seen[0]
+    assert out.getvalue().rsplit("\r", 1)[-1].startswith("Epoch 1/1:")  # the finished epoch's line
+
+
 class _Stub:
     stop_training = False
 

@@ -12,9 +12,10 @@ from convkit import zoo
     ("cifar10_bn", 652_874, 448), ("lenet5", 61_706, 0),
 ])
 def test_parameter_counts_match_the_notes(name, total, non_trainable):
-    lines = []
-    zoo.get(name).summary(print_fn=lines.append)
-    count = lambda key: int(next(l for l in lines if l.startswith(key)).split(":")[1].replace(",", ""))
+    out = []
+    zoo.get(name).summary(print_fn=out.append)
+    lines = [l.strip() for l in out[0].splitlines()]
+    count = lambda key: int(next(l for l in lines if l.startswith(key)).split(":")[1].split("(")[0].replace(",", ""))
     assert count("Total params") == total
     assert count("Non-trainable params") == non_trainable
     assert count("Trainable params") == total - non_trainable
@@ -44,7 +45,7 @@ def test_recipes_follow_the_notes():
     assert zoo.recipe("cifar10_bn").learning_rate == 1e-4 and zoo.recipe("cifar10_bn").preprocess == "standardize"
     assert zoo.recipe("mnist_cnn2").batch_size == 500
     assert zoo.recipe("cifar10_deep").augmentation["horizontal_flip"]
-    assert zoo.canonical("lenet") == "lenet5"
+    assert zoo.canonical("lenet") == "lenet5_aug"
     with pytest.raises(ValueError, match="unknown model 'vgg'"):
         zoo.get("vgg")
 

@@ -5,10 +5,22 @@ from convkit.layers.conv import Conv2D, Convolution2D
 from convkit.layers.core import Activation, Dense, Dropout, Flatten, Rescaling
 from convkit.layers.merge import Add, Concatenate
 from convkit.layers.normalization import BatchNormalization
+from convkit.layers.preprocessing import (CenterCrop, RandomContrast, RandomFlip, RandomRotation, RandomTranslation,
+                                          RandomZoom, Resizing)
 from convkit.layers.pooling import (AveragePooling2D, AvgPool2D, GlobalAveragePooling2D, GlobalAvgPool2D,
                                     MaxPool2D, MaxPooling2D)
 
 __all__ = ["Layer", "Variable", "Tape", "KerasTensor", "Input", "InputLayer", "Conv2D", "Convolution2D",
            "MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D",
            "GlobalAvgPool2D", "Flatten", "Dense", "Dropout", "BatchNormalization", "Activation", "Rescaling",
-           "Add", "Concatenate"]
+           "Add", "Concatenate", "Resizing", "CenterCrop", "RandomFlip", "RandomRotation", "RandomZoom",
+           "RandomTranslation", "RandomContrast", "experimental"]
+
+
+def __getattr__(name):
+    # tf.keras 2's layers.experimental.preprocessing, loaded (and warned about) only when used
+    if name == "experimental":
+        import importlib
+
+        return importlib.import_module("convkit.layers.experimental")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

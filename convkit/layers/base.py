@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections import defaultdict
 
 import numpy as np
@@ -68,7 +69,11 @@ class Variable:
 
 # -- recording --------------------------------------------------------------------------------------------
 
-_active_tape = None
+_local = threading.local()  # the recording tape is per thread: a prefetch thread's layer calls are not recorded
+
+
+def _active_tape():
+    return getattr(_local, "tape", None)
 
 
 class _Entry:
@@ -91,15 +96,13 @@ class Tape:
         self._produced: set[int] = set()
 
     def __enter__(self):
-        global _active_tape
-        if _active_tape is not None:
+        if _active_tape() is not None:
             raise RuntimeError("a Tape is already recording; tapes do not nest")
-        _active_tape = self
+        _local.tape = self
         return self
 
     def __exit__(self, *exc):
-        global _active_tape
-        _active_tape = None
+        _local.tape = None
         self.clear()
 
     def record(self, layer, inputs, output, multi):
@@ -145,7 +148,7 @@ class Tape:
 
 
 def recording() -> bool:
-    return _active_tape is not None
+    return _active_tape() is not None
 
 
 # -- symbolic tensors --------------------------------------------------------------------------------------
@@ -302,15 +305,14 @@ class Layer:
     def __call__(self, inputs, training=None, **kwargs):
         if _is_symbolic(inputs):
             return self._symbolic_call(inputs)
-        if isinstance(inputs, (list, tuple)):
-            inputs = list(inputs)
+        inputs = [_as_float32(x) for x in inputs] if isinstance(inputs, (list, tuple)) else _as_float32(inputs)
         shape = _shape_of(inputs)
         if not self.built:
             self._maybe_build(_with_batch_none(shape))
         else:
             self._check_input(shape)
-        y = self.call(inputs, training=bool(training), **kwargs)
-        tape = _active_tape
+        y = self.call(inputs, training=training, **kwargs)
+        tape = _active_tape()
         if tape is not None:
             tape.record(self, inputs, y, self.multi_input)
             if self.activity_regularizer is not None:
@@ -338,7 +340,7 @@ class Layer:
 
     def _save(self, *cache):
         """Keep what backward needs, only while a tape records."""
-        if _active_tape is not None:
+        if _active_tape() is not None:
             self._cache.append(cache)
 
     def _pop(self):
@@ -402,6 +404,18 @@ class KernelLayer(Layer):
                 "bias_initializer": _serial.serialize(self.bias_initializer),
                 "kernel_regularizer": serialize_optional(self.kernel_regularizer),
                 "bias_regularizer": serialize_optional(self.bias_regularizer)}
+
+
+def _as_float32(x):
+    """Layers compute in float32 and, as Keras layers, cast real inputs of other dtypes (the ops do not)."""
+    if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+        x = np.asarray(x)
+    if x.dtype == np.float32:
+        return x
+    if x.dtype.kind not in "fiub":
+        raise TypeError(f"layers take real-valued arrays, got dtype {x.dtype}")
+    return x.astype(np.float32)
+
 
 def _with_batch_none(shape):
     if isinstance(shape, list):

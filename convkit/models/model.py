@@ -26,9 +26,47 @@ def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
+def _plain(value) -> bool:
+    """A constructor argument that a config can hold as it is: str, number, bool, None, or lists,
+    tuples and string-keyed dicts of those."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain(v) for k, v in value.items())
+    return False
+
+
+def _auto_config(cls, args, kwargs):
+    """The constructor arguments of a subclassed model, defaults included, when all are plain values
+    (as Keras 3 records them); None otherwise."""
+    try:
+        sig = inspect.signature(cls.__init__)
+        bound = sig.bind(None, *args, **kwargs)
+    except (TypeError, ValueError):
+        return None
+    params = list(sig.parameters.values())[1:]
+    if any(p.kind in (p.POSITIONAL_ONLY, p.VAR_POSITIONAL) for p in params):
+        return None
+    bound.apply_defaults()
+    config = dict(list(bound.arguments.items())[1:])
+    for p in params:
+        if p.kind == p.VAR_KEYWORD:
+            config.update(config.pop(p.name, {}))
+    config.pop("name", None)
+    return config if _plain(config) else None
+
+
 class Model(Trainer, Layer):
     """Keras-style model. ``Model(inputs, outputs)`` builds a functional graph; subclass and define
     ``call(self, x, training=False)`` for a subclassed model."""
+
+    def __new__(cls, *args, **kwargs):
+        instance = super().__new__(cls)
+        if cls.__module__ not in (__name__, "convkit.models.sequential"):  # a subclassed model
+            object.__setattr__(instance, "_auto_config", _auto_config(cls, args, kwargs))
+        return instance
 
     def __init__(self, inputs=None, outputs=None, name=None, trainable=True, **kwargs):
         base = "functional" if inputs is not None else ("model" if type(self) is Model else _snake(type(self).__name__))
@@ -105,11 +143,14 @@ class Model(Trainer, Layer):
 
     def __call__(self, inputs, training=None, **kwargs):
         if _is_symbolic(inputs):
-            return self._invoke(inputs, False)
+            out = self._invoke(inputs, False)
+            if isinstance(out, KerasTensor):  # a nested model's output shape, for summaries
+                self._output_shapes.append(out.shape)
+            return out
         if not self.built and not isinstance(inputs, (list, tuple)):
             self._input_spec = (None,) + tuple(inputs.shape[1:])
             self.built = True
-        return self._invoke(inputs, bool(training))
+        return self._invoke(inputs, training)
 
     def build(self, input_shape):
         """Create every weight and record output shapes by tracing call() on a symbolic input."""
@@ -150,31 +191,34 @@ class Model(Trainer, Layer):
             self.build(self._input_spec)
         return self.compute_output_shape(self._input_spec)
 
-    def summary(self, line_length=None, print_fn=None):
-        """Print Layer (type) | Output Shape | Param # and the total/trainable/non-trainable counts."""
+    def summary(self, line_length=None, print_fn=None, expand_nested=False, show_trainable=False):
+        """Print the layers (name, type, output shape, parameters; for a branching graph what each is connected
+        to) in a box-drawn table and the parameter totals with their size, as Keras 3 does. ``print_fn``
+        receives the whole text as one string; ``expand_nested`` lists the layers of nested models."""
         if not self._traced:
             if self._input_spec is None:
                 raise ValueError(f"model {self.name!r} has not been built yet, so it has no summary: give the first "
                                  "layer input_shape=..., start with Input(shape=...), call model.build("
                                  "(None, H, W, C)) or fit the model first")
             self.build(self._input_spec)
-        print_summary(self, self._summary_rows(), line_length=line_length, print_fn=print_fn)
-
-    def _summary_rows(self):
-        if self._graph is not None:
-            shapes = {}
-            for n in self._graph[2]:
-                shapes.setdefault(id(n.layer), []).append(n.output.shape)
-            return [(l, shapes[id(l)]) for l in self._layers]
-        return [(l, l._output_shapes) for l in self._layers]
+        print_summary(self, line_length=line_length, print_fn=print_fn, expand_nested=expand_nested,
+                      show_trainable=show_trainable)
 
     # config ----------------------------------------------------------------------------------------------
     def get_config(self):
+        """The functional graph; for a subclassed model without its own get_config, the constructor
+        arguments it was given (recorded when they are all plain values, as Keras 3 does)."""
         if self._graph is None:
-            raise NotImplementedError(
-                f"{type(self).__name__} is a subclassed model without get_config, so its architecture cannot be "
-                "saved: use model.save_weights(path) and load_weights(path) on a new instance, or define "
-                "get_config() and decorate the class with convkit.saving.register_serializable")
+            auto = getattr(self, "_auto_config", None)
+            if auto is None:
+                raise NotImplementedError(
+                    f"{type(self).__name__} is a subclassed model built with constructor arguments that are not "
+                    "plain values (str, int, float, bool, None, lists and dicts of them), and it has no "
+                    "get_config, so its architecture cannot be saved: use model.save_weights(path) and "
+                    "load_weights(path) on a new instance, or define get_config()")
+            params = inspect.signature(type(self).__init__).parameters
+            takes_name = "name" in params or any(p.kind == p.VAR_KEYWORD for p in params.values())
+            return {"name": self.name, **auto} if takes_name else dict(auto)
         ins, outs, order = self._graph
         index = {id(l): i for i, l in enumerate(self._layers)}
         nodes = {id(n): i for i, n in enumerate(order)}
@@ -191,18 +235,22 @@ class Model(Trainer, Layer):
     def from_config(cls, config, custom_objects=None):
         if "nodes" not in config:
             return cls(**config)
-        layers = [_serial.deserialize(d, custom_objects, "layer") for d in config["layers"]]
-        tensors = []
-        for n in config["nodes"]:
-            layer = layers[n["layer"]]
-            if isinstance(layer, InputLayer):
-                tensors.append(layer.output)
-            else:
-                args = [tensors[i] for i in n["inputs"]]
-                tensors.append(layer(args if n["multi"] else args[0]))
-        ins = [tensors[i] for i in config["inputs"]]
-        outs = [tensors[i] for i in config["outputs"]]
-        return Model(ins if len(ins) > 1 else ins[0], outs[0], name=config["name"])
+        return _graph_from_config(config, [_serial.deserialize(d, custom_objects, "layer") for d in config["layers"]])
+
+
+def _graph_from_config(config, layers):
+    """A functional Model wired as ``config`` says, from its layers (in config order)."""
+    tensors = []
+    for n in config["nodes"]:
+        layer = layers[n["layer"]]
+        if isinstance(layer, InputLayer):
+            tensors.append(layer.output)
+        else:
+            args = [tensors[i] for i in n["inputs"]]
+            tensors.append(layer(args if n["multi"] else args[0]))
+    ins = [tensors[i] for i in config["inputs"]]
+    outs = [tensors[i] for i in config["outputs"]]
+    return Model(ins if len(ins) > 1 else ins[0], outs[0], name=config["name"])
 
 
 _serial.register_serializable(Model, name="Functional")

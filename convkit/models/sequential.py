@@ -75,9 +75,6 @@ class Sequential(Model):
             raise ValueError(f"model {self.name!r} has not been built yet")
         return self._last.shape
 
-    def _summary_rows(self):
-        return [(l, l._output_shapes) for l in self._layers]
-
     def get_config(self):
         return {"name": self.name, "layers": [_serial.serialize(l) for l in self._layers],
                 "input_shape": None if self._input_spec is None else list(self._input_spec)}

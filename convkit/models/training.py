@@ -19,6 +19,7 @@ from convkit._backend import is_cupy
 from convkit._blas import blas_threads
 from convkit._device import device_of, resolve_device, to_device, to_numpy
 from convkit.callbacks import CallbackList, History, ProgbarLogger
+from convkit.data import INFINITE_CARDINALITY, Dataset
 from convkit.layers.base import Tape
 from convkit.utils import rng
 
@@ -37,6 +38,17 @@ def _as_input(x, who="x"):
 
 def _is_array(x):
     return isinstance(x, (np.ndarray, list)) or is_cupy(x)
+
+
+def _dataset_steps(x, steps, who, steps_arg):
+    """Steps for one pass over a Dataset: its length when known; an infinite one needs ``steps_arg``."""
+    if steps is not None:
+        return steps
+    card = x.cardinality()
+    if card == INFINITE_CARDINALITY:
+        raise ValueError(f"{who}: the dataset is infinite (repeat() without a count), so pass {steps_arg}=... "
+                         "to say how many batches make one pass")
+    return card if card >= 0 else None
 
 
 def _cpu_run_context(dev):
@@ -80,6 +92,9 @@ def _resident(data, dev):
     return "arrays", to_device(x, dev), to_device(y, dev)
 
 
+_STEPS_ARG = {"fit": "steps_per_epoch", "fit validation": "validation_steps", "evaluate": "steps"}
+
+
 class _LazyLogs(Mapping):
     """A logs dict whose values (running means frozen at one step) become floats when first read."""
 
@@ -108,13 +123,13 @@ class Trainer:
         self.history = None
         self._device = None
         self._compile_config = None
+        self._initial_epoch = None  # set by BackupAndRestore when it resumes a run
 
     # compile ---------------------------------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, device=None):
-        """Set optimizer ('adam', 'sgd', 'adamw' or an Optimizer), loss (name or Loss), metrics
-        (['accuracy'] or ['acc']) and optionally the device ('auto', 'cpu', 'cuda')."""
-        if optimizer == "rmsprop":
-            raise ValueError("compile: RMSprop is not provided; use optimizer='adam', 'sgd' or 'adamw'")
+        """Set optimizer (a name such as 'rmsprop', 'adam', 'sgd', or an Optimizer), loss (a name, a
+        Loss or a loss function), metrics (['accuracy'] or ['acc']) and optionally the device ('auto', 'cpu',
+        'cuda')."""
         self.optimizer = optimizers_mod.get(optimizer)
         self.loss = losses_mod.get(loss)
         metrics = list(metrics or [])
@@ -265,16 +280,21 @@ class Trainer:
             return
         _, source = data
         it = source["iter"]
-        count = 0
+        count, restarted = 0, False
         while steps is None or count < steps:
             try:
                 batch = next(it)
             except StopIteration:
-                if steps is not None and source["reiterable"] and count > 0:
-                    source["iter"] = it = iter(source["obj"])
-                    continue
-                source["iter"] = iter(source["obj"]) if source["reiterable"] else it
-                return
+                # A re-iterable source starts a new pass: at once when a step count asks for more
+                # batches (or the last epoch ended exactly at the end of a pass), else next epoch.
+                if not source["reiterable"]:
+                    return
+                source["iter"] = it = iter(source["obj"])
+                if steps is None or restarted:
+                    return
+                restarted = True
+                continue
+            restarted = False
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                 raise ValueError(f"{who}: a data generator must yield (x, y) batches, got {type(batch).__name__}")
             xb = _as_input(batch[0], f"{who}: x")
@@ -294,7 +314,9 @@ class Trainer:
             raise ValueError(f"{who}: y must not be given when x is a generator of (x, y) batches")
         if not hasattr(x, "__iter__") and not hasattr(x, "__next__"):
             raise TypeError(f"{who}: x must be an array or an iterator of (x, y) batches, got {type(x).__name__}")
-        if steps is None and hasattr(x, "__len__"):
+        if isinstance(x, Dataset):
+            steps = _dataset_steps(x, steps, who, _STEPS_ARG[who])
+        elif steps is None and hasattr(x, "__len__"):
             steps = len(x)
         reiterable = not hasattr(x, "__next__")
         return ("iter", {"obj": x, "iter": iter(x), "reiterable": reiterable}), steps
@@ -349,8 +371,9 @@ class Trainer:
         if verbose:
             cbs.append(ProgbarLogger(verbose))
         cbs.append(history)
+        stateful = x if hasattr(x, "get_state") and hasattr(x, "set_state") else None  # a resumable iterator
         cl = CallbackList(cbs, self, {"epochs": epochs, "steps": steps, "verbose": verbose,
-                                      "batch_size": batch_size})
+                                      "batch_size": batch_size, "data": stateful})
         self.history = history
         self.stop_training = False
         with _cpu_run_context(dev):
@@ -360,6 +383,8 @@ class Trainer:
     def _fit_loop(self, cl, history, data, val, steps, batch_size, shuffle, epochs, initial_epoch,
                   validation_batch_size, dev):
         cl.on_train_begin()
+        if self._initial_epoch is not None:  # a backup was restored
+            initial_epoch, self._initial_epoch = self._initial_epoch, None
         logs = {}
         for epoch in range(initial_epoch, epochs):
             self._reset_metrics()
@@ -372,7 +397,9 @@ class Trainer:
                     break
             logs = self._results()
             if val is not None:
+                cl.on_test_begin()
                 vlogs = self._evaluate_data(*val, validation_batch_size, dev)
+                cl.on_test_end(vlogs)
                 logs.update({f"val_{k}": v for k, v in vlogs.items()})
             cl.on_epoch_end(epoch, logs)
             if self.stop_training:
@@ -417,12 +444,14 @@ class Trainer:
                 for s in range(0, x.shape[0], batch_size):
                     outs.append(to_numpy(self(to_device(x[s:s + batch_size], dev), training=False)))
         else:
+            if isinstance(x, Dataset):
+                steps = _dataset_steps(x, steps, "predict", "steps")
             for i, batch in enumerate(x):
                 if steps is not None and i >= steps:
                     break
                 xb = batch[0] if isinstance(batch, (tuple, list)) else batch
                 outs.append(to_numpy(self(to_device(_as_input(xb, "predict: x"), dev), training=False)))
-                if steps is None and hasattr(x, "__len__") and i + 1 >= len(x):
+                if steps is None and not isinstance(x, Dataset) and hasattr(x, "__len__") and i + 1 >= len(x):
                     break
         if not outs:
             raise ValueError("predict: no samples")

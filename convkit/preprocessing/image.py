@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from convkit._device import to_numpy, xp_of
-from convkit.preprocessing._transform import FILL_MODES, affine_batch
+from convkit.data import Dataset
+from convkit._transform import FILL_MODES, affine_batch, affine_maps
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp")
 _COLOR_CHANNELS = {"grayscale": 1, "rgb": 3, "rgba": 4}
@@ -120,20 +122,7 @@ class ImageDataGenerator:
         theta, shear = np.deg2rad(get("theta", 0.0)), np.deg2rad(get("shear", 0.0))
         tx, ty, zx, zy = get("tx", 0.0), get("ty", 0.0), get("zx", 1.0), get("zy", 1.0)
         if np.any(theta) or np.any(shear) or np.any(tx) or np.any(ty) or np.any(zx != 1) or np.any(zy != 1):
-            cos, sin = np.cos(theta), np.sin(theta)
-            # Output (row, col) -> input (row, col) about the image centre: undo the shift, then the
-            # rotation, then shear and zoom (the inverse of the forward map content goes through).
-            rot_inv = np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], -2)
-            shear_m = np.zeros((n, 2, 2))
-            shear_m[:, 0, 0] = np.cos(shear)
-            shear_m[:, 1, 0] = -np.sin(shear)
-            shear_m[:, 1, 1] = 1.0
-            zoom = np.zeros((n, 2, 2))
-            zoom[:, 0, 0], zoom[:, 1, 1] = zy, zx
-            m = zoom @ shear_m @ rot_inv
-            centre = np.array([(h - 1) / 2.0, (w - 1) / 2.0])
-            shift = np.stack([ty, tx], -1)
-            offsets = centre - np.einsum("bij,bj->bi", m, centre + shift)
+            m, offsets = affine_maps(h, w, theta, tx, ty, shear, zx, zy)
             x = affine_batch(x, m, offsets, self.fill_mode, self.cval)
         flip_h = np.flatnonzero(np.asarray(params.get("flip_horizontal", np.zeros(n, bool)), bool))
         flip_v = np.flatnonzero(np.asarray(params.get("flip_vertical", np.zeros(n, bool)), bool))
@@ -268,6 +257,24 @@ class _BatchIterator:
     def __iter__(self):
         return self
 
+    def next(self):
+        """The next batch: tf.keras 2's spelling of ``next(iterator)``, which Keras 3 dropped."""
+        warnings.warn("iterator.next() is tf.keras 2's spelling; Keras 3 has next(iterator)", DeprecationWarning,
+                      stacklevel=2)
+        return self.__next__()
+
+    def __getitem__(self, index):
+        """Batch ``index`` of the current epoch's order, without moving the iterator (as Keras)."""
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"batch index must be an int, got {index!r}")
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"asked for batch {index} of an iterator with {len(self)} batches")
+        index %= len(self)
+        if self._order is None:
+            self._order = self.rng.permutation(self.n) if self.shuffle else np.arange(self.n)
+            self._pos = 0
+        return self._batch(self._order[index * self.batch_size:(index + 1) * self.batch_size])
+
     def reset(self):
         """Start a new epoch at the next call."""
         self._order = None
@@ -335,27 +342,98 @@ def _list_class_files(directory, classes=None):
     return list(classes), files, np.asarray(labels, dtype=np.int64)
 
 
-def load_image(path, color_mode="rgb", target_size=None, interpolation="nearest") -> np.ndarray:
-    """Read one image file as float32 (H, W, C) in [0, 255], converted and optionally resized."""
+def _resample_methods(Image):
+    return {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+            "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
+            "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING}
+
+
+def load_img(path, color_mode="rgb", target_size=None, interpolation="nearest", keep_aspect_ratio=False):
+    """Read an image file (a path or a binary file object) as a PIL image, as Keras's ``load_img``.
+
+    ``color_mode`` 'grayscale', 'rgb' or 'rgba'; ``target_size`` (height, width) resizes with
+    ``interpolation`` ('nearest', 'bilinear', 'bicubic', 'lanczos', 'box', 'hamming'), after
+    cropping the centre to the target's aspect ratio when ``keep_aspect_ratio``.
+    """
     Image = _pil()
     if color_mode not in _COLOR_CHANNELS:
         raise ValueError(f"color_mode must be one of {tuple(_COLOR_CHANNELS)}, got {color_mode!r}")
-    methods = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
-               "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
-               "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING}
+    methods = _resample_methods(Image)
     if interpolation not in methods:
         raise ValueError(f"interpolation must be one of {tuple(methods)}, got {interpolation!r}")
+    if not isinstance(path, (str, os.PathLike)) and not hasattr(path, "read"):
+        raise TypeError(f"load_img: path must be a file path or a binary file object, got {type(path).__name__}")
     try:
         with Image.open(path) as im:
             im = im.convert({"grayscale": "L", "rgb": "RGB", "rgba": "RGBA"}[color_mode])
-            if target_size is not None:
-                h, w = target_size
-                if im.size != (w, h):
-                    im = im.resize((w, h), methods[interpolation])
-            arr = np.asarray(im, dtype=np.float32)
+    except FileNotFoundError:
+        raise
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read image ({exc})") from None
-    return arr[..., None] if arr.ndim == 2 else arr
+        raise ValueError(f"{getattr(path, 'name', path)}: cannot read image ({exc})") from None
+    if target_size is not None:
+        h, w = (int(v) for v in target_size)
+        if im.size != (w, h):
+            box = None
+            if keep_aspect_ratio:
+                cw, ch = min(im.width, round(im.height * w / h)), min(im.height, round(im.width * h / w))
+                left, top = (im.width - cw) // 2, (im.height - ch) // 2
+                box = (left, top, left + cw, top + ch)
+            im = im.resize((w, h), methods[interpolation], box=box)
+    return im
+
+
+def img_to_array(img, data_format=None, dtype="float32") -> np.ndarray:
+    """A PIL image as an (H, W, C) array (C = 1 for grayscale), float32 by default."""
+    if data_format not in (None, "channels_last"):
+        raise ValueError(f"img_to_array: only data_format='channels_last' is supported, got {data_format!r}")
+    x = np.asarray(img, dtype=np.dtype(dtype or "float32"))
+    if x.ndim == 2:
+        x = x[..., None]
+    if x.ndim != 3:
+        raise ValueError(f"img_to_array: expected an image, got an array of shape {x.shape}")
+    return x
+
+
+def array_to_img(x, data_format=None, scale=True, dtype=None):
+    """An (H, W, C) array with C in 1, 3 or 4 as a PIL image ('L', 'RGB', 'RGBA'); with ``scale`` the
+    values are first mapped linearly onto [0, 255] (minimum to 0, maximum to 255) as Keras does."""
+    Image = _pil()
+    if data_format not in (None, "channels_last"):
+        raise ValueError(f"array_to_img: only data_format='channels_last' is supported, got {data_format!r}")
+    x = np.array(to_numpy(x), dtype=np.dtype(dtype or "float32"))
+    if x.ndim == 2:
+        x = x[..., None]
+    if x.ndim != 3 or x.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"array_to_img: expected (H, W, C) with C in 1, 3 or 4, got shape {x.shape}")
+    if scale:
+        x = x - x.min()
+        top = x.max()
+        if top != 0:
+            x = x / top
+        x = x * 255
+    pixels = np.clip(x, 0, 255).astype(np.uint8)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[x.shape[-1]]
+    return Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode)
+
+
+def save_img(path, x, data_format=None, file_format=None, scale=True, **kwargs):
+    """Write an (H, W, C) array as an image file (``array_to_img`` then PIL's save; the format
+    from ``file_format`` or the file name). Written to a temporary file and renamed into place."""
+    from convkit._atomic import atomic_open
+
+    img = array_to_img(x, data_format=data_format, scale=scale)
+    fmt = file_format or Path(os.fspath(path)).suffix.lstrip(".").upper() or None
+    fmt = {"JPG": "JPEG", "TIF": "TIFF"}.get(fmt, fmt)
+    if img.mode == "RGBA" and fmt == "JPEG":
+        warnings.warn("save_img: JPEG has no alpha channel; dropping it", stacklevel=2)
+        img = img.convert("RGB")
+    with atomic_open(path) as f:
+        img.save(f, format=fmt, **kwargs)
+
+
+def load_image(path, color_mode="rgb", target_size=None, interpolation="nearest") -> np.ndarray:
+    """Read one image file as float32 (H, W, C) in [0, 255], converted and optionally resized."""
+    return img_to_array(load_img(path, color_mode, target_size, interpolation))
 
 
 def _split(n_val_fraction, labels, subset):
@@ -399,6 +477,15 @@ class DirectoryIterator(_BatchIterator):
         self.samples = len(self.filenames)
         self.image_shape = self.target_size + (_COLOR_CHANNELS[color_mode],)
         super().__init__(self.samples, batch_size, shuffle, seed)
+        print(f"Found {self.samples} images belonging to {self.num_classes} classes.")
+
+    @property
+    def filepaths(self) -> list:
+        return [str(self.directory / f) for f in self.filenames]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.classes
 
     def _batch(self, idx):
         x = np.stack([load_image(self.directory / self.filenames[i], self.color_mode, self.target_size,
@@ -412,11 +499,12 @@ class DirectoryIterator(_BatchIterator):
         return x, y.astype(np.float32)
 
 
-class ImageDataset:
-    """Finite, re-iterable dataset of ``(images, labels)`` batches from :func:`image_dataset_from_directory`.
+class ImageDataset(Dataset):
+    """The :class:`convkit.data.Dataset` of ``(images, labels)`` batches that
+    :func:`image_dataset_from_directory` returns, with ``class_names`` and ``file_paths``.
 
-    Each pass yields float32 images in [0, 255] of shape (B, H, W, C); with ``shuffle`` the order
-    changes every pass, reproducibly for a given seed.
+    Each pass yields float32 images in [0, 255] of shape (B, H, W, C), read from disk as it goes;
+    with ``shuffle`` the order changes every pass, reproducibly for a given seed.
     """
 
     def __init__(self, directory, files, labels, class_names, label_mode, color_mode, image_size,
@@ -424,16 +512,15 @@ class ImageDataset:
         self.directory, self.file_paths = Path(directory), [str(Path(directory) / f) for f in files]
         self.labels, self.class_names = labels, class_names
         self.label_mode, self.color_mode, self.image_size = label_mode, color_mode, tuple(image_size)
-        self.batch_size, self.shuffle, self.seed, self.interpolation = batch_size, shuffle, seed, interpolation
+        self.batch_size, self.seed, self.interpolation = batch_size, seed, interpolation
+        self._shuffle_files = shuffle
         self._epoch = 0
         self._entropy = np.random.SeedSequence(seed).entropy
+        super().__init__(self._batches, math.ceil(len(self.file_paths) / batch_size))
 
-    def __len__(self):
-        return math.ceil(len(self.file_paths) / self.batch_size)
-
-    def __iter__(self):
+    def _batches(self):
         n = len(self.file_paths)
-        if self.shuffle:
+        if self._shuffle_files:
             order = np.random.default_rng([self._entropy, self._epoch]).permutation(n)
         else:
             order = np.arange(n)
@@ -457,14 +544,16 @@ class ImageDataset:
 
 def image_dataset_from_directory(directory, labels="inferred", label_mode="int", class_names=None,
                                  color_mode="rgb", batch_size=32, image_size=(256, 256), shuffle=True,
-                                 seed=None, validation_split=None, subset=None, interpolation="bilinear"):
+                                 seed=None, validation_split=None, subset=None, interpolation="bilinear",
+                                 verbose=True):
     """Dataset of image batches from ``directory`` with one sub-folder per class, like Keras's function.
 
     ``label_mode``: 'int' (int32 indices), 'categorical' (float32 one-hot), 'binary' (float32 of shape
     (B, 1), two classes) or None. With ``validation_split``, the file list is shuffled once with
     ``seed`` (required) and its last fraction is 'validation', the rest 'training'; ``subset='both'``
-    returns ``(training, validation)``.
+    returns ``(training, validation)``. Prints what it found, as Keras does, unless ``verbose=False``.
     """
+    say = print if verbose else (lambda *a: None)
     if labels != "inferred":
         raise ValueError("only labels='inferred' (one sub-folder per class) is supported")
     if label_mode not in ("int", "categorical", "binary", None):
@@ -475,6 +564,7 @@ def image_dataset_from_directory(directory, labels="inferred", label_mode="int",
     names, files, y = _list_class_files(directory, class_names)
     if label_mode == "binary" and len(names) != 2:
         raise ValueError(f"label_mode='binary' needs exactly 2 classes, found {len(names)}: {names}")
+    say(f"Found {len(files)} files belonging to {len(names)} classes.")
     make = lambda sel, shuf: ImageDataset(directory, [files[i] for i in sel], y[sel], names, label_mode,
                                           color_mode, image_size, batch_size, shuf, seed, interpolation)
     if not validation_split:
@@ -491,7 +581,11 @@ def image_dataset_from_directory(directory, labels="inferred", label_mode="int",
     n_val = int(validation_split * len(files))
     train_sel, val_sel = order[:len(files) - n_val], order[len(files) - n_val:]
     if subset == "training":
+        say(f"Using {len(train_sel)} files for training.")
         return make(train_sel, shuffle)
     if subset == "validation":
+        say(f"Using {len(val_sel)} files for validation.")
         return make(val_sel, False)
+    say(f"Using {len(train_sel)} files for training.")
+    say(f"Using {len(val_sel)} files for validation.")
     return make(train_sel, shuffle), make(val_sel, False)

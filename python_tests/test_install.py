@@ -1,0 +1,58 @@
+"""The package as a plain `pip install .` leaves it: sources in the checkout, compiled modules only in
+the installed copy. Python imports the sources first when run from the checkout."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import tqdm
+
+import convkit
+
+PKG = os.path.dirname(convkit.__file__)
+
+
+def _sources_without_compiled_modules(tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(PKG, src / "convkit", ignore=shutil.ignore_patterns("*.so", "__pycache__"))
+    return src
+
+
+def _installed_copy(tmp_path):
+    """A site folder as pip leaves it: the compiled module and a dist-info whose RECORD lists it."""
+    site = tmp_path / "site"
+    (site / "convkit").mkdir(parents=True)
+    so = os.path.basename(convkit._cpu.__file__)
+    shutil.copy(convkit._cpu.__file__, site / "convkit" / so)
+    info = site / f"convkit-{convkit.__version__}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: convkit\nVersion: {convkit.__version__}\n")
+    (info / "RECORD").write_text(f"convkit/{so},,\n")
+    return site
+
+
+def _run(paths, code):
+    # -S: none of this interpreter's site folders (where an editable install would redirect the import);
+    # NumPy and tqdm come from their own folders, after the ones under test.
+    deps = [os.path.dirname(os.path.dirname(m.__file__)) for m in (np, tqdm)]
+    prelude = f"import sys; sys.path[:0] = {[str(p) for p in paths]!r}; sys.path += {deps!r}; "
+    return subprocess.run([sys.executable, "-S", "-c", prelude + code], capture_output=True, text=True, timeout=120)
+
+
+def test_sources_run_with_the_installed_copys_compiled_modules(tmp_path):
+    src, site = _sources_without_compiled_modules(tmp_path), _installed_copy(tmp_path)
+    res = _run([src, site], "import numpy as np, convkit; from convkit import ops; "
+                            "print(convkit.__file__); print(convkit._cpu.__file__); "
+                            "print(ops.max_pool2d(np.ones((1, 4, 4, 1), np.float32), 2).shape)")
+    assert res.returncode == 0, res.stderr
+    init, compiled, shape = res.stdout.splitlines()
+    assert init.startswith(str(src)) and compiled.startswith(str(site)) and shape == "(1, 2, 2, 1)"
+
+
+def test_sources_without_any_install_say_what_to_do(tmp_path):
+    res = _run([_sources_without_compiled_modules(tmp_path)], "import convkit")
+    assert res.returncode == 1
+    assert "convkit._cpu is neither beside the sources nor in an installed copy of convkit" in res.stderr
+    assert "pip install ." in res.stderr
