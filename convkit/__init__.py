@@ -9,8 +9,8 @@ except ImportError:  # the sources, imported from a checkout next to a plain 'pi
 
 from convkit import ops
 from convkit._backend import cuda_status, get_num_threads, has_cuda, set_num_threads
-from convkit import (activations, callbacks, debugging, initializers, layers, losses, metrics, optimizers, regularizers,
-                     utils, zoo)
+from convkit import (activations, callbacks, debugging, distributed, initializers, layers, losses, metrics, optimizers,
+                     regularizers, utils, zoo)
 from convkit.layers import Input
 from convkit.models import Model, Sequential
 from convkit.saving import load_model, register_serializable

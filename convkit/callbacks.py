@@ -13,9 +13,16 @@ import warnings
 
 import numpy as np
 
+from convkit import distributed
+
 
 class Callback:
-    """Base class; fit calls the hooks with ``logs`` dicts of floats (epochs are 0-based)."""
+    """Base class; fit calls the hooks with ``logs`` dicts of floats (epochs are 0-based).
+
+    ``chief_only``: a callback that only writes (prints, logs, saves) sets it; in data-parallel training
+    (convkit.distributed) it then runs on rank 0 alone, while the others run on every rank."""
+
+    chief_only = False
 
     def __init__(self):
         self.model = None
@@ -57,6 +64,8 @@ def _epoch_logs(history: dict) -> list:
 class CallbackList:
     def __init__(self, callbacks, model, params):
         # backups come last, so that they hold what the other callbacks changed at the epoch's end
+        chief = distributed.is_chief()
+        callbacks = [c for c in callbacks if chief or not c.chief_only]
         self.callbacks = [c for c in callbacks if not isinstance(c, BackupAndRestore)] + \
             [c for c in callbacks if isinstance(c, BackupAndRestore)]
         for c in self.callbacks:
@@ -84,6 +93,11 @@ class CallbackList:
                 getattr(c, hook)(*args)
 
         return run
+
+    def watches_batches(self) -> bool:
+        """Whether a callback acts after each batch (and so may stop training there)."""
+        return any(type(c).on_train_batch_end is not Callback.on_train_batch_end and not c.chief_only
+                   for c in self.callbacks)
 
 
 class History(Callback):
@@ -124,6 +138,8 @@ class ProgbarLogger(Callback):
     """Progress output. verbose=1: a live bar, in a Jupyter notebook tqdm's notebook display (tqdm.auto)
     and on a terminal tqdm's text bar, else one line per epoch; verbose=2: one line per epoch;
     verbose=0: nothing. Setting env CI forces line mode."""
+
+    chief_only = True
 
     def __init__(self, verbose=1, stream=None):
         super().__init__()
@@ -256,16 +272,18 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, logs=None):
         if self.stopped_epoch and self.verbose:
-            print(f"Epoch {self.stopped_epoch + 1}: early stopping")
+            distributed.print0(f"Epoch {self.stopped_epoch + 1}: early stopping")
         if self.restore_best_weights and self.best_weights is not None:
             if self.verbose:
-                print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
+                distributed.print0(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
             self.model.set_weights(self.best_weights)
 
 
 class ModelCheckpoint(Callback):
     """Save the model (or only its weights) after each epoch; ``filepath`` may hold ``{epoch}`` and log keys,
     e.g. 'ckpt-{epoch:02d}-{val_loss:.3f}.keras'. With ``save_best_only`` only improvements of ``monitor``."""
+
+    chief_only = True
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False, save_weights_only=False,
                  mode="auto", save_freq="epoch", initial_value_threshold=None):
@@ -308,6 +326,8 @@ class ModelCheckpoint(Callback):
 class CSVLogger(Callback):
     """Write each epoch's logs as a CSV row (epoch first)."""
 
+    chief_only = True
+
     def __init__(self, filename, separator=",", append=False):
         super().__init__()
         self.filename, self.separator, self.append = os.fspath(filename), separator, append
@@ -338,6 +358,8 @@ class TensorBoard(Callback):
     when it is 'batch' or an int, weight histograms ``<layer>/<weight>/histogram`` every
     ``histogram_freq`` epochs and, with ``write_graph``, the graph of layers; ``log_dir/validation``
     holds the validation metrics as ``epoch_<metric>``. Then run ``tensorboard --logdir log_dir``."""
+
+    chief_only = True
 
     def __init__(self, log_dir="logs", histogram_freq=0, write_graph=True, write_images=False,
                  write_steps_per_second=False, update_freq="epoch", profile_batch=0, embeddings_freq=0,
@@ -461,7 +483,7 @@ class LearningRateScheduler(Callback):
         lr = float(self.schedule(epoch, self.model.optimizer.learning_rate))
         self.model.optimizer.learning_rate = lr
         if self.verbose:
-            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr}.")
+            distributed.print0(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr}.")
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -538,7 +560,7 @@ class ReduceLROnPlateau(Callback):
             new = max(old * self.factor, self.min_lr)
             self.model.optimizer.learning_rate = new
             if self.verbose:
-                print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
+                distributed.print0(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
         return True
 
 
@@ -574,7 +596,8 @@ class BackupAndRestore(Callback):
         from convkit.utils import set_rng_state
 
         self._epochs_done, self._batches, self._history = 0, 0, {}
-        remove_leftovers(self._path)  # what a kill during a backup left
+        if distributed.is_chief():  # rank 0 alone writes the backup (every rank reads it)
+            remove_leftovers(self._path)  # what a kill during a backup left
         if not os.path.exists(self._path) and not os.path.exists(self._path + ".bkp"):
             return None
         try:
@@ -610,6 +633,8 @@ class BackupAndRestore(Callback):
     def _save(self, mid_epoch):
         from convkit.saving import save_model
 
+        if not distributed.is_chief():
+            return
         extra = training_state(self.model, self._epochs_done, self._history, self.params.get("data"))
         extra["mid_epoch"] = mid_epoch
         if self.double_checkpoint and os.path.exists(self._path):
@@ -617,7 +642,7 @@ class BackupAndRestore(Callback):
         save_model(self.model, self._path, extra=extra)
 
     def on_train_end(self, logs=None):
-        if self.delete_checkpoint and os.path.isdir(self.backup_dir):
+        if self.delete_checkpoint and distributed.is_chief() and os.path.isdir(self.backup_dir):
             shutil.rmtree(self.backup_dir)
 
 
@@ -636,7 +661,7 @@ class TerminateOnNaN(Callback):
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(loss):
-            print(f"Batch {batch}: invalid loss, terminating training")
+            distributed.print0(f"Batch {batch}: invalid loss, terminating training")
             self.model.stop_training = True
 
 

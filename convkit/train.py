@@ -10,7 +10,10 @@ evaluates on the test set. Writes into the output folder (default runs/<name>-<t
                      --resume continues from it exactly as the run would have gone on
     log.csv          one row per epoch (rewritten from the checkpoint on --resume)
     curves.png       loss and accuracy per epoch, training and validation
-    metrics.json     test loss and accuracy, history, settings, timings
+    metrics.json     test loss and accuracy, history, settings, timings, how many ranks trained
+
+Under ``mpirun -np N`` (or mpiexec, srun) the N processes train data-parallel (convkit.distributed):
+--batch-size is the global batch, split over the ranks; rank 0 alone prints and writes the files.
 
 Exit status: 0 on success, 1 when --target-acc is not reached, 2 on bad arguments or data, 130 when
 interrupted with Ctrl-C (after the checkpoint being written, if any, is whole).
@@ -34,11 +37,12 @@ import time
 import numpy as np
 
 import convkit
-from convkit import zoo
+from convkit import distributed, zoo
 from convkit._atomic import atomic_open, remove_leftovers
 from convkit._backend import device_name, get_num_threads
 from convkit._device import resolve_device, to_device
 from convkit.callbacks import Callback, CSVLogger, training_state
+from convkit.distributed import print0
 from convkit.plotting import plot_history
 from convkit.preprocessing.image import ImageDataGenerator, append_augmented
 from convkit.saving import load_model, save_model
@@ -59,6 +63,8 @@ def load_dataset(name: str, data_dir=None):
 
 class EpochCheckpoint(Callback):
     """Rewrites ``path`` atomically after every epoch with everything needed to resume."""
+
+    chief_only = True
 
     def __init__(self, path, info, history_before, data=None):
         super().__init__()
@@ -221,15 +227,15 @@ def main(argv=None) -> int:
         return 0
     if not args.model:
         _parser().print_usage(sys.stderr)
-        print("error: name a model (see --list)", file=sys.stderr)
+        print0("error: name a model (see --list)", file=sys.stderr)
         return 2
     try:
         return _run(args, sys.argv[1:] if argv is None else argv)
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print0(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # before training started: nothing was written
-        print("\nInterrupted.", file=sys.stderr)
+        print0("\nInterrupted.", file=sys.stderr)
         return INTERRUPTED
 
 
@@ -253,6 +259,11 @@ def _run(args, argv) -> int:
         raise UsageError(e) from None
     _check_numbers(args)
     r = zoo.recipe(name)
+    if distributed.launched_size() > 1:  # started by mpirun & co: one GPU per process, by local rank
+        try:
+            distributed.init(device=args.device)
+        except (RuntimeError, ImportError) as e:
+            raise UsageError(f"data-parallel start-up: {e}") from None
     try:
         device = resolve_device(args.device)
     except RuntimeError as e:
@@ -272,12 +283,14 @@ def _run(args, argv) -> int:
         done, history_before, stopped = int(extra["epoch"]), extra["history"], bool(extra.get("stopped"))
         if (done >= settings["epochs"] or stopped) and _finished(out, done):
             how = "stopped early after" if stopped and done < settings["epochs"] else "finished after"
-            print(f"The run of {name} in {out} {how} {_plural(done, 'epoch')}: nothing left to train "
+            print0(f"The run of {name} in {out} {how} {_plural(done, 'epoch')}: nothing left to train "
                   f"(its results are in {os.path.join(out, METRICS)})")
             return 0
         set_rng_state(extra["rng_state"])
     else:
         out = args.out or os.path.join("runs", f"{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if distributed.active():  # rank 0's clock names the folder
+            out = distributed.broadcast_text(out)
         if any(os.path.exists(os.path.join(out, f)) for f in (CHECKPOINT, METRICS)):
             raise UsageError(f"{out} already holds a run: continue it with --resume, or choose another --out")
         settings = {**_fresh_settings(args, name, r), "command": _command(argv)}
@@ -288,13 +301,14 @@ def _run(args, argv) -> int:
     x_train, y_train, x_test, y_test, limited = _load_data(args, r, settings)
 
     created = not os.path.isdir(out)
-    os.makedirs(out, exist_ok=True)
-    # What a run killed during a save left beside the files it writes here: a resumed run, and one
-    # started afresh after a kill before its first checkpoint, both own the folder now.
-    for f in (CHECKPOINT, BEST, LOG, MODEL, METRICS):
-        remove_leftovers(os.path.join(out, f))
+    if distributed.is_chief():
+        os.makedirs(out, exist_ok=True)
+        # What a run killed during a save left beside the files it writes here: a resumed run, and one
+        # started afresh after a kill before its first checkpoint, both own the folder now.
+        for f in (CHECKPOINT, BEST, LOG, MODEL, METRICS):
+            remove_leftovers(os.path.join(out, f))
     if args.resume:
-        print(f"Resuming {name} from {os.path.join(out, CHECKPOINT)} after epoch {done}")
+        print0(f"Resuming {name} from {os.path.join(out, CHECKPOINT)} after epoch {done}")
     try:
         return _train(args, name, r, settings, model, out, device, extra, done, history_before, stopped,
                       (x_train, y_train, x_test, y_test, limited))
@@ -311,13 +325,15 @@ def _finished(out, epochs_done) -> bool:
 
 
 def _interrupted(name, out, data_dir, created) -> int:
+    if not distributed.is_chief():
+        return INTERRUPTED
     ckpt = os.path.join(out, CHECKPOINT)
     if os.path.exists(ckpt):
         _, extra = load_model(ckpt, return_extra=True)
-        print(f"\nInterrupted. The checkpoint after epoch {extra['epoch']} is in {out}; resume with:\n"
+        print0(f"\nInterrupted. The checkpoint after epoch {extra['epoch']} is in {out}; resume with:\n"
               f"  {_resume_command(name, out, data_dir)}", file=sys.stderr)
     else:
-        print("\nInterrupted before the first epoch ended: nothing to resume.", file=sys.stderr)
+        print0("\nInterrupted before the first epoch ended: nothing to resume.", file=sys.stderr)
         if created:
             for f in (LOG, BEST):
                 with contextlib.suppress(OSError):
@@ -350,13 +366,14 @@ def _train(args, name, r, settings, model, out, device, extra, initial_epoch, hi
         train, fit_kw = (gen, None), {"steps_per_epoch": len(gen)}
         if args.resume and extra.get("data_state"):
             gen.set_state(extra["data_state"])
-    if args.resume:
+    if args.resume and distributed.is_chief():
         _rewrite_log(os.path.join(out, LOG), history_before)
     callbacks += [CSVLogger(os.path.join(out, LOG), append=bool(args.resume)),
                   EpochCheckpoint(os.path.join(out, CHECKPOINT), settings, history_before, data=gen)]
 
-    print(f"Training {name} on {r.dataset}: {len(x_train)} examples, {_plural(epochs, 'epoch')}, batch {batch_size}, "
-          f"lr {lr:g}, output in {out}")
+    ranks = f" over {distributed.size()} ranks" if distributed.active() else ""
+    print0(f"Training {name} on {r.dataset}: {len(x_train)} examples, {_plural(epochs, 'epoch')}, batch {batch_size}"
+           f"{ranks}, lr {lr:g}, output in {out}")
     t0 = time.perf_counter()
     if initial_epoch < epochs and not stopped:
         model.fit(train[0], train[1], batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch,
@@ -365,25 +382,30 @@ def _train(args, name, r, settings, model, out, device, extra, initial_epoch, hi
     train_seconds = time.perf_counter() - t0
     history = callbacks[-1].history
     test_loss, test_acc = model.evaluate(x_test, y_test, batch_size=max(batch_size, 256), verbose=0)
-    print(f"Test loss {test_loss:.4f} - test accuracy {test_acc:.4f}")
+    print0(f"Test loss {test_loss:.4f} - test accuracy {test_acc:.4f}")
 
     with _DeferInterrupt():
-        model.save(os.path.join(out, MODEL))
-        plot_history(history, os.path.join(out, "curves.png"), title=f"{name} on {r.dataset}")
-        result = {**settings, "epochs_run": len(history.get("loss", [])), "test_loss": float(test_loss),
-                  "test_accuracy": float(test_acc), "train_seconds": round(train_seconds, 2),
-                  "reported": r.reported, "history": history, "device": model._device,
-                  "machine": device_name(model._device), "threads": get_num_threads(),
-                  "convkit": convkit.__version__, "date": time.strftime("%Y-%m-%d")}
-        with atomic_open(os.path.join(out, METRICS)) as f:
-            f.write(json.dumps(result, indent=1).encode())
+        if distributed.is_chief():
+            _write_results(name, r, settings, model, out, history, test_loss, test_acc, train_seconds)
     target = args.target_acc
     if target is not None:
         target = target / 100 if target > 1 else target
         if test_acc < target:
-            print(f"Test accuracy {test_acc:.4f} is below the target {target:.4f}", file=sys.stderr)
+            print0(f"Test accuracy {test_acc:.4f} is below the target {target:.4f}", file=sys.stderr)
             return 1
     return 0
+
+
+def _write_results(name, r, settings, model, out, history, test_loss, test_acc, train_seconds) -> None:
+    model.save(os.path.join(out, MODEL))
+    plot_history(history, os.path.join(out, "curves.png"), title=f"{name} on {r.dataset}")
+    result = {**settings, "epochs_run": len(history.get("loss", [])), "test_loss": float(test_loss),
+              "test_accuracy": float(test_acc), "train_seconds": round(train_seconds, 2),
+              "reported": r.reported, "history": history, "device": model._device,
+              "machine": device_name(model._device), "threads": get_num_threads(), "ranks": distributed.size(),
+              "convkit": convkit.__version__, "date": time.strftime("%Y-%m-%d")}
+    with atomic_open(os.path.join(out, METRICS)) as f:
+        f.write(json.dumps(result, indent=1).encode())
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from convkit.layers.base import Input, InputLayer, KerasTensor, Layer, Tape, Var
 from convkit.layers.conv import Conv2D, Convolution2D
 from convkit.layers.core import Activation, Dense, Dropout, Flatten, Rescaling
 from convkit.layers.merge import Add, Concatenate
-from convkit.layers.normalization import BatchNormalization
+from convkit.layers.normalization import BatchNormalization, SyncBatchNormalization
 from convkit.layers.preprocessing import (CenterCrop, RandomContrast, RandomFlip, RandomRotation, RandomTranslation,
                                           RandomZoom, Resizing)
 from convkit.layers.pooling import (AveragePooling2D, AvgPool2D, GlobalAveragePooling2D, GlobalAvgPool2D,
@@ -12,8 +12,8 @@ from convkit.layers.pooling import (AveragePooling2D, AvgPool2D, GlobalAveragePo
 
 __all__ = ["Layer", "Variable", "Tape", "KerasTensor", "Input", "InputLayer", "Conv2D", "Convolution2D",
            "MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D",
-           "GlobalAvgPool2D", "Flatten", "Dense", "Dropout", "BatchNormalization", "Activation", "Rescaling",
-           "Add", "Concatenate", "Resizing", "CenterCrop", "RandomFlip", "RandomRotation", "RandomZoom",
+           "GlobalAvgPool2D", "Flatten", "Dense", "Dropout", "BatchNormalization", "SyncBatchNormalization",
+           "Activation", "Rescaling", "Add", "Concatenate", "Resizing", "CenterCrop", "RandomFlip", "RandomRotation", "RandomZoom",
            "RandomTranslation", "RandomContrast", "experimental"]
 
 

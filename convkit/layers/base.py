@@ -94,6 +94,7 @@ class Tape:
         self.entries: list[_Entry] = []
         self.losses = []  # (value, layer, output) from activity regularisers
         self._produced: set[int] = set()
+        self.watcher = None  # told start(entries) before backward and done(layer) after each replayed call
 
     def __enter__(self):
         if _active_tape() is not None:
@@ -115,36 +116,47 @@ class Tape:
         self.entries.clear()
         self._produced.clear()
 
-    def backward(self, output, dy, skip_output_activation: bool = False):
+    def backward(self, output, dy, skip_output_activation: bool = False, scale: float = 1.0):
         """Propagate ``dy`` (dL/d``output``) back through every recorded call.
 
         With ``skip_output_activation`` dy is taken as the gradient before the activation of
-        the layer that produced ``output`` (softmax + cross-entropy fused by the loss).
+        the layer that produced ``output`` (softmax + cross-entropy fused by the loss). ``scale``
+        multiplies dy and the activity regularisers' gradients (a rank's share of a global batch).
         """
-        grads = {id(output): dy}
+        grads = {id(output): dy * scale if scale != 1.0 else dy}
         for reg_value, layer, out in self.losses:
             g = layer.activity_regularizer.grad(out)
+            g = g * scale if scale != 1.0 else g
             grads[id(out)] = grads[id(out)] + g if id(out) in grads else g
         produced = self._produced
         last = self.entries[-1] if self.entries else None
+        watcher = self.watcher
+        if watcher is not None:
+            watcher.start(self.entries)
         while self.entries:
             e = self.entries.pop()
-            g = grads.pop(id(e.output), None)
-            if g is None:  # this call does not reach the loss
-                e.layer._cache.pop()
-                continue
-            inputs = e.inputs if e.multi else (e.inputs,)
-            need = [id(i) in produced for i in inputs]
-            kw = {"skip_activation": True} if (skip_output_activation and e is last) else {}
-            if e.multi:
-                dxs = e.layer.backward(g, need_dx=need, **kw)
-            else:
-                dxs = (e.layer.backward(g, need_dx=need[0], **kw),)
-            for inp, dx, n in zip(inputs, dxs, need):
-                if n and dx is not None:
-                    k = id(inp)
-                    grads[k] = grads[k] + dx if k in grads else dx
+            self._replay(e, grads, produced, skip_output_activation and e is last)
+            if watcher is not None:
+                watcher.done(e.layer)
         self._produced.clear()
+
+    @staticmethod
+    def _replay(e, grads, produced, skip_activation):
+        g = grads.pop(id(e.output), None)
+        if g is None:  # this call does not reach the loss
+            e.layer._cache.pop()
+            return
+        inputs = e.inputs if e.multi else (e.inputs,)
+        need = [id(i) in produced for i in inputs]
+        kw = {"skip_activation": True} if skip_activation else {}
+        if e.multi:
+            dxs = e.layer.backward(g, need_dx=need, **kw)
+        else:
+            dxs = (e.layer.backward(g, need_dx=need[0], **kw),)
+        for inp, dx, n in zip(inputs, dxs, need):
+            if n and dx is not None:
+                k = id(inp)
+                grads[k] = grads[k] + dx if k in grads else dx
 
 
 def recording() -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from convkit import _serial, initializers, ops, regularizers
+import numpy as np
+
+from convkit import _serial, distributed, initializers, ops, regularizers
 from convkit._device import xp_of
 from convkit.layers.base import Layer, serialize_optional
 
@@ -13,12 +15,16 @@ class BatchNormalization(Layer):
 
     moving = moving * momentum + batch * (1 - momentum). gamma/beta are trainable; the moving
     mean/variance are not. A layer with ``trainable=False`` always runs in inference mode.
+    With ``synchronized=True`` (data-parallel training, convkit.distributed) the batch statistics
+    and their gradients are those of the global batch, summed over every rank; alone it changes nothing.
     """
 
     def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
                  beta_initializer="zeros", gamma_initializer="ones", moving_mean_initializer="zeros",
-                 moving_variance_initializer="ones", beta_regularizer=None, gamma_regularizer=None, **kwargs):
+                 moving_variance_initializer="ones", beta_regularizer=None, gamma_regularizer=None,
+                 synchronized=False, **kwargs):
         super().__init__(**kwargs)
+        self.synchronized = bool(synchronized)
         if axis not in (-1, 3) and axis != [-1]:
             raise ValueError(f"BatchNormalization: only the last axis (channels) is supported, got axis={axis!r}")
         self.momentum, self.epsilon = float(momentum), float(epsilon)
@@ -57,14 +63,16 @@ class BatchNormalization(Layer):
         x2 = x.reshape(-1, c)
         g, b = self._affine()
         if training and self.trainable:
-            y, xhat, mean, var, inv = ops.batch_norm_train(x2, g, b, self.epsilon)
+            sync = self.synchronized and distributed.active()
+            y, xhat, mean, var, inv = (self._global_batch_norm if sync else ops.batch_norm_train)(
+                x2, g, b, self.epsilon)
             m = self.momentum
             mm, mv = self.moving_mean.value, self.moving_variance.value
             mm *= m
             mm += (1 - m) * mean
             mv *= m
             mv += (1 - m) * var
-            self._save(True, xhat, inv)
+            self._save("sync" if sync else "batch", xhat, inv)
         else:
             inv = 1.0 / xp.sqrt(self.moving_variance.value + self.epsilon)
             s = inv * g if g is not None else inv
@@ -72,15 +80,54 @@ class BatchNormalization(Layer):
             if b is not None:
                 shift = shift + b
             y = x2 * s + shift
-            self._save(False, x2, inv)
+            self._save("moving", x2, inv)
         return y.reshape(x.shape)
 
+    @staticmethod
+    def _global_batch_norm(x2, g, b, epsilon):
+        """batch_norm_train with the mean and biased variance of every rank's rows together."""
+        xp = xp_of(x2)
+        local = xp.concatenate([x2.sum(axis=0, dtype=xp.float64), (x2.astype(xp.float64) ** 2).sum(axis=0),
+                                xp.asarray([x2.shape[0]], xp.float64)])
+        total = distributed.allreduce(local)
+        c = x2.shape[1]
+        rows = total[-1]
+        mean64 = total[:c] / rows
+        var64 = xp.maximum(total[c:2 * c] / rows - mean64 * mean64, 0.0)
+        mean, var = mean64.astype(np.float32), var64.astype(np.float32)
+        inv = (1.0 / xp.sqrt(var64 + epsilon)).astype(np.float32)
+        xhat = ((x2 - mean64) * inv).astype(np.float32)
+        y = xhat * g if g is not None else xhat.copy()
+        if b is not None:
+            y += b
+        return y, xhat, mean, var, inv
+
+    @staticmethod
+    def _global_batch_norm_backward(dy2, xhat, inv, g, need_dx):
+        """dx from the global sums of dy and dy * xhat; dgamma and dbeta stay this rank's (fit sums them)."""
+        xp = xp_of(dy2)
+        dbeta = dy2.sum(axis=0)
+        dgamma = (dy2 * xhat).sum(axis=0)
+        if not need_dx:
+            return None, dgamma, dbeta
+        c = dy2.shape[1]
+        total = distributed.allreduce(xp.concatenate([dgamma.astype(xp.float64), dbeta.astype(xp.float64),
+                                                      xp.asarray([dy2.shape[0]], xp.float64)]))
+        rows = total[-1]
+        dx = xhat * (total[:c] / rows).astype(np.float32)
+        dx += (total[c:2 * c] / rows).astype(np.float32)
+        dx -= dy2
+        dx *= -(inv * g if g is not None else inv)
+        return dx, dgamma, dbeta
+
     def backward(self, dy, need_dx=True):
-        batch_stats, a, inv = self._pop()
+        mode, a, inv = self._pop()
         shape = dy.shape
         dy2 = dy.reshape(-1, shape[-1])
         g, _ = self._affine()
-        if batch_stats:
+        if mode == "sync":
+            dx, dgamma, dbeta = self._global_batch_norm_backward(dy2, a, inv, g, need_dx)
+        elif mode == "batch":
             dx, dgamma, dbeta = ops.batch_norm_train_backward(dy2, a, inv, g, need_dx)
         else:
             xhat = (a - self.moving_mean.value) * inv
@@ -95,10 +142,18 @@ class BatchNormalization(Layer):
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon, "center": self.center,
-                "scale": self.scale,
+                "scale": self.scale, "synchronized": self.synchronized,
                 "beta_initializer": _serial.serialize(self.beta_initializer),
                 "gamma_initializer": _serial.serialize(self.gamma_initializer),
                 "moving_mean_initializer": _serial.serialize(self.moving_mean_initializer),
                 "moving_variance_initializer": _serial.serialize(self.moving_variance_initializer),
                 "beta_regularizer": serialize_optional(self.beta_regularizer),
                 "gamma_regularizer": serialize_optional(self.gamma_regularizer)}
+
+
+@_serial.register_serializable
+class SyncBatchNormalization(BatchNormalization):
+    """BatchNormalization(synchronized=True), under PyTorch's name (SyncBatchNorm)."""
+
+    def __init__(self, *args, synchronized=True, **kwargs):
+        super().__init__(*args, synchronized=synchronized, **kwargs)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from convkit import _serial, debugging
+from convkit import _data_parallel, _serial, debugging, distributed
 from convkit._backend import _cpu
 from convkit import losses as losses_mod
 from convkit import metrics as metrics_mod
@@ -123,6 +123,7 @@ class Trainer:
         self.history = None
         self._device = None
         self._compile_config = None
+        self._grad_reducer = None  # set by fit while training data-parallel
         self._initial_epoch = None  # set by BackupAndRestore when it resumes a run
 
     # compile ---------------------------------------------------------------------------------------------
@@ -189,19 +190,25 @@ class Trainer:
     def compute_gradients(self, x, y, training=True):
         """Forward and backward on one batch without updating: returns (loss, predictions), the loss (regularisation
         included, an array scalar on the batch's device, so that nothing waits for the GPU) and leaves dL/dw in each
-        trainable ``Variable.grad``. ``y`` must already be in the loss's label format (see Loss.prepare_labels)."""
+        trainable ``Variable.grad``. ``y`` must already be in the loss's label format (see Loss.prepare_labels).
+        Inside a data-parallel fit the gradients left are those of the global batch, summed over the ranks."""
         variables = self.trainable_weights
         for v in variables:
             v.grad = None
+        reducer = self._grad_reducer
+        scale = reducer.scale if reducer is not None else 1.0
         with Tape() as tape:
+            tape.watcher = reducer
             y_pred = self(x, training=training)
             if self._fused_output(tape, y_pred):
                 value, dy = self.loss.fused_grad(y, y_pred)
-                tape.backward(y_pred, dy, skip_output_activation=True)
+                tape.backward(y_pred, dy, skip_output_activation=True, scale=scale)
             else:
                 value, dy = self.loss.value_and_grad(y, y_pred)
-                tape.backward(y_pred, dy)
+                tape.backward(y_pred, dy, scale=scale)
             extra = sum(v for v, _, _ in tape.losses)
+        if reducer is not None:
+            reducer.finish()
         variables = self.trainable_weights  # a subclassed model may have built its layers just now
         extra += self._regularization(variables, with_grad=True)
         return value + extra, y_pred
@@ -263,20 +270,29 @@ class Trainer:
         y = self.loss.prepare_labels(y, self._output_shape_for(x[:1]))
         return x, y
 
-    def _batches(self, data, batch_size, shuffle, steps, who):
-        """Yields (x, y) batches for one epoch, from arrays or from an iterator of batches."""
+    def _batches(self, data, batch_size, shuffle, steps, who, shard=False):
+        """Yields (x, y, n) for one epoch, from arrays or from an iterator of batches: n is the batch's size;
+        with ``shard`` (data-parallel) x and y are this rank's contiguous part of it (see distributed.shard_bounds),
+        the ranks sharing one shuffled order, so that together they see exactly the batches one process would."""
+        part = (lambda k: slice(*distributed.shard_bounds(k))) if shard else (lambda k: slice(0, k))
         if data[0] == "arrays":
             _, x, y = data
             n = x.shape[0]
             if not shuffle:
                 for s in range(0, n, batch_size):
-                    yield x[s:s + batch_size], y[s:s + batch_size]
+                    k = min(batch_size, n - s)
+                    p = part(k)
+                    yield x[s + p.start:s + p.stop], y[s + p.start:s + p.stop], k
                 return
             order = rng().permutation(n)  # drawn on the host (one seeded stream), sent to the GPU once an epoch
+            if shard:  # every rank takes its part of rank 0's order, whatever its own seed
+                order = distributed.broadcast(order)
             order_x = to_device(order, "cuda") if is_cupy(x) else order
             order_y = order_x if is_cupy(y) == is_cupy(x) else to_device(order, device_of(y))
             for s in range(0, n, batch_size):
-                yield x[order_x[s:s + batch_size]], y[order_y[s:s + batch_size]]
+                k = min(batch_size, n - s)
+                p = part(k)
+                yield x[order_x[s:s + k][p]], y[order_y[s:s + k][p]], k
             return
         _, source = data
         it = source["iter"]
@@ -302,7 +318,9 @@ class Trainer:
             if xb.shape[0] != yb.shape[0]:
                 raise ValueError(f"{who}: a batch has {xb.shape[0]} inputs but {yb.shape[0]} labels")
             self._check_input_shape(xb, who)
-            yield xb, self.loss.prepare_labels(yb, self._output_shape_for(xb[:1]))
+            yb = self.loss.prepare_labels(yb, self._output_shape_for(xb[:1]))
+            p = part(xb.shape[0])
+            yield xb[p], yb[p], xb.shape[0]
             count += 1
 
     def _data(self, x, y, who, batch_size, steps):
@@ -326,7 +344,9 @@ class Trainer:
             validation_data=None, shuffle=True, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
             validation_batch_size=None, device=None):
         """Train for ``epochs`` (counting from ``initial_epoch``); returns a History whose keys are
-        'loss', the compiled metric names, and their 'val_' twins when there is validation data."""
+        'loss', the compiled metric names, and their 'val_' twins when there is validation data.
+        After convkit.distributed.init() in a job of several processes it trains data-parallel, every rank
+        given the same data: ``batch_size`` is then the global batch, split over the ranks."""
         self._require_compiled("fit")
         batch_size = _batch_size(batch_size, "fit")
         validation_batch_size = _batch_size(validation_batch_size, "fit validation", batch_size)
@@ -376,12 +396,45 @@ class Trainer:
                                       "batch_size": batch_size, "data": stateful})
         self.history = history
         self.stop_training = False
-        with _cpu_run_context(dev):
-            return self._fit_loop(cl, history, data, val, steps, batch_size, shuffle, epochs, initial_epoch,
-                                  validation_batch_size, dev)
+        parallel = distributed.active()
+        self._grad_reducer = _data_parallel.GradientReducer(self) if parallel else None
+        try:
+            with _cpu_run_context(dev):
+                return self._fit_loop(cl, history, data, val, steps, batch_size, shuffle, epochs, initial_epoch,
+                                      validation_batch_size, dev)
+        finally:
+            if parallel:
+                self._dp_stats = self._grad_reducer.stats
+            self._grad_reducer = None
+
+    def _parallel_step(self, xb, yb, n, dev):
+        """One data-parallel step on this rank's part (possibly empty) of a global batch of ``n``; the first
+        starts every rank from rank 0's weights and optimizer state (after callbacks restored any backup)."""
+        reducer = self._grad_reducer
+        if not reducer.synced:
+            if not self.weights:  # a subclassed model makes its weights on its first call
+                self(to_device(xb[:1], dev), training=False)
+            _data_parallel.sync_model(self)
+            reducer.synced = True
+        if n < distributed.size() and _data_parallel.synchronized_layers(self):
+            raise ValueError(f"fit: a batch of {n} examples cannot be split over {distributed.size()} ranks with "
+                             "synchronized BatchNormalization (every rank needs one example); choose a batch size "
+                             "or number of examples whose last batch holds at least one example per rank")
+        reducer.begin_step(len(xb), n)
+        if len(xb):
+            self.train_step(to_device(xb, dev), to_device(yb, dev))
+        else:  # nothing to compute here, but the sums and the update are everyone's
+            for v in self.trainable_weights:
+                v.grad = None
+            reducer.finish()
+            self._regularization(self.trainable_weights, with_grad=True)
+            self.optimizer.apply(self.trainable_weights)
 
     def _fit_loop(self, cl, history, data, val, steps, batch_size, shuffle, epochs, initial_epoch,
                   validation_batch_size, dev):
+        parallel = self._grad_reducer is not None
+        # a callback may stop training after a batch: then every rank has to hear of it at once
+        batch_stop = parallel and cl.watches_batches()
         cl.on_train_begin()
         if self._initial_epoch is not None:  # a backup was restored
             initial_epoch, self._initial_epoch = self._initial_epoch, None
@@ -389,12 +442,20 @@ class Trainer:
         for epoch in range(initial_epoch, epochs):
             self._reset_metrics()
             cl.on_epoch_begin(epoch)
-            for step, (xb, yb) in enumerate(self._batches(data, batch_size, shuffle, steps, "fit")):
+            for step, (xb, yb, n) in enumerate(self._batches(data, batch_size, shuffle, steps, "fit", parallel)):
                 cl.on_train_batch_begin(step)
-                self.train_step(to_device(xb, dev), to_device(yb, dev))
+                if parallel:
+                    self._parallel_step(xb, yb, n, dev)
+                else:
+                    self.train_step(to_device(xb, dev), to_device(yb, dev))
                 cl.on_train_batch_end(step, self._batch_logs())
+                if batch_stop:
+                    self.stop_training = _data_parallel.any_rank(self.stop_training)
                 if self.stop_training:
                     break
+            if parallel:  # the epoch's figures over every rank, and one set of moving statistics
+                _data_parallel.reduce_metrics([self._loss_tracker, *self.compiled_metrics])
+                _data_parallel.average_non_trainable(self)
             logs = self._results()
             if val is not None:
                 cl.on_test_begin()
@@ -402,6 +463,8 @@ class Trainer:
                 cl.on_test_end(vlogs)
                 logs.update({f"val_{k}": v for k, v in vlogs.items()})
             cl.on_epoch_end(epoch, logs)
+            if parallel:  # rank 0's word: its callbacks saw the same logs, but it decides for all
+                self.stop_training = bool(distributed.broadcast(np.array([self.stop_training], np.int64))[0])
             if self.stop_training:
                 break
         cl.on_train_end(logs)
@@ -409,10 +472,16 @@ class Trainer:
 
     # evaluate / predict ----------------------------------------------------------------------------------
     def _evaluate_data(self, data, steps, batch_size, dev):
+        """Loss and metrics over ``data``; data-parallel, each rank takes its part of every batch."""
         self._reset_metrics()
+        parallel = distributed.active()
         with _cpu_run_context(dev):
-            for xb, yb in self._batches(data, batch_size, False, steps if data[0] == "iter" else None, "evaluate"):
-                self.test_step(to_device(xb, dev), to_device(yb, dev))
+            for xb, yb, _ in self._batches(data, batch_size, False, steps if data[0] == "iter" else None, "evaluate",
+                                           parallel):
+                if len(xb):
+                    self.test_step(to_device(xb, dev), to_device(yb, dev))
+        if parallel:
+            _data_parallel.reduce_metrics([self._loss_tracker, *self.compiled_metrics])
         return self._results(self._regularization(self.weights, with_grad=False))
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", steps=None, return_dict=False, device=None):
