@@ -120,9 +120,10 @@ def hidden() -> tuple:
 
 
 def machine(root: Path, quick: bool) -> dict:
-    """Builds the stand-in under ``root`` (bin/, venv/, out/, build/) and returns its environment."""
+    """Builds the stand-in under ``root`` (bin/, venv/, out/, tmp/, build/) and returns its environment."""
     (root / "bin").mkdir(parents=True, exist_ok=True)
     (root / "out").mkdir(exist_ok=True)
+    (root / "tmp").mkdir(exist_ok=True)
     for name, text in (("nvidia-smi", NVIDIA_SMI), ("compute-sanitizer", COMPUTE_SANITIZER)):
         (root / "bin" / name).write_text(text)
         (root / "bin" / name).chmod(0o755)
@@ -143,6 +144,7 @@ def machine(root: Path, quick: bool) -> dict:
            if not k.startswith("PIP_") and k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
            and k not in ("CI", "OUT", "CONVKIT_REHEARSAL")}
     env.update(PATH=f"{root / 'bin'}{os.pathsep}{env.get('PATH', '')}", PYTHON=str(python), OUT=str(root / "out"),
+               TMPDIR=str(root / "tmp"),
                BUILD_DIR=str(root / "build"), CONVKIT_REHEARSAL="quick" if quick else "full",
                PIP_INDEX_URL=f"{UNREACHABLE}/simple", PIP_RETRIES="0", PIP_TIMEOUT="2", PIP_CONFIG_FILE=os.devnull,
                http_proxy=UNREACHABLE, https_proxy=UNREACHABLE, HTTP_PROXY=UNREACHABLE, HTTPS_PROXY=UNREACHABLE,

@@ -50,8 +50,8 @@ BUDGET=${BUDGET:-$([ -n "$QUICK" ] && echo 60 || echo 420)}
 STEPS=${STEPS:-}  # empty: all
 BUILD_DIR=${BUILD_DIR:-"build/{wheel_tag}"}
 PY=${PYTHON:-python3}
-OUT=${OUT:-$(mktemp -d /tmp/convkit-gpu-out.XXXX)}
-STATE=$(mktemp -d /tmp/convkit-gpu.XXXX)
+OUT=${OUT:-$(mktemp -d "${TMPDIR:-/tmp}/convkit-gpu-out.XXXX")}
+STATE=$(mktemp -d "${TMPDIR:-/tmp}/convkit-gpu.XXXX")
 WORK=$STATE/logs  # everything packed into the archive
 mkdir -p "$OUT" "$WORK"
 ARCHIVE=$OUT/gpu-session.tar.gz
@@ -246,6 +246,7 @@ finish() {
   pack
   say "# end: ${1:-finished} after $(now) s of $BUDGET; $(ls -A "$OUT" | wc -l) files in $OUT"
   echo "results in $OUT"
+  rm -rf "$STATE"  # its logs are in the archive
 }
 trap 'finish' EXIT
 trap 'finish "killed by a signal"; exit 143' TERM INT HUP
