@@ -246,3 +246,112 @@ def test_dropout_noise_shape(rng):
     np.testing.assert_array_equal(y != 0, np.broadcast_to(y[:, :1] != 0, y.shape))
     with pytest.raises(ValueError, match="does not fit"):
         L.Dropout(0.5, noise_shape=(None, 1))(x, training=True)
+
+
+# -- in models ---------------------------------------------------------------------------------------------
+
+def every_new_layer(lib, model):
+    """A functional model with every layer above, each named, as Keras and convkit both build it."""
+    inp = lib.Input((9, 9, 3), name="image")
+    x = lib.Normalization(name="norm")(inp)
+    x = lib.Rescaling([0.5, 1.0, 2.0], offset=0.1, name="rescale")(x)
+    x = lib.ZeroPadding2D(((1, 2), (0, 1)), name="pad")(x)
+    x = lib.Conv2D(8, 3, name="conv")(x)
+    x = lib.BatchNormalization(center=False, scale=False, name="bn")(x)
+    x = lib.ReLU(6.0, name="relu6")(x)
+    x = lib.Add(name="add")([lib.MaxPooling2D(3, 1, "same", name="max3")(x),
+                             lib.AveragePooling2D(3, 1, "same", name="avg3")(x)])
+    s = lib.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)
+    s = lib.Conv2D(8, 1, activation="hard_sigmoid", name="excite")(s)
+    x = lib.Multiply(name="se")([x, s])
+    x = lib.Cropping2D(((1, 0), (2, 1)), name="crop")(x)
+    x = lib.SpatialDropout2D(0.2, name="sdrop")(x)
+    x = lib.Activation("swish", name="swish")(x)
+    m, g = lib.GlobalMaxPooling2D(name="gmp")(x), lib.GlobalAveragePooling2D(name="gap")(x)
+    x = lib.Concatenate(name="concat")([lib.Maximum(name="maximum")([m, g]), lib.Minimum(name="minimum")([m, g]),
+                                        lib.Subtract(name="sub")([m, g]), lib.Average(name="avg")([m, g])])
+    x = lib.Permute((2, 1), name="permute")(lib.Reshape((4, 8), name="reshape")(x))
+    x = lib.LeakyReLU(name="leaky")(lib.Flatten(name="flat")(x))
+    x = lib.Activation("gelu", name="gelu")(lib.Dense(12, activation="elu", name="fc")(x))
+    return model(inp, lib.Dense(4, activation="softmax", name="probs")(x), name="every_new_layer")
+
+
+@pytest.fixture
+def pair(rng):
+    convkit.set_random_seed(0)
+    ours, theirs = every_new_layer(L, convkit.Model), every_new_layer(K, keras.Model)
+    data = rng.standard_normal((16, 9, 9, 3)).astype(np.float32) * 2 + 1
+    ours.get_layer("norm").adapt(data)
+    theirs.get_layer("norm").adapt(data)
+    theirs.set_weights(ours.get_weights())
+    return ours, theirs, data
+
+
+def test_summary_of_every_new_layer_matches_keras(pair, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    ours, theirs, _ = pair
+    texts = []
+    for m in (ours, theirs):
+        out = []
+        m.summary(print_fn=lambda s, **_: out.append(s))
+        texts.append(out[0].splitlines())
+    for i, (a, b) in enumerate(zip(*texts)):
+        assert a == b, f"line {i} differs:\nours:   {a}\nkeras:  {b}"
+    assert len(texts[0]) == len(texts[1])
+
+
+def test_model_of_every_new_layer_matches_keras(pair, rng):
+    ours, theirs, data = pair
+    x = data[:3]
+    dy = rng.standard_normal((3, 4)).astype(np.float32)
+    with convkit.GradientTape() as tape:
+        tape.watch(x)
+        y = ours(x, training=False)
+    grads = tape.gradient(y, [x] + ours.trainable_weights, output_gradients=dy)
+    xt = torch.tensor(x, requires_grad=True)
+    yk = theirs(xt, training=False)
+    (yk * torch.tensor(dy)).sum().backward()
+    assert oracle.rel_err(y, yk.detach().numpy()) < TOL
+    refs = [xt.grad] + [w.value.grad for w in theirs.trainable_weights]
+    assert len(grads) == len(refs)
+    for g, r in zip(grads, refs):
+        assert oracle.rel_err(g, r.numpy()) < TOL
+
+
+def test_model_of_every_new_layer_saves_loads_and_trains(pair, tmp_path, rng):
+    model, _, data = pair
+    labels = rng.integers(0, 4, len(data))
+    model.compile(convkit.optimizers.Adam(0.01), "sparse_categorical_crossentropy")
+    loss = model.fit(data, labels, epochs=10, batch_size=8, verbose=0).history["loss"]
+    assert loss[-1] < 0.8 * loss[0]  # it learns the 16 random labels
+    model.save(tmp_path / "m.keras")
+    again = convkit.load_model(tmp_path / "m.keras")
+    assert again.get_config() == model.get_config()
+    np.testing.assert_array_equal(again.predict(data, verbose=0), model.predict(data, verbose=0))
+    for layer in model.layers:  # each layer alone rebuilds from its config too
+        clone = type(layer).from_config(layer.get_config())
+        assert clone.get_config() == layer.get_config()
+
+
+def test_layers_in_sequential_and_subclassed_models(rng):
+    x = rng.standard_normal((4, 8, 8, 2)).astype(np.float32)
+    seq = convkit.Sequential([L.Input((8, 8, 2)), L.ZeroPadding2D(1), L.Conv2D(4, 3, activation="relu6"),
+                              L.SpatialDropout2D(0.1), L.GlobalMaxPooling2D(), L.Reshape((2, 2)), L.Permute((2, 1)),
+                              L.Flatten(), L.LeakyReLU(0.1), L.Dense(3)])
+    assert seq(x).shape == (4, 3)
+
+    class Block(convkit.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.pool = L.Conv2D(4, 3, padding="same"), L.GlobalAveragePooling2D(keepdims=True)
+            self.gate, self.act = L.Activation("sigmoid"), L.ReLU(max_value=6.0)
+
+        def call(self, x):
+            h = self.act(self.conv(x))
+            return L.add([h, L.multiply([h, self.gate(self.pool(h))])])
+
+    block = Block()
+    with convkit.GradientTape() as tape:
+        loss = convkit.ops.mean(block(x))
+    grads = tape.gradient(loss, block.trainable_weights)
+    assert len(grads) == 2 and all(g is not None and np.any(g) for g in grads)
