@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 
 import convkit  # noqa: E402
 import oracle  # noqa: E402
+from helpers import to_device, to_numpy  # noqa: E402
 from convkit import activations, layers as L  # noqa: E402
 
 keras = pytest.importorskip("keras")
@@ -355,3 +356,26 @@ def test_layers_in_sequential_and_subclassed_models(rng):
         loss = convkit.ops.mean(block(x))
     grads = tape.gradient(loss, block.trainable_weights)
     assert len(grads) == 2 and all(g is not None and np.any(g) for g in grads)
+
+
+def test_model_of_every_new_layer_on_device(pair, device, rng):
+    """The same predictions and gradients on the GPU as on the CPU, and fit runs there."""
+    model, _, data = pair
+    x = data[:4]
+    dy = rng.standard_normal((4, 4)).astype(np.float32)
+
+    def run():
+        xs = to_device(x, device)
+        with convkit.GradientTape() as tape:
+            tape.watch(xs)
+            y = model(xs, training=False)
+        grads = tape.gradient(y, [xs] + model.trainable_weights, output_gradients=to_device(dy, device))
+        return [to_numpy(a) for a in [y] + grads]
+
+    on_cpu = run()
+    model.to(device)
+    for a, b in zip(run(), on_cpu):
+        assert oracle.rel_err(a, b) < TOL
+    model.compile("adam", "sparse_categorical_crossentropy")
+    h = model.fit(data, rng.integers(0, 4, len(data)), batch_size=8, epochs=1, verbose=0, device=device)
+    assert np.isfinite(h.history["loss"][0])
