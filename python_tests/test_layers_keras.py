@@ -379,3 +379,22 @@ def test_model_of_every_new_layer_on_device(pair, device, rng):
     model.compile("adam", "sparse_categorical_crossentropy")
     h = model.fit(data, rng.integers(0, 4, len(data)), batch_size=8, epochs=1, verbose=0, device=device)
     assert np.isfinite(h.history["loss"][0])
+
+
+def _plain(v):
+    return [_plain(e) for e in v] if isinstance(v, (list, tuple)) else v
+
+
+@pytest.mark.parametrize("name,args,kwargs", [
+    ("ZeroPadding2D", (((1, 2), (0, 1)),), {}), ("Cropping2D", (2,), {}), ("Reshape", ((4, -1),), {}),
+    ("Permute", ((2, 1),), {}), ("ReLU", (6.0, 0.1, 0.5), {}), ("LeakyReLU", (), {}),
+    ("Activation", ("swish",), {}), ("GlobalMaxPooling2D", (), {"keepdims": True}),
+    ("GlobalAveragePooling2D", (), {"keepdims": True}), ("SpatialDropout2D", (0.3,), {"seed": 2}),
+    ("Dropout", (0.3,), {"noise_shape": (None, 1, 1, None)}), ("Rescaling", ([0.5, 2.0],), {"offset": 0.1}),
+    ("Normalization", (), {"axis": -1, "invert": True}), ("Concatenate", (1,), {}),
+    ("BatchNormalization", (), {"center": False, "scale": False})])
+def test_configs_use_keras_keys_and_values(name, args, kwargs):
+    ours, theirs = getattr(L, name)(*args, **kwargs).get_config(), getattr(K, name)(*args, **kwargs).get_config()
+    for key, value in ours.items():
+        if key not in ("name", "trainable") and not key.endswith(("_initializer", "_regularizer")):
+            assert key in theirs and _plain(value) == _plain(theirs[key]), (key, value, theirs.get(key))
