@@ -42,7 +42,8 @@ _ALIASES = {"swish": "silu"}  # Keras saves swish as silu
 
 
 def get(identifier) -> Activation:
-    """An Activation from a name (one of ``names()``), None (linear) or an instance."""
+    """An Activation from a name (one of ``names()``), one of this module's functions, None (linear) or an
+    instance."""
     if identifier is None:
         return Linear()
     if isinstance(identifier, Activation):
@@ -51,6 +52,10 @@ def get(identifier) -> Activation:
         key = _ALIASES.get(identifier.lower(), identifier.lower())
         if key in _TABLE:
             return _TABLE[key]()
+    elif callable(identifier):  # one of this module's functions (activation=convkit.activations.relu)
+        for name, cls in _TABLE.items():
+            if globals().get(name) is identifier:
+                return cls()
     raise ValueError(f"unknown activation {identifier!r}; known: {names()}")
 
 

@@ -145,8 +145,12 @@ def test_activations_in_conv_and_dense():
     for name in ("relu6", "swish", "gelu", "hard_sigmoid"):
         check(L.Conv2D(3, 3, activation=name), K.Conv2D(3, 3, activation=name), (2, 6, 5, 2))
         check(L.Dense(3, activation=name), K.Dense(3, activation=name), (3, 4))
+    check(L.Conv2D(3, 3, activation=activations.silu), K.Conv2D(3, 3, activation=keras.activations.silu), (1, 5, 5, 2))
+    assert L.Dense(2, activation=activations.gelu).get_config()["activation"] == "gelu"
     with pytest.raises(ValueError, match="unknown activation"):
         L.Activation("relu7")
+    with pytest.raises(ValueError, match="unknown activation"):
+        L.Activation(np.tanh)
 
 
 # -- pooling -----------------------------------------------------------------------------------------------
