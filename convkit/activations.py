@@ -36,9 +36,17 @@ Selu = _activation("selu", ops.selu, "Scaled ELU (self-normalising).")
 Softplus = _activation("softplus", ops.softplus, "log(1 + exp(x)).")
 LeakyRelu = _activation("leaky_relu", ops.leaky_relu, "x where positive, 0.2 x elsewhere.")
 
+
+def hard_silu(x):
+    """x * hard_sigmoid(x) (also 'hard_swish', MobileNetV3's activation)."""
+    return ops.multiply(x, ops.hard_sigmoid(x))
+
+
+HardSilu = _activation("hard_silu", hard_silu, hard_silu.__doc__)
+
 _TABLE = {c.name: c for c in (Linear, ReLU, ReLU6, Sigmoid, HardSigmoid, Silu, Gelu, Tanh, Softmax, Elu, Selu,
-                              Softplus, LeakyRelu)}
-_ALIASES = {"swish": "silu"}  # Keras saves swish as silu
+                              Softplus, LeakyRelu, HardSilu)}
+_ALIASES = {"swish": "silu", "hard_swish": "hard_silu"}  # as Keras, which saves them under the second names
 
 
 def get(identifier) -> Activation:
@@ -68,7 +76,7 @@ def names() -> list:
 relu, relu6, sigmoid, hard_sigmoid, silu, gelu, tanh, softmax, elu, selu, softplus, leaky_relu = (
     ops.relu, ops.relu6, ops.sigmoid, ops.hard_sigmoid, ops.silu, ops.gelu, ops.tanh, ops.softmax, ops.elu, ops.selu,
     ops.softplus, ops.leaky_relu)
-swish = silu
+swish, hard_swish = silu, hard_silu
 
 
 def linear(x):
@@ -76,4 +84,4 @@ def linear(x):
 
 
 __all__ = ["get", "names", "relu", "relu6", "sigmoid", "hard_sigmoid", "silu", "swish", "gelu", "tanh", "softmax",
-           "elu", "selu", "softplus", "leaky_relu", "linear"]
+           "elu", "selu", "softplus", "leaky_relu", "hard_silu", "hard_swish", "linear"]
