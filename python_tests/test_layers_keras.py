@@ -54,8 +54,8 @@ def check(ours, theirs, *shapes, training=False, rng=None, inputs=None, scale=1.
     assert oracle.rel_err(y, y_k) < TOL, "output"
     assert len(grads) == len(grads_k)
     for i, (g, gk) in enumerate(zip(grads, grads_k)):
-        gk = np.zeros(g.shape) if gk is None else gk.numpy()  # Keras's torch leaves an unused input's grad None
         assert g is not None, f"no gradient for input/weight {i}"
+        gk = np.zeros(g.shape) if gk is None else gk.numpy()  # torch leaves an unused input's grad None
         assert oracle.rel_err(g, gk) < TOL, f"gradient of input/weight {i}"
     return y
 
