@@ -1,4 +1,4 @@
-"""Activation functions by name, over the differentiable ops of convkit.ops."""
+"""Activation functions by name, over the differentiable ops of convkit.ops (Keras's names and defaults)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from convkit import ops
 
 
 class Activation:
+    """A named activation: calling it applies the op; ``name`` is what configs save."""
+
     name = "linear"
 
     def __call__(self, x):
@@ -15,70 +17,71 @@ class Activation:
         return self.name
 
 
-class Linear(Activation):
-    pass
+def _activation(name: str, fn, doc: str) -> type:
+    return type(name.title().replace("_", ""), (Activation,),
+                {"name": name, "__call__": lambda self, x: fn(x), "__doc__": doc})
 
 
-class ReLU(Activation):
-    name = "relu"
-
-    def __call__(self, x):
-        return ops.relu(x)
-
-
-class Sigmoid(Activation):
-    name = "sigmoid"
-
-    def __call__(self, x):
-        return ops.sigmoid(x)
-
-
-class Tanh(Activation):
-    name = "tanh"
-
-    def __call__(self, x):
-        return ops.tanh(x)
+Linear = Activation
+ReLU = _activation("relu", ops.relu, "max(x, 0).")
+ReLU6 = _activation("relu6", ops.relu6, "min(max(x, 0), 6).")
+Sigmoid = _activation("sigmoid", ops.sigmoid, "1 / (1 + exp(-x)).")
+HardSigmoid = _activation("hard_sigmoid", ops.hard_sigmoid, "relu6(x + 3) / 6.")
+Silu = _activation("silu", ops.silu, "x * sigmoid(x) (also 'swish').")
+Gelu = _activation("gelu", ops.gelu, "x * P(N(0, 1) <= x), exact (Keras's default).")
+Tanh = _activation("tanh", ops.tanh, "Hyperbolic tangent.")
+Softmax = _activation("softmax", ops.softmax, "Softmax over the last axis.")
+Elu = _activation("elu", ops.elu, "x where positive, exp(x) - 1 elsewhere.")
+Selu = _activation("selu", ops.selu, "Scaled ELU (self-normalising).")
+Softplus = _activation("softplus", ops.softplus, "log(1 + exp(x)).")
+LeakyRelu = _activation("leaky_relu", ops.leaky_relu, "x where positive, 0.2 x elsewhere.")
 
 
-class Softmax(Activation):
-    name = "softmax"
-
-    def __call__(self, x):
-        return ops.softmax(x)
+def hard_silu(x):
+    """x * hard_sigmoid(x) (also 'hard_swish', MobileNetV3's activation)."""
+    return ops.multiply(x, ops.hard_sigmoid(x))
 
 
-_TABLE = {c.name: c for c in (Linear, ReLU, Sigmoid, Tanh, Softmax)}
+HardSilu = _activation("hard_silu", hard_silu, hard_silu.__doc__)
+
+_TABLE = {c.name: c for c in (Linear, ReLU, ReLU6, Sigmoid, HardSigmoid, Silu, Gelu, Tanh, Softmax, Elu, Selu,
+                              Softplus, LeakyRelu, HardSilu)}
+_ALIASES = {"swish": "silu", "hard_swish": "hard_silu"}  # as Keras, which saves them under the second names
 
 
 def get(identifier) -> Activation:
-    """An Activation from a name ('relu', 'sigmoid', 'softmax', 'tanh', 'linear'), None or an instance."""
+    """An Activation from a name (one of ``names()``), one of this module's functions, None (linear) or an
+    instance."""
     if identifier is None:
         return Linear()
     if isinstance(identifier, Activation):
         return identifier
-    if isinstance(identifier, str) and identifier.lower() in _TABLE:
-        return _TABLE[identifier.lower()]()
-    raise ValueError(f"unknown activation {identifier!r}; known: {sorted(_TABLE)}")
+    if isinstance(identifier, str):
+        key = _ALIASES.get(identifier.lower(), identifier.lower())
+        if key in _TABLE:
+            return _TABLE[key]()
+    elif callable(identifier):  # one of this module's functions (activation=convkit.activations.relu)
+        for name, cls in _TABLE.items():
+            if globals().get(name) is identifier:
+                return cls()
+    raise ValueError(f"unknown activation {identifier!r}; known: {names()}")
 
 
-def relu(x):
-    return ReLU()(x)
+def names() -> list:
+    """Every name ``get`` accepts."""
+    return sorted(set(_TABLE) | set(_ALIASES))
 
 
-def sigmoid(x):
-    return Sigmoid()(x)
-
-
-def softmax(x):
-    return Softmax()(x)
-
-
-def tanh(x):
-    return Tanh()(x)
+# the functions, as keras.activations has them (with their arguments: elu's alpha, gelu's approximate, ...)
+relu, relu6, sigmoid, hard_sigmoid, silu, gelu, tanh, softmax, elu, selu, softplus, leaky_relu = (
+    ops.relu, ops.relu6, ops.sigmoid, ops.hard_sigmoid, ops.silu, ops.gelu, ops.tanh, ops.softmax, ops.elu, ops.selu,
+    ops.softplus, ops.leaky_relu)
+swish, hard_swish = silu, hard_silu
 
 
 def linear(x):
     return x
 
 
-__all__ = ["get", "relu", "sigmoid", "softmax", "tanh", "linear"]
+__all__ = ["get", "names", "relu", "relu6", "sigmoid", "hard_sigmoid", "silu", "swish", "gelu", "tanh", "softmax",
+           "elu", "selu", "softplus", "leaky_relu", "hard_silu", "hard_swish", "linear"]

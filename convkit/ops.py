@@ -701,6 +701,207 @@ def concatenate(xs, axis=-1):
     return _xp(xs[0]).concatenate(xs, axis=axis)
 
 
+# -- ops for layers: activations, elementwise extremes, padding and cropping --------------------------------
+# Each computes in its input's dtype on NumPy or CuPy arrays; the rules are first order, from the input.
+
+__all__ += ["relu_general", "relu6", "leaky_relu", "elu", "selu", "gelu", "softplus", "hard_sigmoid", "silu",
+            "maximum", "minimum", "pad", "crop", "global_max_pool2d"]
+
+
+def _relu_general_grad(x, dy, needs, negative_slope=0.0, max_value=None, threshold=0.0):
+    inside = x > threshold
+    if max_value is not None:
+        inside &= x < max_value
+    g = inside.astype(dy.dtype)
+    if negative_slope:
+        g += (x <= threshold).astype(dy.dtype) * dy.dtype.type(negative_slope)
+    return (dy * g,)
+
+
+@register("relu_general", inputs=("x",), grad=_relu_general_grad, save=_input)
+def relu_general(x, negative_slope=0.0, max_value=None, threshold=0.0):
+    """Keras's relu with all its arguments: ``x`` above ``threshold`` (clipped at ``max_value``),
+    ``negative_slope * (x - threshold)`` at or below it."""
+    xp = _xp(x)
+    t = x.dtype.type(threshold)
+    y = xp.where(x > t, x if max_value is None else xp.minimum(x, x.dtype.type(max_value)), x.dtype.type(0))
+    if negative_slope:
+        y = y + xp.minimum(x - t, 0) * x.dtype.type(negative_slope)
+    return y
+
+
+def relu6(x):
+    """min(max(x, 0), 6)."""
+    return relu_general(x, max_value=6.0)
+
+
+def leaky_relu(x, negative_slope=0.2):
+    """x where positive, ``negative_slope * x`` elsewhere."""
+    return relu_general(x, negative_slope=negative_slope)
+
+
+def _elu_grad(x, dy, needs, alpha=1.0):
+    xp = _xp(x)
+    return (dy * xp.where(x > 0, x.dtype.type(1), x.dtype.type(alpha) * xp.exp(xp.minimum(x, 0))),)
+
+
+@register("elu", inputs=("x",), grad=_elu_grad, save=_input)
+def elu(x, alpha=1.0):
+    """x where positive, ``alpha * (exp(x) - 1)`` elsewhere."""
+    xp = _xp(x)
+    return xp.where(x > 0, x, x.dtype.type(alpha) * xp.expm1(xp.minimum(x, 0)))
+
+
+_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+
+@register("selu", inputs=("x",), grad=lambda x, dy, needs: (_elu_grad(x, dy, needs, _SELU_ALPHA)[0]
+                                                              * x.dtype.type(_SELU_SCALE),), save=_input)
+def selu(x):
+    """Scaled ELU with the self-normalising constants (scale 1.0507..., alpha 1.6732...)."""
+    return elu(x, _SELU_ALPHA) * x.dtype.type(_SELU_SCALE)
+
+
+def _softplus_grad(x, dy, needs):
+    return (dy * sigmoid(x),)
+
+
+@register("softplus", inputs=("x",), grad=_softplus_grad, save=_input)
+def softplus(x):
+    """log(1 + exp(x)), without overflow for large x."""
+    xp = _xp(x)
+    return xp.maximum(x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def _hard_sigmoid_grad(x, dy, needs):
+    return (dy * ((x > -3) & (x < 3)).astype(dy.dtype) / dy.dtype.type(6),)
+
+
+@register("hard_sigmoid", inputs=("x",), grad=_hard_sigmoid_grad, save=_input)
+def hard_sigmoid(x):
+    """relu6(x + 3) / 6: 0 below -3, 1 above 3, linear between."""
+    return _xp(x).clip(x + x.dtype.type(3), 0, 6) / x.dtype.type(6)
+
+
+def _silu_grad(x, dy, needs):
+    s = sigmoid(x)
+    return (dy * (s * (1 + x * (1 - s))),)
+
+
+@register("silu", inputs=("x",), grad=_silu_grad, save=_input)
+def silu(x):
+    """x * sigmoid(x) (also called swish)."""
+    return x * sigmoid(x)
+
+
+def _erfc(z):
+    """The complementary error function in float64, relative error below 1.2e-7 everywhere (a Chebyshev fit,
+    Numerical Recipes' erfcc); NumPy has no erf of its own."""
+    xp = _xp(z)
+    a = xp.abs(z)
+    t = 1.0 / (1.0 + 0.5 * a)
+    p = 0.17087277
+    for c in (-0.82215223, 1.48851587, -1.13520398, 0.27886807, -0.18628806, 0.09678418, 0.37409196,
+              1.00002368, -1.26551223):
+        p = c + t * p
+    r = t * xp.exp(-a * a + p)
+    return xp.where(z >= 0, r, 2.0 - r)
+
+
+_SQRT_2_OVER_PI = 0.7978845608028654
+
+
+def _gelu_grad(x, dy, needs, approximate=False):
+    xp = _xp(x)
+    x64 = x.astype(np.float64)
+    if approximate:
+        t = xp.tanh(_SQRT_2_OVER_PI * (x64 + 0.044715 * x64 ** 3))
+        g = 0.5 * (1 + t) + 0.5 * x64 * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x64 * x64)
+    else:
+        g = 0.5 * _erfc(-x64 / np.sqrt(2)) + x64 * xp.exp(-0.5 * x64 * x64) / np.sqrt(2 * np.pi)
+    return (dy * g.astype(dy.dtype),)
+
+
+@register("gelu", inputs=("x",), grad=_gelu_grad, save=_input)
+def gelu(x, approximate=False):
+    """Gaussian error linear unit x * P(N(0, 1) <= x); ``approximate`` uses the tanh formula."""
+    xp = _xp(x)
+    x64 = x.astype(np.float64)
+    if approximate:
+        y = 0.5 * x64 * (1 + xp.tanh(_SQRT_2_OVER_PI * (x64 + 0.044715 * x64 ** 3)))
+    else:
+        y = 0.5 * x64 * _erfc(-x64 / np.sqrt(2))
+    return y.astype(x.dtype)
+
+
+def _extreme_grad(saved, dy, needs):
+    """Maximum's and minimum's rule: the larger (smaller) operand takes dy; a tie splits it evenly."""
+    a_wins, tie, a_shape, b_shape = saved
+    half = dy * tie * dy.dtype.type(0.5)
+    return (_unbroadcast(dy * a_wins + half, a_shape) if needs[0] else None,
+            _unbroadcast(dy * ~(a_wins | tie) + half, b_shape) if needs[1] else None)
+
+
+def _extreme_save(needs, inputs, out):
+    a, b = inputs
+    a_wins = a == out
+    tie = a_wins & (b == out)
+    return a_wins & ~tie, tie, getattr(a, "shape", ()), getattr(b, "shape", ())
+
+
+@register("maximum", inputs=("a", "b"), grad=_extreme_grad, save=_extreme_save)
+def maximum(a, b):
+    """Elementwise larger of a and b, broadcasting."""
+    return _xp(a).maximum(a, b)
+
+
+@register("minimum", inputs=("a", "b"), grad=_extreme_grad, save=_extreme_save)
+def minimum(a, b):
+    """Elementwise smaller of a and b, broadcasting."""
+    return _xp(a).minimum(a, b)
+
+
+def _widths(widths, ndim: int, op: str):
+    """Per-axis (before, after) amounts as a tuple of int pairs, checked."""
+    try:
+        out = tuple((int(b), int(a)) for b, a in widths)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: expected one (before, after) pair of ints per axis, got {widths!r}") from None
+    if len(out) != ndim or any(v < 0 for p in out for v in p):
+        raise ValueError(f"{op}: expected {ndim} (before, after) pairs of non-negative ints, got {widths!r}")
+    return out
+
+
+@register("pad", inputs=("x",), grad=lambda saved, dy, needs, widths: (crop(dy, saved),),
+          save=lambda needs, inputs, out, widths: _widths(widths, inputs[0].ndim, "pad"))
+def pad(x, widths):
+    """``x`` with zeros added: ``widths`` holds (before, after) counts per axis."""
+    widths = _widths(widths, x.ndim, "pad")
+    y = _xp(x).zeros(tuple(s + b + a for s, (b, a) in zip(x.shape, widths)), x.dtype)
+    y[tuple(slice(b, b + s) for s, (b, _) in zip(x.shape, widths))] = x
+    return y
+
+
+@register("crop", inputs=("x",), grad=lambda saved, dy, needs, widths: (pad(dy, saved),),
+          save=lambda needs, inputs, out, widths: _widths(widths, inputs[0].ndim, "crop"))
+def crop(x, widths):
+    """``x`` less (before, after) cells per axis (a contiguous copy)."""
+    widths = _widths(widths, x.ndim, "crop")
+    if any(b + a >= s and (b or a) for s, (b, a) in zip(x.shape, widths)):
+        raise ValueError(f"crop: cropping {widths} leaves nothing of an input of shape {tuple(x.shape)}")
+    return _xp(x).ascontiguousarray(x[tuple(slice(b, s - a) for s, (b, a) in zip(x.shape, widths))])
+
+
+def global_max_pool2d(x, keepdims=False):
+    """Max over H and W: (N, H, W, C) -> (N, C), or (N, 1, 1, C) with ``keepdims``; recorded as a max pooling
+    whose window is the whole image (the winner of each plane takes the gradient)."""
+    if getattr(x, "ndim", None) != 4:
+        raise ValueError(f"global_max_pool2d: x must be 4-D (N, H, W, C), got shape {tuple(getattr(x, 'shape', ()))}")
+    n, h, w, c = x.shape
+    y = max_pool2d(x, (h, w))
+    return y if keepdims else reshape(y, (n, c))
+
+
 # -- losses, penalties and user rules ---------------------------------------------------------------------
 
 def _scaled(g, dy, needs, *args):

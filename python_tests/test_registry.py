@@ -160,6 +160,38 @@ def _cases(rng):
 CASES = _cases(np.random.default_rng(14))
 
 
+def _torch_relu_general(t, negative_slope=0.0, max_value=None, threshold=0.0):
+    y = torch.where(t > threshold, t if max_value is None else torch.clamp(t, max=max_value), torch.zeros_like(t))
+    return y + negative_slope * torch.clamp(t - threshold, max=0)
+
+
+def _layer_op_cases(rng):
+    """The ops that layers beyond the core ones compose (activations, merges, padding, cropping)."""
+    wide = lambda *shape: _r(rng, *shape) * 4  # noqa: E731  (across every piece of the piecewise ops)
+    pads = ((0, 0), (1, 2), (0, 3), (0, 0))
+    return {
+        "relu_general": [Case(ops.relu_general, [wide(4, 6)], _torch_relu_general),
+                         Case(ops.relu_general, [wide(4, 6)], lambda t: _torch_relu_general(t, 0.1, 6.0, 0.5),
+                              kw=dict(negative_slope=0.1, max_value=6.0, threshold=0.5)),
+                         Case(ops.relu6, [wide(3, 5)], lambda t: torch.clamp(t, 0, 6)),
+                         Case(ops.leaky_relu, [wide(3, 5)], lambda t: F.leaky_relu(t, 0.2))],
+        "elu": [Case(ops.elu, [wide(4, 5)], F.elu), Case(ops.elu, [wide(4, 5)], lambda t: F.elu(t, 0.5), attrs=(0.5,))],
+        "selu": [Case(ops.selu, [wide(4, 5)], F.selu)],
+        "gelu": [Case(ops.gelu, [wide(4, 5)], F.gelu),
+                 Case(ops.gelu, [wide(4, 5)], lambda t: F.gelu(t, approximate="tanh"), kw=dict(approximate=True))],
+        "softplus": [Case(ops.softplus, [wide(4, 5) * 5], F.softplus)],
+        "hard_sigmoid": [Case(ops.hard_sigmoid, [wide(4, 5)], F.hardsigmoid)],
+        "silu": [Case(ops.silu, [wide(4, 5)], F.silu)],
+        "maximum": [Case(ops.maximum, [_r(rng, 2, 3, 4), _r(rng, 3, 1)], torch.maximum)],
+        "minimum": [Case(ops.minimum, [_r(rng, 3, 4), _r(rng, 4)], torch.minimum)],
+        "pad": [Case(ops.pad, [_r(rng, 2, 3, 4, 2)], lambda t: F.pad(t, (0, 0, 0, 3, 1, 2)), attrs=(pads,))],
+        "crop": [Case(ops.crop, [_r(rng, 2, 7, 6, 2)], lambda t: t[:, 1:5, 0:3], attrs=(pads,))],
+    }
+
+
+CASES.update(_layer_op_cases(np.random.default_rng(15)))
+
+
 def test_every_registered_op_has_a_rule_and_a_case():
     ops_ = registry()
     missing = sorted(set(ops_) - set(CASES))

@@ -2,18 +2,24 @@
 
 from convkit.layers.base import Input, InputLayer, KerasTensor, Layer, Variable
 from convkit.layers.conv import Conv2D, Convolution2D
-from convkit.layers.core import Activation, Dense, Dropout, Flatten, Rescaling
-from convkit.layers.merge import Add, Concatenate
-from convkit.layers.normalization import BatchNormalization, SyncBatchNormalization
+from convkit.layers.core import (Activation, Dense, Dropout, Flatten, LeakyReLU, ReLU, Rescaling,
+                                 SpatialDropout2D)
+from convkit.layers.merge import (Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract, add, average,
+                                  concatenate, maximum, minimum, multiply, subtract)
+from convkit.layers.normalization import BatchNormalization, Normalization, SyncBatchNormalization
 from convkit.layers.preprocessing import (CenterCrop, RandomContrast, RandomFlip, RandomRotation, RandomTranslation,
                                           RandomZoom, Resizing)
 from convkit.layers.pooling import (AveragePooling2D, AvgPool2D, GlobalAveragePooling2D, GlobalAvgPool2D,
-                                    MaxPool2D, MaxPooling2D)
+                                    GlobalMaxPool2D, GlobalMaxPooling2D, MaxPool2D, MaxPooling2D)
+from convkit.layers.reshaping import Cropping2D, Permute, Reshape, ZeroPadding2D
 
 __all__ = ["Layer", "Variable", "KerasTensor", "Input", "InputLayer", "Conv2D", "Convolution2D",
            "MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D",
            "GlobalAvgPool2D", "Flatten", "Dense", "Dropout", "BatchNormalization", "SyncBatchNormalization",
-           "Activation", "Rescaling", "Add", "Concatenate", "Resizing", "CenterCrop", "RandomFlip", "RandomRotation", "RandomZoom",
+           "Activation", "ReLU", "LeakyReLU", "Rescaling", "Normalization", "SpatialDropout2D", "GlobalMaxPooling2D",
+           "GlobalMaxPool2D", "ZeroPadding2D", "Cropping2D", "Reshape", "Permute", "Add", "Subtract", "Multiply",
+           "Average", "Maximum", "Minimum", "Concatenate", "add", "subtract", "multiply", "average", "maximum",
+           "minimum", "concatenate", "Resizing", "CenterCrop", "RandomFlip", "RandomRotation", "RandomZoom",
            "RandomTranslation", "RandomContrast", "experimental"]
 
 

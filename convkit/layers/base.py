@@ -136,7 +136,7 @@ class Layer:
 
     # weights ---------------------------------------------------------------------------------------------
     def add_weight(self, name, shape, initializer="glorot_uniform", regularizer=None, trainable=True):
-        value = np.ascontiguousarray(initializers.get(initializer)(tuple(shape)), dtype=np.float32)
+        value = np.array(initializers.get(initializer)(tuple(shape)), dtype=np.float32, order="C")  # 0-d stays 0-d
         v = Variable(value, f"{self.name}/{name}", trainable, regularizers.get(regularizer))
         self._weights.append(v)
         return v

@@ -149,3 +149,103 @@ class SyncBatchNormalization(BatchNormalization):
 
     def __init__(self, *args, synchronized=True, **kwargs):
         super().__init__(*args, synchronized=synchronized, **kwargs)
+
+
+@_serial.register_serializable
+class Normalization(Layer):
+    """Keras's Normalization: ``(x - mean) / sqrt(variance)`` per index of the kept ``axis`` (default: the
+    last), from ``mean``/``variance`` given or learned by :meth:`adapt`; ``invert=True`` undoes it.
+
+    Without ``mean``/``variance`` the layer holds them as non-trainable weights (and a ``count``, as
+    Keras), so they are saved with the model."""
+
+    _EPSILON = 1e-7  # Keras's backend epsilon: the smallest standard deviation divided by
+
+    def __init__(self, axis=-1, mean=None, variance=None, invert=False, **kwargs):
+        super().__init__(**kwargs)
+        axis = () if axis is None else (axis,) if isinstance(axis, int) else tuple(axis)
+        if not all(isinstance(a, int) for a in axis):
+            raise ValueError(f"Normalization: axis must be an int, a tuple of ints or None, got {axis!r}")
+        if (mean is None) != (variance is None):
+            raise ValueError("Normalization: give both mean and variance, or neither (then call adapt)")
+        if mean is not None and np.shape(mean) != np.shape(variance):
+            raise ValueError(f"Normalization: mean and variance must have one shape, got {np.shape(mean)} and "
+                             f"{np.shape(variance)}")
+        if mean is not None and np.ndim(mean) > len(axis):
+            raise ValueError(f"Normalization: mean of shape {np.shape(mean)} has more axes than axis={axis}")
+        self.axis, self.invert = axis, bool(invert)
+        self.input_mean = None if mean is None else np.asarray(mean, np.float32)
+        self.input_variance = None if variance is None else np.asarray(variance, np.float32)
+
+    def build(self, input_shape):
+        ndim = len(input_shape)
+        if any(not -ndim <= a < ndim for a in self.axis):
+            raise ValueError(f"Normalization {self.name!r}: axis {self.axis} out of range for {ndim}-D inputs")
+        self._keep = tuple(sorted(a % ndim for a in self.axis))
+        if any(input_shape[d] is None for d in self._keep):
+            raise ValueError(f"Normalization {self.name!r}: the kept axes {self._keep} of inputs "
+                             f"{tuple(input_shape)} must have known sizes")
+        self._broadcast = tuple(input_shape[d] if d in self._keep else 1 for d in range(ndim))
+        kept = tuple(input_shape[d] for d in self._keep)
+        if self.input_mean is None:
+            self.adapt_mean = self.add_weight("mean", kept, "zeros", trainable=False)
+            self.adapt_variance = self.add_weight("variance", kept, "ones", trainable=False)
+            self.count = self.add_weight("count", (), "zeros", trainable=False)
+        else:  # the given statistics fill the kept axes from the right, as Keras
+            shape = [1] * ndim
+            for i, d in enumerate(np.shape(self.input_mean)[::-1]):
+                shape[self._keep[-1 - i]] = d
+            self._given = tuple(np.ascontiguousarray(np.broadcast_to(v.reshape(shape), self._broadcast))
+                                for v in (self.input_mean, self.input_variance))
+
+    def _statistics(self, like):
+        if self.input_mean is not None:
+            mean, var = self._given
+        else:
+            mean, var = (v.value.reshape(self._broadcast) for v in (self.adapt_mean, self.adapt_variance))
+        xp = xp_of(like)
+        mean, var = xp.asarray(mean), xp.asarray(var)
+        return mean, xp.maximum(xp.sqrt(var), np.float32(self._EPSILON))
+
+    def call(self, x, training=False):
+        mean, std = self._statistics(x)
+        if self.invert:
+            return ops.add(ops.multiply(x, std), mean)
+        return ops.divide(ops.subtract(x, mean), std)
+
+    def adapt(self, data):
+        """Learns the mean and variance over the axes not kept, from an array or an iterable of batches
+        (or of (x, y) tuples), combining batches exactly."""
+        if self.input_mean is not None:
+            raise ValueError(f"Normalization {self.name!r}: adapt() with mean and variance given")
+        batches = iter([data]) if hasattr(data, "shape") else iter(data)
+        total = mean = var = None
+        for batch in batches:
+            batch = np.asarray(batch[0] if isinstance(batch, tuple) else batch, np.float64)
+            if not self.built:
+                self._maybe_build((None,) + batch.shape[1:])
+            if batch.ndim != len(self._broadcast) or any(batch.shape[d] != self._broadcast[d] for d in self._keep):
+                raise ValueError(f"Normalization {self.name!r}: adapt() got a batch of shape {batch.shape}, "
+                                 f"which does not fit the layer's inputs {self._broadcast} on axes {self._keep}")
+            reduce = tuple(d for d in range(batch.ndim) if d not in self._keep)
+            n = batch.size // max(1, int(np.prod([batch.shape[d] for d in self._keep])))
+            m, v = batch.mean(axis=reduce), batch.var(axis=reduce)
+            if total is None:
+                total, mean, var = n, m, v
+            else:  # pooled mean and variance of the two parts
+                w = n / (total + n)
+                new_mean = mean * (1 - w) + m * w
+                var = (var + (mean - new_mean) ** 2) * (1 - w) + (v + (m - new_mean) ** 2) * w
+                total, mean = total + n, new_mean
+        if total is None:
+            raise ValueError(f"Normalization {self.name!r}: adapt() got no data")
+        self.adapt_mean.assign(mean.astype(np.float32))
+        self.adapt_variance.assign(var.astype(np.float32))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        plain = lambda v: None if v is None else v.tolist()  # noqa: E731
+        return {**super().get_config(), "axis": list(self.axis), "invert": self.invert,
+                "mean": plain(self.input_mean), "variance": plain(self.input_variance)}

@@ -1,4 +1,4 @@
-"""Max, average and global average pooling over convkit.ops."""
+"""Max, average, global average and global max pooling over convkit.ops."""
 
 from __future__ import annotations
 
@@ -49,31 +49,44 @@ class AveragePooling2D(_Pool2D):
         return ops.avg_pool2d(x, **self._geometry())
 
 
-@_serial.register_serializable
-class GlobalAveragePooling2D(Layer):
-    """Mean over H and W: (N, H, W, C) -> (N, C), or (N, 1, 1, C) with keepdims."""
+class _GlobalPool2D(Layer):
+    """Pools each channel over H and W: (N, H, W, C) -> (N, C), or (N, 1, 1, C) with keepdims."""
 
     def __init__(self, data_format=None, keepdims=False, **kwargs):
         super().__init__(**kwargs)
-        _channels_last(data_format, "GlobalAveragePooling2D")
+        _channels_last(data_format, type(self).__name__)
         self.keepdims = bool(keepdims)
 
     def build(self, input_shape):
         if len(input_shape) != 4:
-            raise ValueError(f"GlobalAveragePooling2D {self.name!r}: expects 4-D input, got {tuple(input_shape)}")
+            raise ValueError(f"{type(self).__name__} {self.name!r}: expects 4-D input, got {tuple(input_shape)}")
 
     def compute_output_shape(self, input_shape):
         n, c = input_shape[0], input_shape[-1]
         return (n, 1, 1, c) if self.keepdims else (n, c)
 
+    def get_config(self):
+        return {**super().get_config(), "data_format": "channels_last", "keepdims": self.keepdims}
+
+
+@_serial.register_serializable
+class GlobalAveragePooling2D(_GlobalPool2D):
+    """Mean over H and W."""
+
     def call(self, x, training=False):
         y = ops.global_avg_pool2d(x)
         return ops.reshape(y, (y.shape[0], 1, 1, y.shape[1])) if self.keepdims else y
 
-    def get_config(self):
-        return {**super().get_config(), "keepdims": self.keepdims}
+
+@_serial.register_serializable
+class GlobalMaxPooling2D(_GlobalPool2D):
+    """Maximum over H and W."""
+
+    def call(self, x, training=False):
+        return ops.global_max_pool2d(x, keepdims=self.keepdims)
 
 
 MaxPool2D = MaxPooling2D
 AvgPool2D = AveragePooling2D
 GlobalAvgPool2D = GlobalAveragePooling2D
+GlobalMaxPool2D = GlobalMaxPooling2D
