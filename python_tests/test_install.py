@@ -33,17 +33,28 @@ def _installed_copy(tmp_path):
     return site
 
 
-def _run(paths, code):
-    # -S: none of this interpreter's site folders (where an editable install would redirect the import);
-    # NumPy and tqdm come from their own folders, after the ones under test.
-    deps = [os.path.dirname(os.path.dirname(m.__file__)) for m in (np, tqdm)]
-    prelude = f"import sys; sys.path[:0] = {[str(p) for p in paths]!r}; sys.path += {deps!r}; "
+def _deps(tmp_path):
+    """NumPy and tqdm alone, linked into a folder of their own: their site folder may also hold this
+    checkout's installed copy of convkit, which the tests must not see unless they ask for it."""
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    for m in (np, tqdm):
+        pkg = os.path.dirname(m.__file__)
+        for name in os.listdir(os.path.dirname(pkg)):  # the package and its vendored libraries (numpy.libs)
+            if name == os.path.basename(pkg) or name.startswith(os.path.basename(pkg) + ".libs"):
+                os.symlink(os.path.join(os.path.dirname(pkg), name), deps / name)
+    return deps
+
+
+def _run(tmp_path, paths, code):
+    # -S: none of this interpreter's site folders (where an editable install would redirect the import)
+    prelude = f"import sys; sys.path[:0] = {[str(p) for p in paths]!r}; sys.path.append({str(_deps(tmp_path))!r}); "
     return subprocess.run([sys.executable, "-S", "-c", prelude + code], capture_output=True, text=True, timeout=120)
 
 
 def test_sources_run_with_the_installed_copys_compiled_modules(tmp_path):
     src, site = _sources_without_compiled_modules(tmp_path), _installed_copy(tmp_path)
-    res = _run([src, site], "import numpy as np, convkit; from convkit import ops; "
+    res = _run(tmp_path, [src, site], "import numpy as np, convkit; from convkit import ops; "
                             "print(convkit.__file__); print(convkit._cpu.__file__); "
                             "print(ops.max_pool2d(np.ones((1, 4, 4, 1), np.float32), 2).shape)")
     assert res.returncode == 0, res.stderr
@@ -52,7 +63,7 @@ def test_sources_run_with_the_installed_copys_compiled_modules(tmp_path):
 
 
 def test_sources_without_any_install_say_what_to_do(tmp_path):
-    res = _run([_sources_without_compiled_modules(tmp_path)], "import convkit")
+    res = _run(tmp_path, [_sources_without_compiled_modules(tmp_path)], "import convkit")
     assert res.returncode == 1
     assert "convkit._cpu is neither beside the sources nor in an installed copy of convkit" in res.stderr
     assert "pip install ." in res.stderr

@@ -68,7 +68,10 @@ def test_defaults_are_keras_defaults(name):
     shared = set(ours) & set(theirs) - {"name"}
     assert {"learning_rate", "weight_decay"} <= shared
     for key in shared:
-        assert ours[key] == pytest.approx(theirs[key], rel=1e-7), key
+        if isinstance(theirs[key], float):
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-7), key
+        else:  # None, flags and counts; newer pytest refuses approx(None) with a tolerance
+            assert ours[key] == theirs[key], key
 
 
 def test_compile_takes_every_keras_name_and_rmsprop_is_the_default():
