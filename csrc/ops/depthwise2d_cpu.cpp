@@ -1,0 +1,246 @@
+// CPU depthwise convolution. NHWC puts a pixel's channels side by side, and every pass reduces to
+// one vector primitive over them, taps_fma: out[j] = act(init[j] + sum_t a_t[j] * b_t[j]) for the
+// channels j of one pixel, the sums held in registers across all taps (AVX-512, AVX2 or portable
+// code, chosen at run time as the GEMM micro-kernels are). Forward: a_t the input pixels a
+// window reads, b_t the kernel's taps. Backward-data gathers the same way from dy (no scatter, so
+// images and rows run on threads without races). Backward-filter: a_t input pixels, b_t dy pixels
+// of one output row, accumulated into each thread's own copy of dkernel, summed in thread order.
+// With a depth multiplier M > 1 an input row is first expanded to C * M channels (x[c] repeated M
+// times), so the same primitive applies; backward-data then sums each channel's M products.
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "cpu/gemm.h"
+#include "ops/depthwise2d.h"
+
+namespace convkit {
+namespace {
+
+using TapsFma = void (*)(int taps, const float* const* a, const float* const* b, i64 len, const float* init,
+                         float* out, Activation act);
+
+void taps_fma_generic(int taps, const float* const* a, const float* const* b, i64 len, const float* init,
+                      float* out, Activation act) {
+  for (i64 j = 0; j < len; ++j) {
+    float acc = init ? init[j] : 0.f;
+    for (int t = 0; t < taps; ++t) acc += a[t][j] * b[t][j];
+    if (act != Activation::None) acc = std::max(acc, 0.f);
+    if (act == Activation::Relu6) acc = std::min(acc, 6.f);
+    out[j] = acc;
+  }
+}
+
+// V vectors of channels per pass; a tail is masked, so it costs no scalar loop. max/min take the
+// accumulator second: they return their second operand when either is NaN, so NaN passes ReLU as in NumPy.
+template <int V>
+__attribute__((target("avx512f"), always_inline)) inline void taps_fma512(int taps, const float* const* a,
+                                                                          const float* const* b, i64 j0, i64 len,
+                                                                          const float* init, float* out,
+                                                                          Activation act) {
+  constexpr int L = 16;
+  __mmask16 mask[V];
+  __m512 acc[V];
+  for (int v = 0; v < V; ++v) {
+    const i64 lanes = std::max<i64>(0, std::min<i64>(L, len - j0 - L * v));
+    mask[v] = static_cast<__mmask16>((1u << lanes) - 1);
+    acc[v] = init ? _mm512_maskz_loadu_ps(mask[v], init + j0 + L * v) : _mm512_setzero_ps();
+  }
+  for (int t = 0; t < taps; ++t)
+    for (int v = 0; v < V; ++v)
+      acc[v] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask[v], a[t] + j0 + L * v),
+                               _mm512_maskz_loadu_ps(mask[v], b[t] + j0 + L * v), acc[v]);
+  for (int v = 0; v < V; ++v) {
+    if (act != Activation::None) acc[v] = _mm512_max_ps(_mm512_setzero_ps(), acc[v]);
+    if (act == Activation::Relu6) acc[v] = _mm512_min_ps(_mm512_set1_ps(6.f), acc[v]);
+    _mm512_mask_storeu_ps(out + j0 + L * v, mask[v], acc[v]);
+  }
+}
+
+__attribute__((target("avx512f"))) void taps_fma_avx512(int taps, const float* const* a, const float* const* b,
+                                                          i64 len, const float* init, float* out, Activation act) {
+  for (i64 j0 = 0; j0 < len; j0 += 64) {
+    const i64 rest = len - j0;
+    if (rest <= 16) taps_fma512<1>(taps, a, b, j0, len, init, out, act);
+    else if (rest <= 32) taps_fma512<2>(taps, a, b, j0, len, init, out, act);
+    else taps_fma512<4>(taps, a, b, j0, len, init, out, act);
+  }
+}
+
+template <int V>
+__attribute__((target("avx2,fma"), always_inline)) inline void taps_fma256(int taps, const float* const* a,
+                                                                          const float* const* b, i64 j0, i64 len,
+                                                                          const float* init, float* out,
+                                                                          Activation act) {
+  constexpr int L = 8;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  __m256i mask[V];
+  __m256 acc[V];
+  for (int v = 0; v < V; ++v) {
+    const int lanes = static_cast<int>(std::max<i64>(0, std::min<i64>(L, len - j0 - L * v)));
+    mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), lane);
+    acc[v] = init ? _mm256_maskload_ps(init + j0 + L * v, mask[v]) : _mm256_setzero_ps();
+  }
+  for (int t = 0; t < taps; ++t)
+    for (int v = 0; v < V; ++v)
+      acc[v] = _mm256_fmadd_ps(_mm256_maskload_ps(a[t] + j0 + L * v, mask[v]),
+                               _mm256_maskload_ps(b[t] + j0 + L * v, mask[v]), acc[v]);
+  for (int v = 0; v < V; ++v) {
+    if (act != Activation::None) acc[v] = _mm256_max_ps(_mm256_setzero_ps(), acc[v]);
+    if (act == Activation::Relu6) acc[v] = _mm256_min_ps(_mm256_set1_ps(6.f), acc[v]);
+    _mm256_maskstore_ps(out + j0 + L * v, mask[v], acc[v]);
+  }
+}
+
+__attribute__((target("avx2,fma"))) void taps_fma_avx2(int taps, const float* const* a, const float* const* b,
+                                                        i64 len, const float* init, float* out, Activation act) {
+  for (i64 j0 = 0; j0 < len; j0 += 32) {
+    const i64 rest = len - j0;
+    if (rest <= 8) taps_fma256<1>(taps, a, b, j0, len, init, out, act);
+    else if (rest <= 16) taps_fma256<2>(taps, a, b, j0, len, init, out, act);
+    else taps_fma256<4>(taps, a, b, j0, len, init, out, act);
+  }
+}
+
+TapsFma choose_taps_fma() {
+  switch (cpu::isa()) {
+    case cpu::Isa::Avx512: return taps_fma_avx512;
+    case cpu::Isa::Avx2: return taps_fma_avx2;
+    default: return taps_fma_generic;
+  }
+}
+
+const TapsFma taps_fma = choose_taps_fma();
+
+// Row `h` of image `img` with each channel repeated M times (M > 1), or the row itself (M = 1).
+const float* row_of(const Depthwise2dDesc& d, const float* img, i64 h, float* expanded) {
+  const float* row = img + h * d.W * d.C;
+  if (d.M == 1) return row;
+  for (i64 p = 0; p < d.W * d.C; ++p) std::fill(expanded + p * d.M, expanded + (p + 1) * d.M, row[p]);
+  return expanded;
+}
+
+bool inside(i64 v, i64 size) { return v >= 0 && v < size; }
+
+}  // namespace
+
+void depthwise2d_fwd_cpu(const Depthwise2dDesc& d, const float* x, const float* w, const float* bias, float* y,
+                         Activation act) {
+  const i64 K = d.K, taps_max = d.R * d.S;
+#pragma omp parallel
+  {
+    std::vector<float> expanded(d.M > 1 ? d.R * d.W * K : 0);
+    std::vector<const float*> a(taps_max), b(taps_max), rows(d.R);
+#pragma omp for collapse(2) schedule(static)
+    for (i64 n = 0; n < d.N; ++n)
+      for (i64 oh = 0; oh < d.OH; ++oh) {
+        const float* img = x + n * d.H * d.W * d.C;
+        for (i64 r = 0; r < d.R; ++r) {
+          const i64 h = oh * d.sh - d.pt + r * d.dh;
+          rows[r] = inside(h, d.H) ? row_of(d, img, h, expanded.data() + r * d.W * K) : nullptr;
+        }
+        float* yrow = y + (n * d.OH + oh) * d.OW * K;
+        for (i64 ow = 0; ow < d.OW; ++ow) {
+          int t = 0;
+          for (i64 r = 0; r < d.R; ++r) {
+            if (!rows[r]) continue;
+            for (i64 s = 0; s < d.S; ++s) {
+              const i64 v = ow * d.sw - d.pl + s * d.dw;
+              if (!inside(v, d.W)) continue;
+              a[t] = rows[r] + v * K, b[t] = w + (r * d.S + s) * K;
+              ++t;
+            }
+          }
+          taps_fma(t, a.data(), b.data(), K, bias, yrow + ow * K, act);
+        }
+      }
+  }
+}
+
+void depthwise2d_bwd_data_cpu(const Depthwise2dDesc& d, const float* dy, const float* w, float* dx) {
+  const i64 K = d.K, taps_max = d.R * d.S;
+#pragma omp parallel
+  {
+    std::vector<float> sums(d.M > 1 ? K : 0);
+    std::vector<const float*> a(taps_max), b(taps_max);
+    std::vector<i64> ohs(d.R);
+#pragma omp for collapse(2) schedule(static)
+    for (i64 n = 0; n < d.N; ++n)
+      for (i64 h = 0; h < d.H; ++h) {
+        // The output row that reads input row h at tap r, or -1.
+        for (i64 r = 0; r < d.R; ++r) {
+          const i64 t = h + d.pt - r * d.dh;
+          ohs[r] = (t >= 0 && t % d.sh == 0 && t / d.sh < d.OH) ? t / d.sh : -1;
+        }
+        for (i64 v = 0; v < d.W; ++v) {
+          int t = 0;
+          for (i64 r = 0; r < d.R; ++r) {
+            if (ohs[r] < 0) continue;
+            for (i64 s = 0; s < d.S; ++s) {
+              const i64 u = v + d.pl - s * d.dw;
+              if (u < 0 || u % d.sw != 0 || u / d.sw >= d.OW) continue;
+              a[t] = dy + ((n * d.OH + ohs[r]) * d.OW + u / d.sw) * K, b[t] = w + (r * d.S + s) * K;
+              ++t;
+            }
+          }
+          float* out = dx + ((n * d.H + h) * d.W + v) * d.C;
+          if (d.M == 1) {
+            taps_fma(t, a.data(), b.data(), K, nullptr, out, Activation::None);
+            continue;
+          }
+          taps_fma(t, a.data(), b.data(), K, nullptr, sums.data(), Activation::None);
+          for (i64 c = 0; c < d.C; ++c) {
+            float acc = 0.f;
+            for (i64 m = 0; m < d.M; ++m) acc += sums[c * d.M + m];
+            out[c] = acc;
+          }
+        }
+      }
+  }
+}
+
+void depthwise2d_bwd_filter_cpu(const Depthwise2dDesc& d, const float* x, const float* dy, float* dw,
+                                float* dbias) {
+  const i64 K = d.K, size = d.R * d.S * K;
+  std::vector<std::vector<float>> partial(static_cast<size_t>(omp_get_max_threads()));
+#pragma omp parallel
+  {
+    std::vector<float>& acc = partial[static_cast<size_t>(omp_get_thread_num())];
+    acc.assign(static_cast<size_t>(size), 0.f);
+    std::vector<float> expanded(d.M > 1 ? d.W * K : 0);
+    std::vector<const float*> a(d.OW), b(d.OW);
+#pragma omp for collapse(2) schedule(static)
+    for (i64 n = 0; n < d.N; ++n)
+      for (i64 oh = 0; oh < d.OH; ++oh) {
+        const float* dyrow = dy + (n * d.OH + oh) * d.OW * K;
+        for (i64 r = 0; r < d.R; ++r) {
+          const i64 h = oh * d.sh - d.pt + r * d.dh;
+          if (!inside(h, d.H)) continue;
+          const float* row = row_of(d, x + n * d.H * d.W * d.C, h, expanded.data());
+          for (i64 s = 0; s < d.S; ++s) {
+            int t = 0;
+            for (i64 ow = 0; ow < d.OW; ++ow) {
+              const i64 v = ow * d.sw - d.pl + s * d.dw;
+              if (!inside(v, d.W)) continue;
+              a[t] = row + v * K, b[t] = dyrow + ow * K;
+              ++t;
+            }
+            float* tap = acc.data() + (r * d.S + s) * K;
+            taps_fma(t, a.data(), b.data(), K, tap, tap, Activation::None);
+          }
+        }
+      }
+  }
+  // Summed in thread order, so a given thread count always gives the same result.
+  std::fill(dw, dw + size, 0.f);
+  for (const auto& p : partial)
+    for (i64 i = 0; i < static_cast<i64>(p.size()); ++i) dw[i] += p[i];
+  if (!dbias) return;
+  std::fill(dbias, dbias + K, 0.f);
+  cpu::column_sums(dy, d.N * d.OH * d.OW, K, dbias);
+}
+
+}  // namespace convkit
