@@ -1,7 +1,8 @@
 """Keras-style layers (NHWC activations, HWIO kernels) over convkit.ops."""
 
 from convkit.layers.base import Input, InputLayer, KerasTensor, Layer, Variable
-from convkit.layers.conv import Conv2D, Convolution2D
+from convkit.layers.conv import (Conv2D, Convolution2D, DepthwiseConv2D, SeparableConv2D,
+                                  SeparableConvolution2D)
 from convkit.layers.core import Activation, Dense, Dropout, Flatten, Rescaling
 from convkit.layers.merge import Add, Concatenate
 from convkit.layers.normalization import BatchNormalization, SyncBatchNormalization
@@ -11,6 +12,7 @@ from convkit.layers.pooling import (AveragePooling2D, AvgPool2D, GlobalAveragePo
                                     MaxPool2D, MaxPooling2D)
 
 __all__ = ["Layer", "Variable", "KerasTensor", "Input", "InputLayer", "Conv2D", "Convolution2D",
+           "DepthwiseConv2D", "SeparableConv2D", "SeparableConvolution2D",
            "MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D",
            "GlobalAvgPool2D", "Flatten", "Dense", "Dropout", "BatchNormalization", "SyncBatchNormalization",
            "Activation", "Rescaling", "Add", "Concatenate", "Resizing", "CenterCrop", "RandomFlip", "RandomRotation", "RandomZoom",

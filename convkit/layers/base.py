@@ -15,7 +15,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from convkit import _serial, activations, initializers, ops, regularizers
+from convkit import _serial, activations, constraints, initializers, ops, regularizers
 from convkit._device import xp_of
 from convkit.autodiff import Variable
 
@@ -135,9 +135,11 @@ class Layer:
         object.__setattr__(self, key, value)
 
     # weights ---------------------------------------------------------------------------------------------
-    def add_weight(self, name, shape, initializer="glorot_uniform", regularizer=None, trainable=True):
+    def add_weight(self, name, shape, initializer="glorot_uniform", regularizer=None, trainable=True,
+                   constraint=None):
         value = np.ascontiguousarray(initializers.get(initializer)(tuple(shape)), dtype=np.float32)
-        v = Variable(value, f"{self.name}/{name}", trainable, regularizers.get(regularizer))
+        v = Variable(value, f"{self.name}/{name}", trainable, regularizers.get(regularizer),
+                     constraints.get(constraint))
         self._weights.append(v)
         return v
 
