@@ -32,9 +32,11 @@ class Conv2D(KernelLayer):
 
     def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
                  dilation_rate=(1, 1), activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, **kwargs):
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, **kwargs):
         super().__init__(activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
-                         bias_regularizer, **kwargs)
+                         bias_regularizer, kernel_constraint, bias_constraint,
+                         activity_regularizer=activity_regularizer, **kwargs)
         _channels_last(data_format, "Conv2D")
         if not isinstance(filters, int) or filters <= 0:
             raise ValueError(f"Conv2D: filters must be a positive int, got {filters!r}")
