@@ -5,7 +5,9 @@ CPU: PyTorch's CPU ops (oneDNN), same thread count, the faster of NCHW and
 channels_last. GPU: cuDNN through PyTorch (cudnn.benchmark on), strict fp32
 (TF32 off on both sides) and TF32 (on for both). Every result is checked
 against the peer before it is timed. Times are medians of interleaved repeats
-(wall clock on the CPU, CUDA events on the GPU). Prints one table and writes JSON.
+(wall clock around each call on the CPU; on the GPU, CUDA events around many
+back-to-back calls, see CudaTimer). Prints one table and writes JSON, which is
+rewritten after every case.
 
     python bench/run_kernels.py                  # CPU, all threads
     python bench/run_kernels.py --device cuda    # GPU, both numeric modes, plus batch 512
@@ -19,6 +21,7 @@ applied explicitly (PyTorch float32 autograd, untimed).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -41,6 +44,7 @@ from result_file import out_help, result_path  # noqa: E402
 
 import convkit  # noqa: E402
 from convkit import ops  # noqa: E402
+from convkit._atomic import atomic_open  # noqa: E402
 from convkit._backend import device_name  # noqa: E402
 
 
@@ -71,45 +75,132 @@ class CpuTimer:
 
 
 class CudaTimer:
-    """CUDA-event median of interleaved repeats; a 256 MB write between repeats flushes L2."""
+    """GPU time per call: CUDA events around many back-to-back calls, after warm-up, median of
+    interleaved samples.
 
-    def __init__(self, min_time: float, min_reps: int):
+    Before each sample a spin kernel holds the stream while the host queues the start event, the
+    calls and the end event, so the events bracket the GPU's work alone: neither the Python call
+    nor the gaps host dispatch leaves between small kernels enter the time. A sample whose start
+    event the GPU reached before the last call was queued is retaken with a longer spin. Both
+    libraries run on one stream; their inputs stay in L2 across a sample where they fit, alike for
+    both.
+    """
+
+    def __init__(self, min_time: float, min_reps: int, window_ms: float = 1.0, max_calls: int = 100,
+                 gpu=None):
         self.min_time, self.min_reps = min_time, min_reps
-        self.flush = torch.empty(64 * 2**20, dtype=torch.float32, device="cuda")
+        self.window_ms, self.max_calls = window_ms, max_calls
+        self.gpu = gpu or CudaStream()
+        self.hold = {}  # seconds of spin per function name: twice the host's last queueing
+        self.missed = self.uncovered = 0  # tries retaken with a longer spin; samples kept after 4 misses
 
     def run(self, fns: dict) -> dict:
+        gpu = self.gpu
+        gpu.synchronize()  # the inputs, made on the default streams, are ready
+        with gpu.using():
+            for f in fns.values():
+                f()
+                f()
+            gpu.synchronize()
+            for k in fns:
+                self.hold.setdefault(k, 1e-3)
+            calls = {k: self._calls(k, f) for k, f in fns.items()}
+            times = {k: [] for k in fns}
+            start = gpu.now()
+            while len(times[next(iter(fns))]) < self.min_reps or gpu.now() - start < self.min_time:
+                for k, f in fns.items():
+                    times[k].append(self._sample(k, f, calls[k]))
+                if len(times[next(iter(fns))]) >= 100:
+                    break
+        return {k: statistics.median(v) for k, v in times.items()}
+
+    def _calls(self, key, f) -> int:
+        """Calls per sample for a window of at least window_ms, within max_calls."""
+        once = self._sample(key, f, 1)
+        return max(1, min(self.max_calls, math.ceil(self.window_ms / max(once, 1e-6))))
+
+    def _sample(self, key, f, calls: int) -> float:
+        gpu = self.gpu
+        for _ in range(4):
+            gpu.spin(self.hold[key])
+            e0 = gpu.record()
+            t0 = gpu.now()
+            for _ in range(calls):
+                f()
+            e1 = gpu.record()
+            queued = gpu.now() - t0
+            covered = not gpu.done(e0)
+            ms = gpu.elapsed_ms(e0, e1) / calls
+            if covered:
+                self.hold[key] = max(2 * queued, 1e-3)
+                return ms
+            self.missed += 1
+            self.hold[key] = max(2 * self.hold[key], 2 * queued)
+        self.uncovered += 1  # kept, but it may hold host gaps; reported with the results
+        return ms
+
+
+class CudaStream:
+    """What CudaTimer needs of the GPU: a stream both libraries use, its events, a spin kernel."""
+
+    def __init__(self):
+        self.stream = torch.cuda.Stream()
+        with self.using():  # the spin counts clock cycles: measure how many make a second
+            torch.cuda._sleep(1000)
+            e0 = self.record()
+            torch.cuda._sleep(2_000_000)
+            ms = self.elapsed_ms(e0, self.record())
+        self.cycles_per_s = 2e9 / ms if ms > 0 else 2e9
+
+    @contextlib.contextmanager
+    def using(self):
         import cupy
 
-        for f in fns.values():
-            f()
-            f()
+        with torch.cuda.stream(self.stream), cupy.cuda.ExternalStream(self.stream.cuda_stream):
+            yield
+
+    def spin(self, seconds: float):
+        torch.cuda._sleep(max(1, int(seconds * self.cycles_per_s)))
+
+    def record(self):
+        event = torch.cuda.Event(enable_timing=True)
+        event.record(self.stream)
+        return event
+
+    @staticmethod
+    def done(event) -> bool:
+        return event.query()
+
+    @staticmethod
+    def elapsed_ms(e0, e1) -> float:
+        e1.synchronize()
+        return e0.elapsed_time(e1)
+
+    @staticmethod
+    def synchronize():
         torch.cuda.synchronize()
-        cupy.cuda.get_current_stream().synchronize()
-        times = {k: [] for k in fns}
-        start = time.perf_counter()
-        while len(times[next(iter(fns))]) < self.min_reps or time.perf_counter() - start < self.min_time:
-            for k, f in fns.items():
-                self.flush.zero_()
-                torch.cuda.synchronize()
-                # Both libraries' work is bracketed by events on the stream it runs on.
-                s = cupy.cuda.get_current_stream()
-                e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
-                t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                e0.record(s)
-                t0.record()
-                f()
-                e1.record(s)
-                t1.record()
-                e1.synchronize()
-                t1.synchronize()
-                ms = cupy.cuda.get_elapsed_time(e0, e1) if k == "ours" else t0.elapsed_time(t1)
-                times[k].append(ms)
-            if len(times[next(iter(fns))]) >= 500:
-                break
-        return {k: statistics.median(v) for k, v in times.items()}
+
+    now = staticmethod(time.perf_counter)
 
 
 # --------------------------------------------------------------------------- problems
+
+
+def distinct(shapes) -> list:
+    """``shapes`` (model first) with each shape once, in first-seen order, named after every model
+    that has it ('lenet5@512+lenet5_subclassed@512')."""
+    models = {}
+    for model, *shape in shapes:
+        models.setdefault(tuple(shape), []).append(model)
+    return [("+".join(names), *shape) for shape, names in models.items()]
+
+
+def conv_shapes(device: str) -> list:
+    """The notes' conv layers, each shape once; on the GPU each also at batch 512."""
+    shapes = list(spec_shapes.CONV)
+    if device == "cuda":
+        shapes += [(m + "@512", 512, h, w, c, k, ks, p) for (m, n, h, w, c, k, ks, p) in spec_shapes.CONV if n != 512]
+    return distinct(shapes)
 
 
 def rel_err(a, b) -> float:
@@ -147,11 +238,7 @@ class Arrays:
 
 def conv_cases(args, arrays, timer, precision):
     rng = np.random.default_rng(0)
-    rows = []
-    shapes = list(spec_shapes.CONV)
-    if args.device == "cuda":
-        shapes += [(m + "@512", 512, h, w, c, k, ks, p) for (m, _, h, w, c, k, ks, p) in spec_shapes.CONV]
-    for model, n, h, w, c, k, ks, padding in shapes[: args.limit]:
+    for model, n, h, w, c, k, ks, padding in conv_shapes(args.device)[: args.limit]:
         x = rng.standard_normal((n, h, w, c)).astype(np.float32)
         wt = (rng.standard_normal((ks, ks, c, k)) / math.sqrt(ks * ks * c)).astype(np.float32)
         b = rng.standard_normal(k).astype(np.float32)
@@ -192,18 +279,15 @@ def conv_cases(args, arrays, timer, precision):
             want = want.permute(2, 3, 1, 0).cpu().numpy() if op == "bwd_filter" else arrays.host(want)  # OIHW -> HWIO
             err = rel_err(arrays.host(got), want)
             tol = 5e-3 if precision == "tf32" else 1e-4
-            rows.append(dict(kind="conv", op=op, model=model, shape=f"{n}x{h}x{w}x{c} k{ks} {c}->{k} {padding}",
-                             ours_ms=t["ours"], peer_ms=t["peer"], ratio=t["ours"] / t["peer"], peer_layout=layout,
-                             gflops=flops / t["ours"] / 1e6, peer_gflops=flops / t["peer"] / 1e6,
-                             rel_err=err, ok=err < tol, precision=precision))
-            print(fmt_row(rows[-1]), flush=True)
-    return rows
+            yield dict(kind="conv", op=op, model=model, shape=f"{n}x{h}x{w}x{c} k{ks} {c}->{k} {padding}",
+                       ours_ms=t["ours"], peer_ms=t["peer"], ratio=t["ours"] / t["peer"], peer_layout=layout,
+                       gflops=flops / t["ours"] / 1e6, peer_gflops=flops / t["peer"] / 1e6,
+                       rel_err=err, ok=err < tol, precision=precision)
 
 
 def pool_cases(args, arrays, timer):
     rng = np.random.default_rng(1)
-    rows = []
-    for model, n, h, w, c, ps, st, padding, kind in spec_shapes.POOL[: args.limit]:
+    for model, n, h, w, c, ps, st, padding, kind in distinct(spec_shapes.POOL)[: args.limit]:
         x = rng.standard_normal((n, h, w, c)).astype(np.float32)
         oshape = ops.pool2d_output_shape(x.shape, ps, st, padding)
         dy = rng.standard_normal(oshape).astype(np.float32)
@@ -236,11 +320,9 @@ def pool_cases(args, arrays, timer):
                 continue
             t = timer.run({"ours": ours_fn, "peer": peer})
             err = rel_err(arrays.host(ours_fn()), arrays.host(peer()))
-            rows.append(dict(kind="pool", op=f"{kind}_{op}", model=model, shape=f"{n}x{h}x{w}x{c} p{ps} s{st} {padding}",
-                             ours_ms=t["ours"], peer_ms=t["peer"], ratio=t["ours"] / t["peer"], peer_layout="nhwc",
-                             rel_err=err, ok=err < 1e-5))
-            print(fmt_row(rows[-1]), flush=True)
-    return rows
+            yield dict(kind="pool", op=f"{kind}_{op}", model=model, shape=f"{n}x{h}x{w}x{c} p{ps} s{st} {padding}",
+                       ours_ms=t["ours"], peer_ms=t["peer"], ratio=t["ours"] / t["peer"], peer_layout="nhwc",
+                       rel_err=err, ok=err < 1e-5)
 
 
 # (model, H, W, C, kernel, stride): the depthwise layers of MobileNet (3x3) and EfficientNet-B0 (5x5)
@@ -274,7 +356,6 @@ def _depthwise_truth(arrays, x, wt_t, b, dy, ks, st):
 
 def depthwise_cases(args, arrays, timer):
     rng = np.random.default_rng(2)
-    rows = []
     shapes = [(m, n, h, w, c, ks, st) for n in (1, 32) for (m, h, w, c, ks, st) in DEPTHWISE]
     for model, n, h, w, c, ks, st in shapes[: args.limit]:
         x = rng.standard_normal((n, h, w, c)).astype(np.float32)
@@ -312,11 +393,9 @@ def depthwise_cases(args, arrays, timer):
             layout, t = best
             err = rel_err(arrays.host(ours_fn()), truth[op])
             outputs = oshape[0] * oshape[1] * oshape[2] * c
-            rows.append(dict(kind="depthwise", op=f"dw_{op}", model=model, shape=shape, ours_ms=t["ours"],
-                             peer_ms=t["peer"], ratio=t["ours"] / t["peer"], peer_layout=layout,
-                             gflops=2.0 * outputs * ks * ks / t["ours"] / 1e6, rel_err=err, ok=err < 1e-4))
-            print(fmt_row(rows[-1]), flush=True)
-    return rows
+            yield dict(kind="depthwise", op=f"dw_{op}", model=model, shape=shape, ours_ms=t["ours"],
+                       peer_ms=t["peer"], ratio=t["ours"] / t["peer"], peer_layout=layout,
+                       gflops=2.0 * outputs * ks * ks / t["ours"] / 1e6, rel_err=err, ok=err < 1e-4)
 
 
 # --------------------------------------------------------------------------- report
@@ -398,7 +477,8 @@ def main(argv=None) -> int:
     p.add_argument("--only", choices=["conv", "pool", "depthwise"], default=None)
     p.add_argument("--match", default=None,
                    help="only cases whose 'op model shape' contains this regular expression (e.g. 'bwd_data.*1->')")
-    p.add_argument("--out", type=Path, default=None, help=out_help("kernels-<device>"))
+    p.add_argument("--out", type=Path, default=None, help=out_help("kernels-<device>") + "; rewritten after every case")
+    p.add_argument("--table", type=Path, default=None, help="the table's path instead (default: beside the JSON)")
     args = p.parse_args(argv)
 
     if args.device == "cpu":
@@ -416,34 +496,53 @@ def main(argv=None) -> int:
         precisions = ["float32", "tf32"]
     arrays = Arrays(args.device)
     info = device_info(args.device)
+    out = result_path(args.out, f"kernels-{args.device}")
+    rows = []
+
+    def save(summary=None):
+        """The JSON as it stands, rewritten after every case: a run cut short keeps what it measured."""
+        if isinstance(timer, CudaTimer):
+            info["timer"] = dict(missed=timer.missed, uncovered=timer.uncovered)
+        data = dict(info=info, complete=summary is not None, summary=summary or {}, rows=rows)
+        with atomic_open(out) as f:
+            f.write((json.dumps(data, indent=1) + "\n").encode())
+
+    def record(row):
+        rows.append(row)
+        print(fmt_row(row), flush=True)
+        save()
+
     print(title(info))
     print(HEADER)
-    rows = []
+    save()
     if args.only in (None, "conv"):
         for prec in precisions:
             if args.device == "cuda":
                 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = prec == "tf32"
             print(f"## conv, {prec}" + (" (peer TF32 " + ("on)" if prec == "tf32" else "off)") if args.device == "cuda" else ""))
-            rows += conv_cases(args, arrays, timer, prec)
+            for row in conv_cases(args, arrays, timer, prec):
+                record(row)
     if args.only in (None, "pool"):
         print("## pooling")
-        rows += pool_cases(args, arrays, timer)
+        for row in pool_cases(args, arrays, timer):
+            record(row)
     if args.only in (None, "depthwise"):
         if args.device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         print("## depthwise conv, float32")
-        rows += depthwise_cases(args, arrays, timer)
+        for row in depthwise_cases(args, arrays, timer):
+            record(row)
     summary = summarize(rows)
     print("\ngeometric mean of time ratio ours/peer (below 1 = convkit faster):")
     for k, v in summary.items():
         print(f"  {k:<28} {v:6.3f}")
     failed = [r for r in rows if not r["ok"]]
-    out = result_path(args.out, f"kernels-{args.device}")
-    out.write_text(json.dumps(dict(info=info, summary=summary, rows=rows), indent=1) + "\n")
-    out.with_suffix(".txt").write_text(report(info, rows, summary))
+    save(summary)
+    (args.table or out.with_suffix(".txt")).write_text(report(info, rows, summary))
+    if isinstance(timer, CudaTimer) and timer.uncovered:
+        print(f"{timer.uncovered} sample(s) may hold host dispatch gaps (the spin never outlasted the queueing)")
     print(f"\nwrote {out}" + (f"; {len(failed)} case(s) FAILED the check" if failed else ""))
     return 1 if failed else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

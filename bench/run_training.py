@@ -376,7 +376,13 @@ def main(argv=None) -> int:
              "inference: above 1 = convkit faster; RSS: peak of each framework's own process, below 1 = "
              "convkit smaller)", head]
     print("\n".join(lines), flush=True)
+    out = result_path(args.out, f"training-{args.device}")
     rows = []
+
+    def save():  # after every model, so that a run cut short keeps the models it finished
+        keras = [f"# keras {info['keras']}"] if "keras" in info else []
+        write_results(out, info, rows, lines[:1] + keras + lines[1:])
+
     for name in args.models:
         batch = MODELS[name]
         row = {"model": name, "batch": batch, "convkit": run_worker("convkit", name, batch, args)}
@@ -396,9 +402,7 @@ def main(argv=None) -> int:
             lines.append(line)
             print(line, flush=True)
         rows.append(row)
-    if "keras" in info:
-        lines.insert(1, f"# keras {info['keras']}")
-    write_results(result_path(args.out, f"training-{args.device}"), info, rows, lines)
+        save()
     return 0
 
 

@@ -62,7 +62,7 @@ class _Reader:
             raise FileNotFoundError(f"no such file: {self.path}")
         try:
             self.zf = zipfile.ZipFile(self.path)
-        except (zipfile.BadZipFile, OSError) as e:
+        except _ZIP_ERRORS as e:  # a damaged directory entry may name a zip version Python does not read
             raise ValueError(f"{self.path}: not a convkit model file, or it is truncated or corrupted ({e})") from None
         try:
             self.meta = json.loads(self.zf.read(_META))

@@ -5,9 +5,10 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+keras = pytest.importorskip("keras")
 
 import convkit  # noqa: E402
 from convkit import callbacks as C  # noqa: E402

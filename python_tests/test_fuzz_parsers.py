@@ -210,3 +210,11 @@ def test_damaged_zip_directory_fields(tmp_path, offset, value):
     (tmp_path / "m.convkit").write_bytes(bytes(blob))
     with pytest.raises(ValueError, match="corrupted"):
         convkit.load_model(tmp_path / "m.convkit")
+
+
+def test_a_directory_entry_naming_an_unknown_zip_version_is_a_value_error(tmp_path):
+    """zipfile raises NotImplementedError for such an entry while opening the archive."""
+    path = tmp_path / "m.convkit"
+    path.write_bytes(MODEL.replace(b"PK\x01\x02\x14\x03\x14\x00", b"PK\x01\x02\x14\x03@\x00", 1))
+    with pytest.raises(ValueError, match="not a convkit model file, or it is truncated or corrupted"):
+        convkit.load_model(path)

@@ -3,7 +3,7 @@ summary figures, train vs inference behaviour, and clear errors for bad input.""
 
 import numpy as np
 import pytest
-import torch
+torch = pytest.importorskip("torch")
 import torch.nn.functional as F
 
 import convkit

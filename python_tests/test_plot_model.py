@@ -30,6 +30,7 @@ def png_size(path):
 
 @needs_dot
 def test_plot_model_renders_a_png_of_a_branched_model(tmp_path):
+    pytest.importorskip("pydot")
     path = tmp_path / "model.png"
     assert plot_model(branched(), to_file=path, show_shapes=True, show_layer_names=True, rankdir="TB",
                       dpi=96) is None
@@ -48,7 +49,9 @@ def test_plot_model_renders_a_png_of_a_branched_model(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png", "model.png", "model.svg", "wide.png"]
 
 
+@needs_dot  # model_to_dot checks for Graphviz first, as Keras does
 def test_the_dot_graph_follows_the_data():
+    pytest.importorskip("pydot")
     text = model_to_dot(branched(), show_shapes=True, show_layer_names=True).to_string()
     for edge in ('"conv3x3" -> "merge"', '"conv5x5" -> "merge"'):
         assert edge in text

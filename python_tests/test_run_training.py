@@ -4,10 +4,9 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
+torch = pytest.importorskip("torch")
 os.environ.setdefault("KERAS_BACKEND", "torch")  # the benchmark runs Keras on TensorFlow; any backend checks the twin
-import keras  # noqa: E402
 
 import run_training  # noqa: E402
 
@@ -27,6 +26,7 @@ def test_torch_twin_matches_convkit_forward(name):
 
 @pytest.mark.parametrize("name", list(run_training.MODELS))
 def test_keras_twin_matches_convkit_forward(name):
+    pytest.importorskip("keras")
     model = run_training._convkit_model(name)
     x, _ = run_training._data(name, 4, 1)
     twin = run_training.keras_twin(run_training.layer_specs(model), x.shape[1:], 1e-3)
@@ -35,6 +35,7 @@ def test_keras_twin_matches_convkit_forward(name):
 
 
 def test_keras_worker_reads_the_spec_and_refuses_a_wrong_twin(tmp_path):
+    keras = pytest.importorskip("keras")
     spec = tmp_path / "twin.npz"
     run_training.write_keras_spec("lenet5", 32, spec)
     got = run_training.keras_worker(spec, min_window=0.01)

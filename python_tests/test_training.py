@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-import torch
+torch = pytest.importorskip("torch")
 
 import convkit
 from convkit import callbacks as cb
