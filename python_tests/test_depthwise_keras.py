@@ -219,16 +219,3 @@ def test_save_load_and_config_round_trip(tmp_path, kind):
     if kind == "subclassed":
         assert type(loaded.dw.depthwise_constraint) is constraints.MaxNorm
         assert loaded.dw.kernel.constraint is not None and loaded.losses  # the regularizer came back too
-
-
-@pytest.mark.parametrize("call,pattern", [
-    (lambda: L.DepthwiseConv2D(3, depth_multiplier=0), "depth_multiplier must be a positive int"),
-    (lambda: L.DepthwiseConv2D(3, data_format="channels_first"), "only data_format='channels_last'"),
-    (lambda: L.SeparableConv2D(0, 3), "filters must be a positive int"),
-    (lambda: L.DepthwiseConv2D(3, padding="full"), "padding must be 'valid' or 'same'"),
-    (lambda: L.DepthwiseConv2D(3, depthwise_constraint="no_such"), "unknown constraint"),
-    (lambda: convkit.Sequential([L.Input((2, 2, 3)), L.DepthwiseConv2D(3)]), "larger than the input"),
-])
-def test_bad_arguments_are_refused_clearly(call, pattern):
-    with pytest.raises(ValueError, match=pattern):
-        call()
