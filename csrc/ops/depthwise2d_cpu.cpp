@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "cpu/gemm.h"
@@ -20,53 +21,65 @@
 namespace convkit {
 namespace {
 
+// A run of outputs that read the same taps at a fixed step: output p reads a_t + p * a_step and writes
+// out + p * out_step (init is the same for all). Forward calls cover whole runs of an output row.
+struct Run {
+  i64 pixels = 1, a_step = 0, out_step = 0;
+};
+
 using TapsFma = void (*)(int taps, const float* const* a, const float* const* b, i64 len, const float* init,
-                         float* out, Activation act);
+                         float* out, Activation act, Run run);
 
 void taps_fma_generic(int taps, const float* const* a, const float* const* b, i64 len, const float* init,
-                      float* out, Activation act) {
-  for (i64 j = 0; j < len; ++j) {
-    float acc = init ? init[j] : 0.f;
-    for (int t = 0; t < taps; ++t) acc += a[t][j] * b[t][j];
-    if (act != Activation::None) acc = std::max(acc, 0.f);
-    if (act == Activation::Relu6) acc = std::min(acc, 6.f);
-    out[j] = acc;
-  }
+                      float* out, Activation act, Run run) {
+  for (i64 p = 0; p < run.pixels; ++p, out += run.out_step)
+    for (i64 j = 0; j < len; ++j) {
+      float acc = init ? init[j] : 0.f;
+      for (int t = 0; t < taps; ++t) acc += a[t][p * run.a_step + j] * b[t][j];
+      if (act != Activation::None) acc = std::max(acc, 0.f);
+      if (act == Activation::Relu6) acc = std::min(acc, 6.f);
+      out[j] = acc;
+    }
 }
 
-// V vectors of channels per pass; a tail is masked, so it costs no scalar loop. max/min take the
-// accumulator second: they return their second operand when either is NaN, so NaN passes ReLU as in NumPy.
+// V vectors of channels per pass, for every output of the run; a tail is masked, so it costs no scalar
+// loop. max/min take the accumulator second: they return their second operand when either is NaN, so
+// NaN passes ReLU as in NumPy.
 template <int V>
 __attribute__((target("avx512f"), always_inline)) inline void taps_fma512(int taps, const float* const* a,
                                                                           const float* const* b, i64 j0, i64 len,
                                                                           const float* init, float* out,
-                                                                          Activation act) {
+                                                                          Activation act, Run run) {
   constexpr int L = 16;
   __mmask16 mask[V];
-  __m512 acc[V];
-  for (int v = 0; v < V; ++v) {
-    const i64 lanes = std::max<i64>(0, std::min<i64>(L, len - j0 - L * v));
-    mask[v] = static_cast<__mmask16>((1u << lanes) - 1);
-    acc[v] = init ? _mm512_maskz_loadu_ps(mask[v], init + j0 + L * v) : _mm512_setzero_ps();
-  }
-  for (int t = 0; t < taps; ++t)
+  for (int v = 0; v < V; ++v)
+    mask[v] = static_cast<__mmask16>((1u << std::max<i64>(0, std::min<i64>(L, len - j0 - L * v))) - 1);
+  for (i64 p = 0; p < run.pixels; ++p) {
+    __m512 acc[V];
     for (int v = 0; v < V; ++v)
-      acc[v] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask[v], a[t] + j0 + L * v),
-                               _mm512_maskz_loadu_ps(mask[v], b[t] + j0 + L * v), acc[v]);
-  for (int v = 0; v < V; ++v) {
-    if (act != Activation::None) acc[v] = _mm512_max_ps(_mm512_setzero_ps(), acc[v]);
-    if (act == Activation::Relu6) acc[v] = _mm512_min_ps(_mm512_set1_ps(6.f), acc[v]);
-    _mm512_mask_storeu_ps(out + j0 + L * v, mask[v], acc[v]);
+      acc[v] = init ? _mm512_maskz_loadu_ps(mask[v], init + j0 + L * v) : _mm512_setzero_ps();
+    const i64 off = p * run.a_step + j0;
+    for (int t = 0; t < taps; ++t)
+      for (int v = 0; v < V; ++v)
+        acc[v] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask[v], a[t] + off + L * v),
+                                 _mm512_maskz_loadu_ps(mask[v], b[t] + j0 + L * v), acc[v]);
+    float* o = out + p * run.out_step + j0;
+    for (int v = 0; v < V; ++v) {
+      if (act != Activation::None) acc[v] = _mm512_max_ps(_mm512_setzero_ps(), acc[v]);
+      if (act == Activation::Relu6) acc[v] = _mm512_min_ps(_mm512_set1_ps(6.f), acc[v]);
+      _mm512_mask_storeu_ps(o + L * v, mask[v], acc[v]);
+    }
   }
 }
 
 __attribute__((target("avx512f"))) void taps_fma_avx512(int taps, const float* const* a, const float* const* b,
-                                                          i64 len, const float* init, float* out, Activation act) {
+                                                          i64 len, const float* init, float* out, Activation act,
+                                                          Run run) {
   for (i64 j0 = 0; j0 < len; j0 += 64) {
     const i64 rest = len - j0;
-    if (rest <= 16) taps_fma512<1>(taps, a, b, j0, len, init, out, act);
-    else if (rest <= 32) taps_fma512<2>(taps, a, b, j0, len, init, out, act);
-    else taps_fma512<4>(taps, a, b, j0, len, init, out, act);
+    if (rest <= 16) taps_fma512<1>(taps, a, b, j0, len, init, out, act, run);
+    else if (rest <= 32) taps_fma512<2>(taps, a, b, j0, len, init, out, act, run);
+    else taps_fma512<4>(taps, a, b, j0, len, init, out, act, run);
   }
 }
 
@@ -74,34 +87,40 @@ template <int V>
 __attribute__((target("avx2,fma"), always_inline)) inline void taps_fma256(int taps, const float* const* a,
                                                                           const float* const* b, i64 j0, i64 len,
                                                                           const float* init, float* out,
-                                                                          Activation act) {
+                                                                          Activation act, Run run) {
   constexpr int L = 8;
   const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   __m256i mask[V];
-  __m256 acc[V];
   for (int v = 0; v < V; ++v) {
     const int lanes = static_cast<int>(std::max<i64>(0, std::min<i64>(L, len - j0 - L * v)));
     mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), lane);
-    acc[v] = init ? _mm256_maskload_ps(init + j0 + L * v, mask[v]) : _mm256_setzero_ps();
   }
-  for (int t = 0; t < taps; ++t)
+  for (i64 p = 0; p < run.pixels; ++p) {
+    __m256 acc[V];
     for (int v = 0; v < V; ++v)
-      acc[v] = _mm256_fmadd_ps(_mm256_maskload_ps(a[t] + j0 + L * v, mask[v]),
-                               _mm256_maskload_ps(b[t] + j0 + L * v, mask[v]), acc[v]);
-  for (int v = 0; v < V; ++v) {
-    if (act != Activation::None) acc[v] = _mm256_max_ps(_mm256_setzero_ps(), acc[v]);
-    if (act == Activation::Relu6) acc[v] = _mm256_min_ps(_mm256_set1_ps(6.f), acc[v]);
-    _mm256_maskstore_ps(out + j0 + L * v, mask[v], acc[v]);
+      acc[v] = init ? _mm256_maskload_ps(init + j0 + L * v, mask[v]) : _mm256_setzero_ps();
+    const i64 off = p * run.a_step + j0;
+    for (int t = 0; t < taps; ++t)
+      for (int v = 0; v < V; ++v)
+        acc[v] = _mm256_fmadd_ps(_mm256_maskload_ps(a[t] + off + L * v, mask[v]),
+                                 _mm256_maskload_ps(b[t] + j0 + L * v, mask[v]), acc[v]);
+    float* o = out + p * run.out_step + j0;
+    for (int v = 0; v < V; ++v) {
+      if (act != Activation::None) acc[v] = _mm256_max_ps(_mm256_setzero_ps(), acc[v]);
+      if (act == Activation::Relu6) acc[v] = _mm256_min_ps(_mm256_set1_ps(6.f), acc[v]);
+      _mm256_maskstore_ps(o + L * v, mask[v], acc[v]);
+    }
   }
 }
 
 __attribute__((target("avx2,fma"))) void taps_fma_avx2(int taps, const float* const* a, const float* const* b,
-                                                        i64 len, const float* init, float* out, Activation act) {
+                                                        i64 len, const float* init, float* out, Activation act,
+                                                        Run run) {
   for (i64 j0 = 0; j0 < len; j0 += 32) {
     const i64 rest = len - j0;
-    if (rest <= 8) taps_fma256<1>(taps, a, b, j0, len, init, out, act);
-    else if (rest <= 16) taps_fma256<2>(taps, a, b, j0, len, init, out, act);
-    else taps_fma256<4>(taps, a, b, j0, len, init, out, act);
+    if (rest <= 8) taps_fma256<1>(taps, a, b, j0, len, init, out, act, run);
+    else if (rest <= 16) taps_fma256<2>(taps, a, b, j0, len, init, out, act, run);
+    else taps_fma256<4>(taps, a, b, j0, len, init, out, act, run);
   }
 }
 
@@ -125,6 +144,15 @@ const float* row_of(const Depthwise2dDesc& d, const float* img, i64 h, float* ex
 
 bool inside(i64 v, i64 size) { return v >= 0 && v < size; }
 
+// The kernel columns [lo, hi) that output column ow reads inside the input (contiguous: the input
+// column grows with s).
+std::pair<i64, i64> valid_columns(const Depthwise2dDesc& d, i64 ow) {
+  i64 lo = 0, hi = d.S;
+  while (lo < hi && !inside(ow * d.sw - d.pl + lo * d.dw, d.W)) ++lo;
+  while (hi > lo && !inside(ow * d.sw - d.pl + (hi - 1) * d.dw, d.W)) --hi;
+  return {lo, hi};
+}
+
 }  // namespace
 
 void depthwise2d_fwd_cpu(const Depthwise2dDesc& d, const float* x, const float* w, const float* bias, float* y,
@@ -143,18 +171,21 @@ void depthwise2d_fwd_cpu(const Depthwise2dDesc& d, const float* x, const float* 
           rows[r] = inside(h, d.H) ? row_of(d, img, h, expanded.data() + r * d.W * K) : nullptr;
         }
         float* yrow = y + (n * d.OH + oh) * d.OW * K;
-        for (i64 ow = 0; ow < d.OW; ++ow) {
+        for (i64 ow = 0; ow < d.OW;) {
+          // Columns ow .. end-1 read the same taps, each sw pixels right of the one before.
+          const auto [s_lo, s_hi] = valid_columns(d, ow);
+          i64 end = ow + 1;
+          while (end < d.OW && valid_columns(d, end) == std::make_pair(s_lo, s_hi)) ++end;
           int t = 0;
           for (i64 r = 0; r < d.R; ++r) {
             if (!rows[r]) continue;
-            for (i64 s = 0; s < d.S; ++s) {
-              const i64 v = ow * d.sw - d.pl + s * d.dw;
-              if (!inside(v, d.W)) continue;
-              a[t] = rows[r] + v * K, b[t] = w + (r * d.S + s) * K;
+            for (i64 s = s_lo; s < s_hi; ++s) {
+              a[t] = rows[r] + (ow * d.sw - d.pl + s * d.dw) * K, b[t] = w + (r * d.S + s) * K;
               ++t;
             }
           }
-          taps_fma(t, a.data(), b.data(), K, bias, yrow + ow * K, act);
+          taps_fma(t, a.data(), b.data(), K, bias, yrow + ow * K, act, Run{end - ow, d.sw * K, K});
+          ow = end;
         }
       }
   }
@@ -188,10 +219,10 @@ void depthwise2d_bwd_data_cpu(const Depthwise2dDesc& d, const float* dy, const f
           }
           float* out = dx + ((n * d.H + h) * d.W + v) * d.C;
           if (d.M == 1) {
-            taps_fma(t, a.data(), b.data(), K, nullptr, out, Activation::None);
+            taps_fma(t, a.data(), b.data(), K, nullptr, out, Activation::None, Run{});
             continue;
           }
-          taps_fma(t, a.data(), b.data(), K, nullptr, sums.data(), Activation::None);
+          taps_fma(t, a.data(), b.data(), K, nullptr, sums.data(), Activation::None, Run{});
           for (i64 c = 0; c < d.C; ++c) {
             float acc = 0.f;
             for (i64 m = 0; m < d.M; ++m) acc += sums[c * d.M + m];
@@ -229,7 +260,7 @@ void depthwise2d_bwd_filter_cpu(const Depthwise2dDesc& d, const float* x, const 
               ++t;
             }
             float* tap = acc.data() + (r * d.S + s) * K;
-            taps_fma(t, a.data(), b.data(), K, tap, tap, Activation::None);
+            taps_fma(t, a.data(), b.data(), K, tap, tap, Activation::None, Run{});
           }
         }
       }
