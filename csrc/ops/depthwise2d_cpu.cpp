@@ -2,8 +2,9 @@
 // one vector primitive over them, taps_fma: out[j] = act(init[j] + sum_t a_t[j] * b_t[j]) for the
 // channels j of one pixel, the sums held in registers across all taps (AVX-512, AVX2 or portable
 // code, chosen at run time as the GEMM micro-kernels are). Forward: a_t the input pixels a
-// window reads, b_t the kernel's taps. Backward-data gathers the same way from dy (no scatter, so
-// images and rows run on threads without races). Backward-filter: a_t input pixels, b_t dy pixels
+// window reads, b_t the kernel's taps, one call for each run of output columns that read the same
+// taps (all but the border columns). Backward-data gathers the same way from dy (no scatter, so
+// images and rows run on threads without races), in runs of input columns sw apart. Backward-filter: a_t input pixels, b_t dy pixels
 // of one output row, accumulated into each thread's own copy of dkernel, summed in thread order.
 // With a depth multiplier M > 1 an input row is first expanded to C * M channels (x[c] repeated M
 // times), so the same primitive applies; backward-data then sums each channel's M products.
@@ -153,6 +154,16 @@ std::pair<i64, i64> valid_columns(const Depthwise2dDesc& d, i64 ow) {
   return {lo, hi};
 }
 
+// The kernel columns [lo, hi) whose tap lands input column v on an output column (ignoring the stride's
+// residue): 0 <= v + pl - s * dw < OW * sw.
+std::pair<i64, i64> reaching_columns(const Depthwise2dDesc& d, i64 v) {
+  i64 lo = 0, hi = d.S;
+  const auto reaches = [&](i64 s) { return inside(v + d.pl - s * d.dw, d.OW * d.sw); };
+  while (lo < hi && !reaches(lo)) ++lo;
+  while (hi > lo && !reaches(hi - 1)) --hi;
+  return {lo, hi};
+}
+
 }  // namespace
 
 void depthwise2d_fwd_cpu(const Depthwise2dDesc& d, const float* x, const float* w, const float* bias, float* y,
@@ -195,7 +206,7 @@ void depthwise2d_bwd_data_cpu(const Depthwise2dDesc& d, const float* dy, const f
   const i64 K = d.K, taps_max = d.R * d.S;
 #pragma omp parallel
   {
-    std::vector<float> sums(d.M > 1 ? K : 0);
+    std::vector<float> sums(d.M > 1 ? d.W * K : 0);
     std::vector<const float*> a(taps_max), b(taps_max);
     std::vector<i64> ohs(d.R);
 #pragma omp for collapse(2) schedule(static)
@@ -206,29 +217,39 @@ void depthwise2d_bwd_data_cpu(const Depthwise2dDesc& d, const float* dy, const f
           const i64 t = h + d.pt - r * d.dh;
           ohs[r] = (t >= 0 && t % d.sh == 0 && t / d.sh < d.OH) ? t / d.sh : -1;
         }
-        for (i64 v = 0; v < d.W; ++v) {
-          int t = 0;
-          for (i64 r = 0; r < d.R; ++r) {
-            if (ohs[r] < 0) continue;
-            for (i64 s = 0; s < d.S; ++s) {
-              const i64 u = v + d.pl - s * d.dw;
-              if (u < 0 || u % d.sw != 0 || u / d.sw >= d.OW) continue;
-              a[t] = dy + ((n * d.OH + ohs[r]) * d.OW + u / d.sw) * K, b[t] = w + (r * d.S + s) * K;
-              ++t;
+        float* dxrow = dx + (n * d.H + h) * d.W * d.C;
+        // Input columns v, v + sw, ... read outputs one apart through the same taps (the kernel columns
+        // whose offset has v's residue modulo sw), so each class of columns goes in runs.
+        for (i64 v0 = 0; v0 < std::min(d.sw, d.W); ++v0)
+          for (i64 v = v0; v < d.W;) {
+            const auto range = reaching_columns(d, v);
+            i64 end = v + d.sw;
+            while (end < d.W && reaching_columns(d, end) == range) end += d.sw;
+            int t = 0;
+            for (i64 r = 0; r < d.R; ++r) {
+              if (ohs[r] < 0) continue;
+              for (i64 s = range.first; s < range.second; ++s) {
+                const i64 u = v + d.pl - s * d.dw;
+                if (u % d.sw != 0) continue;
+                a[t] = dy + ((n * d.OH + ohs[r]) * d.OW + u / d.sw) * K, b[t] = w + (r * d.S + s) * K;
+                ++t;
+              }
             }
+            const i64 pixels = (end - v + d.sw - 1) / d.sw;
+            if (d.M == 1) {
+              taps_fma(t, a.data(), b.data(), K, nullptr, dxrow + v * d.C, Activation::None,
+                       Run{pixels, K, d.sw * d.C});
+            } else {  // the M products of each channel, then their sums
+              taps_fma(t, a.data(), b.data(), K, nullptr, sums.data(), Activation::None, Run{pixels, K, K});
+              for (i64 p = 0; p < pixels; ++p)
+                for (i64 c = 0; c < d.C; ++c) {
+                  float acc = 0.f;
+                  for (i64 m = 0; m < d.M; ++m) acc += sums[p * K + c * d.M + m];
+                  dxrow[(v + p * d.sw) * d.C + c] = acc;
+                }
+            }
+            v = end;
           }
-          float* out = dx + ((n * d.H + h) * d.W + v) * d.C;
-          if (d.M == 1) {
-            taps_fma(t, a.data(), b.data(), K, nullptr, out, Activation::None, Run{});
-            continue;
-          }
-          taps_fma(t, a.data(), b.data(), K, nullptr, sums.data(), Activation::None, Run{});
-          for (i64 c = 0; c < d.C; ++c) {
-            float acc = 0.f;
-            for (i64 m = 0; m < d.M; ++m) acc += sums[c * d.M + m];
-            out[c] = acc;
-          }
-        }
       }
   }
 }
