@@ -6,6 +6,7 @@ summaries; constraints as Keras's, applied after each update; and the layers sav
 Sequential, functional and subclassed models."""
 
 import os
+import zlib
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
@@ -46,17 +47,18 @@ IDS = [f"{name}-{shape}-{kw}" for name, shape, kw in CASES]
 
 
 def _pair(name, kw):
-    if kw.get("activation") == "relu6" and "relu6" not in _activation_names():
-        pytest.skip("convkit.activations has no 'relu6' here")
+    """Our layer and Keras's, from the same arguments."""
+    if kw.get("activation") == "relu6" and not _has_relu6():
+        pytest.skip("convkit.activations has no 'relu6' yet")
     return getattr(L, name)(**kw), getattr(K, name)(**kw)
 
 
-def _activation_names():
+def _has_relu6():
     try:
         activations.get("relu6")
-        return {"relu6"}
+        return True
     except ValueError:
-        return set()
+        return False
 
 
 def _keras_run(layer, x, dy):
@@ -77,7 +79,7 @@ def _our_run(layer, x, dy):
 
 @pytest.mark.parametrize("name,shape,kw", CASES, ids=IDS)
 def test_outputs_and_gradients_match_keras(name, shape, kw):
-    rng = np.random.default_rng(abs(hash(str(kw))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{name}{shape}{kw}".encode()))
     ours, theirs = _pair(name, kw)
     x = (rng.standard_normal(shape) * 2).astype(np.float32)
     theirs.build(shape)
