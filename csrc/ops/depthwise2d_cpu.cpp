@@ -1,13 +1,16 @@
 // CPU depthwise convolution. NHWC puts a pixel's channels side by side, and every pass reduces to
-// one vector primitive over them, taps_fma: out[j] = act(init[j] + sum_t a_t[j] * b_t[j]) for the
-// channels j of one pixel, the sums held in registers across all taps (AVX-512, AVX2 or portable
-// code, chosen at run time as the GEMM micro-kernels are). Forward: a_t the input pixels a
-// window reads, b_t the kernel's taps, one call for each run of output columns that read the same
-// taps (all but the border columns). Backward-data gathers the same way from dy (no scatter, so
-// images and rows run on threads without races), in runs of input columns sw apart. Backward-filter: a_t input pixels, b_t dy pixels
-// of one output row, accumulated into each thread's own copy of dkernel, summed in thread order.
+// two vector primitives over them, the sums held in registers (AVX-512, AVX2 or portable code,
+// chosen at run time as the GEMM micro-kernels are):
+//   taps_fma:  out[j] = act(init[j] + sum_t a_t[j] * b_t[j]), for each output of a run.
+//     Forward: a_t the input pixels a window reads, b_t the kernel's taps, one call for each run of
+//     output columns that read the same taps (all but the border columns). Backward-data gathers
+//     the same way from dy (no scatter, so images and rows run on threads without races), in runs
+//     of input columns sw apart.
+//   pairs_fma: out[j] += sum_i a_i[j] * b_i[j] over strided pixels. Backward-filter: for each tap,
+//     the input pixels it reads against the dy pixels of one output row, into each thread's own copy
+//     of dkernel; the copies are summed in thread order.
 // With a depth multiplier M > 1 an input row is first expanded to C * M channels (x[c] repeated M
-// times), so the same primitive applies; backward-data then sums each channel's M products.
+// times), so the same primitives apply; backward-data then sums each channel's M products.
 #include <immintrin.h>
 #include <omp.h>
 
@@ -125,6 +128,73 @@ __attribute__((target("avx2,fma"))) void taps_fma_avx2(int taps, const float* co
   }
 }
 
+// Backward-filter's sum over the output pixels of a row: out[j] += sum over i < count of
+// a[i * a_step + j] * b[i * b_step + j], the sums held in registers across the pixels.
+using PairsFma = void (*)(i64 count, const float* a, i64 a_step, const float* b, i64 b_step, i64 len, float* out);
+
+void pairs_fma_generic(i64 count, const float* a, i64 a_step, const float* b, i64 b_step, i64 len, float* out) {
+  for (i64 i = 0; i < count; ++i)
+    for (i64 j = 0; j < len; ++j) out[j] += a[i * a_step + j] * b[i * b_step + j];
+}
+
+template <int V>
+__attribute__((target("avx512f"), always_inline)) inline void pairs_fma512(i64 count, const float* a, i64 a_step,
+                                                                           const float* b, i64 b_step, i64 j0,
+                                                                           i64 len, float* out) {
+  constexpr int L = 16;
+  __mmask16 mask[V];
+  __m512 acc[V];
+  for (int v = 0; v < V; ++v) {
+    mask[v] = static_cast<__mmask16>((1u << std::max<i64>(0, std::min<i64>(L, len - j0 - L * v))) - 1);
+    acc[v] = _mm512_maskz_loadu_ps(mask[v], out + j0 + L * v);
+  }
+  for (i64 i = 0; i < count; ++i)
+    for (int v = 0; v < V; ++v)
+      acc[v] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask[v], a + i * a_step + j0 + L * v),
+                               _mm512_maskz_loadu_ps(mask[v], b + i * b_step + j0 + L * v), acc[v]);
+  for (int v = 0; v < V; ++v) _mm512_mask_storeu_ps(out + j0 + L * v, mask[v], acc[v]);
+}
+
+__attribute__((target("avx512f"))) void pairs_fma_avx512(i64 count, const float* a, i64 a_step, const float* b,
+                                                           i64 b_step, i64 len, float* out) {
+  for (i64 j0 = 0; j0 < len; j0 += 64) {
+    const i64 rest = len - j0;
+    if (rest <= 16) pairs_fma512<1>(count, a, a_step, b, b_step, j0, len, out);
+    else if (rest <= 32) pairs_fma512<2>(count, a, a_step, b, b_step, j0, len, out);
+    else pairs_fma512<4>(count, a, a_step, b, b_step, j0, len, out);
+  }
+}
+
+template <int V>
+__attribute__((target("avx2,fma"), always_inline)) inline void pairs_fma256(i64 count, const float* a, i64 a_step,
+                                                                           const float* b, i64 b_step, i64 j0,
+                                                                           i64 len, float* out) {
+  constexpr int L = 8;
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  __m256i mask[V];
+  __m256 acc[V];
+  for (int v = 0; v < V; ++v) {
+    const int lanes = static_cast<int>(std::max<i64>(0, std::min<i64>(L, len - j0 - L * v)));
+    mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), lane);
+    acc[v] = _mm256_maskload_ps(out + j0 + L * v, mask[v]);
+  }
+  for (i64 i = 0; i < count; ++i)
+    for (int v = 0; v < V; ++v)
+      acc[v] = _mm256_fmadd_ps(_mm256_maskload_ps(a + i * a_step + j0 + L * v, mask[v]),
+                               _mm256_maskload_ps(b + i * b_step + j0 + L * v, mask[v]), acc[v]);
+  for (int v = 0; v < V; ++v) _mm256_maskstore_ps(out + j0 + L * v, mask[v], acc[v]);
+}
+
+__attribute__((target("avx2,fma"))) void pairs_fma_avx2(i64 count, const float* a, i64 a_step, const float* b,
+                                                         i64 b_step, i64 len, float* out) {
+  for (i64 j0 = 0; j0 < len; j0 += 32) {
+    const i64 rest = len - j0;
+    if (rest <= 8) pairs_fma256<1>(count, a, a_step, b, b_step, j0, len, out);
+    else if (rest <= 16) pairs_fma256<2>(count, a, a_step, b, b_step, j0, len, out);
+    else pairs_fma256<4>(count, a, a_step, b, b_step, j0, len, out);
+  }
+}
+
 TapsFma choose_taps_fma() {
   switch (cpu::isa()) {
     case cpu::Isa::Avx512: return taps_fma_avx512;
@@ -134,6 +204,16 @@ TapsFma choose_taps_fma() {
 }
 
 const TapsFma taps_fma = choose_taps_fma();
+
+PairsFma choose_pairs_fma() {
+  switch (cpu::isa()) {
+    case cpu::Isa::Avx512: return pairs_fma_avx512;
+    case cpu::Isa::Avx2: return pairs_fma_avx2;
+    default: return pairs_fma_generic;
+  }
+}
+
+const PairsFma pairs_fma = choose_pairs_fma();
 
 // Row `h` of image `img` with each channel repeated M times (M > 1), or the row itself (M = 1).
 const float* row_of(const Depthwise2dDesc& d, const float* img, i64 h, float* expanded) {
@@ -263,7 +343,6 @@ void depthwise2d_bwd_filter_cpu(const Depthwise2dDesc& d, const float* x, const 
     std::vector<float>& acc = partial[static_cast<size_t>(omp_get_thread_num())];
     acc.assign(static_cast<size_t>(size), 0.f);
     std::vector<float> expanded(d.M > 1 ? d.W * K : 0);
-    std::vector<const float*> a(d.OW), b(d.OW);
 #pragma omp for collapse(2) schedule(static)
     for (i64 n = 0; n < d.N; ++n)
       for (i64 oh = 0; oh < d.OH; ++oh) {
@@ -273,15 +352,13 @@ void depthwise2d_bwd_filter_cpu(const Depthwise2dDesc& d, const float* x, const 
           if (!inside(h, d.H)) continue;
           const float* row = row_of(d, x + n * d.H * d.W * d.C, h, expanded.data());
           for (i64 s = 0; s < d.S; ++s) {
-            int t = 0;
-            for (i64 ow = 0; ow < d.OW; ++ow) {
-              const i64 v = ow * d.sw - d.pl + s * d.dw;
-              if (!inside(v, d.W)) continue;
-              a[t] = row + v * K, b[t] = dyrow + ow * K;
-              ++t;
-            }
-            float* tap = acc.data() + (r * d.S + s) * K;
-            taps_fma(t, a.data(), b.data(), K, tap, tap, Activation::None, Run{});
+            // Output columns [lo, hi) read input column ow * sw - shift, inside [0, W).
+            const i64 shift = d.pl - s * d.dw;
+            const i64 lo = shift <= 0 ? 0 : (shift + d.sw - 1) / d.sw;
+            const i64 hi = d.W - 1 + shift < 0 ? 0 : std::min(d.OW, (d.W - 1 + shift) / d.sw + 1);
+            if (lo >= hi) continue;
+            pairs_fma(hi - lo, row + (lo * d.sw - shift) * K, d.sw * K, dyrow + lo * K, K, K,
+                      acc.data() + (r * d.S + s) * K);
           }
         }
       }
