@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""convkit's conv and pool kernels against PyTorch's, side by side in one run.
+"""convkit's conv, depthwise conv and pool kernels against PyTorch's, side by side in one run.
 
 CPU: PyTorch's CPU ops (oneDNN), same thread count, the faster of NCHW and
 channels_last. GPU: cuDNN through PyTorch (cudnn.benchmark on), strict fp32
@@ -11,6 +11,11 @@ rewritten after every case.
 
     python bench/run_kernels.py                  # CPU, all threads
     python bench/run_kernels.py --device cuda    # GPU, both numeric modes, plus batch 512
+    python bench/run_kernels.py --only depthwise # MobileNet's and EfficientNet's depthwise layers, batch 1 and 32
+
+Depthwise convolutions are compared with PyTorch's grouped convolution (groups = channels), timed with
+its own symmetric padding of the same output size and checked against TensorFlow's 'same' padding
+applied explicitly (PyTorch float32 autograd, untimed).
 """
 
 from __future__ import annotations
@@ -320,6 +325,79 @@ def pool_cases(args, arrays, timer):
                        rel_err=err, ok=err < 1e-5)
 
 
+# (model, H, W, C, kernel, stride): the depthwise layers of MobileNet (3x3) and EfficientNet-B0 (5x5)
+# at 224x224, all 'same'
+DEPTHWISE = [
+    ("mobilenet", 112, 112, 32, 3, 1), ("mobilenet", 112, 112, 64, 3, 2), ("mobilenet", 56, 56, 128, 3, 1),
+    ("mobilenet", 56, 56, 128, 3, 2), ("mobilenet", 28, 28, 256, 3, 1), ("mobilenet", 28, 28, 256, 3, 2),
+    ("mobilenet", 14, 14, 512, 3, 1), ("mobilenet", 14, 14, 512, 3, 2), ("mobilenet", 7, 7, 1024, 3, 1),
+    ("efficientnet_b0", 56, 56, 144, 5, 2), ("efficientnet_b0", 28, 28, 240, 5, 1),
+    ("efficientnet_b0", 14, 14, 672, 5, 1), ("efficientnet_b0", 14, 14, 672, 5, 2),
+    ("efficientnet_b0", 7, 7, 1152, 5, 1),
+]
+
+
+def _tf_pads(size, k, stride):
+    out = -(-size // stride)
+    total = max((out - 1) * stride + k - size, 0)
+    return total // 2, total - total // 2
+
+
+def _depthwise_truth(arrays, x, wt_t, b, dy, ks, st):
+    """PyTorch float32 with TensorFlow's 'same' padding applied explicitly: y, dx, dkernel (HWC1), dbias."""
+    xt = arrays.torch(x, "nchw").requires_grad_(True)
+    wq, bq = wt_t.clone().requires_grad_(True), arrays.torch(b).requires_grad_(True)
+    (pt, pb), (pl, pr) = _tf_pads(x.shape[1], ks, st), _tf_pads(x.shape[2], ks, st)
+    y = F.conv2d(F.pad(xt, (pl, pr, pt, pb)), wq, bq, stride=st, groups=x.shape[3])
+    y.backward(arrays.torch(dy, "nchw"))
+    dk = wq.grad[:, 0].permute(1, 2, 0)[..., None].cpu().numpy()
+    return {"fwd": arrays.host(y), "bwd_data": arrays.host(xt.grad), "bwd_filter": dk}
+
+
+def depthwise_cases(args, arrays, timer):
+    rng = np.random.default_rng(2)
+    shapes = [(m, n, h, w, c, ks, st) for n in (1, 32) for (m, h, w, c, ks, st) in DEPTHWISE]
+    for model, n, h, w, c, ks, st in shapes[: args.limit]:
+        x = rng.standard_normal((n, h, w, c)).astype(np.float32)
+        wt = (rng.standard_normal((ks, ks, c, 1)) / ks).astype(np.float32)
+        b = rng.standard_normal(c).astype(np.float32)
+        oshape = ops.depthwise_conv2d_output_shape(x.shape, wt.shape, st, "same")
+        dy = rng.standard_normal(oshape).astype(np.float32)
+        X, W, B, DY = (arrays.ours(a) for a in (x, wt, b, dy))
+        wt_t = arrays.torch(wt[..., 0]).permute(2, 0, 1)[:, None].contiguous()  # (C, 1, kh, kw)
+        b_t, pad = arrays.torch(b), (ks - 1) // 2
+        truth = _depthwise_truth(arrays, x, wt_t, b, dy, ks, st)
+        ours = {
+            "fwd": lambda: ops.depthwise_conv2d(X, W, B, st, "same"),
+            "bwd_data": lambda: ops.depthwise_conv2d_backward_data(DY, W, X.shape, st, "same"),
+            "bwd_filter": lambda: ops.depthwise_conv2d_backward_filter(DY, X, W.shape, st, "same")[0],
+        }
+        shape = f"{n}x{h}x{w}x{c} k{ks} s{st}"
+        for op, ours_fn in ours.items():
+            if args.match and not re.search(args.match, f"dw_{op} {model} {shape}"):
+                continue
+            best = None
+            for layout in ("nchw", "nhwc"):
+                xt, dyt = arrays.torch(x, layout), arrays.torch(dy, layout)
+                aten = torch.ops.aten.convolution_backward
+                grad = lambda mask: aten(dyt, xt, wt_t, [c], [st, st], [pad, pad], [1, 1], False, [0, 0], c, mask)
+                peer = {
+                    "fwd": lambda: F.conv2d(xt, wt_t, b_t, stride=st, padding=pad, groups=c),
+                    "bwd_data": lambda: grad([True, False, False])[0],
+                    "bwd_filter": lambda: grad([False, True, True])[1],
+                }[op]
+                with torch.no_grad():
+                    t = timer.run({"ours": ours_fn, "peer": peer})
+                if best is None or t["peer"] < best[1]["peer"]:
+                    best = (layout, t)
+            layout, t = best
+            err = rel_err(arrays.host(ours_fn()), truth[op])
+            outputs = oshape[0] * oshape[1] * oshape[2] * c
+            yield dict(kind="depthwise", op=f"dw_{op}", model=model, shape=shape, ours_ms=t["ours"],
+                       peer_ms=t["peer"], ratio=t["ours"] / t["peer"], peer_layout=layout,
+                       gflops=2.0 * outputs * ks * ks / t["ours"] / 1e6, rel_err=err, ok=err < 1e-4)
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -342,7 +420,8 @@ def report(info, rows, summary) -> str:
     lines = [title(info), HEADER]
     section = None
     for r in rows:
-        name = "## pooling" if r["kind"] == "pool" else f"## conv, {r['precision']}"
+        name = {"pool": "## pooling", "depthwise": "## depthwise conv, float32"}.get(r["kind"]) or \
+            f"## conv, {r['precision']}"
         if name != section:
             lines.append(section := name)
         lines.append(fmt_row(r))
@@ -359,7 +438,8 @@ def geomean(vals) -> float:
 def summarize(rows) -> dict:
     groups = {}
     for r in rows:
-        key = r["kind"] if r["kind"] == "pool" else f"conv {r['op']}" + (f" ({r['precision']})" if "precision" in r else "")
+        key = {"pool": "pool", "depthwise": f"depthwise {r['op']}"}.get(r["kind"]) or \
+            f"conv {r['op']}" + (f" ({r['precision']})" if "precision" in r else "")
         groups.setdefault(key, []).append(r["ratio"])
     for prec in sorted({r.get("precision") for r in rows if r["kind"] == "conv"}):
         groups[f"conv all ({prec})"] = [r["ratio"] for r in rows if r["kind"] == "conv" and r.get("precision") == prec]
@@ -394,7 +474,7 @@ def main(argv=None) -> int:
     p.add_argument("--min-time", type=float, default=0.3, help="seconds of timing per case, at least")
     p.add_argument("--min-reps", type=int, default=7)
     p.add_argument("--limit", type=int, default=None, help="only the first N shapes of each table (smoke runs)")
-    p.add_argument("--only", choices=["conv", "pool"], default=None)
+    p.add_argument("--only", choices=["conv", "pool", "depthwise"], default=None)
     p.add_argument("--match", default=None,
                    help="only cases whose 'op model shape' contains this regular expression (e.g. 'bwd_data.*1->')")
     p.add_argument("--out", type=Path, default=None, help=out_help("kernels-<device>") + "; rewritten after every case")
@@ -445,6 +525,12 @@ def main(argv=None) -> int:
     if args.only in (None, "pool"):
         print("## pooling")
         for row in pool_cases(args, arrays, timer):
+            record(row)
+    if args.only in (None, "depthwise"):
+        if args.device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        print("## depthwise conv, float32")
+        for row in depthwise_cases(args, arrays, timer):
             record(row)
     summary = summarize(rows)
     print("\ngeometric mean of time ratio ours/peer (below 1 = convkit faster):")

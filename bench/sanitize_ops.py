@@ -4,7 +4,8 @@
 Meant to run under compute-sanitizer (memcheck, racecheck, initcheck, synccheck),
 so it is short; the shapes still reach every kernel variant: 1 and 4-wide
 gathers (C or K not a multiple of 4, or one), both tile widths, split and unsplit
-backward-filter, strided backward-data, both numeric modes. Exits non-zero when
+backward-filter, strided backward-data, both numeric modes; depthwise convolution with
+depth multipliers, ragged channel blocks, ReLU6 and split and unsplit backward-filter. Exits non-zero when
 any result differs from the CPU's or a repeated backward-filter is not bitwise
 identical.
 """
@@ -43,6 +44,13 @@ CONV = [  # x shape, kernel shape, strides, padding, dilation
     ((2, 11, 13, 8), (3, 3, 8, 12), (2, 3), "same", (1, 2)),  # strides and dilation on vector paths
     ((0, 5, 5, 2), (3, 3, 2, 4), 1, "same", 1),              # empty batch
 ]
+DEPTHWISE = [  # x shape, kernel shape (kh, kw, C, M), strides, padding, dilation, fused activation
+    ((2, 9, 11, 3), (3, 3, 3, 1), 1, "same", 1, "relu"),       # few channels
+    ((3, 10, 7, 35), (4, 4, 35, 2), 2, "same", 1, "relu6"),    # even kernel, 70 channels in 3 blocks
+    ((1, 12, 12, 8), (3, 3, 8, 3), (2, 1), "valid", 2, None),  # multiplier 3, strides and dilation
+    ((4, 16, 16, 32), (5, 5, 32, 1), 1, "same", 1, None),      # many pixels: split backward-filter
+    ((0, 5, 5, 2), (3, 3, 2, 2), 1, "same", 1, None),          # empty batch
+]
 POOL = [  # x shape, pool, strides, padding
     ((2, 7, 9, 5), 2, None, "same"),
     ((3, 8, 8, 16), 3, 1, "same"),
@@ -67,6 +75,21 @@ with stream:
             again = ops.conv2d_backward_filter(DY, X, ks, st, pad, dil, precision=prec)
             if not all(bool((a == b_).all()) for a, b_ in zip(again, got[1:])):
                 failures.append(name + ": backward-filter is not deterministic")
+    for xs, ks, st, pad, dil, act in DEPTHWISE:
+        x, w = rng.standard_normal(xs).astype(np.float32) * 3, rng.standard_normal(ks).astype(np.float32)
+        b = rng.standard_normal(ks[2] * ks[3]).astype(np.float32)
+        dy = rng.standard_normal(ops.depthwise_conv2d_output_shape(xs, ks, st, pad, dil)).astype(np.float32)
+        X, W, B, DY = (cupy.asarray(a) for a in (x, w, b, dy))
+        name = f"depthwise_conv2d {xs} {ks} {st} {pad} {dil} {act}"
+        same(name + " fwd", ops.depthwise_conv2d(X, W, B, st, pad, dil, act),
+             ops.depthwise_conv2d(x, w, b, st, pad, dil, act))
+        same(name + " bwd-data", ops.depthwise_conv2d_backward_data(DY, W, xs, st, pad, dil),
+             ops.depthwise_conv2d_backward_data(dy, w, xs, st, pad, dil))
+        got = ops.depthwise_conv2d_backward_filter(DY, X, ks, st, pad, dil)
+        same(name + " bwd-filter", got, ops.depthwise_conv2d_backward_filter(dy, x, ks, st, pad, dil))
+        again = ops.depthwise_conv2d_backward_filter(DY, X, ks, st, pad, dil)
+        if not all(bool((a == b_).all()) for a, b_ in zip(again, got)):
+            failures.append(name + ": backward-filter is not deterministic")
     for xs, p, st, pad in POOL:
         x = rng.standard_normal(xs).astype(np.float32)
         dy = rng.standard_normal(ops.pool2d_output_shape(xs, p, st, pad)).astype(np.float32)

@@ -10,8 +10,8 @@ except ImportError:  # the sources, imported from a checkout next to a plain 'pi
 from convkit import ops
 from convkit.autodiff import GradientTape, Variable, custom_gradient
 from convkit._backend import cuda_status, get_num_threads, has_cuda, set_num_threads
-from convkit import (activations, callbacks, debugging, distributed, initializers, layers, losses, metrics, optimizers,
-                     regularizers, utils, zoo)
+from convkit import (activations, callbacks, constraints, debugging, distributed, initializers, layers, losses, metrics,
+                     optimizers, regularizers, utils, zoo)
 from convkit.layers import Input
 from convkit.models import Model, Sequential
 from convkit.saving import load_model, register_serializable
@@ -20,7 +20,7 @@ from convkit.utils import set_random_seed, to_categorical
 __version__ = "0.1.0"
 __all__ = ["ops", "GradientTape", "Variable", "custom_gradient", "has_cuda", "cuda_status", "set_num_threads", "get_num_threads", "__version__",
            "layers", "Input", "Model", "Sequential", "load_model", "register_serializable", "activations",
-           "callbacks", "debugging", "initializers", "losses", "metrics", "optimizers", "regularizers", "utils", "zoo",
+           "callbacks", "constraints", "debugging", "initializers", "losses", "metrics", "optimizers", "regularizers", "utils", "zoo",
            "set_random_seed", "to_categorical"]
 
 # Submodules imported on first use (``convkit.datasets``, ...), so that ``import convkit`` stays fast.

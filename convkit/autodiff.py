@@ -29,15 +29,17 @@ __all__ = ["GradientTape", "Variable", "Op", "register", "registry", "custom_gra
 
 
 class Variable:
-    """A weight: its array (``value``), gradient (``grad``), trainability and regulariser.
+    """A weight: its array (``value``), gradient (``grad``), trainability, regulariser and constraint
+    (a projection the optimizer applies after each update).
 
     Ops take a Variable wherever they take an array; a recording tape then tracks it.
     """
 
-    __slots__ = ("value", "grad", "name", "trainable", "regularizer", "__weakref__")
+    __slots__ = ("value", "grad", "name", "trainable", "regularizer", "constraint", "__weakref__")
 
-    def __init__(self, value, name: str, trainable: bool = True, regularizer=None):
+    def __init__(self, value, name: str, trainable: bool = True, regularizer=None, constraint=None):
         self.value, self.name, self.trainable, self.regularizer = value, name, trainable, regularizer
+        self.constraint = constraint
         self.grad = None
 
     @property

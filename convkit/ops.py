@@ -24,6 +24,10 @@ __all__ = [
     "conv2d_backward_data",
     "conv2d_backward_filter",
     "conv2d_output_shape",
+    "depthwise_conv2d",
+    "depthwise_conv2d_backward_data",
+    "depthwise_conv2d_backward_filter",
+    "depthwise_conv2d_output_shape",
     "max_pool2d",
     "max_pool2d_with_argmax",
     "max_pool2d_backward",
@@ -203,6 +207,95 @@ def conv2d_backward(dy, x, kernel, strides=1, padding="valid", dilation_rate=1, 
     args = (strides, padding, dilation_rate, precision)
     dx = conv2d_backward_data(dy, kernel, x.shape, *args) if need_dx else None
     return (dx, *conv2d_backward_filter(dy, x, kernel.shape, *args))
+
+
+_DEPTHWISE_ACTIVATIONS = (None, "linear", "relu", "relu6")
+
+
+def depthwise_conv2d_output_shape(x_shape, kernel_shape, strides=1, padding="valid", dilation_rate=1) -> tuple:
+    """(N, OH, OW, C * depth_multiplier) of depthwise_conv2d; ValueError on any invalid combination."""
+    op = "depthwise_conv2d"
+    xs, ks = tuple(x_shape), tuple(kernel_shape)
+    if len(xs) != 4:
+        raise ValueError(f"{op}: input shape must be 4-D (N, H, W, C), got {xs}")
+    if len(ks) != 4:
+        raise ValueError(f"{op}: kernel shape must be 4-D (kh, kw, channels, depth_multiplier), got {ks}")
+    return tuple(_cpu.depthwise2d_output_shape(xs, ks, _pair(strides, "strides", op),
+                                               _pair(dilation_rate, "dilation_rate", op), _padding(padding, op)))
+
+
+def _depthwise_save(needs, inputs, y, strides=1, padding="valid", dilation_rate=1, activation=None):
+    x, kernel, _ = inputs
+    return (x if needs[1] or needs[2] else None, kernel if needs[0] else None, tuple(x.shape), tuple(kernel.shape),
+            y if activation in ("relu", "relu6") else None)
+
+
+def _depthwise_grad(saved, dy, needs, strides=1, padding="valid", dilation_rate=1, activation=None):
+    x, kernel, x_shape, kernel_shape, y = saved
+    if activation == "relu":
+        dy = dy * (y > 0)
+    elif activation == "relu6":
+        dy = dy * ((y > 0) & (y < 6))
+    geometry = (strides, padding, dilation_rate)
+    dx = depthwise_conv2d_backward_data(dy, kernel, x_shape, *geometry) if needs[0] else None
+    dk = db = None
+    if needs[1] or needs[2]:
+        dk, db = depthwise_conv2d_backward_filter(dy, x, kernel_shape, *geometry, need_dbias=needs[2])
+    return dx, dk, db
+
+
+@register("depthwise_conv2d", inputs=("x", "kernel", "bias"), grad=_depthwise_grad, save=_depthwise_save)
+def depthwise_conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, activation=None):
+    """Depthwise 2-D convolution of NHWC ``x`` with ``kernel`` (kh, kw, C, depth_multiplier), as Keras's.
+
+    Output channel ``c * depth_multiplier + m`` convolves input channel ``c`` with ``kernel[..., c, m]``.
+    ``activation`` may be None/'linear', 'relu' or 'relu6' (fused into the kernel).
+    """
+    op = "depthwise_conv2d"
+    x = _array(x, "x", op, 4)
+    kernel = _array(kernel, "kernel", op, 4, like=x)
+    geometry = (_pair(strides, "strides", op), _pair(dilation_rate, "dilation_rate", op), _padding(padding, op))
+    if bias is not None:
+        bias = _array(bias, "bias", op, 1, like=x)
+    if activation not in _DEPTHWISE_ACTIVATIONS:
+        raise ValueError(f"{op}: fused activation must be None, 'linear', 'relu' or 'relu6', got {activation!r}")
+    y = _xp(x).empty(_cpu.depthwise2d_output_shape(x.shape, kernel.shape, *geometry), np.float32)
+    kernels_for(x, op).depthwise2d_fwd(x, kernel, bias, y, *geometry, activation or "linear")
+    return y
+
+
+def _depthwise_backward_args(op, dy, x_shape, kernel_shape, strides, padding, dilation_rate, like):
+    geometry = (_pair(strides, "strides", op), _pair(dilation_rate, "dilation_rate", op), _padding(padding, op))
+    x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
+    expected = tuple(_cpu.depthwise2d_output_shape(x_shape, kernel_shape, *geometry))
+    dy = _array(dy, "dy", op, 4, like=like)
+    if tuple(dy.shape) != expected:
+        raise ValueError(f"{op}: dy has shape {tuple(dy.shape)} but depthwise_conv2d of these inputs gives {expected}")
+    return dy, geometry
+
+
+def depthwise_conv2d_backward_data(dy, kernel, x_shape, strides=1, padding="valid", dilation_rate=1):
+    """Gradient of depthwise_conv2d with respect to its input, of shape ``x_shape``."""
+    op = "depthwise_conv2d_backward_data"
+    kernel = _array(kernel, "kernel", op, 4)
+    dy, geometry = _depthwise_backward_args(op, dy, x_shape, kernel.shape, strides, padding, dilation_rate, kernel)
+    dx = _xp(dy).empty(tuple(x_shape), np.float32)
+    kernels_for(dy, op).depthwise2d_bwd_data(dy, kernel, dx, *geometry)
+    return dx
+
+
+def depthwise_conv2d_backward_filter(dy, x, kernel_shape, strides=1, padding="valid", dilation_rate=1,
+                                     need_dbias=True):
+    """Gradients of depthwise_conv2d with respect to its kernel and bias: (dkernel, dbias); dbias is None
+    when ``need_dbias`` is false."""
+    op = "depthwise_conv2d_backward_filter"
+    x = _array(x, "x", op, 4)
+    dy, geometry = _depthwise_backward_args(op, dy, x.shape, kernel_shape, strides, padding, dilation_rate, x)
+    xp = _xp(x)
+    dkernel = xp.empty(tuple(kernel_shape), np.float32)
+    dbias = xp.empty((dy.shape[3],), np.float32) if need_dbias else None
+    kernels_for(x, op).depthwise2d_bwd_filter(x, dy, dkernel, dbias, *geometry)
+    return dkernel, dbias
 
 
 def _pool_args(op, x, pool_size, strides, padding):

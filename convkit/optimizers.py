@@ -169,6 +169,8 @@ class Optimizer:
                 v.value -= (lr * self.weight_decay) * v.value
             self._update(v, v.grad, self._slots_for(v), lr)
             v.grad = None
+            if v.constraint is not None:  # as Keras: projected after the update
+                v.value = xp_of(v.value).ascontiguousarray(v.constraint(v.value), dtype=v.value.dtype)
 
     @property
     def built(self) -> bool:

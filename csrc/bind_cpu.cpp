@@ -38,6 +38,17 @@ struct CpuKernels {
                                 bool) {
     conv2d_bwd_filter_cpu(d, x, dy, dw, db);
   }
+  static void depthwise2d_fwd(Run, const Depthwise2dDesc& d, const float* x, const float* w, const float* b,
+                              float* y, Activation act) {
+    depthwise2d_fwd_cpu(d, x, w, b, y, act);
+  }
+  static void depthwise2d_bwd_data(Run, const Depthwise2dDesc& d, const float* dy, const float* w, float* dx) {
+    depthwise2d_bwd_data_cpu(d, dy, w, dx);
+  }
+  static void depthwise2d_bwd_filter(Run, const Depthwise2dDesc& d, const float* x, const float* dy, float* dw,
+                                     float* db) {
+    depthwise2d_bwd_filter_cpu(d, x, dy, dw, db);
+  }
   static void max_pool2d_fwd(Run, const Pool2dDesc& d, const float* x, float* y, std::int32_t* argmax) {
     max_pool2d_fwd_cpu(d, x, y, argmax);
   }
@@ -63,6 +74,17 @@ struct ReferenceKernels {
   static void conv2d_bwd_filter(Run, const Conv2dDesc& d, const float* x, const float* dy, float* dw, float* db,
                                 bool) {
     reference::conv2d_bwd_filter(d, x, dy, dw, db);
+  }
+  static void depthwise2d_fwd(Run, const Depthwise2dDesc& d, const float* x, const float* w, const float* b,
+                              float* y, Activation act) {
+    reference::depthwise2d_fwd(d, x, w, b, y, act);
+  }
+  static void depthwise2d_bwd_data(Run, const Depthwise2dDesc& d, const float* dy, const float* w, float* dx) {
+    reference::depthwise2d_bwd_data(d, dy, w, dx);
+  }
+  static void depthwise2d_bwd_filter(Run, const Depthwise2dDesc& d, const float* x, const float* dy, float* dw,
+                                     float* db) {
+    reference::depthwise2d_bwd_filter(d, x, dy, dw, db);
   }
   static void max_pool2d_fwd(Run, const Pool2dDesc& d, const float* x, float* y, std::int32_t* argmax) {
     reference::max_pool2d_fwd(d, x, y, argmax);
@@ -133,6 +155,13 @@ PYBIND11_MODULE(_cpu, m) {
         },
         py::arg("x_shape"), py::arg("kernel_shape"), py::arg("strides"), py::arg("dilation"), py::arg("padding"),
         "Output shape (N, OH, OW, K) of conv2d; raises ValueError on any invalid argument.");
+
+  m.def("depthwise2d_output_shape",
+        [](Shape4 x, Shape4 w, Pair strides, Pair dilation, const std::string& padding) {
+          return depthwise_out_shape(depthwise_desc(x, w, strides, dilation, padding));
+        },
+        py::arg("x_shape"), py::arg("kernel_shape"), py::arg("strides"), py::arg("dilation"), py::arg("padding"),
+        "Output shape (N, OH, OW, C * M) of depthwise2d; raises ValueError on any invalid argument.");
 
   m.def("pool2d_output_shape",
         [](Shape4 x, Pair pool, Pair strides, const std::string& padding) {

@@ -57,6 +57,17 @@ struct CudaKernels {
                                 bool tf32) {
     conv2d_bwd_filter_cuda(d, x, dy, dw, db, tf32, s);
   }
+  static void depthwise2d_fwd(Run s, const Depthwise2dDesc& d, const float* x, const float* w, const float* b,
+                              float* y, Activation act) {
+    depthwise2d_fwd_cuda(d, x, w, b, y, act, s);
+  }
+  static void depthwise2d_bwd_data(Run s, const Depthwise2dDesc& d, const float* dy, const float* w, float* dx) {
+    depthwise2d_bwd_data_cuda(d, dy, w, dx, s);
+  }
+  static void depthwise2d_bwd_filter(Run s, const Depthwise2dDesc& d, const float* x, const float* dy, float* dw,
+                                     float* db) {
+    depthwise2d_bwd_filter_cuda(d, x, dy, dw, db, s);
+  }
   static void max_pool2d_fwd(Run s, const Pool2dDesc& d, const float* x, float* y, std::int32_t* argmax) {
     max_pool2d_fwd_cuda(d, x, y, argmax, s);
   }

@@ -70,6 +70,53 @@ void def_ops(py::module_& m) {
         py::arg("x"), py::arg("dy"), py::arg("dkernel"), py::arg("dbias"), py::arg("strides"), py::arg("dilation"),
         py::arg("padding"), py::arg("tf32") = false);
 
+  m.def("depthwise2d_fwd",
+        [](py::handle x, py::handle w, py::handle bias, py::handle y, Pair strides, Pair dilation,
+           const std::string& padding, const std::string& activation) {
+          const Depthwise2dDesc d = depthwise_desc(array_shape4(x, "x", D), array_shape4(w, "kernel", D), strides,
+                                                   dilation, padding);
+          const Activation act = parse_activation(activation);
+          const float* px = array_data<float, D>(x, "x", {d.N, d.H, d.W, d.C}, false);
+          const float* pw = array_data<float, D>(w, "kernel", {d.R, d.S, d.C, d.M}, false);
+          const float* pb = optional_data<float, D>(bias, "bias", {d.K}, false);
+          float* py_ = array_data<float, D>(y, "y", vec(depthwise_out_shape(d)), true);
+          auto run = K::prepare();
+          py::gil_scoped_release nogil;
+          K::depthwise2d_fwd(run, d, px, pw, pb, py_, act);
+        },
+        py::arg("x"), py::arg("kernel"), py::arg("bias"), py::arg("y"), py::arg("strides"), py::arg("dilation"),
+        py::arg("padding"), py::arg("activation") = "linear",
+        "y = depthwise_conv2d(x, kernel) + bias, kernel (kh, kw, C, M), activation 'linear', 'relu' or 'relu6'.");
+
+  m.def("depthwise2d_bwd_data",
+        [](py::handle dy, py::handle w, py::handle dx, Pair strides, Pair dilation, const std::string& padding) {
+          const Depthwise2dDesc d = depthwise_desc(array_shape4(dx, "dx", D), array_shape4(w, "kernel", D), strides,
+                                                   dilation, padding);
+          const float* pdy = array_data<float, D>(dy, "dy", vec(depthwise_out_shape(d)), false);
+          const float* pw = array_data<float, D>(w, "kernel", {d.R, d.S, d.C, d.M}, false);
+          float* pdx = array_data<float, D>(dx, "dx", {d.N, d.H, d.W, d.C}, true);
+          auto run = K::prepare();
+          py::gil_scoped_release nogil;
+          K::depthwise2d_bwd_data(run, d, pdy, pw, pdx);
+        },
+        py::arg("dy"), py::arg("kernel"), py::arg("dx"), py::arg("strides"), py::arg("dilation"), py::arg("padding"));
+
+  m.def("depthwise2d_bwd_filter",
+        [](py::handle x, py::handle dy, py::handle dw, py::handle dbias, Pair strides, Pair dilation,
+           const std::string& padding) {
+          const Depthwise2dDesc d = depthwise_desc(array_shape4(x, "x", D), array_shape4(dw, "dkernel", D), strides,
+                                                   dilation, padding);
+          const float* px = array_data<float, D>(x, "x", {d.N, d.H, d.W, d.C}, false);
+          const float* pdy = array_data<float, D>(dy, "dy", vec(depthwise_out_shape(d)), false);
+          float* pdw = array_data<float, D>(dw, "dkernel", {d.R, d.S, d.C, d.M}, true);
+          float* pdb = optional_data<float, D>(dbias, "dbias", {d.K}, true);
+          auto run = K::prepare();
+          py::gil_scoped_release nogil;
+          K::depthwise2d_bwd_filter(run, d, px, pdy, pdw, pdb);
+        },
+        py::arg("x"), py::arg("dy"), py::arg("dkernel"), py::arg("dbias"), py::arg("strides"), py::arg("dilation"),
+        py::arg("padding"));
+
   m.def("max_pool2d_fwd",
         [](py::handle x, py::handle y, py::handle argmax, Pair pool, Pair strides, const std::string& padding) {
           const Pool2dDesc d = pool_desc(array_shape4(x, "x", D), pool, strides, padding);

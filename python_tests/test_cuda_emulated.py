@@ -1,4 +1,4 @@
-"""The CUDA kernels' source, run on the CPU: csrc/emu translates conv2d_cuda.cu and pool2d_cuda.cu
+"""The CUDA kernels' source, run on the CPU: csrc/emu translates conv2d_cuda.cu, pool2d_cuda.cu and depthwise2d_cuda.cu
 for an emulation of the CUDA features they use, and check_kernels compares them with the reference
 loops (csrc/ops/reference.cpp) on fixed and random shapes, under AddressSanitizer and UBSan. Needs
 g++, no GPU."""
@@ -16,17 +16,19 @@ import pytest
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 EMU = CSRC / "emu"
 CONV, POOL = CSRC / "ops" / "conv2d_cuda.cu", CSRC / "ops" / "pool2d_cuda.cu"
+DEPTHWISE = CSRC / "ops" / "depthwise2d_cuda.cu"
 CPU_SOURCES = [
     CSRC / "common.cpp",
     CSRC / "ops" / "conv2d.cpp",
+    CSRC / "ops" / "depthwise2d.cpp",
     CSRC / "ops" / "pool2d.cpp",
     CSRC / "ops" / "reference.cpp",
 ]
 FLAGS = ["-std=c++20", "-g", "-pthread", "-fopenmp", "-Wno-unknown-pragmas"]
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
-# One harness per seed, side by side: 176 cases in all, about 30 s with the build on 2 cores.
+# One harness per seed, side by side: 248 cases in all, about 30 s with the build on 2 cores.
 SEEDS = (1, 2)
-BUDGET = ["--conv", "16", "--pool", "50"]
+BUDGET = ["--conv", "16", "--pool", "50", "--depthwise", "30"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -74,7 +76,7 @@ def build(tmp_path_factory):
     """(gxx, folder, objects, harness): the translated kernels, harness and reference loops compiled and linked."""
     gxx = _gxx()
     out = tmp_path_factory.mktemp("cuda_emulated")
-    sources = [*translate.translate_files(out, [CONV, POOL]), EMU / "check_kernels.cpp", *CPU_SOURCES]  # slowest first
+    sources = [*translate.translate_files(out, [CONV, POOL, DEPTHWISE]), EMU / "check_kernels.cpp", *CPU_SOURCES]  # slowest first
     with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         objects = list(pool.map(lambda s: _compile(gxx, out, s, [*FLAGS, *SANITIZE, "-O1"]), sources))
     return gxx, out, objects, _link(gxx, objects, out / "check_kernels")
@@ -125,3 +127,21 @@ def test_translation_refuses_what_it_cannot_follow(old, new, message):
     assert source.count(old) == 1
     with pytest.raises(translate.TranslationError, match=re.escape(message)):
         translate.translate(source.replace(old, new), CONV.name)
+
+
+def test_a_broken_depthwise_kernel_fails(build):
+    """Backward-data's gather without its stride test (every tap taken as if it landed on an output): the
+    check must notice."""
+    gxx, out, objects, _ = build
+    old = "if (th < 0 || th % g.sh != 0 || th / g.sh >= g.OH) continue;"
+    source = DEPTHWISE.read_text()
+    assert source.count(old) == 1, "update this mutation: the gather's row test is no longer in depthwise2d_cuda.cu"
+    mutant = out / "depthwise_mutant"
+    mutant.mkdir()
+    (mutant / "cuda_runtime.h").write_text(translate.RUNTIME_HEADER)
+    (mutant / "depthwise2d_cuda.cpp").write_text(
+        translate.translate(source.replace(old, "if (th < 0 || th / g.sh >= g.OH) continue;"), DEPTHWISE.name))
+    obj = _compile(gxx, mutant, mutant / "depthwise2d_cuda.cpp", [*FLAGS, "-O0"])
+    exe = _link(gxx, [obj, *(o for o in objects if o.name != obj.name)], mutant / "check_kernels")
+    done = subprocess.run([exe, "--only", "depthwise", "--depthwise", "0"], capture_output=True, text=True, env=ENV)
+    assert done.returncode == 1 and re.search(r"\d+ OUTPUTS DIFFER", done.stdout), _output(done)

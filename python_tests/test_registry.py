@@ -68,6 +68,32 @@ def _conv_cases(rng):
     return out
 
 
+def _nhwc_depthwise(x, k, b, strides, padding, dilation, act):
+    """PyTorch's grouped convolution (groups = C): Keras's channel order c * M + m is PyTorch's too."""
+    (pt, pb), (pl, pr) = (oracle.tf_pads(x.shape[i + 1], k.shape[i], strides[i], dilation[i], padding) for i in (0, 1))
+    kh, kw, c, m = k.shape
+    y = F.conv2d(F.pad(x.permute(0, 3, 1, 2), (pl, pr, pt, pb)), k.reshape(kh, kw, c * m, 1).permute(2, 3, 0, 1), b,
+                 stride=strides, dilation=dilation, groups=c).permute(0, 2, 3, 1)
+    return {None: y, "relu": torch.relu(y), "relu6": torch.clamp(y, 0, 6)}[act]
+
+
+def _depthwise_cases(rng):
+    out = []
+    for shape, k, strides, padding, dilation, act, bias in [
+        ((2, 7, 7, 3), (3, 3, 3, 1), (1, 1), "same", (1, 1), "relu", True),
+        ((2, 8, 6, 2), (3, 2, 2, 2), (2, 1), "valid", (1, 1), None, True),
+        ((1, 9, 9, 5), (3, 3, 5, 1), (1, 1), "same", (2, 2), None, False),
+        ((2, 6, 7, 4), (4, 4, 4, 3), (2, 2), "same", (1, 1), "relu6", True),
+    ]:
+        scale = 3 if act == "relu6" else 1  # outputs on both sides of 6
+        inputs = [_r(rng, *shape) * scale, _r(rng, *k)] + ([_r(rng, k[2] * k[3])] if bias else [])
+        kw = dict(strides=strides, padding=padding, dilation_rate=dilation, activation=act)
+        fn = ops.depthwise_conv2d if bias else (lambda x, w, **kw: ops.depthwise_conv2d(x, w, None, **kw))
+        ref = (lambda x, w, b=None, s=strides, p=padding, d=dilation, a=act: _nhwc_depthwise(x, w, b, s, p, d, a))
+        out.append(Case(fn, inputs, ref, kw=kw))
+    return out
+
+
 def _pool_cases(rng, fn, kind):
     return [Case(fn, [_r(rng, *shape)], lambda x, pool=pool, s=s, p=p: _nhwc_pool(x, pool, s, p, kind),
                  kw=dict(pool_size=pool, strides=s, padding=p))
@@ -99,6 +125,7 @@ def _cases(rng):
     sm = lambda t, axis=-1: torch.softmax(t, axis)  # noqa: E731
     return {
         "conv2d": _conv_cases(rng),
+        "depthwise_conv2d": _depthwise_cases(rng),
         "max_pool2d": _pool_cases(rng, ops.max_pool2d, "max"),
         "avg_pool2d": _pool_cases(rng, ops.avg_pool2d, "avg"),
         "global_avg_pool2d": [Case(ops.global_avg_pool2d, [_r(rng, 2, 4, 3, 5)], lambda x: x.mean((1, 2)))],

@@ -1,6 +1,8 @@
-"""bench/run_kernels.py: its GPU timer on a simulated GPU (no GPU needed), and its shape lists."""
+"""bench/run_kernels.py: its GPU timer on a simulated GPU (no GPU needed), its shape lists, and a
+smoke run of its depthwise table."""
 
 import contextlib
+import json
 
 import pytest
 
@@ -114,3 +116,23 @@ def test_conv_shapes_hold_every_layer_once(device):
     if device == "cuda":
         assert "lenet5@512+lenet5_subclassed@512" in {s[0] for s in shapes}
         assert "fashion1@512" not in names  # fashion1 is at batch 512 already
+
+
+def test_depthwise_table_runs_and_checks_against_torch(tmp_path):
+    """--only depthwise on its first two shapes: every result passes its check against PyTorch (TensorFlow's
+    padding applied explicitly) and the JSON holds the rows."""
+    import torch
+
+    import convkit
+
+    before = convkit.get_num_threads(), torch.get_num_threads()
+    out = tmp_path / "kernels.json"
+    try:
+        code = run_kernels.main(["--only", "depthwise", "--limit", "2", "--min-time", "0", "--min-reps", "1",
+                                 "--threads", "1", "--out", str(out)])
+    finally:
+        convkit.set_num_threads(before[0])
+        torch.set_num_threads(before[1])
+    rows = json.loads(out.read_text())["rows"]
+    assert code == 0 and len(rows) == 6 and all(r["ok"] and r["kind"] == "depthwise" for r in rows)
+    assert {r["shape"] for r in rows} == {"1x112x112x32 k3 s1", "1x112x112x64 k3 s2"}

@@ -1,7 +1,8 @@
 """Keras-style layers (NHWC activations, HWIO kernels) over convkit.ops."""
 
 from convkit.layers.base import Input, InputLayer, KerasTensor, Layer, Variable
-from convkit.layers.conv import Conv2D, Convolution2D
+from convkit.layers.conv import (Conv2D, Convolution2D, DepthwiseConv2D, SeparableConv2D,
+                                  SeparableConvolution2D)
 from convkit.layers.core import (Activation, Dense, Dropout, Flatten, LeakyReLU, ReLU, Rescaling,
                                  SpatialDropout2D)
 from convkit.layers.merge import (Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract, add, average,
@@ -14,6 +15,7 @@ from convkit.layers.pooling import (AveragePooling2D, AvgPool2D, GlobalAveragePo
 from convkit.layers.reshaping import Cropping2D, Permute, Reshape, ZeroPadding2D
 
 __all__ = ["Layer", "Variable", "KerasTensor", "Input", "InputLayer", "Conv2D", "Convolution2D",
+           "DepthwiseConv2D", "SeparableConv2D", "SeparableConvolution2D",
            "MaxPooling2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D",
            "GlobalAvgPool2D", "Flatten", "Dense", "Dropout", "BatchNormalization", "SyncBatchNormalization",
            "Activation", "ReLU", "LeakyReLU", "Rescaling", "Normalization", "SpatialDropout2D", "GlobalMaxPooling2D",

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from convkit import _serial, activations, initializers, ops, regularizers
+from convkit import _serial, activations, constraints, initializers, ops, regularizers
 from convkit._device import xp_of
 from convkit.autodiff import Variable
 
@@ -135,9 +135,11 @@ class Layer:
         object.__setattr__(self, key, value)
 
     # weights ---------------------------------------------------------------------------------------------
-    def add_weight(self, name, shape, initializer="glorot_uniform", regularizer=None, trainable=True):
+    def add_weight(self, name, shape, initializer="glorot_uniform", regularizer=None, trainable=True,
+                   constraint=None):
         value = np.array(initializers.get(initializer)(tuple(shape)), dtype=np.float32, order="C")  # 0-d stays 0-d
-        v = Variable(value, f"{self.name}/{name}", trainable, regularizers.get(regularizer))
+        v = Variable(value, f"{self.name}/{name}", trainable, regularizers.get(regularizer),
+                     constraints.get(constraint))
         self._weights.append(v)
         return v
 
@@ -306,8 +308,11 @@ class KernelLayer(Layer):
     arguments, weights and config."""
 
     def __init__(self, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, **kwargs):
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, kernel_constraint=None,
+                 bias_constraint=None, **kwargs):
         super().__init__(**kwargs)
+        self.kernel_constraint = constraints.get(kernel_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
         self.activation = activations.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = initializers.get(kernel_initializer)
@@ -316,16 +321,19 @@ class KernelLayer(Layer):
         self.bias_regularizer = regularizers.get(bias_regularizer)
 
     def _add_kernel_and_bias(self, kernel_shape, units):
-        self.kernel = self.add_weight("kernel", kernel_shape, self.kernel_initializer, self.kernel_regularizer)
-        self.bias = self.add_weight("bias", (units,), self.bias_initializer, self.bias_regularizer) \
-            if self.use_bias else None
+        self.kernel = self.add_weight("kernel", kernel_shape, self.kernel_initializer, self.kernel_regularizer,
+                                      constraint=self.kernel_constraint)
+        self.bias = self.add_weight("bias", (units,), self.bias_initializer, self.bias_regularizer,
+                                    constraint=self.bias_constraint) if self.use_bias else None
 
     def get_config(self):
         return {**super().get_config(), "activation": self.activation.name, "use_bias": self.use_bias,
                 "kernel_initializer": _serial.serialize(self.kernel_initializer),
                 "bias_initializer": _serial.serialize(self.bias_initializer),
                 "kernel_regularizer": serialize_optional(self.kernel_regularizer),
-                "bias_regularizer": serialize_optional(self.bias_regularizer)}
+                "bias_regularizer": serialize_optional(self.bias_regularizer),
+                "kernel_constraint": serialize_optional(self.kernel_constraint),
+                "bias_constraint": serialize_optional(self.bias_constraint)}
 
 
 def _as_float32(x):

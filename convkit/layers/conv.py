@@ -1,9 +1,11 @@
-"""Conv2D over convkit.ops.conv2d (bias and ReLU fused into the kernel's epilogue)."""
+"""Conv2D over convkit.ops.conv2d (bias and ReLU fused into the kernel's epilogue); DepthwiseConv2D over
+convkit.ops.depthwise_conv2d (bias and ReLU/ReLU6 fused); SeparableConv2D, a depthwise then a 1x1
+convolution."""
 
 from __future__ import annotations
 
-from convkit import _serial, ops
-from convkit.layers.base import KernelLayer
+from convkit import _serial, activations, constraints, initializers, ops, regularizers
+from convkit.layers.base import KernelLayer, Layer, serialize_optional
 
 
 def _pair(v, name):
@@ -30,9 +32,11 @@ class Conv2D(KernelLayer):
 
     def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None,
                  dilation_rate=(1, 1), activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, **kwargs):
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, **kwargs):
         super().__init__(activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
-                         bias_regularizer, **kwargs)
+                         bias_regularizer, kernel_constraint, bias_constraint,
+                         activity_regularizer=activity_regularizer, **kwargs)
         _channels_last(data_format, "Conv2D")
         if not isinstance(filters, int) or filters <= 0:
             raise ValueError(f"Conv2D: filters must be a positive int, got {filters!r}")
@@ -69,3 +73,156 @@ class Conv2D(KernelLayer):
 
 
 Convolution2D = Conv2D
+
+
+def _positive_int(v, name, who):
+    if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+        raise ValueError(f"{who}: {name} must be a positive int, got {v!r}")
+    return v
+
+
+def _fused(activation, allowed):
+    """The activation's name when the kernel can apply it itself (a built-in one of ``allowed``), else None."""
+    name = activation.name
+    return name if name in allowed and type(activation) is type(activations.get(name)) else None
+
+
+class _DepthwiseBase(Layer):
+    """What DepthwiseConv2D and SeparableConv2D share: the depthwise geometry, activation and bias."""
+
+    _who = ""
+
+    def __init__(self, kernel_size, strides, padding, depth_multiplier, data_format, dilation_rate, activation,
+                 use_bias, depthwise_initializer, bias_initializer, depthwise_regularizer, bias_regularizer,
+                 depthwise_constraint, bias_constraint, **kwargs):
+        super().__init__(**kwargs)
+        who = self._who
+        _channels_last(data_format, who)
+        self.kernel_size = _pair(kernel_size, f"{who} kernel_size")
+        self.strides = _pair(strides, f"{who} strides")
+        self.dilation_rate = _pair(dilation_rate, f"{who} dilation_rate")
+        self.padding = _padding(padding, who)
+        self.depth_multiplier = _positive_int(depth_multiplier, "depth_multiplier", who)
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.depthwise_initializer = initializers.get(depthwise_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.depthwise_regularizer = regularizers.get(depthwise_regularizer)
+        self.bias_regularizer = regularizers.get(bias_regularizer)
+        self.depthwise_constraint = constraints.get(depthwise_constraint)
+        self.bias_constraint = constraints.get(bias_constraint)
+
+    def _check_rank(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(f"{self._who} {self.name!r}: expects 4-D input (N, H, W, C), got shape "
+                             f"{tuple(input_shape)}")
+
+    def _add_depthwise_kernel(self, name, channels):
+        return self.add_weight(name, self.kernel_size + (channels, self.depth_multiplier), self.depthwise_initializer,
+                               self.depthwise_regularizer, constraint=self.depthwise_constraint)
+
+    def _add_bias(self, units):
+        return self.add_weight("bias", (units,), self.bias_initializer, self.bias_regularizer,
+                               constraint=self.bias_constraint) if self.use_bias else None
+
+    def _depthwise_shape(self, input_shape):
+        """(N, OH, OW, C * depth_multiplier) of the depthwise step; ValueError for a window that does not fit."""
+        kshape = self.kernel_size + (input_shape[-1], self.depth_multiplier)
+        out = ops.depthwise_conv2d_output_shape((1,) + tuple(input_shape[1:]), kshape, self.strides, self.padding,
+                                                self.dilation_rate)
+        return (input_shape[0],) + tuple(out[1:])
+
+    def _geometry(self):
+        return dict(strides=self.strides, padding=self.padding, dilation_rate=self.dilation_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "depth_multiplier": self.depth_multiplier,
+                "kernel_size": list(self.kernel_size), "strides": list(self.strides), "padding": self.padding,
+                "data_format": "channels_last", "dilation_rate": list(self.dilation_rate),
+                "activation": self.activation.name, "use_bias": self.use_bias,
+                "depthwise_initializer": _serial.serialize(self.depthwise_initializer),
+                "bias_initializer": _serial.serialize(self.bias_initializer),
+                "depthwise_regularizer": serialize_optional(self.depthwise_regularizer),
+                "bias_regularizer": serialize_optional(self.bias_regularizer),
+                "depthwise_constraint": serialize_optional(self.depthwise_constraint),
+                "bias_constraint": serialize_optional(self.bias_constraint)}
+
+
+@_serial.register_serializable
+class DepthwiseConv2D(_DepthwiseBase):
+    """Depthwise 2-D convolution as Keras's: each input channel convolved with its own ``depth_multiplier``
+    filters; kernel (kh, kw, C, depth_multiplier), bias (C * depth_multiplier,), NHWC only."""
+
+    _who = "DepthwiseConv2D"
+
+    def __init__(self, kernel_size, strides=(1, 1), padding="valid", depth_multiplier=1, data_format=None,
+                 dilation_rate=(1, 1), activation=None, use_bias=True, depthwise_initializer="glorot_uniform",
+                 bias_initializer="zeros", depthwise_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, depthwise_constraint=None, bias_constraint=None, **kwargs):
+        super().__init__(kernel_size, strides, padding, depth_multiplier, data_format, dilation_rate, activation,
+                         use_bias, depthwise_initializer, bias_initializer, depthwise_regularizer, bias_regularizer,
+                         depthwise_constraint, bias_constraint, activity_regularizer=activity_regularizer, **kwargs)
+        self._fused = _fused(self.activation, ("relu", "relu6"))
+
+    def build(self, input_shape):
+        self._check_rank(input_shape)
+        self._depthwise_shape(input_shape)
+        self.kernel = self._add_depthwise_kernel("kernel", input_shape[-1])
+        self.bias = self._add_bias(input_shape[-1] * self.depth_multiplier)
+
+    def compute_output_shape(self, input_shape):
+        return self._depthwise_shape(input_shape)
+
+    def call(self, x, training=False):
+        y = ops.depthwise_conv2d(x, self.kernel, self.bias, activation=self._fused, **self._geometry())
+        return y if self._fused else self.activation(y)
+
+
+@_serial.register_serializable
+class SeparableConv2D(_DepthwiseBase):
+    """Depthwise separable 2-D convolution as Keras's: a depthwise convolution (depthwise_kernel
+    (kh, kw, C, depth_multiplier)) then a 1x1 convolution to ``filters`` (pointwise_kernel
+    (1, 1, C * depth_multiplier, filters)), bias (filters,), NHWC only."""
+
+    _who = "SeparableConv2D"
+
+    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", data_format=None, dilation_rate=(1, 1),
+                 depth_multiplier=1, activation=None, use_bias=True, depthwise_initializer="glorot_uniform",
+                 pointwise_initializer="glorot_uniform", bias_initializer="zeros", depthwise_regularizer=None,
+                 pointwise_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 depthwise_constraint=None, pointwise_constraint=None, bias_constraint=None, **kwargs):
+        super().__init__(kernel_size, strides, padding, depth_multiplier, data_format, dilation_rate, activation,
+                         use_bias, depthwise_initializer, bias_initializer, depthwise_regularizer, bias_regularizer,
+                         depthwise_constraint, bias_constraint, activity_regularizer=activity_regularizer, **kwargs)
+        self.filters = _positive_int(filters, "filters", self._who)
+        self.pointwise_initializer = initializers.get(pointwise_initializer)
+        self.pointwise_regularizer = regularizers.get(pointwise_regularizer)
+        self.pointwise_constraint = constraints.get(pointwise_constraint)
+        self._fused = _fused(self.activation, ("relu",))
+
+    def build(self, input_shape):
+        self._check_rank(input_shape)
+        self._depthwise_shape(input_shape)
+        channels = input_shape[-1]
+        self.depthwise_kernel = self._add_depthwise_kernel("depthwise_kernel", channels)
+        self.pointwise_kernel = self.add_weight("pointwise_kernel", (1, 1, channels * self.depth_multiplier,
+                                                                     self.filters), self.pointwise_initializer,
+                                                self.pointwise_regularizer, constraint=self.pointwise_constraint)
+        self.bias = self._add_bias(self.filters)
+
+    def compute_output_shape(self, input_shape):
+        return self._depthwise_shape(input_shape)[:3] + (self.filters,)
+
+    def call(self, x, training=False):
+        z = ops.depthwise_conv2d(x, self.depthwise_kernel, None, **self._geometry())
+        y = ops.conv2d(z, self.pointwise_kernel, self.bias, activation=self._fused)
+        return y if self._fused else self.activation(y)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "pointwise_initializer": _serial.serialize(self.pointwise_initializer),
+                "pointwise_regularizer": serialize_optional(self.pointwise_regularizer),
+                "pointwise_constraint": serialize_optional(self.pointwise_constraint)}
+
+
+SeparableConvolution2D = SeparableConv2D

@@ -19,12 +19,13 @@ class Dense(KernelLayer):
     """y = activation(x @ kernel + bias) over the last axis; kernel (in, units)."""
 
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, input_dim=None,
-                 **kwargs):
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
+                 kernel_constraint=None, bias_constraint=None, input_dim=None, **kwargs):
         if input_dim is not None and "input_shape" not in kwargs:
             kwargs["input_shape"] = (input_dim,)
         super().__init__(activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer,
-                         bias_regularizer, **kwargs)
+                         bias_regularizer, kernel_constraint, bias_constraint,
+                         activity_regularizer=activity_regularizer, **kwargs)
         if not isinstance(units, int) or units <= 0:
             raise ValueError(f"Dense: units must be a positive int, got {units!r}")
         self.units = units

@@ -388,8 +388,6 @@ constexpr std::array<RowGrad, sizeof...(J)> row_grad_table(std::index_sequence<J
   return {row_grad_avx2<static_cast<int>(J) + 1, NV>...};
 }
 
-enum class Isa { Generic, Avx2, Avx512 };
-
 // The widest instruction set both the CPU and CONVKIT_CPU_KERNEL allow: "generic" forces the
 // portable kernels and "avx2" the AVX2 ones, so that every variant can be tested on one machine.
 Isa detect_isa() {
@@ -588,6 +586,8 @@ void column_sums(const float* a, i64 n, i64 K, float* out) {
 }
 
 int row_grad_max_pairs() { return kAvx512 ? kRowGradMaxPairs : 6; }
+
+Isa isa() { return kIsa; }
 
 const char* micro_kernel_name() {
   return kAvx512 ? "avx512" : kAvx2 ? "avx2-fma" : "generic";

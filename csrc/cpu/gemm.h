@@ -80,4 +80,9 @@ void column_sums(const float* a, i64 n, i64 K, float* out);
 // Which micro-kernels this CPU runs: "avx512", "avx2-fma" or "generic".
 const char* micro_kernel_name();
 
+// The instruction set those micro-kernels use (the CPU's widest, unless CONVKIT_CPU_KERNEL forces a
+// narrower one), for other kernels that choose their code path at run time the same way.
+enum class Isa { Generic, Avx2, Avx512 };
+Isa isa();
+
 }  // namespace convkit::cpu

@@ -2,11 +2,12 @@
 // cuda_emulation.h) and compares every output with the reference loops (ops/reference.h), which
 // the Python tests check against PyTorch in float64.
 //
-//   check_kernels [--seed S] [--conv N] [--pool N] [--only conv|pool] [--case I] [--tf32] [--verbose]
+//   check_kernels [--seed S] [--conv N] [--pool N] [--depthwise N] [--only conv|pool|depthwise] [--case I]
+//                 [--tf32] [--verbose]
 //
-// Fixed cases come first, then N random conv and N random pool cases. Case I draws its shape,
+// Fixed cases come first, then N random conv, N random pool and N random depthwise cases. Case I draws its shape,
 // data and thread order from (seed, I) alone, so --case I replays it; --tf32 runs every conv
-// case in TF32. Conv outputs must agree within 1e-5 (fp32) or 2e-3 (TF32) of the sum of
+// case in TF32. Conv and depthwise outputs must agree within 1e-5 (fp32) or 2e-3 (TF32) of the sum of
 // |terms| of each output; pooling must agree bit for bit, argmax included. Outputs are
 // poisoned before every call, so an element a kernel does not write is a mismatch. Prints
 // one summary line and exits 1 on any mismatch or error. (ASan's warning that it does not
@@ -26,6 +27,7 @@
 
 #include "cuda_emulation.h"
 #include "ops/conv2d.h"
+#include "ops/depthwise2d.h"
 #include "ops/pool2d.h"
 #include "ops/reference.h"
 
@@ -406,6 +408,119 @@ std::vector<PoolCase> fixed_pool() {
   };
 }
 
+// -------------------------------------------------------------------------------- depthwise
+
+struct DepthwiseCase {
+  i64 N, H, W, C, R, S, M, sh, sw, dh, dw;
+  Padding pad;
+  Activation act;
+  bool bias;
+  bool wide = false;     // the 64-bit kernels
+  bool no_pool = false;  // cudaMallocAsync fails: backward-filter runs as one split
+  bool nan = false;      // x holds a NaN, which every output it reaches must keep
+};
+
+std::string describe(const DepthwiseCase& c) {
+  char s[300];
+  std::snprintf(s, sizeof s,
+                "depthwise N=%lld H=%lld W=%lld C=%lld R=%lld S=%lld M=%lld stride=%lld,%lld dilation=%lld,%lld %s"
+                " act=%d%s%s%s%s",
+                (long long)c.N, (long long)c.H, (long long)c.W, (long long)c.C, (long long)c.R, (long long)c.S,
+                (long long)c.M, (long long)c.sh, (long long)c.sw, (long long)c.dh, (long long)c.dw,
+                c.pad == Padding::Same ? "same" : "valid", static_cast<int>(c.act), c.bias ? " bias" : "",
+                c.wide ? " wide" : "", c.no_pool ? " no-pool" : "", c.nan ? " nan" : "");
+  return s;
+}
+
+void run_depthwise(long index, const DepthwiseCase& c, Rng& rng, Stats& st) {
+  const Depthwise2dDesc d = make_depthwise2d_desc(c.N, c.H, c.W, c.C, c.R, c.S, c.M, c.sh, c.sw, c.dh, c.dw, c.pad);
+  Case k(index, describe(c), st);
+  const i64 nx = d.N * d.H * d.W * d.C, nw = d.R * d.S * d.K, ny = d.N * d.OH * d.OW * d.K;
+  Buffer<float> x(nx, false), w(nw, false), b(d.K, false), y(ny, false), dy(ny, false), dx(nx, false),
+      dw(nw, false), db(d.K, false);
+  for (auto* buf : {&x, &w, &b, &dy})
+    for (i64 i = 0; i < buf->size(); ++i) (*buf)[i] = 4 * uniform(rng);  // ReLU6 clips some sums
+  if (c.nan && nx) x[static_cast<i64>(rng() % static_cast<std::uint64_t>(nx))] = NAN;
+  std::vector<float> ax = abs_of(x), aw = abs_of(w), ab = abs_of(b), ady = abs_of(dy);
+  const float* bias = c.bias ? b.get() : nullptr;
+  std::vector<float> want(ny), bound(ny);
+  reference::depthwise2d_fwd(d, x.get(), w.get(), bias, want.data(), c.act);
+  reference::depthwise2d_fwd(d, ax.data(), aw.data(), c.bias ? ab.data() : nullptr, bound.data(), Activation::None);
+  emu::force_wide_indices = c.wide;
+  emu::fail_malloc_async = c.no_pool;
+  y.poison();
+  if (k.call("depthwise forward", [&] { depthwise2d_fwd_cuda(d, x.get(), w.get(), bias, y.get(), c.act, nullptr); }))
+    k.near("depthwise forward", y.get(), want, bound, kTolFp32, false);
+
+  want.assign(nx, 0.f);
+  bound.assign(nx, 0.f);
+  reference::depthwise2d_bwd_data(d, dy.get(), w.get(), want.data());
+  reference::depthwise2d_bwd_data(d, ady.data(), aw.data(), bound.data());
+  dx.poison();
+  if (k.call("depthwise backward-data", [&] { depthwise2d_bwd_data_cuda(d, dy.get(), w.get(), dx.get(), nullptr); }))
+    k.near("depthwise backward-data", dx.get(), want, bound, kTolFp32, false);
+
+  want.assign(nw, 0.f);
+  bound.assign(nw, 0.f);
+  std::vector<float> want_db(d.K), bound_db(d.K);
+  reference::depthwise2d_bwd_filter(d, x.get(), dy.get(), want.data(), c.bias ? want_db.data() : nullptr);
+  reference::depthwise2d_bwd_filter(d, ax.data(), ady.data(), bound.data(), c.bias ? bound_db.data() : nullptr);
+  dw.poison();
+  db.poison();
+  if (k.call("depthwise backward-filter", [&] {
+        depthwise2d_bwd_filter_cuda(d, x.get(), dy.get(), dw.get(), c.bias ? db.get() : nullptr, nullptr);
+      })) {
+    k.near("depthwise backward-filter", dw.get(), want, bound, kTolFp32, false);
+    if (c.bias) k.near("depthwise bias gradient", db.get(), want_db, bound_db, kTolFp32, false);
+  }
+  emu::force_wide_indices = false;
+  emu::fail_malloc_async = false;
+}
+
+DepthwiseCase random_depthwise(Rng& rng) {
+  for (;;) {
+    DepthwiseCase c{};
+    c.N = pick<i64>(rng, {1, 1, 2, 3});
+    c.H = 1 + static_cast<i64>(rng() % 10);
+    c.W = 1 + static_cast<i64>(rng() % 10);
+    c.C = pick<i64>(rng, {1, 2, 3, 8, 16, 31, 32, 33, 40});
+    c.M = pick<i64>(rng, {1, 1, 1, 2, 3});
+    c.R = pick<i64>(rng, {1, 2, 3, 4, 5});
+    c.S = pick<i64>(rng, {1, 2, 3, 5});
+    c.sh = pick<i64>(rng, {1, 1, 2, 3});
+    c.sw = pick<i64>(rng, {1, 1, 2});
+    c.dh = pick<i64>(rng, {1, 1, 2, 3});
+    c.dw = pick<i64>(rng, {1, 1, 2});
+    c.pad = chance(rng, 2) ? Padding::Same : Padding::Valid;
+    c.act = pick<Activation>(rng, {Activation::None, Activation::Relu, Activation::Relu6});
+    c.bias = chance(rng, 2);
+    c.wide = chance(rng, 5);
+    c.no_pool = chance(rng, 8);
+    c.nan = chance(rng, 8);
+    try {
+      make_depthwise2d_desc(c.N, c.H, c.W, c.C, c.R, c.S, c.M, c.sh, c.sw, c.dh, c.dw, c.pad);
+      return c;
+    } catch (const ShapeError&) {
+    }
+  }
+}
+
+std::vector<DepthwiseCase> fixed_depthwise() {
+  const Padding same = Padding::Same, valid = Padding::Valid;
+  const Activation none = Activation::None, relu6 = Activation::Relu6;
+  return {
+      // Many pixels: backward-filter splits them (and falls back to one split without a pool).
+      {4, 12, 12, 8, 3, 3, 1, 1, 1, 1, 1, same, relu6, true},
+      {4, 12, 12, 8, 3, 3, 1, 1, 1, 1, 1, same, relu6, true, false, true},
+      // 70 channels: three blocks of 32, the last ragged; stride 2 with an even kernel.
+      {2, 9, 8, 35, 4, 4, 2, 2, 2, 1, 1, same, none, true},
+      // Stride larger than the kernel: input pixels no tap reaches get zero gradients.
+      {1, 7, 7, 3, 2, 2, 1, 3, 3, 1, 1, same, none, false},
+      {0, 5, 5, 3, 3, 3, 2, 1, 1, 1, 1, same, none, true},  // an empty batch
+      {2, 6, 5, 5, 3, 2, 3, 2, 1, 2, 1, valid, relu6, true, true},  // 64-bit kernels
+  };
+}
+
 void name_the_case(int) {
   if (!current_case.empty()) std::fprintf(stderr, "check_kernels: aborted in %s\n", current_case.c_str());
   std::signal(SIGABRT, SIG_DFL);
@@ -427,10 +542,11 @@ const char* arg(int argc, char** argv, const char* name, const char* fallback) {
 
 int main(int argc, char** argv) {
   const long seed = arg(argc, argv, "--seed", 1L), n_conv = arg(argc, argv, "--conv", 20L),
-             n_pool = arg(argc, argv, "--pool", 60L), only_case = arg(argc, argv, "--case", -1L);
+             n_pool = arg(argc, argv, "--pool", 60L), n_depthwise = arg(argc, argv, "--depthwise", 30L),
+             only_case = arg(argc, argv, "--case", -1L);
   const std::string only = arg(argc, argv, "--only", "");
-  if (only != "" && only != "conv" && only != "pool") {
-    std::fprintf(stderr, "check_kernels: --only takes conv or pool\n");
+  if (only != "" && only != "conv" && only != "pool" && only != "depthwise") {
+    std::fprintf(stderr, "check_kernels: --only takes conv, pool or depthwise\n");
     return 2;
   }
   bool verbose = false, all_tf32 = false;
@@ -459,7 +575,12 @@ int main(int argc, char** argv) {
     if (verbose) std::printf("case %ld: %s\n", i, describe(c).c_str());
     run_pool(i, c, rng, st);
   };
-  const bool do_conv = only.empty() || only == "conv", do_pool = only.empty() || only == "pool";
+  auto depthwise = [&](long i, const DepthwiseCase& c, Rng& rng) {
+    if (verbose) std::printf("case %ld: %s\n", i, describe(c).c_str());
+    run_depthwise(i, c, rng, st);
+  };
+  const bool do_conv = only.empty() || only == "conv", do_pool = only.empty() || only == "pool",
+             do_depthwise = only.empty() || only == "depthwise";
   for (const ConvCase& c : fixed_conv())
     next([&](long i, Rng& rng) { if (do_conv) conv(i, c, rng); });
   for (long n = 0; n < n_conv; ++n)
@@ -468,6 +589,10 @@ int main(int argc, char** argv) {
     next([&](long i, Rng& rng) { if (do_pool) pool(i, c, rng); });
   for (long n = 0; n < n_pool; ++n)
     next([&](long i, Rng& rng) { if (do_pool) pool(i, random_pool(rng), rng); });
+  for (const DepthwiseCase& c : fixed_depthwise())
+    next([&](long i, Rng& rng) { if (do_depthwise) depthwise(i, c, rng); });
+  for (long n = 0; n < n_depthwise; ++n)
+    next([&](long i, Rng& rng) { if (do_depthwise) depthwise(i, random_depthwise(rng), rng); });
   current_case.clear();
 
   std::string errors;

@@ -86,6 +86,7 @@ PTX_HELPERS = {
         ),
     },
     "pool2d_cuda.cu": {},
+    "depthwise2d_cuda.cu": {},
 }
 
 # Where the host code picks the 32-bit kernels: (pattern, replacement), each matching once.
@@ -96,6 +97,9 @@ WIDE_INDEX_HOOKS = {
     ],
     "pool2d_cuda.cu": [
         (r"(bool small\(const Pool2dDesc& d\) \{)", r"\1 if (emu::force_wide_indices) return false;"),
+    ],
+    "depthwise2d_cuda.cu": [
+        (r"(bool fits_int\(const Depthwise2dDesc& d\) \{)", r"\1 if (emu::force_wide_indices) return false;"),
     ],
 }
 

@@ -26,7 +26,8 @@ struct Conv2dDesc {
 Conv2dDesc make_conv2d_desc(i64 N, i64 H, i64 W, i64 C, i64 R, i64 S, i64 K, i64 sh, i64 sw,
                             i64 dh, i64 dw, Padding padding);
 
-enum class Activation : int { None = 0, Relu = 1 };
+// Fused epilogues. conv2d takes None or Relu; depthwise2d takes Relu6 (min(max(v, 0), 6)) too.
+enum class Activation : int { None = 0, Relu = 1, Relu6 = 2 };
 
 // CPU twins (conv2d_cpu.cpp). bias / dbias may be null.
 void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,

@@ -74,6 +74,74 @@ void conv2d_bwd_filter(const Conv2dDesc& d, const float* x, const float* dy, flo
 
 namespace {
 
+// Depthwise indices: x is (N, H, W, C), the kernel (R, S, C, M), y (N, OH, OW, C * M).
+i64 dxi(const Depthwise2dDesc& d, i64 n, i64 h, i64 w, i64 c) { return ((n * d.H + h) * d.W + w) * d.C + c; }
+i64 dwi(const Depthwise2dDesc& d, i64 r, i64 s, i64 c, i64 m) { return ((r * d.S + s) * d.C + c) * d.M + m; }
+i64 dyi(const Depthwise2dDesc& d, i64 n, i64 oh, i64 ow, i64 c, i64 m) {
+  return ((n * d.OH + oh) * d.OW + ow) * d.K + c * d.M + m;
+}
+
+}  // namespace
+
+void depthwise2d_fwd(const Depthwise2dDesc& d, const float* x, const float* w, const float* bias, float* y,
+                     Activation act) {
+  for (i64 n = 0; n < d.N; ++n)
+    for (i64 oh = 0; oh < d.OH; ++oh)
+      for (i64 ow = 0; ow < d.OW; ++ow)
+        for (i64 c = 0; c < d.C; ++c)
+          for (i64 m = 0; m < d.M; ++m) {
+            double acc = bias ? bias[c * d.M + m] : 0.0;
+            for (i64 r = 0; r < d.R; ++r)
+              for (i64 s = 0; s < d.S; ++s) {
+                const i64 h = tap(oh, d.sh, d.pt, r, d.dh), v = tap(ow, d.sw, d.pl, s, d.dw);
+                if (inside(h, d.H) && inside(v, d.W)) acc += double(x[dxi(d, n, h, v, c)]) * w[dwi(d, r, s, c, m)];
+              }
+            if (act != Activation::None) acc = std::max(acc, 0.0);
+            if (act == Activation::Relu6) acc = std::min(acc, 6.0);
+            y[dyi(d, n, oh, ow, c, m)] = static_cast<float>(acc);
+          }
+}
+
+void depthwise2d_bwd_data(const Depthwise2dDesc& d, const float* dy, const float* w, float* dx) {
+  std::vector<double> acc(static_cast<size_t>(d.N * d.H * d.W * d.C), 0.0);
+  for (i64 n = 0; n < d.N; ++n)
+    for (i64 oh = 0; oh < d.OH; ++oh)
+      for (i64 ow = 0; ow < d.OW; ++ow)
+        for (i64 r = 0; r < d.R; ++r)
+          for (i64 s = 0; s < d.S; ++s) {
+            const i64 h = tap(oh, d.sh, d.pt, r, d.dh), v = tap(ow, d.sw, d.pl, s, d.dw);
+            if (!inside(h, d.H) || !inside(v, d.W)) continue;
+            for (i64 c = 0; c < d.C; ++c)
+              for (i64 m = 0; m < d.M; ++m)
+                acc[dxi(d, n, h, v, c)] += double(dy[dyi(d, n, oh, ow, c, m)]) * w[dwi(d, r, s, c, m)];
+          }
+  for (size_t i = 0; i < acc.size(); ++i) dx[i] = static_cast<float>(acc[i]);
+}
+
+void depthwise2d_bwd_filter(const Depthwise2dDesc& d, const float* x, const float* dy, float* dw, float* dbias) {
+  for (i64 r = 0; r < d.R; ++r)
+    for (i64 s = 0; s < d.S; ++s)
+      for (i64 c = 0; c < d.C; ++c)
+        for (i64 m = 0; m < d.M; ++m) {
+          double acc = 0.0;
+          for (i64 n = 0; n < d.N; ++n)
+            for (i64 oh = 0; oh < d.OH; ++oh)
+              for (i64 ow = 0; ow < d.OW; ++ow) {
+                const i64 h = tap(oh, d.sh, d.pt, r, d.dh), v = tap(ow, d.sw, d.pl, s, d.dw);
+                if (inside(h, d.H) && inside(v, d.W)) acc += double(x[dxi(d, n, h, v, c)]) * dy[dyi(d, n, oh, ow, c, m)];
+              }
+          dw[dwi(d, r, s, c, m)] = static_cast<float>(acc);
+        }
+  if (!dbias) return;
+  for (i64 k = 0; k < d.K; ++k) {
+    double acc = 0.0;
+    for (i64 p = 0; p < d.N * d.OH * d.OW; ++p) acc += dy[p * d.K + k];
+    dbias[k] = static_cast<float>(acc);
+  }
+}
+
+namespace {
+
 // The clipped window [lo, hi) of output o along one dimension (never empty, see window_1d).
 struct Span {
   i64 lo, hi;

@@ -2,7 +2,7 @@
 // possible (one output at a time, sums in double), with no tiling, packing, vectorisation or
 // threads. The tuned CPU kernels, the CUDA kernels (under csrc/emu's emulation) and the
 // Python tests are checked against these, so tuned code is never checked only against other
-// tuned code. Same contracts as the twins in conv2d.h, pool2d.h and batch_norm.h.
+// tuned code. Same contracts as the twins in conv2d.h, depthwise2d.h, pool2d.h and batch_norm.h.
 //
 // Pooling is exact: the reference adds in the order the twins do (window cells row by row;
 // a cell's gradient over windows in output order) and scales by the same float 1/count, so
@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "ops/conv2d.h"
+#include "ops/depthwise2d.h"
 #include "ops/pool2d.h"
 
 namespace convkit::reference {
@@ -18,6 +19,11 @@ namespace convkit::reference {
 void conv2d_fwd(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y, Activation act);
 void conv2d_bwd_data(const Conv2dDesc& d, const float* dy, const float* w, float* dx);
 void conv2d_bwd_filter(const Conv2dDesc& d, const float* x, const float* dy, float* dw, float* dbias);
+
+void depthwise2d_fwd(const Depthwise2dDesc& d, const float* x, const float* w, const float* bias, float* y,
+                     Activation act);
+void depthwise2d_bwd_data(const Depthwise2dDesc& d, const float* dy, const float* w, float* dx);
+void depthwise2d_bwd_filter(const Depthwise2dDesc& d, const float* x, const float* dy, float* dw, float* dbias);
 
 void max_pool2d_fwd(const Pool2dDesc& d, const float* x, float* y, std::int32_t* argmax);
 // Indices outside [0, H*W) are skipped and counted, as by the twins.
