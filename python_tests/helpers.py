@@ -77,3 +77,27 @@ def error_table_tests(name, cases, run):
 
 def write_error_table(name, cases, run):
     ERRORS_MD.write_text(errors_md_with(name, error_table(cases, run)))
+
+
+def rerun_under_micro_kernel(test_file, kernel, name, selection, cwd):
+    """Run ``test_file``'s tests chosen by ``-k selection`` again in a fresh process with
+    CONVKIT_CPU_KERNEL=kernel, checking first that the module then reports ``name``. Runs from ``cwd``
+    (not the checkout), so that the installed package is the one imported."""
+    import subprocess
+    import sys
+
+    import convkit
+
+    if kernel == "avx2" and convkit._cpu.micro_kernel() == "generic":
+        pytest.skip("this CPU has no AVX2")
+    script = (
+        "import sys, pytest, convkit._cpu as c\n"
+        f"assert c.micro_kernel() == {name!r}, c.micro_kernel()\n"
+        "sys.exit(pytest.main(sys.argv[1:]))\n"
+    )
+    env = dict(os.environ, CONVKIT_CPU_KERNEL=kernel)
+    args = [test_file, "-q", "-p", "no:cacheprovider", "-k", selection]
+    child = [sys.executable, *(["-S"] if sys.flags.no_site else []), "-c", script]  # as this interpreter runs
+    run = subprocess.run([*child, *args], env=env, capture_output=True, text=True, cwd=cwd)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert " passed" in run.stdout and " failed" not in run.stdout, run.stdout[-3000:]

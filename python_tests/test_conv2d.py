@@ -139,26 +139,9 @@ def test_hypothesis_shapes(device, n, h, w, c, k, r, s, sh, sw, dh, dw, padding,
 def test_narrower_cpu_kernels(kernel, name, tmp_path):
     """The CPU runs the widest micro-kernels it has (AVX-512, AVX2, portable); CONVKIT_CPU_KERNEL forces a
     narrower set, so this file's checks run again, in a fresh process, on each of the others."""
-    import os
-    import subprocess
-    import sys
+    from helpers import rerun_under_micro_kernel
 
-    import convkit
-
-    if kernel == "avx2" and convkit._cpu.micro_kernel() == "generic":
-        pytest.skip("this CPU has no AVX2")
-    script = (
-        "import sys, pytest, convkit._cpu as c\n"
-        f"assert c.micro_kernel() == {name!r}, c.micro_kernel()\n"
-        "sys.exit(pytest.main(sys.argv[1:]))\n"
-    )
-    env = dict(os.environ, CONVKIT_CPU_KERNEL=kernel)
-    args = [__file__, "-q", "-p", "no:cacheprovider", "-k", "not narrower_cpu_kernels and not cuda"]
-    child = [sys.executable, *(["-S"] if sys.flags.no_site else []), "-c", script]  # as this interpreter runs
-    # Run from elsewhere than the checkout, so that the installed package is the one imported.
-    run = subprocess.run([*child, *args], env=env, capture_output=True, text=True, cwd=tmp_path)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert " passed" in run.stdout and " failed" not in run.stdout, run.stdout[-3000:]
+    rerun_under_micro_kernel(__file__, kernel, name, "not narrower_cpu_kernels and not cuda", tmp_path)
 
 
 # Channel and filter counts that reach every CPU tile (pixel-major, the direct tile with one and

@@ -3,9 +3,6 @@ convolution (groups = C) in float64, then the CPU kernels (each instruction set)
 the reference loops, over shapes that reach every code path: one and several vectors of channels with
 masked tails, depth multipliers, strides, dilations, 'same' with even kernels, batch 1 and 0."""
 
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +12,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import oracle  # noqa: E402
 from convkit import _cpu, ops  # noqa: E402
-from helpers import to_device, to_numpy  # noqa: E402
+from helpers import rerun_under_micro_kernel, to_device, to_numpy  # noqa: E402
 
 REF = _cpu.reference
 
@@ -136,17 +133,5 @@ def test_backward_filter_is_the_same_on_any_thread_count(rng):
 def test_narrower_cpu_kernels(kernel, name, tmp_path):
     """CONVKIT_CPU_KERNEL forces a narrower instruction set: this file's checks run again, in a fresh
     process, on each of the others."""
-    if kernel == "avx2" and _cpu.micro_kernel() == "generic":
-        pytest.skip("this CPU has no AVX2")
-    script = (
-        "import sys, pytest, convkit._cpu as c\n"
-        f"assert c.micro_kernel() == {name!r}, c.micro_kernel()\n"
-        "sys.exit(pytest.main(sys.argv[1:]))\n"
-    )
-    env = dict(os.environ, CONVKIT_CPU_KERNEL=kernel)
-    args = [__file__, "-q", "-p", "no:cacheprovider", "-k", "kernels_match and cpu and not narrower"]
-    child = [sys.executable, *(["-S"] if sys.flags.no_site else []), "-c", script]
-    run = subprocess.run([*child, *args], env=env, capture_output=True, text=True, cwd=tmp_path)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert " passed" in run.stdout and " failed" not in run.stdout, run.stdout[-3000:]
+    rerun_under_micro_kernel(__file__, kernel, name, "kernels_match and cpu and not narrower", tmp_path)
 
