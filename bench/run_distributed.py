@@ -128,6 +128,21 @@ def _table(measured, model_rows, args) -> str:
     return "\n".join(lines)
 
 
+def _machine() -> dict:
+    """Where and with what the figures were measured."""
+    import platform
+
+    import mpi4py
+    from mpi4py import MPI
+
+    import convkit
+    from convkit._backend import device_name
+
+    return {"date": time.strftime("%Y-%m-%d"), "machine": device_name("cpu"), "python": platform.python_version(),
+            "convkit": convkit.__version__, "mpi4py": mpi4py.__version__,
+            "mpi": MPI.Get_library_version().strip().splitlines()[0], "threads_per_rank": 1}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="lenet5", help="zoo model on 28x28x1 inputs (default lenet5)")
@@ -153,7 +168,7 @@ def main(argv=None):
     path.write_text(json.dumps({"model": args.model, "batch": args.batch, "steps": args.steps, "measured": measured,
                                 "comm_model": rows, "assumptions": {k: getattr(args, k) for k in (
                                     "nvlink_gbs", "nvlink_latency_us", "net_gbps", "net_latency_us")},
-                                "date": time.strftime("%Y-%m-%d")}, indent=1))
+                                **_machine()}, indent=1))
     path.with_suffix(".txt").write_text(table + "\n")
     print(f"wrote {path}")
 

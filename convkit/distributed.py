@@ -184,19 +184,21 @@ def _fail(what: str):
 
 
 def _wait(done, what: str) -> None:
-    """Poll ``done()`` until true: spin briefly, then sleep in growing steps so that waiting ranks leave the
-    cores to the working ones; past the deadline, fail."""
+    """Poll ``done()`` until true; past the deadline, fail. MPI moves a non-blocking collective on only
+    inside calls such as Test, one fragment at a time, so polls must come often: between them the core
+    is yielded to any runnable process, and only a long wait (a slower rank, not the transfer) sleeps."""
     if done():
         return
-    deadline = time.monotonic() + _state.timeout
-    pause, spins = 2e-5, 0
+    start = time.monotonic()
+    deadline = start + _state.timeout
     while not done():
-        if time.monotonic() > deadline:
+        now = time.monotonic()
+        if now > deadline:
             _fail(what)
-        spins += 1
-        if spins > 50:
-            time.sleep(pause)
-            pause = min(pause * 1.5, 2e-3)
+        if now - start < 0.1:
+            os.sched_yield()
+        else:
+            time.sleep(5e-4)
 
 
 def _wait_request(req, what: str) -> None:
