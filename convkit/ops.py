@@ -97,16 +97,21 @@ def _precision(p, op: str) -> bool:
     return p == "tf32"
 
 
-def conv2d_output_shape(x_shape, kernel_shape, strides=1, padding="valid", dilation_rate=1) -> tuple:
-    """(N, OH, OW, filters) of conv2d for these shapes; ValueError on any invalid combination."""
-    op = "conv2d"
+def _windowed_output_shape(op, descriptor, kernel_axes, x_shape, kernel_shape, strides, padding, dilation_rate):
+    """Output shape from a C++ descriptor's shape function, after the rank checks both convolutions share."""
     xs, ks = tuple(x_shape), tuple(kernel_shape)
     if len(xs) != 4:
         raise ValueError(f"{op}: input shape must be 4-D (N, H, W, C), got {xs}")
     if len(ks) != 4:
-        raise ValueError(f"{op}: kernel shape must be 4-D (kh, kw, in, out), got {ks}")
-    return tuple(_cpu.conv2d_output_shape(xs, ks, _pair(strides, "strides", op),
-                                          _pair(dilation_rate, "dilation_rate", op), _padding(padding, op)))
+        raise ValueError(f"{op}: kernel shape must be 4-D ({kernel_axes}), got {ks}")
+    return tuple(descriptor(xs, ks, _pair(strides, "strides", op), _pair(dilation_rate, "dilation_rate", op),
+                            _padding(padding, op)))
+
+
+def conv2d_output_shape(x_shape, kernel_shape, strides=1, padding="valid", dilation_rate=1) -> tuple:
+    """(N, OH, OW, filters) of conv2d for these shapes; ValueError on any invalid combination."""
+    return _windowed_output_shape("conv2d", _cpu.conv2d_output_shape, "kh, kw, in, out", x_shape, kernel_shape,
+                                  strides, padding, dilation_rate)
 
 
 def pool2d_output_shape(x_shape, pool_size=2, strides=None, padding="valid") -> tuple:
@@ -214,14 +219,9 @@ _DEPTHWISE_ACTIVATIONS = (None, "linear", "relu", "relu6")
 
 def depthwise_conv2d_output_shape(x_shape, kernel_shape, strides=1, padding="valid", dilation_rate=1) -> tuple:
     """(N, OH, OW, C * depth_multiplier) of depthwise_conv2d; ValueError on any invalid combination."""
-    op = "depthwise_conv2d"
-    xs, ks = tuple(x_shape), tuple(kernel_shape)
-    if len(xs) != 4:
-        raise ValueError(f"{op}: input shape must be 4-D (N, H, W, C), got {xs}")
-    if len(ks) != 4:
-        raise ValueError(f"{op}: kernel shape must be 4-D (kh, kw, channels, depth_multiplier), got {ks}")
-    return tuple(_cpu.depthwise2d_output_shape(xs, ks, _pair(strides, "strides", op),
-                                               _pair(dilation_rate, "dilation_rate", op), _padding(padding, op)))
+    return _windowed_output_shape("depthwise_conv2d", _cpu.depthwise2d_output_shape,
+                                  "kh, kw, channels, depth_multiplier", x_shape, kernel_shape, strides, padding,
+                                  dilation_rate)
 
 
 def _depthwise_save(needs, inputs, y, strides=1, padding="valid", dilation_rate=1, activation=None):
