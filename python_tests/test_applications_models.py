@@ -2,9 +2,9 @@
 same layers in the same order, the same weights one to one, the same parameter counts and, with Keras's
 weights copied in, the same predictions; with and without the classifier, each pooling, other input sizes."""
 
+import hashlib
 import urllib.error
 
-import h5py
 import numpy as np
 import pytest
 
@@ -149,6 +149,7 @@ def test_imagenet_weights_without_a_network_say_what_to_download(tmp_path, monke
 
 def _legacy_h5(model, path):
     """Keras 2's weight file layout, which the official application files have."""
+    import h5py  # Keras's own dependency
     from keras.src.legacy.saving import legacy_h5_format
 
     with h5py.File(path, "w") as f:
@@ -176,8 +177,6 @@ def test_imagenet_weights_from_keras_cache(tmp_path, monkeypatch):
     folder.mkdir()
     _legacy_h5(k, folder / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    import hashlib
-
     digest = hashlib.md5((folder / "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5").read_bytes()).hexdigest()
     monkeypatch.setitem(A.resnet._HASHES, "resnet50", ("0" * 32, digest))
     c = A.ResNet50(include_top=False, input_shape=(224, 224, 3), weights="imagenet")
