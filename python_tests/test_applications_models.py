@@ -136,6 +136,8 @@ def test_a_model_on_a_given_input_tensor_takes_its_source_inputs():
     (lambda: A.MobileNet(weights="imagenet", depth_multiplier=2), "depth multiplier must be 1"),
     (lambda: A.MobileNetV2(weights="imagenet", alpha=0.3), "alpha must be one of `0.35`"),
     (lambda: A.MobileNetV2(weights="imagenet", include_top=False, input_shape=(96, 96, 1)), "must have 3 channels"),
+    (lambda: A.MobileNetV2(weights=None, input_tensor=convkit.layers.Input((64, 64, 3)), input_shape=(64, 48, 3)),
+     r"input_tensor.shape\[2\] must equal input_shape\[1\]"),
 ])
 def test_bad_arguments_are_refused_as_keras_refuses_them(call, message):
     with pytest.raises(ValueError, match=message):
