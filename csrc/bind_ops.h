@@ -12,10 +12,82 @@
 
 #include "bind_arrays.h"
 #include "bind_common.h"
+#include "ops/batch_norm.h"
 
 namespace convkit {
 
 inline std::vector<i64> vec(const Shape4& s) { return {s.begin(), s.end()}; }
+
+// A per-channel vector of batch normalisation (null for None when optional), its length checked first.
+template <Device D>
+const float* channel_data(py::handle v, const char* name, i64 C, bool optional) {
+  if (optional && v.is_none()) return nullptr;
+  const std::vector<i64> s = shape_of(interface_dict(v, name, D));
+  CONVKIT_CHECK(s.size() == 1 && s[0] == C, std::string(name) + " has " +
+                                                (s.size() == 1 ? std::to_string(s[0]) + " entries"
+                                                               : "shape " + shape_str(s)) +
+                                                " but the input has " + std::to_string(C) + " channels");
+  return array_data<float, D>(v, name, {C}, false);
+}
+
+// Batch normalisation over the channels of (rows, C) arrays; gamma and beta may be None.
+template <class K>
+void def_batch_norm(py::module_& m) {
+  constexpr Device D = K::device;
+  m.def("batch_norm_fwd",
+        [](py::handle x, py::handle gamma, py::handle beta, float eps, py::handle y, py::handle xhat, py::handle mean,
+           py::handle var, py::handle inv) {
+          const auto [M, C] = array_shape<2>(x, "x", D);
+          const float* px = array_data<float, D>(x, "x", {M, C}, false);
+          const float* pg = channel_data<D>(gamma, "gamma", C, true);
+          const float* pb = channel_data<D>(beta, "beta", C, true);
+          float* py_ = array_data<float, D>(y, "y", {M, C}, true);
+          float* ph = array_data<float, D>(xhat, "xhat", {M, C}, true);
+          float* pm = array_data<float, D>(mean, "mean", {C}, true);
+          float* pv = array_data<float, D>(var, "var", {C}, true);
+          float* pi = array_data<float, D>(inv, "inv", {C}, true);
+          auto run = K::prepare();
+          py::gil_scoped_release nogil;
+          K::batch_norm_fwd(run, M, C, px, pg, pb, eps, py_, ph, pm, pv, pi);
+        },
+        py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("epsilon"), py::arg("y"), py::arg("xhat"),
+        py::arg("mean"), py::arg("var"), py::arg("inv"),
+        "Training mode: y and xhat = (x - mean) * inv, with the batch's mean, biased var and inv = 1/sqrt(var + eps).");
+
+  m.def("batch_norm_bwd",
+        [](py::handle dy, py::handle xhat, py::handle inv, py::handle gamma, py::handle dx, py::handle dgamma,
+           py::handle dbeta) {
+          const auto [M, C] = array_shape<2>(dy, "dy", D);
+          const float* pdy = array_data<float, D>(dy, "dy", {M, C}, false);
+          const float* ph = array_data<float, D>(xhat, "xhat", {M, C}, false);
+          const float* pi = channel_data<D>(inv, "inv", C, false);
+          const float* pg = channel_data<D>(gamma, "gamma", C, true);
+          float* pdx = optional_data<float, D>(dx, "dx", {M, C}, true);
+          float* pdg = array_data<float, D>(dgamma, "dgamma", {C}, true);
+          float* pdb = array_data<float, D>(dbeta, "dbeta", {C}, true);
+          auto run = K::prepare();
+          py::gil_scoped_release nogil;
+          K::batch_norm_bwd(run, M, C, pdy, ph, pi, pg, pdx, pdg, pdb);
+        },
+        py::arg("dy"), py::arg("xhat"), py::arg("inv"), py::arg("gamma"), py::arg("dx"), py::arg("dgamma"),
+        py::arg("dbeta"), "Gradients of batch_norm_fwd from its xhat and inv; dx may be None (not computed).");
+
+  m.def("batch_norm_infer",
+        [](py::handle x, py::handle mean, py::handle var, py::handle gamma, py::handle beta, float eps, py::handle y) {
+          const auto [M, C] = array_shape<2>(x, "x", D);
+          const float* px = array_data<float, D>(x, "x", {M, C}, false);
+          const float* pm = channel_data<D>(mean, "mean", C, false);
+          const float* pv = channel_data<D>(var, "variance", C, false);
+          const float* pg = channel_data<D>(gamma, "gamma", C, true);
+          const float* pb = channel_data<D>(beta, "beta", C, true);
+          float* py_ = array_data<float, D>(y, "y", {M, C}, true);
+          auto run = K::prepare();
+          py::gil_scoped_release nogil;
+          K::batch_norm_infer(run, M, C, px, pm, pv, pg, pb, eps, py_);
+        },
+        py::arg("x"), py::arg("mean"), py::arg("variance"), py::arg("gamma"), py::arg("beta"), py::arg("epsilon"),
+        py::arg("y"), "Inference: y = (x - mean) / sqrt(variance + eps) * gamma + beta, with given statistics.");
+}
 
 template <class K>
 void def_ops(py::module_& m) {
@@ -44,7 +116,7 @@ void def_ops(py::module_& m) {
            bool tf32) {
           const Conv2dDesc d = conv_desc(array_shape4(dx, "dx", D), array_shape4(w, "kernel", D), strides, dilation,
                                          padding);
-          const float* pdy = array_data<float, D>(dy, "dy", vec(conv_out_shape(d)), false);
+          const float* pdy = array_data<float, D>(dy, "dy", vec(conv_out_shape(d)), false, "conv2d of these inputs");
           const float* pw = array_data<float, D>(w, "kernel", {d.R, d.S, d.C, d.K}, false);
           float* pdx = array_data<float, D>(dx, "dx", {d.N, d.H, d.W, d.C}, true);
           auto run = K::prepare();
@@ -60,7 +132,7 @@ void def_ops(py::module_& m) {
           const Conv2dDesc d = conv_desc(array_shape4(x, "x", D), array_shape4(dw, "dkernel", D), strides, dilation,
                                          padding);
           const float* px = array_data<float, D>(x, "x", {d.N, d.H, d.W, d.C}, false);
-          const float* pdy = array_data<float, D>(dy, "dy", vec(conv_out_shape(d)), false);
+          const float* pdy = array_data<float, D>(dy, "dy", vec(conv_out_shape(d)), false, "conv2d of these inputs");
           float* pdw = array_data<float, D>(dw, "dkernel", {d.R, d.S, d.C, d.K}, true);
           float* pdb = optional_data<float, D>(dbias, "dbias", {d.K}, true);
           auto run = K::prepare();
@@ -92,7 +164,8 @@ void def_ops(py::module_& m) {
         [](py::handle dy, py::handle w, py::handle dx, Pair strides, Pair dilation, const std::string& padding) {
           const Depthwise2dDesc d = depthwise_desc(array_shape4(dx, "dx", D), array_shape4(w, "kernel", D), strides,
                                                    dilation, padding);
-          const float* pdy = array_data<float, D>(dy, "dy", vec(depthwise_out_shape(d)), false);
+          const float* pdy = array_data<float, D>(dy, "dy", vec(depthwise_out_shape(d)), false,
+                                                 "depthwise_conv2d of these inputs");
           const float* pw = array_data<float, D>(w, "kernel", {d.R, d.S, d.C, d.M}, false);
           float* pdx = array_data<float, D>(dx, "dx", {d.N, d.H, d.W, d.C}, true);
           auto run = K::prepare();
@@ -107,7 +180,8 @@ void def_ops(py::module_& m) {
           const Depthwise2dDesc d = depthwise_desc(array_shape4(x, "x", D), array_shape4(dw, "dkernel", D), strides,
                                                    dilation, padding);
           const float* px = array_data<float, D>(x, "x", {d.N, d.H, d.W, d.C}, false);
-          const float* pdy = array_data<float, D>(dy, "dy", vec(depthwise_out_shape(d)), false);
+          const float* pdy = array_data<float, D>(dy, "dy", vec(depthwise_out_shape(d)), false,
+                                                 "depthwise_conv2d of these inputs");
           float* pdw = array_data<float, D>(dw, "dkernel", {d.R, d.S, d.C, d.M}, true);
           float* pdb = optional_data<float, D>(dbias, "dbias", {d.K}, true);
           auto run = K::prepare();
@@ -130,22 +204,37 @@ void def_ops(py::module_& m) {
         py::arg("x"), py::arg("y"), py::arg("argmax"), py::arg("pool_size"), py::arg("strides"), py::arg("padding"));
 
   m.def("max_pool2d_bwd",
-        [](py::handle dy, py::handle argmax, py::handle dx, Pair pool, Pair strides, const std::string& padding) {
+        [](py::handle dy, py::handle argmax, py::handle dx, Pair pool, Pair strides, const std::string& padding,
+           bool check_windows) {
           const Pool2dDesc d = pool_desc(array_shape4(dx, "dx", D), pool, strides, padding);
-          const float* pdy = array_data<float, D>(dy, "dy", vec(pool_out_shape(d)), false);
-          const i32* pa = array_data<i32, D>(argmax, "argmax", vec(pool_out_shape(d)), false);
+          const float* pdy = array_data<float, D>(dy, "dy", vec(pool_out_shape(d)), false, "pooling of these inputs");
+          array_shape4(argmax, "argmax", D);
+          const i32* pa = array_data<i32, D>(argmax, "argmax", vec(pool_out_shape(d)), false, "pooling of these inputs");
           float* pdx = array_data<float, D>(dx, "dx", {d.N, d.H, d.W, d.C}, true);
+          const std::string of = " of " + std::to_string(d.N * d.OH * d.OW * d.C) + " indices outside ";
           auto run = K::prepare();
           i64 outside;
+          if (check_windows) {
+            {
+              py::gil_scoped_release nogil;
+              outside = K::max_pool2d_argmax_outside(run, d, pa);
+            }
+            if (outside)
+              throw py::value_error("argmax holds " + std::to_string(outside) + of +
+                                    "their pooling windows: it must come from max_pool2d_with_argmax with this input "
+                                    "shape, pool_size, strides and padding");
+          }
           {
             py::gil_scoped_release nogil;
             outside = K::max_pool2d_bwd(run, d, pdy, pa, pdx);
           }
-          if (outside)
-            throw py::value_error("argmax holds " + std::to_string(outside) + " of " +
-                                  std::to_string(d.N * d.OH * d.OW * d.C) + " indices outside the input");
+          if (outside) throw py::value_error("argmax holds " + std::to_string(outside) + of + "the input");
         },
-        py::arg("dy"), py::arg("argmax"), py::arg("dx"), py::arg("pool_size"), py::arg("strides"), py::arg("padding"));
+        py::arg("dy"), py::arg("argmax"), py::arg("dx"), py::arg("pool_size"), py::arg("strides"), py::arg("padding"),
+        py::arg("check_windows") = false,
+        "dx of max pooling from the argmax of max_pool2d_fwd. Indices outside the input are refused (the GPU's "
+        "gather ignores them); with check_windows, so is any index outside its own output's window (an extra "
+        "pass, which on the GPU waits for the device).");
 
   m.def("avg_pool2d_fwd",
         [](py::handle x, py::handle y, Pair pool, Pair strides, const std::string& padding) {
@@ -161,13 +250,15 @@ void def_ops(py::module_& m) {
   m.def("avg_pool2d_bwd",
         [](py::handle dy, py::handle dx, Pair pool, Pair strides, const std::string& padding) {
           const Pool2dDesc d = pool_desc(array_shape4(dx, "dx", D), pool, strides, padding);
-          const float* pdy = array_data<float, D>(dy, "dy", vec(pool_out_shape(d)), false);
+          const float* pdy = array_data<float, D>(dy, "dy", vec(pool_out_shape(d)), false, "pooling of these inputs");
           float* pdx = array_data<float, D>(dx, "dx", {d.N, d.H, d.W, d.C}, true);
           auto run = K::prepare();
           py::gil_scoped_release nogil;
           K::avg_pool2d_bwd(run, d, pdy, pdx);
         },
         py::arg("dy"), py::arg("dx"), py::arg("pool_size"), py::arg("strides"), py::arg("padding"));
+
+  def_batch_norm<K>(m);
 }
 
 }  // namespace convkit
