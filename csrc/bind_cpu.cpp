@@ -4,6 +4,7 @@
 #if __has_include(<malloc.h>)
 #include <malloc.h>  // mallopt, where the C library is glibc
 #endif
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -24,6 +25,9 @@ struct CpuKernels {
   static constexpr Device device = Device::Cpu;
   struct Run {};
   static Run prepare() { return {}; }
+  static py::object empty(const std::vector<i64>& shape, const char* dtype) {
+    return py::array(py::dtype(dtype), std::vector<py::ssize_t>(shape.begin(), shape.end()));
+  }
   static void conv2d_fwd(Run, const Conv2dDesc& d, const float* x, const float* w, const float* b, float* y,
                          Activation act, bool) {
     conv2d_fwd_cpu(d, x, w, b, y, act);
@@ -76,6 +80,9 @@ struct ReferenceKernels {
   static constexpr Device device = Device::Cpu;
   struct Run {};
   static Run prepare() { return {}; }
+  static py::object empty(const std::vector<i64>& shape, const char* dtype) {
+    return py::array(py::dtype(dtype), std::vector<py::ssize_t>(shape.begin(), shape.end()));
+  }
   static void conv2d_fwd(Run, const Conv2dDesc& d, const float* x, const float* w, const float* b, float* y,
                          Activation act, bool) {
     reference::conv2d_fwd(d, x, w, b, y, act);

@@ -46,6 +46,11 @@ struct CudaKernels {
   static constexpr Device device = Device::Cuda;
   using Run = void*;  // the stream
   static Run prepare() { return current_stream(); }
+  // A new CuPy array on the current device, from CuPy's pool and ordered on its current stream.
+  static py::object empty(const std::vector<i64>& shape, const char* dtype) {
+    static const auto* cupy_empty = new py::object(py::module_::import("cupy").attr("empty"));
+    return (*cupy_empty)(py::cast(shape), py::arg("dtype") = dtype);
+  }
   static void conv2d_fwd(Run s, const Conv2dDesc& d, const float* x, const float* w, const float* b, float* y,
                          Activation act, bool tf32) {
     conv2d_fwd_cuda(d, x, w, b, y, act, tf32, s);

@@ -364,7 +364,8 @@ void run_pool(long index, const PoolCase& c, Rng& rng, Stats& st) {
   // neighbouring window or left in place) are counted as the reference loops count them.
   for (i64 i = 0; i < ny; ++i)
     if (chance(rng, 3)) am_in[i] = static_cast<std::int32_t>(static_cast<i64>(rng() % (d.H * d.W + 4)) - 2);
-  for (const std::int32_t* a : {static_cast<const std::int32_t*>(want_am.data()), static_cast<const std::int32_t*>(am_in.get())}) {
+  const std::int32_t* true_argmax = want_am.data();
+  for (const std::int32_t* a : {true_argmax, static_cast<const std::int32_t*>(am_in.get())}) {
     i64 got = -1;
     const i64 outside = reference::max_pool2d_argmax_outside(d, a);
     if (k.call("argmax window check", [&] { got = max_pool2d_argmax_outside_cuda(d, a, nullptr); }))
@@ -597,7 +598,8 @@ void run_batch_norm(long index, const BatchNormCase& c, Rng& rng, Stats& st) {
   for (i64 i = 0; i < n; ++i) bdb[i % C] += std::fabs(dy[i]), bdg[i % C] += std::fabs(dy[i] * wxh[i]);
   for (i64 i = 0; i < n; ++i) {
     const i64 ch = i % C;
-    bdx[i] = winv[ch] * (pg ? std::fabs(pg[ch]) : 1.f) * (std::fabs(dy[i]) + (bdb[ch] + std::fabs(wxh[i]) * bdg[ch]) / M);
+    const float scale = winv[ch] * (pg ? std::fabs(pg[ch]) : 1.f);
+    bdx[i] = scale * (std::fabs(dy[i]) + (bdb[ch] + std::fabs(wxh[i]) * bdg[ch]) / M);
   }
   for (bool with_dx : {true, false}) {
     for (auto* out : {&dx, &dg, &db}) out->poison();
