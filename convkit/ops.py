@@ -107,8 +107,7 @@ def _windowed_output_shape(op, descriptor, kernel_axes, x_shape, kernel_shape, s
         raise ValueError(f"{op}: input shape must be 4-D (N, H, W, C), got {xs}")
     if len(ks) != 4:
         raise ValueError(f"{op}: kernel shape must be 4-D ({kernel_axes}), got {ks}")
-    return tuple(descriptor(xs, ks, _pair(strides, "strides", op), _pair(dilation_rate, "dilation_rate", op),
-                            _padding(padding, op)))
+    return tuple(descriptor(xs, ks, *_geometry(op, strides, padding, dilation_rate)))
 
 
 def conv2d_output_shape(x_shape, kernel_shape, strides=1, padding="valid", dilation_rate=1) -> tuple:
@@ -309,7 +308,8 @@ def max_pool2d_backward_from_argmax(dy, argmax, x_shape, pool_size=2, strides=No
 
 
 def _max_pool2d_backward_from_argmax(dy, argmax, x_shape, pool_size, strides, padding, check=False):
-    """Unchecked, the kernels still refuse indices outside the input (as PyTorch's does)."""
+    """Unchecked, the CPU kernel still refuses indices outside the input (as PyTorch's does) and the GPU's
+    gather ignores them."""
     op = "max_pool2d_backward"
     dy, argmax = _array(dy, "dy", op), _array(argmax, "argmax", op)
     dx = _xp(dy).empty(tuple(x_shape), np.float32)

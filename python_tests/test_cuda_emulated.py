@@ -184,3 +184,13 @@ def test_a_broken_argmax_window_check_fails(build):
     exe = _link(gxx, [obj, *(o for o in objects if o.name != obj.name)], mutant / "check_kernels")
     done = subprocess.run([exe, "--only", "pool", "--pool", "20"], capture_output=True, text=True, env=ENV)
     assert done.returncode == 1 and "argmax window check" in done.stdout, _output(done)
+
+
+def test_every_cuda_kernel_is_emulated_and_checked():
+    """Every CUDA source is translated here, and every CUDA entry point its header declares is run by
+    check_kernels: a new kernel cannot go unchecked."""
+    assert set((CSRC / "ops").glob("*_cuda.cu")) == {CONV, POOL, DEPTHWISE, BATCH_NORM}
+    declared = {name for h in (CSRC / "ops").glob("*.h")
+                for name in re.findall(r"^\w+ (\w+_cuda)\(", h.read_text(), re.M)}
+    checked = set(re.findall(r"\b(\w+_cuda)\(", (EMU / "check_kernels.cpp").read_text()))
+    assert declared and not declared - checked, f"CUDA entry points check_kernels never runs: {declared - checked}"
