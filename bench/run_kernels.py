@@ -40,7 +40,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import spec_shapes  # noqa: E402
-
 from result_file import out_help, result_path  # noqa: E402
 from workers import allocator_seen  # noqa: E402
 
