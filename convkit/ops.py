@@ -181,7 +181,7 @@ def conv2d_backward_filter(dy, x, kernel_shape, strides=1, padding="valid", dila
     op = "conv2d_backward_filter"
     dy, x = _array(dy, "dy", op), _array(x, "x", op)
     xp = _xp(x)
-    dkernel, dbias = xp.empty(tuple(kernel_shape), np.float32), xp.empty((kernel_shape[3],), np.float32)
+    dkernel, dbias = xp.empty(tuple(kernel_shape), np.float32), xp.empty(tuple(kernel_shape)[-1:], np.float32)
     kernels_for(x, op).conv2d_bwd_filter(x, dy, dkernel, dbias, *_geometry(op, strides, padding, dilation_rate),
                                          _precision(precision, op))
     return dkernel, dbias
@@ -261,7 +261,7 @@ def depthwise_conv2d_backward_filter(dy, x, kernel_shape, strides=1, padding="va
     dy, x = _array(dy, "dy", op), _array(x, "x", op)
     xp = _xp(x)
     dkernel = xp.empty(tuple(kernel_shape), np.float32)
-    dbias = xp.empty((kernel_shape[2] * kernel_shape[3],), np.float32) if need_dbias else None
+    dbias = xp.empty(int(np.prod(kernel_shape[2:])), np.float32) if need_dbias else None
     kernels_for(x, op).depthwise2d_bwd_filter(x, dy, dkernel, dbias, *_geometry(op, strides, padding, dilation_rate))
     return dkernel, dbias
 
