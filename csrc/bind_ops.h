@@ -2,7 +2,8 @@
 // (bind_arrays.h: device, dtype, contiguity, shape, writability) and descriptors
 // (bind_common.h) on the CPU and on the GPU. `K` supplies the device and its kernels:
 // CpuKernels in bind_cpu.cpp, CudaKernels (launching on CuPy's current stream) in bind_cuda.cpp.
-// Results are written into arrays the caller allocated; the kernels run with the GIL released.
+// Results are written into arrays the caller passes, or which a forward op allocates (K::empty) where
+// it is passed None; the kernels run with the GIL released. Errors name the convkit.ops op.
 #pragma once
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
