@@ -23,13 +23,14 @@ import zlib
 
 import numpy as np
 
-from convkit import _serial
+from convkit import _keras_h5, _serial
 from convkit._atomic import atomic_open
 from convkit._serial import register_keras_serializable, register_serializable
 
 FORMAT = "convkit-model"
 FORMAT_VERSION = 1
 _META = "convkit.json"
+KERAS_WEIGHTS = "model.weights.h5"  # the weights inside a Keras 3 '.keras' zip
 
 __all__ = ["save_model", "load_model", "save_weights", "load_weights", "restore_training_state",
            "register_serializable", "register_keras_serializable", "FORMAT_VERSION"]
@@ -160,14 +161,14 @@ def _rebuild(r, custom_objects, compile, return_extra):
         raise ValueError(f"{r.path}: cannot rebuild the model: {e}") from None
     if not model._traced and meta.get("build_input_shape"):
         model.build(tuple(meta["build_input_shape"]))
-    _assign(model, r, meta)
+    trainable = _assign(model, r, meta)
     cc = meta.get("compile_config")
     if compile and cc and meta.get("optimizer"):
         loss = cc["loss"] if isinstance(cc["loss"], str) else _serial.deserialize(cc["loss"], custom_objects,
                                                                                   "loss")
         model.compile(optimizer=_serial.deserialize(meta["optimizer"], custom_objects, "optimizer"), loss=loss,
                       metrics=cc.get("metrics"))
-        model.optimizer.set_state(model.trainable_weights, r.arrays("optimizer", meta["optimizer_arrays"]))
+        model.optimizer.set_state(trainable, r.arrays("optimizer", meta["optimizer_arrays"]))
     return (model, meta.get("extra")) if return_extra else model
 
 
@@ -178,10 +179,10 @@ def restore_training_state(model, filepath) -> dict:
     try:
         if not model.weights and r.meta.get("build_input_shape"):
             model.build(tuple(r.meta["build_input_shape"]))
-        _assign(model, r, r.meta)
+        trainable = _assign(model, r, r.meta)
         if r.meta.get("optimizer"):
             optimizer = _serial.deserialize(r.meta["optimizer"], kind="optimizer")
-            optimizer.set_state(model.trainable_weights, r.arrays("optimizer", r.meta["optimizer_arrays"]))
+            optimizer.set_state(trainable, r.arrays("optimizer", r.meta["optimizer_arrays"]))
             if model._device is not None:
                 optimizer.to(model._device)
             model.optimizer = optimizer
@@ -191,10 +192,17 @@ def restore_training_state(model, filepath) -> dict:
 
 
 def _assign(model, r, meta):
+    """Assign the file's weights; returns the model's trainable weights in the file's order (for the optimizer's
+    state). Files list weights in ``model.weights`` order; when their names are the model's, reordered, they are
+    matched by name (files written before functional models listed their layers in Keras's order)."""
     ws = model.weights
     saved = meta.get("weights") or []
     if len(saved) != len(ws):
         raise ValueError(f"{r.path}: holds {len(saved)} weights but model {model.name!r} has {len(ws)}")
+    names = [s.get("name") if isinstance(s, dict) else None for s in saved]
+    by_name = {v.name: v for v in ws}
+    if names != [v.name for v in ws] and len(by_name) == len(ws) and sorted(map(str, names)) == sorted(by_name):
+        ws = [by_name[n] for n in names]
     arrays = r.arrays("weights", len(saved))
     for v, s, a in zip(ws, saved, arrays):
         if tuple(a.shape) != v.shape or list(a.shape) != list(s["shape"]):
@@ -204,10 +212,12 @@ def _assign(model, r, meta):
             raise ValueError(f"{r.path}: weight {s['name']!r} has dtype {a.dtype}, expected float32")
     for v, a in zip(ws, arrays):
         v.assign(a)
+    trainable = {id(v) for v in model.trainable_weights}
+    return [v for v in ws if id(v) in trainable]
 
 
-def save_weights(model, filepath, overwrite=True):
-    """Write only the weights, in ``model.weights`` order (any model, subclassed ones included)."""
+def _save_convkit_weights(model, filepath, overwrite=True):
+    """Write only the weights in convkit's format, in ``model.weights`` order (any model, subclassed ones included)."""
     if not model.weights:
         raise ValueError(f"model {model.name!r} has no weights yet: build it or run it on data first")
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "weights",
@@ -216,12 +226,86 @@ def save_weights(model, filepath, overwrite=True):
                   overwrite)
 
 
-def load_weights(model, filepath):
-    """Load weights from a save_weights or save_model file into ``model`` (built first if needed)."""
-    r = _Reader(filepath)
+def _load_convkit_weights(model, r):
+    if not model.weights and r.meta.get("build_input_shape"):
+        model.build(tuple(r.meta["build_input_shape"]))
+    _assign(model, r, r.meta)
+
+
+def _file_kind(path) -> str:
+    """'hdf5' (a Keras weights or Keras 2 model file), 'keras' (Keras 3's zip) or 'convkit', from the contents."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    if _keras_h5.is_hdf5(path):
+        return "hdf5"
     try:
-        if not model.weights and r.meta.get("build_input_shape"):
-            model.build(tuple(r.meta["build_input_shape"]))
-        _assign(model, r, r.meta)
-    finally:
-        r.close()
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+    except _ZIP_ERRORS:
+        return "convkit"  # its reader says what is wrong
+    return "keras" if _META not in names and KERAS_WEIGHTS in names else "convkit"
+
+
+def _suffix(path, allowed: dict, what: str):
+    """The format ``allowed`` maps the file name's suffix to, or a ValueError listing the suffixes."""
+    name = os.path.basename(os.fspath(path)).lower()
+    for suffix, fmt in allowed.items():
+        if name.endswith(suffix):
+            return fmt
+    raise ValueError(f"{what}: cannot tell the format from the name {os.fspath(path)!r}; end it with "
+                     + ", ".join(f"{k!r} ({v})" for k, v in allowed.items()))
+
+
+_WEIGHT_SUFFIXES = {".weights.h5": "Keras 3 weights", ".convkit": "convkit's format"}
+
+
+def save_weights(model, filepath, overwrite=True):
+    """Write the model's weights: '.weights.h5' in Keras 3's format (Keras loads it with load_weights),
+    '.convkit' in convkit's own. Other names raise ValueError, as in Keras."""
+    path = os.fspath(filepath)
+    fmt = _suffix(path, _WEIGHT_SUFFIXES, "save_weights")
+    if fmt == "convkit's format":
+        return _save_convkit_weights(model, path, overwrite)
+    if not model.weights:
+        raise ValueError(f"model {model.name!r} has no weights yet: build it or run it on data first")
+    if not overwrite and os.path.exists(path):
+        raise FileExistsError(f"{path} exists and overwrite=False")
+    data = _keras_h5.keras3_weights_bytes(model)
+    with atomic_open(path) as f:
+        f.write(data)
+
+
+def load_weights(model, filepath, skip_mismatch=False, by_name=False):
+    """Load weights into ``model``, the file's format found from its contents (not its name): convkit's
+    files (save_weights or save), Keras 3's '.weights.h5' and '.keras', and Keras 2's HDF5 files (the Keras
+    applications' weights, tf.keras save_weights/save). Keras files need the model built. ``by_name``
+    (Keras 2 files only) pairs layers by name instead of by order; ``skip_mismatch`` (Keras files) warns
+    about and skips layers whose weights do not fit instead of raising."""
+    path = os.fspath(filepath)
+    kind = _file_kind(path)
+    if kind == "convkit":
+        if by_name or skip_mismatch:
+            raise ValueError(f"{path}: by_name and skip_mismatch apply to Keras files; this is a convkit file")
+        r = _Reader(path)
+        try:
+            return _load_convkit_weights(model, r)
+        finally:
+            r.close()
+    if not model.weights:
+        raise ValueError(f"model {model.name!r} has no weights yet: build it (or run it on data) before loading "
+                         f"the Keras file {path}")
+    if kind == "hdf5":
+        return _keras_h5.load_weights(model, path, by_name, skip_mismatch)
+    if by_name:
+        raise ValueError(f"{path}: by_name applies only to Keras 2 HDF5 files, not to a .keras file")
+    return _keras_h5.load_weights(model, path, False, skip_mismatch, source=_zip_entry(path, KERAS_WEIGHTS))
+
+
+def _zip_entry(path, name) -> bytes:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return zf.read(name)
+    except KeyError:
+        raise ValueError(f"{path}: has no {name!r} inside; not a Keras model file") from None
+    except _ZIP_ERRORS as e:
+        raise ValueError(f"{path}: entry {name!r} is corrupted ({e})") from None

@@ -88,16 +88,16 @@ def test_subclass_with_an_object_argument_says_to_use_save_weights(rng, tmp_path
     with pytest.raises(NotImplementedError, match="save_weights"):
         model.save(tmp_path / "m.h5")
     assert not os.listdir(tmp_path)
-    model.save_weights(tmp_path / "w.h5")
+    model.save_weights(tmp_path / "w.convkit")
     other = Unregistered(L.Dense(2))
     other.predict(x, verbose=0)
-    other.load_weights(tmp_path / "w.h5")
+    other.load_weights(tmp_path / "w.convkit")
     np.testing.assert_array_equal(other.predict(x, verbose=0), model.predict(x, verbose=0))
     with pytest.raises(ValueError, match="only weights"):
-        convkit.load_model(tmp_path / "w.h5")
+        convkit.load_model(tmp_path / "w.convkit")
     wrong = Sequential([L.Input(shape=(4,)), L.Dense(3)])
     with pytest.raises(ValueError, match="shape"):
-        wrong.load_weights(tmp_path / "w.h5")
+        wrong.load_weights(tmp_path / "w.convkit")
 
 
 def _saved(tmp_path):

@@ -530,13 +530,14 @@ class Trainer:
         save_model(self, filepath, overwrite=overwrite)
 
     def save_weights(self, filepath, overwrite=True):
-        """Write only the weights (works for every model, subclassed ones included)."""
+        """Write the weights: 'x.weights.h5' in Keras 3's format, 'x.convkit' in convkit's (see convkit.saving)."""
         from convkit.saving import save_weights
 
         save_weights(self, filepath, overwrite=overwrite)
 
-    def load_weights(self, filepath):
-        """Load weights written by save_weights or save into this (already built) model."""
+    def load_weights(self, filepath, skip_mismatch=False, by_name=False):
+        """Load weights from a convkit file or a Keras one (.weights.h5, .keras, Keras 2 .h5), the format found
+        from the file's contents; ``by_name`` and ``skip_mismatch`` as Keras takes them (see convkit.saving)."""
         from convkit.saving import load_weights
 
-        load_weights(self, filepath)
+        load_weights(self, filepath, skip_mismatch=skip_mismatch, by_name=by_name)

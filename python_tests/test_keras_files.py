@@ -1,0 +1,276 @@
+"""Keras's files, both ways: weights (Keras 3 '.weights.h5', Keras 2 HDF5) and whole models ('.keras', '.h5')
+written by Keras (PyTorch backend) and read by convkit, and the reverse, with equal predictions; format
+detection, suffix rules and damaged files."""
+
+import os
+import zipfile
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+keras = pytest.importorskip("keras")
+h5py = pytest.importorskip("h5py")
+
+import convkit  # noqa: E402
+from convkit import saving  # noqa: E402
+
+
+# -- the same architectures in both libraries ------------------------------------------------------------------
+
+def mlp(lib):
+    L = lib.layers
+    return lib.Sequential([L.InputLayer(shape=(6,)), L.Dense(8, activation="relu"), L.Dense(5, activation="tanh"),
+                           L.Dense(3)])
+
+
+def cnn(lib):
+    L = lib.layers
+    return lib.Sequential([L.InputLayer(shape=(10, 10, 3)), L.Conv2D(4, 3, activation="relu"), L.BatchNormalization(),
+                           L.MaxPooling2D(), L.DepthwiseConv2D(3, padding="same", depth_multiplier=2),
+                           L.SeparableConv2D(5, 3, padding="same", activation="relu"), L.Flatten(), L.Dense(3)])
+
+
+def branches(lib, nested=True):
+    """Inception-like branches of unequal length, BatchNormalization, depthwise and separable convolutions, a
+    residual Add, a layer called twice and (optionally) a nested Sequential."""
+    L = lib.layers
+    x = lib.Input((9, 9, 3))
+    stem = L.Conv2D(6, 1, name="stem")(x)
+    b1 = L.Conv2D(4, 1)(stem)
+    b2 = L.BatchNormalization()(L.Conv2D(4, 3, padding="same")(L.Conv2D(3, 1)(stem)))
+    b3 = L.SeparableConv2D(4, 3, padding="same")(L.AveragePooling2D(3, 1, padding="same")(stem))
+    b4 = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(stem)
+    cat = L.Concatenate()([b1, b2, b3, b4])
+    res = L.Add()([L.Conv2D(24, 1)(cat), cat])
+    shared = L.Conv2D(24, 3, padding="same", activation="relu")
+    y = shared(shared(res))
+    y = L.GlobalAveragePooling2D()(L.BatchNormalization()(y))
+    if nested:
+        y = lib.Sequential([L.InputLayer(shape=(24,)), L.Dense(7, activation="relu"), L.BatchNormalization(),
+                            L.Dense(4)])(y)
+    return lib.Model(x, L.Dense(2)(y))
+
+
+ARCHS = {"mlp": mlp, "cnn": cnn, "branches": branches}
+
+
+def randomized(model, rng):
+    """Random weights (positive variances), so that every weight's place shows in the predictions."""
+    model.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") if "variance" in v.name
+                       else rng.normal(0, 0.5, w.shape).astype("float32")
+                       for v, w in zip(model.weights, model.get_weights())])
+    return model
+
+
+def inputs_for(model, rng, n=4):
+    return rng.normal(size=(n,) + tuple(model.input_shape[1:])).astype("float32")
+
+
+def keras_predict(model, x):
+    return np.asarray(model.predict(x, verbose=0))
+
+
+def assert_same(km, cm, x):
+    np.testing.assert_allclose(cm.predict(x, verbose=0), keras_predict(km, x), rtol=1e-5, atol=1e-5)
+
+
+def keras2_weights_file(km, path):
+    """A Keras 2 weights file (root attribute layer_names, one group per layer), as the Keras applications'."""
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, km)
+
+
+# -- layer order ------------------------------------------------------------------------------------------------
+
+def test_functional_layers_are_listed_in_keras_order():
+    km, cm = branches(keras), branches(convkit)
+    assert [type(l).__name__ for l in cm.layers] == [type(l).__name__ for l in km.layers]
+    assert [w.shape for w in cm.get_weights()] == [tuple(w.shape) for w in km.get_weights()]
+
+
+def test_convkit_files_written_in_the_old_layer_order_still_load(rng, tmp_path):
+    model = randomized(branches(convkit, nested=False), rng)
+    x = inputs_for(model, rng)
+    model.save_weights(tmp_path / "w.convkit")
+    with zipfile.ZipFile(tmp_path / "w.convkit") as zf:  # put the file's weights in another order
+        import json
+        meta = json.loads(zf.read("convkit.json"))
+        arrays = {n: zf.read(n) for n in zf.namelist() if n.startswith("weights/")}
+    perm = list(range(len(meta["weights"])))[::-1]
+    meta["weights"] = [meta["weights"][i] for i in perm]
+    with zipfile.ZipFile(tmp_path / "w.convkit", "w") as zf:
+        zf.writestr("convkit.json", json.dumps(meta))
+        for j, i in enumerate(perm):
+            zf.writestr(f"weights/{j:04d}.npy", arrays[f"weights/{i:04d}.npy"])
+    fresh = branches(convkit, nested=False)
+    for a, b in zip(fresh.layers, model.layers):  # the names the file speaks of
+        for v, w in zip(a.weights, b.weights):
+            v.name = w.name
+    fresh.load_weights(tmp_path / "w.convkit")
+    np.testing.assert_array_equal(fresh.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+# -- Keras writes weights, convkit reads ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("fmt", ["keras3", "keras2"])
+def test_keras_weights_load_into_convkit(arch, fmt, rng, tmp_path):
+    km = randomized(ARCHS[arch](keras), rng)
+    path = tmp_path / ("w.weights.h5" if fmt == "keras3" else "w.h5")
+    km.save_weights(path) if fmt == "keras3" else keras2_weights_file(km, path)
+    cm = ARCHS[arch](convkit)
+    cm.load_weights(path)
+    assert_same(km, cm, inputs_for(cm, rng))
+
+
+def test_format_is_found_from_the_contents_not_the_name(rng, tmp_path):
+    km = randomized(cnn(keras), rng)
+    km.save_weights(tmp_path / "w.weights.h5")
+    os.replace(tmp_path / "w.weights.h5", tmp_path / "weights.bin")
+    cm = cnn(convkit)
+    cm.load_weights(tmp_path / "weights.bin")
+    assert_same(km, cm, inputs_for(cm, rng))
+
+
+def test_keras2_by_name_loads_the_layers_of_that_name(rng, tmp_path):
+    """A headless model takes the layers it shares with the file, whatever their places (as include_top=False)."""
+    L = keras.layers
+    km = randomized(keras.Sequential([L.InputLayer(shape=(6,)), L.Dense(5, name="a"), L.Dense(4, name="b"),
+                                      L.Dense(3, name="top")]), rng)
+    keras2_weights_file(km, tmp_path / "w.h5")
+    C = convkit.layers
+    cm = convkit.Sequential([C.InputLayer(shape=(6,)), C.Dense(5, name="a"), C.Dense(4, name="b"),
+                             C.Dense(2, name="other")])
+    other = cm.get_layer("other").get_weights()
+    with pytest.raises(ValueError, match=r"'other' in the model, 'top' in the file.*\(4, 2\).*\(4, 3\)"):
+        cm.load_weights(tmp_path / "w.h5")  # by order, the third layers are paired
+    cm.load_weights(tmp_path / "w.h5", by_name=True)
+    for name in "ab":
+        for got, want in zip(cm.get_layer(name).get_weights(), km.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(got, want)
+    for got, want in zip(cm.get_layer("other").get_weights(), other):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_keras2_by_name_skip_mismatch(rng, tmp_path):
+    L, C = keras.layers, convkit.layers
+    km = randomized(keras.Sequential([L.InputLayer(shape=(6,)), L.Dense(5, name="a"), L.Dense(3, name="top")]), rng)
+    keras2_weights_file(km, tmp_path / "w.h5")
+    cm = convkit.Sequential([C.InputLayer(shape=(6,)), C.Dense(5, name="a"), C.Dense(7, name="top")])
+    with pytest.raises(ValueError, match=r"'top'.*\(5, 7\).*\(5, 3\)"):
+        cm.load_weights(tmp_path / "w.h5", by_name=True)
+    before = cm.get_layer("top").get_weights()
+    with pytest.warns(UserWarning, match="top"):
+        cm.load_weights(tmp_path / "w.h5", by_name=True, skip_mismatch=True)
+    np.testing.assert_array_equal(cm.get_layer("a").get_weights()[0], km.get_layer("a").get_weights()[0])
+    np.testing.assert_array_equal(cm.get_layer("top").get_weights()[0], before[0])
+
+
+def test_keras3_shape_mismatch_names_the_layer_and_both_shapes(rng, tmp_path):
+    km = randomized(mlp(keras), rng)
+    km.save_weights(tmp_path / "w.weights.h5")
+    C = convkit.layers
+    cm = convkit.Sequential([C.InputLayer(shape=(6,)), C.Dense(8), C.Dense(9), C.Dense(3)])
+    with pytest.raises(ValueError, match=r"w\.weights\.h5.*dense.*\(8, 9\).*\(8, 5\)"):
+        cm.load_weights(tmp_path / "w.weights.h5")
+    with pytest.warns(UserWarning, match="skipping"):
+        cm.load_weights(tmp_path / "w.weights.h5", skip_mismatch=True)
+    np.testing.assert_array_equal(cm.layers[0].get_weights()[0], km.layers[0].get_weights()[0])
+
+
+def test_keras3_missing_layer_is_named(rng, tmp_path):
+    km = randomized(mlp(keras), rng)
+    km.save_weights(tmp_path / "w.weights.h5")
+    C = convkit.layers
+    cm = convkit.Sequential([C.InputLayer(shape=(6,)), C.Dense(8), C.Dense(5), C.Dense(3), C.Dense(2, name="extra")])
+    with pytest.raises(ValueError, match=r"no weights for layer 'extra' \(layers/dense_3\)"):
+        cm.load_weights(tmp_path / "w.weights.h5")
+
+
+def test_by_name_is_refused_for_keras3_files(rng, tmp_path):
+    km = mlp(keras)
+    km.save_weights(tmp_path / "w.weights.h5")
+    with pytest.raises(ValueError, match="by_name"):
+        mlp(convkit).load_weights(tmp_path / "w.weights.h5", by_name=True)
+
+
+def test_keras2_long_layer_name_lists_split_in_chunks_are_read(rng, tmp_path):
+    """Keras splits an attribute over 64 KB into layer_names0, layer_names1, ... (as in NASNet's weights)."""
+    km = randomized(mlp(keras), rng)
+    keras2_weights_file(km, tmp_path / "w.h5")
+    with h5py.File(tmp_path / "w.h5", "a") as f:
+        names = f.attrs["layer_names"]
+        del f.attrs["layer_names"]
+        f.attrs["layer_names0"], f.attrs["layer_names1"] = names[:1], names[1:]
+    cm = mlp(convkit)
+    cm.load_weights(tmp_path / "w.h5")
+    assert_same(km, cm, inputs_for(cm, rng))
+
+
+# -- convkit writes weights, Keras reads -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_convkit_weights_h5_loads_into_keras(arch, rng, tmp_path):
+    cm = randomized(ARCHS[arch](convkit), rng)
+    cm.save_weights(tmp_path / "w.weights.h5")
+    km = ARCHS[arch](keras)
+    km.load_weights(tmp_path / "w.weights.h5")
+    assert_same(km, cm, inputs_for(cm, rng))
+    again = ARCHS[arch](convkit)
+    again.load_weights(tmp_path / "w.weights.h5")
+    for a, b in zip(again.get_weights(), cm.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_save_weights_suffixes(rng, tmp_path):
+    cm = mlp(convkit)
+    for bad in ("w.h5", "w.keras", "w.npz", "w"):
+        with pytest.raises(ValueError, match=r"\.weights\.h5"):
+            cm.save_weights(tmp_path / bad)
+        assert not (tmp_path / bad).exists()
+    cm.save_weights(tmp_path / "w.convkit")
+    assert zipfile.is_zipfile(tmp_path / "w.convkit")
+    cm.save_weights(tmp_path / "w.weights.h5")
+    assert h5py.is_hdf5(tmp_path / "w.weights.h5")
+
+
+def test_missing_h5py_says_how_to_install_it(monkeypatch, rng, tmp_path):
+    import sys
+
+    cm = mlp(convkit)
+    cm.save_weights(tmp_path / "w.weights.h5")
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    with pytest.raises(ImportError, match="pip install h5py"):
+        cm.save_weights(tmp_path / "x.weights.h5")
+    with pytest.raises(ImportError, match="pip install h5py"):
+        cm.load_weights(tmp_path / "w.weights.h5")
+    cm.save_weights(tmp_path / "w.convkit")  # convkit's own format needs no h5py
+    cm.load_weights(tmp_path / "w.convkit")
+
+
+def test_damaged_h5_is_a_value_error_naming_the_file(rng, tmp_path):
+    cm = randomized(cnn(convkit), rng)
+    cm.save_weights(tmp_path / "w.weights.h5")
+    data = (tmp_path / "w.weights.h5").read_bytes()
+    (tmp_path / "cut.weights.h5").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cut.weights.h5"):
+        cnn(convkit).load_weights(tmp_path / "cut.weights.h5")
+    with h5py.File(tmp_path / "empty.h5", "w"):
+        pass
+    with pytest.raises(ValueError, match="empty.h5.*not a Keras"):
+        cnn(convkit).load_weights(tmp_path / "empty.h5")
+
+
+def test_failed_weights_write_leaves_the_old_file(monkeypatch, rng, tmp_path):
+    cm = randomized(mlp(convkit), rng)
+    cm.save_weights(tmp_path / "w.weights.h5")
+    old = (tmp_path / "w.weights.h5").read_bytes()
+    monkeypatch.setattr(saving._keras_h5, "keras3_weights_bytes", lambda m: (_ for _ in ()).throw(OSError("disk")))
+    with pytest.raises(OSError, match="disk"):
+        cm.save_weights(tmp_path / "w.weights.h5")
+    assert (tmp_path / "w.weights.h5").read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.weights.h5"]
