@@ -281,3 +281,45 @@ def keras3_weights_bytes(model) -> bytes:
     with h5.File(buf, "w") as f:
         write_keras3_weights(model, f)
     return buf.getvalue()
+
+
+_ATTR_LIMIT = 64512  # HDF5's limit on an object header's attributes, which Keras splits longer lists to fit
+
+
+def write_attr_list(group, name, values):
+    """A string-list attribute, split into ``name0, name1, ...`` as Keras does when it is too long for one."""
+    data = np.asarray([v.encode("utf8") for v in values])
+    chunks = 1
+    while data.nbytes / chunks > _ATTR_LIMIT:
+        chunks += 1
+    if chunks == 1:
+        group.attrs[name] = data
+        return
+    for i, part in enumerate(np.array_split(data, chunks)):
+        group.attrs[f"{name}{i}"] = part
+
+
+def keras2_model_bytes(model, model_config: str, training_config: str | None) -> bytes:
+    """A Keras 2 HDF5 model file's bytes (as Keras 3 writes '.h5'): the config attributes and model_weights,
+    one group per layer name with its ``weight_names``."""
+    h5 = h5py()
+    buf = io.BytesIO()
+    with h5.File(buf, "w") as f:
+        f.attrs["keras_version"] = KERAS_FORMAT_VERSION
+        f.attrs["model_config"] = model_config
+        if training_config is not None:
+            f.attrs["training_config"] = training_config
+        root = f.create_group("model_weights")
+        write_attr_list(root, "layer_names", [layer.name for layer in model.layers])
+        root.attrs["keras_version"] = KERAS_FORMAT_VERSION
+        for layer in sorted(model.layers, key=lambda l: l.name):
+            group = root.create_group(layer.name)
+            weights = legacy_weights(layer)
+            write_attr_list(group, "weight_names", [v.name for v in weights])
+            for v in weights:
+                group.create_dataset(v.name, data=v.numpy())
+        write_attr_list(root.create_group("top_level_model_weights"), "weight_names", [])
+    return buf.getvalue()
+
+
+KERAS_FORMAT_VERSION = "3.0.0"  # the Keras generation whose layout the files convkit writes follow

@@ -18,12 +18,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
+import warnings
 import zipfile
 import zlib
 
 import numpy as np
 
-from convkit import _keras_h5, _serial
+from convkit import _keras_config, _keras_h5, _serial
 from convkit._atomic import atomic_open
 from convkit._serial import register_keras_serializable, register_serializable
 
@@ -102,8 +104,8 @@ def _weights_meta(model):
     return [{"name": v.name, "shape": list(v.shape)} for v in model.weights]
 
 
-def save_model(model, filepath, overwrite=True, extra=None):
-    """Write the whole model: architecture, weights, compile settings and optimizer state.
+def _save_convkit_model(model, filepath, overwrite=True, extra=None):
+    """Write the whole model in convkit's format: architecture, weights, compile settings and optimizer state.
 
     ``extra`` is JSON-serialisable metadata stored alongside (the CLI keeps its epoch counter
     and RNG state there). A subclassed model saves the constructor arguments it was given when they
@@ -133,9 +135,7 @@ def _shape_json(shape):
     return None if shape is None else [None if d is None else int(d) for d in shape]
 
 
-def load_model(filepath, custom_objects=None, compile=True, return_extra=False):
-    """Rebuild a model written by ``model.save`` / ``save_model`` (weights, compile settings and
-    optimizer state included). With ``return_extra`` returns (model, extra metadata)."""
+def _load_convkit_model(filepath, custom_objects=None, compile=True, return_extra=False):
     r = _Reader(filepath)
     try:
         return _rebuild(r, custom_objects, compile, return_extra)
@@ -309,3 +309,136 @@ def _zip_entry(path, name) -> bytes:
         raise ValueError(f"{path}: has no {name!r} inside; not a Keras model file") from None
     except _ZIP_ERRORS as e:
         raise ValueError(f"{path}: entry {name!r} is corrupted ({e})") from None
+
+
+_MODEL_SUFFIXES = {".weights.h5": None, ".keras": "Keras 3", ".h5": "Keras 2 HDF5", ".hdf5": "Keras 2 HDF5",
+                   ".convkit": "convkit's format", ".ckpt": "convkit's format, for training state"}
+
+
+def save_model(model, filepath, overwrite=True, extra=None):
+    """Write the whole model (architecture, weights, compile settings), in the format its name says:
+
+    - '.keras': Keras 3's zip (config.json, metadata.json, model.weights.h5), loadable by Keras;
+    - '.h5' / '.hdf5': Keras 2's HDF5 model (model_config, model_weights), loadable by Keras;
+    - '.convkit' (or '.ckpt', the trainer's training-state files): convkit's own zip, which also keeps the
+      optimizer's state and ``extra``, JSON-serialisable metadata (the CLI keeps its epoch counter and RNG
+      state there).
+
+    Other names raise ValueError, as in Keras. The Keras formats hold the layers Keras has (a layer only
+    convkit has raises ValueError: use '.convkit'); a subclassed model saves the constructor arguments
+    it was given when they are plain values (or what its get_config returns), and loading finds its class
+    by registration (``register_serializable``) or in ``custom_objects``. Otherwise use save_weights.
+    """
+    path = os.fspath(filepath)
+    fmt = _suffix(path, _MODEL_SUFFIXES, "save")
+    if fmt is None:
+        raise ValueError(f"save: {path!r} names a weights file; use save_weights for '.weights.h5', or end the name "
+                         "with '.keras', '.h5' or '.convkit' to save the whole model")
+    if fmt.startswith("convkit"):
+        return _save_convkit_model(model, path, overwrite, extra)
+    if extra is not None:
+        raise ValueError(f"save: extra metadata is kept only in convkit's format ('.convkit'), not in {path!r}")
+    if not overwrite and os.path.exists(path):
+        raise FileExistsError(f"{path} exists and overwrite=False")
+    data = _keras_zip_bytes(model) if fmt == "Keras 3" else _keras2_h5_bytes(model)
+    with atomic_open(path) as f:
+        f.write(data)
+
+
+def _keras_model_dict(model) -> dict:
+    config = _keras_config.model_to_keras(model) if model._graph is not None or \
+        isinstance(model, _sequential()) else _keras_config.layer_to_keras(model)
+    compile_config = _keras_config.compile_to_keras(model)
+    return {**config, "compile_config": compile_config} if compile_config else config
+
+
+def _sequential():
+    from convkit.models import Sequential
+
+    return Sequential
+
+
+def _keras_zip_bytes(model) -> bytes:
+    if not model.weights:
+        raise ValueError(f"model {model.name!r} has no weights yet: build it or run it on data first")
+    config = json.dumps(_keras_model_dict(model))
+    metadata = json.dumps({"keras_version": _keras_h5.KERAS_FORMAT_VERSION, "convkit_version": _version(),
+                           "date_saved": time.strftime("%Y-%m-%d@%H:%M:%S")})
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("metadata.json", metadata)
+        zf.writestr("config.json", config)
+        zf.writestr(KERAS_WEIGHTS, _keras_h5.keras3_weights_bytes(model))
+    return buf.getvalue()
+
+
+def _keras2_h5_bytes(model) -> bytes:
+    if not model.weights:
+        raise ValueError(f"model {model.name!r} has no weights yet: build it or run it on data first")
+    d = _keras_model_dict(model)
+    compile_config = d.pop("compile_config", None)
+    training = None
+    if compile_config:  # Keras reads a loss alias ('mse') in a '.h5' file as a metric and fails: give the class
+        training = {**compile_config, "optimizer_config": compile_config.pop("optimizer"),
+                    "loss": _keras_config.object_to_keras(model.loss, "loss")}
+    return _keras_h5.keras2_model_bytes(model, json.dumps(d), None if training is None else json.dumps(training))
+
+
+def _version() -> str:
+    import convkit
+
+    return convkit.__version__
+
+
+def load_model(filepath, custom_objects=None, compile=True, return_extra=False):
+    """Rebuild a saved model, the format found from the file's contents: convkit's (weights, compile settings,
+    optimizer state and extra metadata), Keras 3's '.keras' zip or Keras 2's '.h5' model (architecture,
+    weights, and the compile settings when convkit can honour them, else the model is returned uncompiled
+    with a warning). With ``return_extra`` returns (model, extra metadata; None for Keras files)."""
+    path = os.fspath(filepath)
+    kind = _file_kind(path)
+    if kind == "convkit":
+        return _load_convkit_model(path, custom_objects, compile, return_extra)
+    model = _load_keras_model(path, kind, custom_objects, compile)
+    return (model, None) if return_extra else model
+
+
+def _load_keras_model(path, kind, custom_objects, compile):
+    if kind == "keras":
+        try:
+            config = json.loads(_zip_entry(path, "config.json"))
+        except ValueError as e:
+            raise ValueError(f"{path}: config.json is damaged ({e})" if "config.json" not in str(e) else str(e)) \
+                from None
+        model = _model_from_keras(path, config, custom_objects)
+        _keras_h5.load_weights(model, path, source=_zip_entry(path, KERAS_WEIGHTS))
+        compile_config = config.get("compile_config") if isinstance(config, dict) else None
+    else:
+        with _keras_h5.open_h5(path, path) as f:
+            if "model_config" not in f.attrs:
+                raise ValueError(f"{path}: holds only weights (no model_config); build the model in code and call "
+                                 "model.load_weights(path)")
+            try:
+                config = json.loads(_keras_h5._text(f.attrs["model_config"]))
+                training = f.attrs.get("training_config")
+                compile_config = json.loads(_keras_h5._text(training)) if training is not None else None
+            except ValueError as e:
+                raise ValueError(f"{path}: model_config is damaged ({e})") from None
+            model = _model_from_keras(path, config, custom_objects)
+            _keras_h5.load_legacy_weights(model, f, path)
+    if compile and compile_config:
+        try:
+            model.compile(**_keras_config.compile_from_keras(compile_config, custom_objects))
+        except (ValueError, TypeError, KeyError) as e:
+            warnings.warn(f"{path}: its compile settings cannot be honoured by convkit ({e}); the model is returned "
+                          "uncompiled: call compile() yourself", stacklevel=3)
+    return model
+
+
+def _model_from_keras(path, config, custom_objects):
+    try:
+        return _keras_config.model_from_keras(config, custom_objects)
+    except (KeyError, TypeError, IndexError, AttributeError) as e:
+        raise ValueError(f"{path}: the model description is malformed ({type(e).__name__}: {e})") from None
+    except ValueError as e:
+        raise ValueError(f"{path}: cannot rebuild the model: {e}") from None
