@@ -86,17 +86,18 @@ def object_from_keras(d, custom_objects=None, key="object"):
     return cls(**kwargs_from_keras(cls, d.get("config") or {}, f"{kind} {d['class_name']}", custom_objects))
 
 
-def layer_from_keras(d, custom_objects=None):
+def layer_from_keras(d, custom_objects=None, kind="layer"):
     """A convkit layer (or model) from a Keras layer dict."""
     name = d.get("class_name")
     if name in ("Sequential", "Functional", "Model") and "layers" in d.get("config", {}):
         return model_from_keras(d, custom_objects)
-    cls = _class(d, custom_objects, "layer")
+    cls = _class(d, custom_objects, kind)
     config = dict(d.get("config") or {})
     who = f"layer {config.get('name', '?')!r} ({name})"
     if name == "BatchNormalization" and isinstance(config.get("axis"), list) and len(config["axis"]) == 1:
         config["axis"] = config["axis"][0]
-    if hasattr(cls, "_run_graph") and "layers" not in config:  # a subclassed model
+    if not cls.__module__.startswith("convkit."):  # the user's class rebuilds itself from its own config
+        _check_dtype(config.pop("dtype", None), who)
         return cls.from_config(config)
     return cls(**kwargs_from_keras(cls, config, who, custom_objects))
 
@@ -117,8 +118,7 @@ def model_from_keras(d, custom_objects=None):
         return model
     if name in ("Functional", "Model") and "layers" in config:
         return _functional(config, custom_objects)
-    cls = _class(d, custom_objects, "model")
-    model = cls.from_config(config)
+    model = layer_from_keras(d, custom_objects, "model")
     shape = (d.get("build_config") or {}).get("input_shape")
     if not model._traced and shape and not isinstance(model, InputLayer):
         model.build(tuple(shape))

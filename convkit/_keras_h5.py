@@ -184,8 +184,8 @@ def load_keras3_weights(model, root, path, skip_mismatch=False):
     """Assign a Keras 3 weights file's variables (``root``, an open h5py group) to ``model``."""
     h5 = h5py()
     layers_root = root.get("layers")
-    if layers_root is None and len(root.get("vars", {})) == 0:
-        raise ValueError(f"{path}: not a Keras weights file (no 'layers' group)")
+    if layers_root is None and "vars" not in root:
+        raise ValueError(f"{path}: not a Keras weights file (neither 'layers' nor 'vars' at its top)")
     for inner, layer in object_paths(model):
         variables = own_variables(layer)
         if not variables:

@@ -1,6 +1,9 @@
-"""Saving and loading models: one zip file holding JSON and .npy entries, never pickles.
+"""Saving and loading models, in the format the file name's suffix says (see save_model, save_weights);
+loading tells the format from the file's bytes.
 
-Layout of a file (whatever its suffix: 'my_cnn.h5' and 'model.keras' get this same format):
+Keras's formats ('.keras', '.h5', '.weights.h5') are read and written by convkit._keras_h5 and
+convkit._keras_config. convkit's own ('.convkit', and '.ckpt' for training state) is one zip file
+holding JSON and .npy entries, never pickles:
 
     convkit.json          format name and version, architecture config, compile config,
                           optimizer config, weight names and shapes, optional extra metadata
@@ -9,8 +12,8 @@ Layout of a file (whatever its suffix: 'my_cnn.h5' and 'model.keras' get this sa
 
 Files are written to a temporary file in the same folder, fsynced, then moved over the
 target with os.replace, so a crash while saving leaves any previous file intact. Loading
-reads arrays with ``allow_pickle=False``; a truncated, corrupted or foreign file, or an
-unknown layer class, raises ValueError saying which.
+reads arrays with ``allow_pickle=False`` and nothing executable; a truncated, corrupted or
+foreign file, or an unknown layer class, raises ValueError saying which.
 """
 
 from __future__ import annotations
@@ -259,6 +262,15 @@ def _suffix(path, allowed: dict, what: str):
 _WEIGHT_SUFFIXES = {".weights.h5": "Keras 3 weights", ".convkit": "convkit's format"}
 
 
+def check_file_name(filepath, weights_only=False, who="save"):
+    """ValueError unless the name's suffix says a format that save (or save_weights) writes."""
+    if weights_only:
+        _suffix(filepath, _WEIGHT_SUFFIXES, who)
+    elif _suffix(filepath, _MODEL_SUFFIXES, who) is None:
+        raise ValueError(f"{who}: {os.fspath(filepath)!r} names a weights file; pass save_weights_only=True, or end "
+                         "the name with '.keras', '.h5' or '.convkit' to save the whole model")
+
+
 def save_weights(model, filepath, overwrite=True):
     """Write the model's weights: '.weights.h5' in Keras 3's format (Keras loads it with load_weights),
     '.convkit' in convkit's own. Other names raise ValueError, as in Keras."""
@@ -330,10 +342,8 @@ def save_model(model, filepath, overwrite=True, extra=None):
     by registration (``register_serializable``) or in ``custom_objects``. Otherwise use save_weights.
     """
     path = os.fspath(filepath)
+    check_file_name(path)
     fmt = _suffix(path, _MODEL_SUFFIXES, "save")
-    if fmt is None:
-        raise ValueError(f"save: {path!r} names a weights file; use save_weights for '.weights.h5', or end the name "
-                         "with '.keras', '.h5' or '.convkit' to save the whole model")
     if fmt.startswith("convkit"):
         return _save_convkit_model(model, path, overwrite, extra)
     if extra is not None:

@@ -274,3 +274,191 @@ def test_failed_weights_write_leaves_the_old_file(monkeypatch, rng, tmp_path):
         cm.save_weights(tmp_path / "w.weights.h5")
     assert (tmp_path / "w.weights.h5").read_bytes() == old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.weights.h5"]
+
+
+# -- whole models -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_keras_models_load_into_convkit(arch, suffix, rng, tmp_path):
+    km = randomized(ARCHS[arch](keras), rng)
+    km.compile(keras.optimizers.Adam(0.003), "mse")
+    km.save(tmp_path / f"m{suffix}")
+    cm = convkit.load_model(tmp_path / f"m{suffix}")
+    assert [type(l).__name__ for l in cm.layers] == [type(l).__name__ for l in km.layers]
+    assert_same(km, cm, inputs_for(cm, rng))
+    assert isinstance(cm.optimizer, convkit.optimizers.Adam) and cm.optimizer.learning_rate == pytest.approx(0.003)
+    x = inputs_for(cm, rng)
+    cm.fit(x, cm.predict(x, verbose=0), epochs=1, verbose=0)  # compiled, trainable
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_convkit_models_load_into_keras_and_back(arch, suffix, rng, tmp_path):
+    cm = randomized(ARCHS[arch](convkit), rng)
+    cm.compile(convkit.optimizers.SGD(0.02, momentum=0.5), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    cm.save(tmp_path / f"m{suffix}")
+    km = keras.saving.load_model(tmp_path / f"m{suffix}")
+    x = inputs_for(cm, rng)
+    assert_same(km, cm, x)
+    assert isinstance(km.optimizer, keras.optimizers.SGD) and float(km.optimizer.momentum) == 0.5
+    again = convkit.load_model(tmp_path / f"m{suffix}")
+    np.testing.assert_array_equal(again.predict(x, verbose=0), cm.predict(x, verbose=0))
+    assert again.optimizer.get_config() == cm.optimizer.get_config()
+
+
+def test_keras2_model_config_is_read(rng, tmp_path):
+    """tf.keras 2's configs: plain dtype strings, batch_input_shape, {'class_name', 'config'} initializers and
+    inbound_nodes as [[layer, node, tensor, kwargs], ...]."""
+    L = keras.layers
+    x = keras.Input((6,), name="input_1")
+    a = L.Dense(4, activation="relu", name="dense")(x)
+    b = L.Dense(4, name="dense_1")(x)
+    km = keras.Model(x, L.Dense(2, name="dense_2")(L.Add(name="add")([a, b])))
+    randomized(km, rng)
+    init = {"class_name": "GlorotUniform", "config": {"seed": None}}
+
+    def dense(name, units, act, inbound):
+        return {"class_name": "Dense", "name": name, "inbound_nodes": [[[n, 0, 0, {}] for n in inbound]],
+                "config": {"name": name, "trainable": True, "dtype": "float32", "units": units, "activation": act,
+                           "use_bias": True, "kernel_initializer": init,
+                           "bias_initializer": {"class_name": "Zeros", "config": {}}, "kernel_regularizer": None,
+                           "bias_regularizer": None, "activity_regularizer": None, "kernel_constraint": None,
+                           "bias_constraint": None}}
+    config = {"class_name": "Functional", "config": {"name": "model", "layers": [
+        {"class_name": "InputLayer", "name": "input_1", "inbound_nodes": [],
+         "config": {"batch_input_shape": [None, 6], "dtype": "float32", "sparse": False, "ragged": False,
+                    "name": "input_1"}},
+        dense("dense", 4, "relu", ["input_1"]), dense("dense_1", 4, "linear", ["input_1"]),
+        {"class_name": "Add", "name": "add", "config": {"name": "add", "trainable": True, "dtype": "float32"},
+         "inbound_nodes": [[["dense", 0, 0, {}], ["dense_1", 0, 0, {}]]]},
+        dense("dense_2", 2, "linear", ["add"])],
+        "input_layers": [["input_1", 0, 0]], "output_layers": [["dense_2", 0, 0]]},
+        "keras_version": "2.13.1", "backend": "tensorflow"}
+    import json
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(tmp_path / "m.h5", "w") as f:
+        f.attrs["model_config"] = json.dumps(config)
+        f.attrs["training_config"] = json.dumps({"loss": "categorical_crossentropy", "metrics": ["accuracy"],
+                                                 "optimizer_config": {"class_name": "RMSprop", "config": {
+                                                     "name": "RMSprop", "learning_rate": 0.01, "decay": 0.0,
+                                                     "rho": 0.9, "momentum": 0.0, "epsilon": 1e-07,
+                                                     "centered": False}}})
+        legacy_h5_format.save_weights_to_hdf5_group(f.create_group("model_weights"), km)
+    cm = convkit.load_model(tmp_path / "m.h5")
+    assert_same(km, cm, inputs_for(cm, rng))
+    assert isinstance(cm.optimizer, convkit.optimizers.RMSprop) and cm.optimizer.learning_rate == 0.01
+
+
+def test_unsupported_keras_layer_is_named(tmp_path):
+    L = keras.layers
+    km = keras.Sequential([keras.Input((5, 3)), L.LayerNormalization(), L.Flatten(), L.Dense(2)])
+    km.save(tmp_path / "m.keras")
+    with pytest.raises(ValueError, match=r"m\.keras.*'LayerNormalization'"):
+        convkit.load_model(tmp_path / "m.keras")
+
+
+def test_keras_arguments_convkit_lacks_are_refused_unless_neutral(tmp_path):
+    L = keras.layers
+    km = keras.Sequential([keras.Input((6, 6, 4)), L.Conv2D(4, 3, groups=2)])
+    km.save(tmp_path / "m.keras")
+    with pytest.raises(ValueError, match=r"Conv2D.*groups=2"):
+        convkit.load_model(tmp_path / "m.keras")
+
+
+def test_compile_settings_convkit_cannot_honour_leave_the_model_uncompiled(rng, tmp_path):
+    km = randomized(mlp(keras), rng)
+    km.compile("adam", "mse", metrics=["mae"])
+    km.save(tmp_path / "m.keras")
+    with pytest.warns(UserWarning, match="uncompiled"):
+        cm = convkit.load_model(tmp_path / "m.keras")
+    assert cm.optimizer is None
+    assert_same(km, cm, inputs_for(cm, rng))
+
+
+def test_convkit_only_models_refuse_keras_formats(tmp_path):
+    model = convkit.zoo.lenet5_subclassed()
+    model.build((None, 28, 28, 1))
+    for name in ("m.keras", "m.h5"):
+        with pytest.raises(ValueError, match=r"no Keras counterpart.*\.convkit"):
+            model.save(tmp_path / name)
+    assert not os.listdir(tmp_path)
+    model.save(tmp_path / "m.convkit")
+    assert type(convkit.load_model(tmp_path / "m.convkit")) is type(model)
+
+
+def test_save_suffixes(rng, tmp_path):
+    cm = randomized(cnn(convkit), rng)
+    for bad in ("m.txt", "m", "m.zip"):
+        with pytest.raises(ValueError, match=r"'\.keras'.*'\.h5'.*'\.convkit'"):
+            cm.save(tmp_path / bad)
+    with pytest.raises(ValueError, match="save_weights"):
+        cm.save(tmp_path / "m.weights.h5")
+    with pytest.raises(ValueError, match="extra"):
+        convkit.models.save_model(cm, tmp_path / "m.keras", extra={"epoch": 1})
+    assert not os.listdir(tmp_path)
+    cm.save(tmp_path / "m.keras")
+    cm.save(tmp_path / "m.h5")
+    cm.save(tmp_path / "m.convkit")
+    cm.save(tmp_path / "state.ckpt")
+    with zipfile.ZipFile(tmp_path / "m.keras") as zf:
+        assert sorted(zf.namelist()) == ["config.json", "metadata.json", "model.weights.h5"]
+    assert h5py.is_hdf5(tmp_path / "m.h5")
+    for name in ("m.convkit", "state.ckpt"):
+        with zipfile.ZipFile(tmp_path / name) as zf:
+            assert "convkit.json" in zf.namelist()
+    x = inputs_for(cm, rng)
+    for name in ("m.keras", "m.h5", "m.convkit", "state.ckpt"):  # each read back, its format found from its bytes
+        os.replace(tmp_path / name, tmp_path / "model.bin")
+        np.testing.assert_array_equal(convkit.load_model(tmp_path / "model.bin").predict(x, verbose=0),
+                                      cm.predict(x, verbose=0))
+
+
+def test_load_model_on_a_weights_file_says_so(rng, tmp_path):
+    cm = mlp(convkit)
+    cm.save_weights(tmp_path / "w.weights.h5")
+    with pytest.raises(ValueError, match="only weights"):
+        convkit.load_model(tmp_path / "w.weights.h5")
+
+
+def test_damaged_keras_files_are_value_errors_naming_the_file(rng, tmp_path):
+    cm = randomized(cnn(convkit), rng)
+    for name in ("m.keras", "m.h5"):
+        cm.save(tmp_path / name)
+        data = (tmp_path / name).read_bytes()
+        cut = tmp_path / f"cut-{name}"
+        cut.write_bytes(data[: len(data) * 2 // 3])
+        with pytest.raises(ValueError, match=f"cut-{name}"):
+            convkit.load_model(cut)
+    with zipfile.ZipFile(tmp_path / "m.keras") as zf:
+        entries = {n: zf.read(n) for n in zf.namelist()}
+    with zipfile.ZipFile(tmp_path / "bad.keras", "w") as zf:
+        zf.writestr("config.json", b"{not json")
+        zf.writestr("model.weights.h5", entries["model.weights.h5"])
+    with pytest.raises(ValueError, match=r"bad\.keras.*config\.json"):
+        convkit.load_model(tmp_path / "bad.keras")
+
+
+def test_failed_model_write_leaves_the_old_file(monkeypatch, rng, tmp_path):
+    cm = randomized(mlp(convkit), rng)
+    for name in ("m.keras", "m.h5"):
+        cm.save(tmp_path / name)
+    old = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    monkeypatch.setattr(saving._keras_h5, "keras3_weights_bytes", lambda m: (_ for _ in ()).throw(OSError("disk")))
+    monkeypatch.setattr(saving._keras_h5, "keras2_model_bytes", lambda *a: (_ for _ in ()).throw(OSError("disk")))
+    for name in ("m.keras", "m.h5"):
+        with pytest.raises(OSError, match="disk"):
+            cm.save(tmp_path / name)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == old
+
+
+def test_missing_h5py_for_keras_models(monkeypatch, rng, tmp_path):
+    import sys
+
+    cm = mlp(convkit)
+    cm.save(tmp_path / "m.keras")
+    monkeypatch.setitem(sys.modules, "h5py", None)
+    for call in (lambda: convkit.load_model(tmp_path / "m.keras"), lambda: cm.save(tmp_path / "n.h5")):
+        with pytest.raises(ImportError, match="pip install h5py"):
+            call()

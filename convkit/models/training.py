@@ -133,13 +133,13 @@ class Trainer:
         """Set optimizer (a name such as 'rmsprop', 'adam', 'sgd', or an Optimizer), loss (a name, a
         Loss or a loss function), metrics (['accuracy'] or ['acc']) and optionally the device ('auto', 'cpu',
         'cuda')."""
-        self.optimizer = optimizers_mod.get(optimizer)
-        self.loss = losses_mod.get(loss)
+        optimizer, loss_fn = optimizers_mod.get(optimizer), losses_mod.get(loss)
         metrics = list(metrics or [])
-        self.compiled_metrics = [metrics_mod.get(m, self.loss.name) for m in metrics]
-        names = ["loss"] + [m.name for m in self.compiled_metrics]
+        compiled = [metrics_mod.get(m, loss_fn.name) for m in metrics]
+        names = ["loss"] + [m.name for m in compiled]
         if len(set(names)) != len(names):
             raise ValueError(f"compile: metric names must be distinct, got {names}")
+        self.optimizer, self.loss, self.compiled_metrics = optimizer, loss_fn, compiled  # all or nothing
         self._loss_tracker = metrics_mod.Mean("loss")
         self._compile_config = {"loss": loss if isinstance(loss, str) else _serial.serialize(self.loss),
                                 "metrics": [m if isinstance(m, str) else m.name for m in metrics]}
