@@ -272,6 +272,71 @@ def write_keras3_weights(model, f):
         group.attrs["name"] = layer.name
         for i, v in enumerate(own_variables(layer)):
             group.create_dataset(str(i), data=v.numpy())
+    opt = getattr(model, "optimizer", None)
+    arrays = optimizer_arrays(opt, model.trainable_weights)
+    if arrays is not None:
+        group = f.create_group("optimizer/vars")
+        group.attrs["name"] = opt.name
+        for i, a in enumerate(arrays):
+            group.create_dataset(str(i), data=a)
+
+
+# convkit's optimizers whose state Keras keeps in the same slots: [iteration, learning_rate] + slots, per variable
+# (RMSprop: per kind of slot, each over all variables). Keras's Nadam keeps one more (its momentum product).
+_KERAS_OPTIMIZERS = {"SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta", "Adamax"}
+
+
+def _keras_layout(opt) -> bool:
+    return type(opt).__module__ == "convkit.optimizers" and type(opt).__name__ in _KERAS_OPTIMIZERS
+
+
+def optimizer_arrays(opt, variables):
+    """The optimizer's state in Keras's order, or None when Keras keeps it otherwise."""
+    if opt is None or not _keras_layout(opt):
+        return None
+    state, n, m = opt.get_state(variables), len(opt.slot_names), len(variables)
+    per_var = [state[1 + i * n: 1 + (i + 1) * n] for i in range(m)]
+    slots = [per_var[i][k] for k in range(n) for i in range(m)] if type(opt).__name__ == "RMSprop" \
+        else [a for s in per_var for a in s]
+    return [np.asarray(state[0], np.int64), np.asarray(opt.learning_rate, np.float32)] + slots
+
+
+def set_optimizer_arrays(opt, variables, arrays, path):
+    """Give the optimizer the state Keras saved (``arrays`` in Keras's order); warn and leave it fresh when the
+    state does not fit, as Keras does."""
+    n, m = len(opt.slot_names), len(variables)
+    if not _keras_layout(opt) or len(arrays) != 2 + n * m:
+        warnings.warn(f"{path}: the optimizer's saved state ({len(arrays)} arrays) does not fit {type(opt).__name__} "
+                      f"over {m} weights; it starts afresh", stacklevel=4)
+        return
+    slots = arrays[2:]
+    if type(opt).__name__ == "RMSprop":
+        per_var = [[slots[k * m + i] for k in range(n)] for i in range(m)]
+    else:
+        per_var = [slots[i * n:(i + 1) * n] for i in range(m)]
+    try:
+        opt.set_state(variables, [np.asarray(arrays[0])] + [np.asarray(a, np.float32) for s in per_var for a in s])
+    except ValueError as e:
+        warnings.warn(f"{path}: the optimizer's saved state does not fit ({e}); it starts afresh", stacklevel=4)
+
+
+def read_keras3_optimizer(model, root, path):
+    group = root.get("optimizer/vars")
+    if model.optimizer is None or group is None:
+        return
+    arrays, i = [], 0
+    while str(i) in group:
+        arrays.append(_read(path, group[str(i)]))
+        i += 1
+    set_optimizer_arrays(model.optimizer, model.trainable_weights, arrays, path)
+
+
+def read_keras2_optimizer(model, f, path):
+    group = f.get("optimizer_weights")
+    if model.optimizer is None or group is None:
+        return
+    set_optimizer_arrays(model.optimizer, model.trainable_weights,
+                         [_read(path, group[w]) for w in attr_list(group, "weight_names")], path)
 
 
 def keras3_weights_bytes(model) -> bytes:
@@ -319,6 +384,14 @@ def keras2_model_bytes(model, model_config: str, training_config: str | None) ->
             for v in weights:
                 group.create_dataset(v.name, data=v.numpy())
         write_attr_list(root.create_group("top_level_model_weights"), "weight_names", [])
+        opt = getattr(model, "optimizer", None)
+        arrays = optimizer_arrays(opt, model.trainable_weights)
+        if arrays is not None:
+            group = f.create_group("optimizer_weights")
+            names = [f"{opt.name}/{i:04d}" for i in range(len(arrays))]
+            write_attr_list(group, "weight_names", names)
+            for name, a in zip(names, arrays):
+                group.create_dataset(name, data=a)
     return buf.getvalue()
 
 

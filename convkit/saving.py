@@ -442,6 +442,13 @@ def _load_keras_model(path, kind, custom_objects, compile):
         except (ValueError, TypeError, KeyError) as e:
             warnings.warn(f"{path}: its compile settings cannot be honoured by convkit ({e}); the model is returned "
                           "uncompiled: call compile() yourself", stacklevel=3)
+            return model
+        if kind == "keras":
+            with _keras_h5.open_h5(_zip_entry(path, KERAS_WEIGHTS), path) as f:
+                _keras_h5.read_keras3_optimizer(model, f, path)
+        else:
+            with _keras_h5.open_h5(path, path) as f:
+                _keras_h5.read_keras2_optimizer(model, f, path)
     return model
 
 
