@@ -241,7 +241,7 @@ def _values_to_keras(config: dict) -> dict:
     return out
 
 
-def layer_to_keras(layer, node_entries=None) -> dict:
+def layer_to_keras(layer, node_entries=None, input_shape=None) -> dict:
     """Keras 3's dict for a convkit layer (a model's, nested, included); ValueError for what Keras lacks."""
     from convkit.layers.base import InputLayer
     from convkit.models import Model, Sequential
@@ -263,11 +263,16 @@ def layer_to_keras(layer, node_entries=None) -> dict:
             config["synchronized"] = bool(getattr(layer, "synchronized", False))
         d = {"module": type(layer).__module__ if custom else "keras.layers", "class_name": name,
              "config": {**config, "dtype": _POLICY}, "registered_name": _serial.class_name(layer) if custom else None}
-        if layer._input_spec is not None and not isinstance(layer._input_spec, list):
-            d["build_config"] = {"input_shape": list(layer._input_spec)}
+        if input_shape is not None:
+            d["build_config"] = {"input_shape": _shape_list(input_shape)}
     if node_entries is not None:
         d = {**d, "name": layer.name, "inbound_nodes": node_entries}
     return d
+
+
+def _shape_list(shape):
+    """A shape, or a list of shapes (a merge layer's inputs), as JSON lists."""
+    return [list(s) for s in shape] if shape and isinstance(shape[0], (list, tuple)) else list(shape)
 
 
 def _tensor(t, producer_index) -> dict:
@@ -283,7 +288,10 @@ def model_to_keras(model) -> dict:
 
     shape = None if model._input_spec is None or isinstance(model._input_spec, list) else list(model._input_spec)
     if isinstance(model, Sequential):
-        layers = [layer_to_keras(l) for l in model.layers]
+        layers, prev = [], shape
+        for l in model.layers:  # each layer's input shape is the one before's output shape
+            layers.append(layer_to_keras(l, input_shape=prev))
+            prev = l._output_shapes[0] if prev is not None and l._output_shapes else None
         if shape is not None:
             layers.insert(0, layer_to_keras(InputLayer(shape=tuple(shape[1:]), name=f"{model.name}_input")))
         config = {"name": model.name, "trainable": model.trainable, "dtype": _POLICY, "layers": layers,
@@ -300,7 +308,10 @@ def model_to_keras(model) -> dict:
         entries = [] if isinstance(layer, InputLayer) else [
             {"args": [[_tensor(t, index) for t in n.inputs] if n.multi else _tensor(n.inputs[0], index)],
              "kwargs": {}} for n in per_layer[id(layer)]]
-        layers.append(layer_to_keras(layer, entries))
+        first = per_layer.get(id(layer), [None])[0]
+        in_shape = None if first is None or not first.inputs else \
+            [t.shape for t in first.inputs] if first.multi else first.inputs[0].shape
+        layers.append(layer_to_keras(layer, entries, in_shape))
     config = {"name": model.name, "trainable": model.trainable, "layers": layers,
               "input_layers": [[t.node.layer.name, 0, 0] for t in ins],
               "output_layers": [[t.node.layer.name, index[id(t.node)], 0] for t in outs]}

@@ -53,7 +53,22 @@ def branches(lib, nested=True):
     return lib.Model(x, L.Dense(2)(y))
 
 
-ARCHS = {"mlp": mlp, "cnn": cnn, "branches": branches}
+def misc(lib):
+    """The other layers both libraries have, with a regularizer, a constraint and fixed normalization."""
+    L = lib.layers
+    x = lib.Input((8, 8, 3))
+    y = L.Normalization(mean=[0.1, 0.2, 0.3], variance=[1.0, 2.0, 3.0])(L.Rescaling(0.5, offset=0.1)(x))
+    y = L.Conv2D(4, 3, strides=2, activation="relu", kernel_regularizer=lib.regularizers.L2(0.01),
+                 kernel_constraint=lib.constraints.MaxNorm(2.0))(L.ZeroPadding2D(1)(y))
+    y = L.ReLU(max_value=6.0)(L.LeakyReLU(0.2)(L.Dropout(0.3)(L.Cropping2D(1)(y))))
+    a, b = L.GlobalMaxPooling2D()(y), L.GlobalAveragePooling2D()(y)
+    y = L.Concatenate()([L.Multiply()([a, b]), L.Subtract()([a, b]), L.Maximum()([a, b]), L.Average()([a, b]),
+                         L.Minimum()([a, b])])
+    y = L.Flatten()(L.Permute((2, 1))(L.Reshape((5, 4))(y)))
+    return lib.Model(x, L.Dense(3, activation="softmax")(L.Activation("tanh")(y)))
+
+
+ARCHS = {"mlp": mlp, "cnn": cnn, "branches": branches, "misc": misc}
 
 
 def randomized(model, rng):
