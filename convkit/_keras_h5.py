@@ -85,14 +85,15 @@ def _children(obj):
     """(attribute, value) pairs Keras 3 walks below ``obj``: a Sequential's or functional model's layers
     first, then attributes holding layers or containers, sorted by name (private ones last)."""
     from convkit.layers.base import Layer
-    from convkit.models import Sequential
+    from convkit.models import Model, Sequential
 
+    attrs = {k: v for k, v in vars(obj).items() if k not in ("_layers", "_graph", "_last")}
     if isinstance(obj, Sequential) or getattr(obj, "_graph", None) is not None:
         yield "layers", obj.layers
-    for attr in sorted(vars(obj), key=lambda a: "~" + a if a.startswith("_") else a):
-        if attr in ("_layers", "_graph", "_last"):
-            continue
-        value = vars(obj)[attr]
+    elif isinstance(obj, Model):  # a subclassed model's ``layers`` property is walked among its attributes
+        attrs["layers"] = obj.layers
+    for attr in sorted(attrs, key=lambda a: "~" + a if a.startswith("_") else a):
+        value = attrs[attr]
         if isinstance(value, Layer) or (isinstance(value, (list, tuple, dict)) and _holds_layer(value)):
             yield attr, value
 

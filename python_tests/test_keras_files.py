@@ -511,3 +511,46 @@ def test_optimizer_state_crosses_over(opt, suffix, rng, tmp_path):
         _step_both(km, cm, x, y)
     # else: Keras 3.15 takes only the step count from a '.h5' file's optimizer weights, and cannot fit the model
     # it loaded (from its own '.h5' files too), so the next step is compared for '.keras' files only
+
+
+def subclassed(lib):
+    """Layers held in attributes, a list of layers, a nested Sequential and a private attribute: Keras 3 names
+    them by attribute (the list's by class and position), and finds the private one through ``layers``."""
+
+    class Sub(lib.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = lib.layers.Conv2D(3, 3)
+            self.blocks = [lib.layers.Dense(4), lib.layers.BatchNormalization(), lib.layers.Dense(2)]
+            self.inner = lib.Sequential([lib.layers.Dense(5), lib.layers.Dense(2)])
+            self.flat = lib.layers.Flatten()
+            self._head = lib.layers.Dense(1)
+
+        def call(self, x, training=False):
+            y = self.flat(self.conv(x))
+            for block in self.blocks:
+                y = block(y)
+            return self._head(self.inner(y))
+
+    model = Sub()
+    model(np.zeros((1, 5, 5, 2), "float32"))
+    return model
+
+
+def _dataset_paths(path):
+    out = []
+    with h5py.File(path) as f:
+        f.visititems(lambda name, obj: out.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return sorted(out)
+
+
+def test_subclassed_models_weights_cross_over(rng, tmp_path):
+    km, cm = randomized(subclassed(keras), rng), subclassed(convkit)
+    km.save_weights(tmp_path / "k.weights.h5")
+    cm.load_weights(tmp_path / "k.weights.h5")
+    x = rng.normal(size=(3, 5, 5, 2)).astype("float32")
+    np.testing.assert_allclose(cm.predict(x, verbose=0), keras_predict(km, x), rtol=1e-5, atol=1e-5)
+    randomized(cm, rng).save_weights(tmp_path / "c.weights.h5")
+    assert _dataset_paths(tmp_path / "c.weights.h5") == _dataset_paths(tmp_path / "k.weights.h5")
+    km.load_weights(tmp_path / "c.weights.h5")
+    np.testing.assert_allclose(cm.predict(x, verbose=0), keras_predict(km, x), rtol=1e-5, atol=1e-5)
