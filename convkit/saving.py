@@ -256,7 +256,7 @@ def _suffix(path, allowed: dict, what: str):
         if name.endswith(suffix):
             return fmt
     raise ValueError(f"{what}: cannot tell the format from the name {os.fspath(path)!r}; end it with "
-                     + ", ".join(f"{k!r} ({v})" for k, v in allowed.items()))
+                     + ", ".join(f"{k!r} ({v})" for k, v in allowed.items() if v))
 
 
 _WEIGHT_SUFFIXES = {".weights.h5": "Keras 3 weights", ".convkit": "convkit's format"}
@@ -267,8 +267,9 @@ def check_file_name(filepath, weights_only=False, who="save"):
     if weights_only:
         _suffix(filepath, _WEIGHT_SUFFIXES, who)
     elif _suffix(filepath, _MODEL_SUFFIXES, who) is None:
-        raise ValueError(f"{who}: {os.fspath(filepath)!r} names a weights file; pass save_weights_only=True, or end "
-                         "the name with '.keras', '.h5' or '.convkit' to save the whole model")
+        advice = "pass save_weights_only=True" if who == "ModelCheckpoint" else "use save_weights"
+        raise ValueError(f"{who}: {os.fspath(filepath)!r} names a weights file; {advice}, or end the name with "
+                         "'.keras', '.h5' or '.convkit' to save the whole model")
 
 
 def save_weights(model, filepath, overwrite=True):
