@@ -89,7 +89,7 @@ def object_from_keras(d, custom_objects=None, key="object"):
 def layer_from_keras(d, custom_objects=None, kind="layer"):
     """A convkit layer (or model) from a Keras layer dict."""
     name = d.get("class_name")
-    if name in ("Sequential", "Functional", "Model") and "layers" in d.get("config", {}):
+    if name == "Sequential" or (name in ("Functional", "Model") and "layers" in (d.get("config") or {})):
         return model_from_keras(d, custom_objects)
     cls = _class(d, custom_objects, kind)
     config = dict(d.get("config") or {})
@@ -108,6 +108,8 @@ def model_from_keras(d, custom_objects=None):
     from convkit.models import Sequential
 
     name, config = d.get("class_name"), d.get("config") or {}
+    if name == "Sequential" and isinstance(config, list):  # Keras 2.0-2.1 listed a Sequential's layers alone
+        config = {"layers": config}
     if name == "Sequential":
         model = Sequential(name=config.get("name"))
         for ld in config["layers"]:

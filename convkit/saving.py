@@ -358,7 +358,7 @@ def save_model(model, filepath, overwrite=True, extra=None):
 
 def _keras_model_dict(model) -> dict:
     config = _keras_config.model_to_keras(model) if model._graph is not None or \
-        isinstance(model, _sequential()) else _keras_config.layer_to_keras(model)
+        isinstance(model, _sequential()) else _keras_config.layer_to_keras(model, input_shape=model._input_spec)
     compile_config = _keras_config.compile_to_keras(model)
     return {**config, "compile_config": compile_config} if compile_config else config
 
@@ -416,11 +416,11 @@ def load_model(filepath, custom_objects=None, compile=True, return_extra=False):
 
 def _load_keras_model(path, kind, custom_objects, compile):
     if kind == "keras":
+        raw = _zip_entry(path, "config.json")
         try:
-            config = json.loads(_zip_entry(path, "config.json"))
+            config = json.loads(raw)
         except ValueError as e:
-            raise ValueError(f"{path}: config.json is damaged ({e})" if "config.json" not in str(e) else str(e)) \
-                from None
+            raise ValueError(f"{path}: config.json is damaged ({e})") from None
         model = _model_from_keras(path, config, custom_objects)
         _keras_h5.load_weights(model, path, source=_zip_entry(path, KERAS_WEIGHTS))
         compile_config = config.get("compile_config") if isinstance(config, dict) else None
@@ -455,8 +455,12 @@ def _load_keras_model(path, kind, custom_objects, compile):
 
 def _model_from_keras(path, config, custom_objects):
     try:
-        return _keras_config.model_from_keras(config, custom_objects)
+        model = _keras_config.model_from_keras(config, custom_objects)
     except (KeyError, TypeError, IndexError, AttributeError) as e:
         raise ValueError(f"{path}: the model description is malformed ({type(e).__name__}: {e})") from None
     except ValueError as e:
         raise ValueError(f"{path}: cannot rebuild the model: {e}") from None
+    if not model.built:
+        raise ValueError(f"{path}: the model {model.name!r} has no input shape in the file (build_config), so its "
+                         "weights cannot be made; rebuild it in code, build it and call load_weights(path)")
+    return model
