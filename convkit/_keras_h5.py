@@ -189,9 +189,9 @@ def load_keras3_weights(model, root, path, skip_mismatch=False):
         raise ValueError(f"{path}: not a Keras weights file (neither 'layers' nor 'vars' at its top)")
     for inner, layer in object_paths(model):
         variables = own_variables(layer)
-        if not variables:
-            continue
         group = root.get(f"{inner}/vars" if inner else "vars")
+        if not variables and not (isinstance(group, h5.Group) and "0" in group):
+            continue  # nothing to load, nothing saved
         where = f"layer {layer.name!r} ({inner or 'the model itself'})"
         if not isinstance(group, h5.Group):
             if skip_mismatch:

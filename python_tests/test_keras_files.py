@@ -554,3 +554,24 @@ def test_subclassed_models_weights_cross_over(rng, tmp_path):
     assert _dataset_paths(tmp_path / "c.weights.h5") == _dataset_paths(tmp_path / "k.weights.h5")
     km.load_weights(tmp_path / "c.weights.h5")
     np.testing.assert_allclose(cm.predict(x, verbose=0), keras_predict(km, x), rtol=1e-5, atol=1e-5)
+
+
+def test_weights_for_a_layer_without_any_are_refused(rng, tmp_path):
+    """A layer that was never built has no variables; the file's values for it are not dropped silently."""
+
+    def two(lib, use_second):
+        class Two(lib.Model):
+            def __init__(self):
+                super().__init__()
+                self.first, self.second = lib.layers.Dense(3), lib.layers.Dense(2)
+
+            def call(self, x):
+                return self.second(self.first(x)) if use_second else self.first(x)
+
+        model = Two()
+        model(np.zeros((1, 4), "float32"))
+        return model
+
+    two(keras, True).save_weights(tmp_path / "w.weights.h5")
+    with pytest.raises(ValueError, match=r"'dense.*' \(layers/dense_1\).*0 weight\(s\).*the file has 2"):
+        two(convkit, False).load_weights(tmp_path / "w.weights.h5")
