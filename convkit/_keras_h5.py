@@ -236,6 +236,8 @@ def load_legacy_weights(model, root, path, by_name=False, skip_mismatch=False):
                          f"{model.name!r} has {len(layers)} layers with weights {[l.name for l in layers]}")
     for k, (name, layer) in enumerate(zip(with_weights, layers)):
         where = f"layer #{k} ({layer.name!r} in the model, {name!r} in the file)"
+        if len(saved[name]) != len(legacy_weights(layer)):  # as Keras: skip_mismatch skips only shapes here
+            _assign(path, where, legacy_weights(layer), saved[name], False)
         _assign(path, where, legacy_weights(layer), saved[name], skip_mismatch)
 
 

@@ -99,6 +99,21 @@ def keras2_weights_file(km, path):
         legacy_h5_format.save_weights_to_hdf5_group(f, km)
 
 
+def tf_keras2_weights_file(km, path):
+    """A weights file as tf.keras 2 wrote the Keras applications' ('block1_conv1/kernel:0', byte-string names,
+    layers without weights listed too), written by hand from the Keras model's weights."""
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [l.name.encode() for l in km.layers]
+        f.attrs["backend"], f.attrs["keras_version"] = b"tensorflow", b"2.13.1"
+        for layer in km.layers:
+            weights = layer.trainable_weights + layer.non_trainable_weights
+            names = [f"{'/'.join(w.path.split('/')[-2:])}:0".encode() for w in weights]
+            g = f.create_group(layer.name)
+            g.attrs["weight_names"] = names
+            for name, w in zip(names, weights):
+                g.create_dataset(name.decode(), data=np.asarray(w))
+
+
 # -- layer order ------------------------------------------------------------------------------------------------
 
 def test_functional_layers_are_listed_in_keras_order():
@@ -132,11 +147,12 @@ def test_convkit_files_written_in_the_old_layer_order_still_load(rng, tmp_path):
 # -- Keras writes weights, convkit reads ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
-@pytest.mark.parametrize("fmt", ["keras3", "keras2"])
+@pytest.mark.parametrize("fmt", ["keras3", "keras2", "tf.keras2"])
 def test_keras_weights_load_into_convkit(arch, fmt, rng, tmp_path):
     km = randomized(ARCHS[arch](keras), rng)
     path = tmp_path / ("w.weights.h5" if fmt == "keras3" else "w.h5")
-    km.save_weights(path) if fmt == "keras3" else keras2_weights_file(km, path)
+    {"keras3": lambda: km.save_weights(path), "keras2": lambda: keras2_weights_file(km, path),
+     "tf.keras2": lambda: tf_keras2_weights_file(km, path)}[fmt]()
     cm = ARCHS[arch](convkit)
     cm.load_weights(path)
     assert_same(km, cm, inputs_for(cm, rng))
