@@ -21,7 +21,7 @@ _NEUTRAL = {"groups": 1, "data_format": "channels_last", "renorm_momentum": _ANY
             "autocast": True, "steps_per_execution": 1, "keras_version": _ANY, "is_legacy_optimizer": False,
             "decay": 0.0, "jit_compile": _ANY, "run_eagerly": _ANY, "interpolation": "bilinear",
             "crop_to_aspect_ratio": False, "pad_to_aspect_ratio": False, "fill_mode": "constant",
-            "fill_value": 0.0, "value_range": _ANY, "antialias": False, "axis": -1}
+            "fill_value": 0.0, "value_range": [0, 255], "antialias": False, "axis": -1}
 _KINDS = {"initializer": "keras.initializers", "regularizer": "keras.regularizers",
           "constraint": "keras.constraints", "optimizer": "keras.optimizers", "loss": "keras.losses",
           "schedule": "keras.optimizers.schedules", "layer": "keras.layers"}
