@@ -251,6 +251,8 @@ def test_convkit_weights_h5_loads_into_keras(arch, rng, tmp_path):
     km = ARCHS[arch](keras)
     km.load_weights(tmp_path / "w.weights.h5")
     assert_same(km, cm, inputs_for(cm, rng))
+    km.save_weights(tmp_path / "k.weights.h5")  # the same layout, dataset for dataset
+    assert _dataset_paths(tmp_path / "w.weights.h5") == _dataset_paths(tmp_path / "k.weights.h5")
     again = ARCHS[arch](convkit)
     again.load_weights(tmp_path / "w.weights.h5")
     for a, b in zip(again.get_weights(), cm.get_weights()):
