@@ -90,12 +90,13 @@ class Model(Trainer, Layer):
         for t in ins:
             if not isinstance(t.node.layer, InputLayer):
                 raise ValueError("Model inputs must come straight from Input(...)")
-        order, seen = [], set()
+        order, seen, first_seen = [], set(), {}
 
         def visit(node):
             if id(node) in seen:
                 return
             seen.add(id(node))
+            first_seen.setdefault(id(node.layer), len(first_seen))
             for t in node.inputs:
                 visit(t.node)
             order.append(node)
@@ -109,11 +110,7 @@ class Model(Trainer, Layer):
         if len(outs) != 1:
             raise NotImplementedError("models with several outputs are not supported; give Model one output")
         self._graph = (ins, outs, order)
-        layers = []
-        for n in order:
-            if all(n.layer is not l for l in layers):
-                layers.append(n.layer)
-        self._layers[:] = layers
+        self._layers[:] = _layers_by_depth(order, first_seen)
         self.built = self._traced = True
         self._input_spec = ins[0].shape if len(ins) == 1 else None
         self._multi_input = len(ins) > 1
@@ -144,10 +141,7 @@ class Model(Trainer, Layer):
 
     def __call__(self, inputs, training=None, **kwargs):
         if _is_symbolic(inputs):
-            out = self._invoke(inputs, False)
-            if isinstance(out, KerasTensor):  # a nested model's output shape, for summaries
-                self._output_shapes.append(out.shape)
-            return out
+            return self._nested_call(inputs)
         if not self.built and not isinstance(inputs, (list, tuple)):
             self._input_spec = (None,) + tuple(inputs.shape[1:])
             self.built = True
@@ -156,6 +150,22 @@ class Model(Trainer, Layer):
             return self._invoke(inputs, training)
         finally:
             _exit_call(depth)
+
+    def _nested_call(self, inputs):
+        """A call on symbolic inputs: the model joins the caller's graph as one layer (as in Keras, so that the
+        outer model lists it, and saves its weights, as one), its output shape found by tracing its layers."""
+        shape = [t.shape for t in inputs] if isinstance(inputs, (list, tuple)) else inputs.shape
+        if not self._traced and not isinstance(inputs, (list, tuple)):
+            self.build(shape)
+        traced = [KerasTensor(s) for s in shape] if isinstance(shape, list) else KerasTensor(shape)
+        out = self._invoke(traced, False)
+        if not isinstance(out, KerasTensor):
+            raise TypeError(f"model {self.name!r}: call() on symbolic inputs must return one symbolic tensor")
+        multi = isinstance(inputs, (list, tuple))
+        node = Node(self, list(inputs) if multi else [inputs], multi)
+        node.output = KerasTensor(out.shape, node)
+        self._output_shapes.append(out.shape)
+        return node.output
 
     def build(self, input_shape):
         """Create every weight and record output shapes by tracing call() on a symbolic input."""
@@ -241,6 +251,21 @@ class Model(Trainer, Layer):
         if "nodes" not in config:
             return cls(**config)
         return _graph_from_config(config, [_serial.deserialize(d, custom_objects, "layer") for d in config["layers"]])
+
+
+def _layers_by_depth(order, first_seen):
+    """The graph's layers in Keras's order: deepest first (depth = most layer calls from the node to the output;
+    a layer called several times takes its deepest call), ties in the order a depth-first walk from the output
+    first meets them. Keras 2 weight files list layers in this order and Keras 3 ones name them by it."""
+    node_depth, layer_depth, layers = {}, {}, {}
+    for node in reversed(order):  # consumers before producers
+        depth = max(node_depth.setdefault(id(node), 0), layer_depth.get(id(node.layer), 0))
+        layer_depth[id(node.layer)] = node_depth[id(node)] = depth
+        layers[id(node.layer)] = node.layer
+        for t in node.inputs:
+            node_depth[id(t.node)] = max(depth + 1, node_depth.get(id(t.node), 0))
+    keys = sorted(layers, key=lambda k: (-layer_depth[k], first_seen[k]))
+    return [layers[k] for k in keys]
 
 
 def _graph_from_config(config, layers):
