@@ -21,7 +21,8 @@ def model_input(weights, include_top, classes, input_tensor, input_shape, defaul
     return imagenet_utils.image_input(input_tensor, input_shape)
 
 
-def top(x, include_top, pooling, classes, classifier_activation, weights, named=True, dropout=0.0):
+def top(x, include_top, pooling, classes, classifier_activation, weights, named=True, dropout=0.0,
+        kernel_initializer="glorot_uniform"):
     """Keras's end of a network: global average pooling, optional dropout ('top_dropout') and the Dense
     'predictions' classifier with ``include_top``; else the features pooled as ``pooling`` says. ``named``:
     the pooling layers are called 'avg_pool' / 'max_pool' (else they take their default names)."""
@@ -31,7 +32,8 @@ def top(x, include_top, pooling, classes, classifier_activation, weights, named=
         if dropout > 0:
             x = layers.Dropout(dropout, name="top_dropout")(x)
         imagenet_utils.validate_activation(classifier_activation, weights)
-        return layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+        return layers.Dense(classes, activation=classifier_activation, kernel_initializer=kernel_initializer,
+                            name="predictions")(x)
     if pooling == "avg":
         return layers.GlobalAveragePooling2D(name=name("avg_pool"))(x)
     if pooling == "max":
