@@ -25,6 +25,7 @@ __all__ = ["ops", "GradientTape", "Variable", "custom_gradient", "has_cuda", "cu
 
 # Submodules imported on first use (``convkit.datasets``, ...), so that ``import convkit`` stays fast.
 _LAZY_MODULES = {
+    "applications": "convkit.applications",
     "backend": "convkit.backend",
     "data": "convkit.data",
     "datasets": "convkit.datasets",

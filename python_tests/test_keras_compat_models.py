@@ -15,21 +15,21 @@ from convkit.models import Model, Sequential
 
 def test_import_convkit_alone_reaches_every_submodule_lazily():
     code = ("import sys, convkit\n"
-            "lazy = ['datasets', 'preprocessing', 'backend', 'random']\n"
-            "before = {n: 'convkit.' + n in sys.modules for n in ['datasets', 'preprocessing']}\n"
+            "lazy = ['datasets', 'preprocessing', 'backend', 'random', 'applications']\n"
+            "before = {n: 'convkit.' + n in sys.modules for n in ['datasets', 'preprocessing', 'applications']}\n"
             "assert not any(before.values()), before\n"
             "assert convkit.datasets.mnist.load_data and convkit.preprocessing.ImageDataGenerator\n"
             "assert convkit.backend.floatx() == 'float32' and callable(convkit.random.set_seed)\n"
+            "assert callable(convkit.applications.imagenet_utils.preprocess_input)\n"
             "assert set(lazy) <= set(dir(convkit))\n")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_a_lazy_entry_whose_module_is_missing_names_it(monkeypatch):
-    monkeypatch.setitem(convkit._LAZY_MODULES, "applications", "convkit.applications")
-    with pytest.raises(AttributeError, match=r"convkit.applications is not available: .* no module "
-                                             r"convkit.applications"):
-        convkit.applications
-    assert not hasattr(convkit, "applications")
+    monkeypatch.setitem(convkit._LAZY_MODULES, "extras", "convkit.extras")
+    with pytest.raises(AttributeError, match=r"convkit.extras is not available: .* no module convkit.extras"):
+        convkit.extras
+    assert not hasattr(convkit, "extras")
     with pytest.raises(AttributeError, match="module 'convkit' has no attribute 'nonsense'"):
         convkit.nonsense
 

@@ -74,6 +74,18 @@ class Node:
         self.output = None
 
 
+def node_depths(order):
+    """Keras's depths of a graph's nodes and layers, keyed by id: how many layers lie between a node and the
+    outputs (a layer's is the largest of its nodes'). ``order`` lists the nodes inputs first."""
+    node_depth, layer_depth = {}, {}
+    for n in reversed(order):  # every consumer of a node comes before it
+        d = max(node_depth.get(id(n), 0), layer_depth.get(id(n.layer), 0))
+        node_depth[id(n)] = layer_depth[id(n.layer)] = d
+        for t in n.inputs:
+            node_depth[id(t.node)] = max(node_depth.get(id(t.node), 0), d + 1)
+    return node_depth, layer_depth
+
+
 def _is_symbolic(x) -> bool:
     if isinstance(x, (list, tuple)):
         return any(isinstance(t, KerasTensor) for t in x)

@@ -12,7 +12,7 @@ import inspect
 
 from convkit import _serial
 from convkit.layers.base import (InputLayer, KerasTensor, Layer, Node, _enter_call, _exit_call, _is_symbolic,
-                                 unique_name, _snake)
+                                 node_depths, unique_name, _snake)
 from convkit.models.summary import print_summary
 from convkit.models.training import Trainer
 
@@ -90,18 +90,7 @@ class Model(Trainer, Layer):
         for t in ins:
             if not isinstance(t.node.layer, InputLayer):
                 raise ValueError("Model inputs must come straight from Input(...)")
-        order, seen = [], set()
-
-        def visit(node):
-            if id(node) in seen:
-                return
-            seen.add(id(node))
-            for t in node.inputs:
-                visit(t.node)
-            order.append(node)
-
-        for t in outs:
-            visit(t.node)
+        order, layers = _topology(outs)
         input_nodes = {id(t.node) for t in ins}
         for n in order:
             if isinstance(n.layer, InputLayer) and id(n) not in input_nodes:
@@ -109,10 +98,6 @@ class Model(Trainer, Layer):
         if len(outs) != 1:
             raise NotImplementedError("models with several outputs are not supported; give Model one output")
         self._graph = (ins, outs, order)
-        layers = []
-        for n in order:
-            if all(n.layer is not l for l in layers):
-                layers.append(n.layer)
         self._layers[:] = layers
         self.built = self._traced = True
         self._input_spec = ins[0].shape if len(ins) == 1 else None
@@ -241,6 +226,34 @@ class Model(Trainer, Layer):
         if "nodes" not in config:
             return cls(**config)
         return _graph_from_config(config, [_serial.deserialize(d, custom_objects, "layer") for d in config["layers"]])
+
+
+def _topology(outs):
+    """The nodes that produce ``outs``, in execution order (depth first from the outputs, as Keras's graph
+    walk), and their layers in Keras's order: by decreasing depth from the outputs, ties in the order the walk
+    first met them. Iterative, so that graphs hundreds of layers deep need no deep recursion."""
+    order, done, found = [], set(), {}
+    for out in outs:
+        if id(out.node) in done:
+            continue
+        found.setdefault(id(out.node.layer), (len(found), out.node.layer))
+        stack = [[out.node, 0]]
+        while stack:
+            frame = stack[-1]
+            node, i = frame
+            if i == len(node.inputs):
+                stack.pop()
+                done.add(id(node))
+                order.append(node)
+                continue
+            frame[1] += 1
+            child = node.inputs[i].node
+            if id(child) not in done:
+                found.setdefault(id(child.layer), (len(found), child.layer))
+                stack.append([child, 0])
+    _, layer_depth = node_depths(order)
+    ranked = sorted(found.values(), key=lambda f: (-layer_depth[id(f[1])], f[0]))
+    return order, [layer for _, layer in ranked]
 
 
 def _graph_from_config(config, layers):

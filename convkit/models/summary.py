@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 import shutil
 
+from convkit.layers.base import node_depths
+
 _WORD = re.compile(r"\s*\S+\s*")
 
 
@@ -125,25 +127,11 @@ def _count(weights) -> int:
 
 
 def _graph_layout(model):
-    """Functional models: their layers in Keras's order (inputs first, by depth from the outputs, then
-    by discovery), each layer's nodes, and whether the graph is a plain chain."""
+    """Functional models: their layers (in Keras's order, as the model lists them), each layer's nodes, and
+    whether the graph is a plain chain."""
     ins, outs, order = model._graph
-    node_depth, layer_depth = {}, {}
-    for n in reversed(order):  # every consumer of a node comes before it
-        d = max(node_depth.get(id(n), 0), layer_depth.get(id(n.layer), 0))
-        node_depth[id(n)] = layer_depth[id(n.layer)] = d
-        for t in n.inputs:
-            node_depth[id(t.node)] = max(node_depth.get(id(t.node), 0), d + 1)
-    found = {}
-
-    def visit(node):
-        found.setdefault(id(node.layer), len(found))
-        for t in node.inputs:
-            visit(t.node)
-
-    for t in outs:
-        visit(t.node)
-    layers = sorted(model._layers, key=lambda l: (-layer_depth[id(l)], found[id(l)]))
+    node_depth, _ = node_depths(order)
+    layers = list(model._layers)
     nodes = {}
     for n in order:
         nodes.setdefault(id(n.layer), []).append(n)
