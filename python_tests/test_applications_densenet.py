@@ -1,0 +1,52 @@
+"""convkit.applications.densenet against Keras's (PyTorch backend): the same layers, weights and predictions once
+Keras's weights are copied in."""
+
+import numpy as np
+import pytest
+
+from keras_apps import (assert_same_predictions, assert_same_structure, build_pair, images, keras,
+                        needs_keras_weight_files, saved_weight_files, sharpen_classifier)
+
+from keras.src.applications import densenet as kd  # noqa: E402
+
+from convkit.applications import densenet as cd  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def densenet121():
+    return build_pair(kd.DenseNet121, cd.DenseNet121)
+
+
+def test_densenet121_at_224_predicts_as_keras(densenet121):
+    k, c = densenet121
+    assert_same_structure(k, c)
+    assert c.count_params() == 8_062_504
+    x = cd.preprocess_input(images((224, 224, 3)))
+    sharpen_classifier(k, c, x)
+    assert_same_predictions(k, c, x)
+
+
+@pytest.mark.parametrize("fn", ["DenseNet169", "DenseNet201"])
+def test_deeper_densenets_match_keras_on_small_images(fn):
+    k, c = build_pair(getattr(kd, fn), getattr(cd, fn), input_shape=(32, 32, 3))
+    assert_same_structure(k, c)
+    x = cd.preprocess_input(images((32, 32, 3)))
+    sharpen_classifier(k, c, x)
+    assert_same_predictions(k, c, x)
+
+
+@pytest.mark.parametrize("pooling", [None, "avg", "max"])
+def test_features_with_each_pooling_on_another_input_size(pooling):
+    k, c = build_pair(kd.DenseNet121, cd.DenseNet121, include_top=False, pooling=pooling, input_shape=(72, 64, 3))
+    assert_same_structure(k, c)
+    assert c.output_shape == ((None, 2, 2, 1024) if pooling is None else (None, 1024))
+    assert_same_predictions(k, c, cd.preprocess_input(images((72, 64, 3))))
+
+
+@needs_keras_weight_files
+def test_weights_from_files_keras_saved(densenet121, tmp_path):
+    k, c = densenet121
+    for path in saved_weight_files(k, tmp_path):
+        ours = cd.DenseNet121(weights=path)
+        for a, b in zip(ours.get_weights(), k.get_weights()):
+            np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))
