@@ -44,8 +44,24 @@ def build_pair(keras_fn, convkit_fn, **kwargs):
     convkit.backend.clear_session(free_memory=False)
     k = keras_fn(weights=None, **kwargs)
     c = convkit_fn(weights=None, **kwargs)
+    k.set_weights(_with_statistics(k))
     c.set_weights(k.get_weights())
     return k, c
+
+
+def _with_statistics(model, seed=0):
+    """The model's weights with its batch normalizations' scales, offsets, means and variances made random
+    (they start as ones and zeros, which would hide a misuse of them)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for v, w in zip(model.weights, model.get_weights()):
+        kind = v.path.rsplit("/", 1)[-1]
+        if kind in ("gamma", "moving_variance"):
+            w = rng.uniform(0.5, 1.5, w.shape).astype(w.dtype)
+        elif kind in ("beta", "moving_mean"):
+            w = rng.normal(0, 0.1, w.shape).astype(w.dtype)
+        out.append(w)
+    return out
 
 
 def assert_same_structure(k, c):
@@ -65,9 +81,10 @@ def images(shape, batch=2, seed=0):
 
 
 def assert_same_predictions(k, c, x, atol=1e-4):
-    """Equal outputs within ``atol`` and, for class probabilities, the same top-5 classes."""
+    """Equal outputs within ``atol`` (probabilities; relative to the largest output when it exceeds 1, as
+    logits and features do) and, for class scores, the same top-5 classes."""
     ours, theirs = c.predict(x, verbose=0), keras.ops.convert_to_numpy(k.predict(x, verbose=0))
-    np.testing.assert_allclose(ours, theirs, rtol=0, atol=atol)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=atol * max(1.0, float(np.abs(theirs).max())))
     if ours.ndim == 2 and ours.shape[1] >= 5:
         top = lambda p: np.argsort(-p, axis=1, kind="stable")[:, :5]  # noqa: E731
         np.testing.assert_array_equal(top(ours), top(theirs))

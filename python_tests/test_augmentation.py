@@ -456,3 +456,77 @@ def test_image_dataset_is_a_dataset_for_tf_data_pipelines(image_tree, capsys):
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     hist = model.fit(normalized.map(lambda x, y: (x * 255.0, y)), validation_data=val, epochs=2, verbose=0)
     assert len(hist.history["val_accuracy"]) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# flow_from_dataframe, against Keras's own (its legacy ImageDataGenerator, on the PyTorch backend)
+
+@pytest.fixture
+def image_frame(image_tree):
+    """A DataFrame naming the tree's images (plus a missing file and a text file) with string, multi-label,
+    numeric and weight columns."""
+    pd = pytest.importorskip("pandas")
+    names = [f"{c}/{i}.png" for c, k in (("cats", 4), ("dogs", 3), ("owls", 5)) for i in range(k)]
+    rows = [(n, n.split("/")[0], (n.split("/")[0], "pets") if n[0] != "o" else ("owls",), i * 0.5, i % 3 + 1.0)
+            for i, n in enumerate(names)]
+    rows += [("cats/missing.png", "cats", ("cats",), 9.0, 1.0), ("cats/notes.txt", "cats", ("cats",), 9.0, 1.0)]
+    return pd.DataFrame(rows, columns=["filename", "class", "tags", "score", "weight"])
+
+
+def keras_legacy_generator(**kwargs):
+    import os
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    pytest.importorskip("keras")
+    pytest.importorskip("scipy")
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator as KerasGenerator
+    return KerasGenerator(**kwargs)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(class_mode="categorical"),
+    dict(class_mode="sparse", classes=["owls", "cats"]),
+    dict(class_mode="binary", classes=["dogs", "owls"], weight_col="weight"),
+    dict(class_mode="categorical", y_col="tags"),
+    dict(class_mode="raw", y_col="score"),
+    dict(class_mode="multi_output", y_col=["score", "weight"]),
+    dict(class_mode="input"),
+    dict(class_mode=None),
+    dict(class_mode="categorical", subset="validation"),
+    dict(class_mode="categorical", subset="training"),
+], ids=lambda kw: "-".join(str(v) for v in kw.values()))
+def test_flow_from_dataframe_matches_keras(image_tree, image_frame, kw, capsys):
+    kw = dict(kw)
+    split = 0.25 if "subset" in kw else 0.0
+    common = dict(directory=str(image_tree), target_size=(10, 12), batch_size=5, shuffle=False, **kw)
+    with pytest.warns(UserWarning, match="2 invalid image filename"):
+        ours = ImageDataGenerator(validation_split=split).flow_from_dataframe(image_frame, **common)
+    ours_said = capsys.readouterr().out
+    with pytest.warns(UserWarning, match="2 invalid image filename"):
+        theirs = keras_legacy_generator(validation_split=split).flow_from_dataframe(image_frame, **common)
+    assert ours_said == capsys.readouterr().out  # "Found N validated image filenames belonging to K classes."
+    assert ours.filenames == theirs.filenames and ours.samples == theirs.samples and len(ours) == len(theirs)
+    assert ours.filepaths == theirs.filepaths
+    if kw["class_mode"] in ("categorical", "sparse", "binary"):
+        assert ours.class_indices == theirs.class_indices and ours.classes == theirs.classes
+    for i in range(len(ours)):
+        a, b = ours[i], theirs[i]
+        a, b = (a, b) if isinstance(a, tuple) else ((a,), (b,))
+        assert len(a) == len(b)
+        for u, v in zip(a, b):
+            for p, q in zip(u, v) if isinstance(u, list) else [(u, v)]:
+                np.testing.assert_allclose(np.asarray(p, np.float64), np.asarray(q, np.float64), rtol=0, atol=0)
+
+
+def test_flow_from_dataframe_errors(image_tree, image_frame):
+    g = ImageDataGenerator()
+    with pytest.raises(KeyError, match="no column 'path'"):
+        g.flow_from_dataframe(image_frame, str(image_tree), x_col="path")
+    with pytest.raises(ValueError, match="class_mode must be one of"):
+        g.flow_from_dataframe(image_frame, str(image_tree), class_mode="one-hot")
+    with pytest.raises(TypeError, match="y_col to be a list"):
+        g.flow_from_dataframe(image_frame, str(image_tree), class_mode="multi_output", y_col="score")
+    with pytest.raises(TypeError, match="values to be strings"):
+        g.flow_from_dataframe(image_frame, str(image_tree), class_mode="sparse", y_col="score",
+                              validate_filenames=False)
+    with pytest.raises(ValueError, match="exactly 2 classes"):
+        g.flow_from_dataframe(image_frame, str(image_tree), class_mode="binary", validate_filenames=False)

@@ -37,3 +37,14 @@ def test_custom_training_loop_example():
     exec(compile(_block("Gradients and custom training loops"), "README.md", "exec"), scope)
     assert scope["optimizer"].iterations == 4
     assert all(g.shape == v.shape for g, v in zip(scope["grads"], scope["model"].trainable_variables))
+
+
+def test_imagenet_models_example():
+    code = _block("ImageNet models")
+    offline = code.replace('weights="imagenet"', "weights=None")  # no download in tests
+    assert offline != code
+    scope = {}
+    exec(compile(offline, "README.md", "exec"), scope)
+    model, base = scope["model"], scope["base"]
+    assert model.output_shape == (None, 2) and len(model.trainable_weights) == 2
+    assert not any(layer.trainable for layer in base.layers)

@@ -111,3 +111,31 @@ def test_the_notes_model_totals_and_stdout(capsys):
     out = capsys.readouterr().out
     assert " Total params: 3,239,114 (12.36 MB)" in out.splitlines()
     assert out.startswith('Model: "') and "┏" in out and out.endswith("\n")
+
+
+def test_functional_layers_and_weights_in_keras_order():
+    """model.layers and model.weights follow Keras's order (by depth from the output, then by discovery), which
+    Keras's weight files and get_weights() rely on, for branches, residual adds and shared layers."""
+    def graph(lib, model):
+        inp = lib.Input((8, 8, 3), name="image")
+        stem = lib.Conv2D(4, 1, name="stem")(inp)
+        long = lib.Conv2D(4, 3, padding="same", name="long_b")(lib.Conv2D(4, 1, name="long_a")(stem))
+        short = lib.Conv2D(4, 1, name="short")(stem)
+        pooled = lib.AveragePooling2D(3, strides=1, padding="same", name="pool")(stem)
+        x = lib.Concatenate(name="cat")([long, short, pooled])
+        shared = lib.Conv2D(12, 1, name="shared")
+        x = lib.Add(name="res")([lib.Conv2D(12, 1, name="projection")(x), shared(shared(x))])
+        return model(inp, lib.Dense(2, name="out")(lib.GlobalAveragePooling2D(name="gap")(x)), name="order")
+
+    ours, theirs = graph(L, convkit.Model), graph(K, keras.Model)
+    assert [l.name for l in ours.layers] == [l.name for l in theirs.layers]
+    assert [w.name for w in ours.weights] == [w.path for w in theirs.weights]
+
+
+def test_deep_functional_graph_needs_no_deep_recursion():
+    inp = L.Input((4,))
+    x = inp
+    for _ in range(3000):
+        x = L.Activation("relu")(x)
+    model = convkit.Model(inp, x)
+    assert len(model.layers) == 3001 and model.predict(np.ones((1, 4)), verbose=0).shape == (1, 4)

@@ -63,6 +63,17 @@ def preprocess_input(x, data_format=None, mode="caffe"):
     return x
 
 
+def preprocessor(mode, model):
+    """A model module's ``preprocess_input(x, data_format=None)``: ``preprocess_input`` in ``mode``."""
+    def preprocess(x, data_format=None):
+        return preprocess_input(x, data_format=data_format, mode=mode)
+
+    preprocess.__name__ = preprocess.__qualname__ = "preprocess_input"
+    preprocess.__doc__ = (f"Scale RGB images (values in [0, 255]) as {model} expects: ``preprocess_input`` in "
+                          f"'{mode}' mode.")
+    return preprocess
+
+
 def decode_predictions(preds, top=5):
     """The ``top`` classes of each row of a (samples, 1000) batch of ImageNet predictions, best first: one
     list per sample of ``(class_id, class_name, score)`` tuples, e.g. ``('n02123045', 'tabby', 0.82)``. The
@@ -175,15 +186,43 @@ def image_input(input_tensor, input_shape):
     return input_tensor, sources[0] if len(sources) == 1 else sources
 
 
-def pool_features(x, pooling):
+def pool_features(x, pooling, avg_name=None, max_name=None):
     """The feature map reduced as ``pooling`` says: None keeps it, 'avg' or 'max' pool it globally."""
     from convkit import layers
 
     if pooling == "avg":
-        return layers.GlobalAveragePooling2D()(x)
+        return layers.GlobalAveragePooling2D(name=avg_name)(x)
     if pooling == "max":
-        return layers.GlobalMaxPooling2D()(x)
+        return layers.GlobalMaxPooling2D(name=max_name)(x)
     return x
+
+
+def model_input(input_tensor, input_shape, *, include_top, weights, classes, default_size, min_size):
+    """The steps every model function starts with: the ``weights`` and ``classes`` checks, the input shape
+    (``obtain_input_shape``) and the input tensor. Returns ``(input_shape, img_input, model_inputs)``."""
+    check_weights_argument(weights, include_top, classes)
+    input_shape = obtain_input_shape(input_shape, default_size=default_size, min_size=min_size,
+                                     data_format=backend.image_data_format(), require_flatten=include_top,
+                                     weights=weights)
+    return (input_shape,) + image_input(input_tensor, input_shape)
+
+
+def finish_model(inputs, features, name, *, include_top, classifier, pooling, classifier_activation, weights,
+                 weight_file, pool_names=(None, None)):
+    """The steps every model function ends with: the classifier (``classifier(features)``) or the pooling
+    asked for, the functional Model, and its weights. ``weight_file(include_top)`` gives the official file's
+    ``(file_name, file_hash, origin)``."""
+    from convkit.models import Model
+
+    if include_top:
+        validate_activation(classifier_activation, weights)
+        x = classifier(features)
+    else:
+        x = pool_features(features, pooling, *pool_names)
+    model = Model(inputs, x, name=name)
+    if weights is not None:
+        load_weights(model, weights, *(weight_file(include_top) if weights == "imagenet" else (None, None, None)))
+    return model
 
 
 def keras_cache_dir() -> Path:
@@ -193,13 +232,14 @@ def keras_cache_dir() -> Path:
 
 def official_file(file_name, file_hash, origin) -> str:
     """The local path of an official Keras file: Keras's own cached copy (``<keras cache>/models``) when its
-    digest matches, else convkit's cached or freshly downloaded one (``convkit.utils.get_file``, checked
+    digest matches (any copy when Keras gives the file no digest), else convkit's cached or freshly downloaded one (``convkit.utils.get_file``, checked
     against ``file_hash``). Without either, a DataUnavailableError says where to put the file."""
     from convkit._files import get_file
 
     folder = keras_cache_dir() / "models"
     cached = folder / file_name
-    if cached.is_file() and file_digest(cached, "md5" if len(file_hash) == 32 else "sha256") == file_hash:
+    if cached.is_file() and (file_hash is None or
+                             file_digest(cached, "md5" if len(file_hash) == 32 else "sha256") == file_hash):
         return str(cached)
     try:
         return get_file(file_name, origin, cache_subdir="models", file_hash=file_hash)
@@ -217,4 +257,5 @@ def load_weights(model, weights, file_name, file_hash, origin):
 
 
 __all__ = ["preprocess_input", "decode_predictions", "obtain_input_shape", "correct_pad", "validate_activation",
-           "check_weights_argument", "image_input", "pool_features", "load_weights", "official_file"]
+           "check_weights_argument", "image_input", "pool_features", "model_input", "finish_model", "load_weights",
+           "official_file", "preprocessor"]

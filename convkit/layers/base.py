@@ -146,6 +146,17 @@ class Layer:
                     layers.append(v)
         object.__setattr__(self, key, value)
 
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        # as Keras: the layers inside follow, so a frozen model's BatchNormalizations run in inference mode
+        object.__setattr__(self, "_trainable", bool(value))
+        for layer in self._layers:
+            layer.trainable = value
+
     # weights ---------------------------------------------------------------------------------------------
     def add_weight(self, name, shape, initializer="glorot_uniform", regularizer=None, trainable=True,
                    constraint=None):

@@ -207,6 +207,24 @@ class ImageDataGenerator:
         return DirectoryIterator(self, directory, target_size, color_mode, classes, class_mode,
                                  batch_size, shuffle, seed, subset, interpolation)
 
+    def flow_from_dataframe(self, dataframe, directory=None, x_col="filename", y_col="class", weight_col=None,
+                            target_size=(256, 256), color_mode="rgb", classes=None, class_mode="categorical",
+                            batch_size=32, shuffle=True, seed=None, subset=None, interpolation="nearest",
+                            validate_filenames=True):
+        """Endless iterator over the image files named in column ``x_col`` of a pandas DataFrame
+        (relative to ``directory`` when given), labelled by column(s) ``y_col``, as Keras's.
+
+        ``class_mode``: 'categorical' (one-hot; a list of names in a row gives a multi-hot label),
+        'binary', 'sparse' (class names as strings; classes sorted unless ``classes`` orders them),
+        'raw' (``y_col``'s values as they are), 'multi_output' (one target per column of the list
+        ``y_col``), 'input' (the images themselves) or None. ``weight_col`` adds sample weights to
+        each batch. ``validate_filenames`` drops (with a warning) rows whose file is missing or not an
+        image. ``subset`` takes the first ``validation_split`` of the rows as validation.
+        """
+        return DataFrameIterator(self, dataframe, directory, x_col, y_col, weight_col, target_size, color_mode,
+                                 classes, class_mode, batch_size, shuffle, seed, subset, interpolation,
+                                 validate_filenames)
+
 
 def append_augmented(generator, x, y, count, seed=None, chunk=1024):
     """``x`` and ``y`` with ``count`` randomly transformed copies of randomly picked images of ``x``
@@ -450,7 +468,39 @@ def _split(n_val_fraction, labels, subset):
     return np.sort(np.concatenate(keep)) if keep else np.arange(0)
 
 
-class DirectoryIterator(_BatchIterator):
+class _ImageFileIterator(_BatchIterator):
+    """Batches of images read from ``self.filepaths`` as they are needed, then augmented and standardized."""
+
+    def _setup(self, generator, target_size, color_mode, interpolation):
+        if color_mode not in _COLOR_CHANNELS:
+            raise ValueError(f"color_mode must be one of {tuple(_COLOR_CHANNELS)}, got {color_mode!r}")
+        _pil()
+        self.generator, self.target_size, self.color_mode = generator, tuple(target_size), color_mode
+        self.interpolation = interpolation
+        self.image_shape = self.target_size + (_COLOR_CHANNELS[color_mode],)
+
+    def _images(self, idx):
+        x = np.stack([load_image(self._filepaths[i], self.color_mode, self.target_size, self.interpolation)
+                      for i in idx])
+        return self.generator._process(x, self.rng)
+
+    @property
+    def filepaths(self) -> list:
+        return list(self._filepaths)
+
+
+def _class_targets(classes, idx, class_mode, num_classes):
+    """Labels of batch ``idx`` as Keras gives them: one-hot (several ones for a multi-label row) for
+    'categorical', the class index for 'binary' and 'sparse'; float32."""
+    if class_mode != "categorical":
+        return np.asarray([classes[i] for i in idx], dtype=np.float32)
+    y = np.zeros((len(idx), num_classes), np.float32)
+    for row, i in enumerate(idx):
+        y[row, classes[i]] = 1.0
+    return y
+
+
+class DirectoryIterator(_ImageFileIterator):
     """Iterator returned by :meth:`ImageDataGenerator.flow_from_directory`."""
 
     def __init__(self, generator, directory, target_size=(256, 256), color_mode="rgb", classes=None,
@@ -458,12 +508,8 @@ class DirectoryIterator(_BatchIterator):
                  interpolation="nearest"):
         if class_mode not in ("categorical", "binary", "sparse", None):
             raise ValueError(f"class_mode must be 'categorical', 'binary', 'sparse' or None, got {class_mode!r}")
-        if color_mode not in _COLOR_CHANNELS:
-            raise ValueError(f"color_mode must be one of {tuple(_COLOR_CHANNELS)}, got {color_mode!r}")
-        _pil()
-        self.directory, self.generator = Path(directory), generator
-        self.target_size, self.color_mode = tuple(target_size), color_mode
-        self.class_mode, self.interpolation = class_mode, interpolation
+        self._setup(generator, target_size, color_mode, interpolation)
+        self.directory, self.class_mode = Path(directory), class_mode
         names, files, labels = _list_class_files(directory, classes)
         if class_mode == "binary" and len(names) != 2:
             raise ValueError(f"class_mode='binary' needs exactly 2 classes, found {len(names)}: {names}")
@@ -471,32 +517,139 @@ class DirectoryIterator(_BatchIterator):
             raise ValueError("subset needs an ImageDataGenerator with validation_split > 0")
         keep = _split(generator.validation_split, labels, subset)
         self.filenames = [files[i] for i in keep]
+        self._filepaths = [str(self.directory / f) for f in self.filenames]
         self.classes = labels[keep]
         self.class_indices = {name: i for i, name in enumerate(names)}
         self.num_classes = len(names)
         self.samples = len(self.filenames)
-        self.image_shape = self.target_size + (_COLOR_CHANNELS[color_mode],)
         super().__init__(self.samples, batch_size, shuffle, seed)
         print(f"Found {self.samples} images belonging to {self.num_classes} classes.")
-
-    @property
-    def filepaths(self) -> list:
-        return [str(self.directory / f) for f in self.filenames]
 
     @property
     def labels(self) -> np.ndarray:
         return self.classes
 
     def _batch(self, idx):
-        x = np.stack([load_image(self.directory / self.filenames[i], self.color_mode, self.target_size,
-                                 self.interpolation) for i in idx])
-        x = self.generator._process(x, self.rng)
+        x = self._images(idx)
         if self.class_mode is None:
             return x
-        y = self.classes[idx]
-        if self.class_mode == "categorical":
-            y = np.eye(self.num_classes, dtype=np.float32)[y]
-        return x, y.astype(np.float32)
+        return x, _class_targets(self.classes, idx, self.class_mode, self.num_classes)
+
+
+_DATAFRAME_CLASS_MODES = ("categorical", "binary", "sparse", "input", "multi_output", "raw", None)
+
+
+class DataFrameIterator(_ImageFileIterator):
+    """Iterator returned by :meth:`ImageDataGenerator.flow_from_dataframe`."""
+
+    def __init__(self, generator, dataframe, directory=None, x_col="filename", y_col="class", weight_col=None,
+                 target_size=(256, 256), color_mode="rgb", classes=None, class_mode="categorical",
+                 batch_size=32, shuffle=True, seed=None, subset=None, interpolation="nearest",
+                 validate_filenames=True):
+        if class_mode not in _DATAFRAME_CLASS_MODES:
+            raise ValueError(f"class_mode must be one of {_DATAFRAME_CLASS_MODES}, got {class_mode!r}")
+        if class_mode == "multi_output" and not isinstance(y_col, list):
+            raise TypeError(f"class_mode='multi_output' needs y_col to be a list of columns, got {y_col!r}")
+        if subset is not None and generator.validation_split == 0:
+            raise ValueError("subset needs an ImageDataGenerator with validation_split > 0")
+        self._setup(generator, target_size, color_mode, interpolation)
+        self.directory, self.class_mode = directory or "", class_mode
+        files = _column(dataframe, x_col)
+        if not all(isinstance(f, str) for f in files):
+            raise TypeError(f"all values in column x_col={x_col!r} must be strings (file names)")
+        ys = [_column(dataframe, c) for c in y_col] if isinstance(y_col, list) else [_column(dataframe, y_col)]
+        weights = _column(dataframe, weight_col) if weight_col else None
+        rows = list(range(len(files)))
+        if validate_filenames:
+            rows = self._valid_files(files, rows, x_col)
+        is_class_mode = class_mode in ("categorical", "binary", "sparse")
+        if is_class_mode:
+            rows, names = self._known_classes(ys[0], rows, classes, y_col)
+            self.class_indices = {name: i for i, name in enumerate(names)}
+            self.num_classes = len(names)
+        elif classes:
+            warnings.warn(f"classes is ignored with class_mode={class_mode!r}", stacklevel=3)
+        if subset is not None:  # as Keras: the first validation_split of the rows is the validation set
+            cut = int(generator.validation_split * len(rows))
+            rows = rows[:cut] if subset == "validation" else rows[cut:]
+        self.filenames = [files[r] for r in rows]
+        self._filepaths = [os.path.join(self.directory, f) for f in self.filenames]
+        self.samples = len(rows)
+        if is_class_mode:
+            self.classes = [self._index(ys[0][r]) for r in rows]
+        if class_mode in ("raw", "multi_output"):
+            self._targets = [np.asarray([y[r] for r in rows]) for y in ys]
+        self._sample_weight = None if weights is None else np.asarray([weights[r] for r in rows], np.float32)
+        super().__init__(self.samples, batch_size, shuffle, seed)
+        validated = "validated" if validate_filenames else "non-validated"
+        belonging = f" belonging to {self.num_classes} classes" if is_class_mode else ""
+        print(f"Found {self.samples} {validated} image filenames{belonging}.")
+
+    def _valid_files(self, files, rows, x_col):
+        ok = [r for r in rows if files[r].lower().endswith(IMAGE_EXTENSIONS)
+              and os.path.isfile(os.path.join(self.directory, files[r]))]
+        if len(ok) < len(rows):
+            warnings.warn(f"Found {len(rows) - len(ok)} invalid image filename(s) in x_col={x_col!r}. "
+                          "These filename(s) will be ignored.", stacklevel=4)
+        return ok
+
+    def _known_classes(self, labels, rows, classes, y_col):
+        """Rows whose label (or, for multi-label rows, some label) is among ``classes``, and the class
+        names: ``classes`` in the given order, else every label found, sorted."""
+        def names_of(label):
+            if isinstance(label, (list, tuple)) and self.class_mode == "categorical":
+                return list(label)
+            if isinstance(label, str):
+                return [label]
+            kinds = "strings, lists or tuples" if self.class_mode == "categorical" else "strings"
+            raise TypeError(f"class_mode={self.class_mode!r} needs y_col={y_col!r} values to be {kinds}, "
+                            f"got {label!r}")
+        found = {r: names_of(labels[r]) for r in rows}
+        names = list(dict.fromkeys(classes)) if classes else sorted({n for ns in found.values() for n in ns})
+        if self.class_mode == "binary" and len(names) != 2:
+            raise ValueError(f"class_mode='binary' needs exactly 2 classes, found {len(names)}: {names}")
+        known = set(names)
+        return [r for r in rows if known.intersection(found[r])], names
+
+    def _index(self, label):
+        if isinstance(label, (list, tuple)):
+            return [self.class_indices[n] for n in label if n in self.class_indices]
+        return self.class_indices[label]
+
+    @property
+    def labels(self):
+        if self.class_mode in ("raw", "multi_output"):
+            return self._targets[0] if self.class_mode == "raw" else self._targets
+        return getattr(self, "classes", None)
+
+    @property
+    def sample_weight(self):
+        return self._sample_weight
+
+    def _batch(self, idx):
+        x = self._images(idx)
+        if self.class_mode is None:
+            y = None
+        elif self.class_mode == "input":
+            y = x.copy()
+        elif self.class_mode == "raw":
+            y = self._targets[0][idx]
+        elif self.class_mode == "multi_output":
+            y = [t[idx] for t in self._targets]
+        else:
+            y = _class_targets(self.classes, idx, self.class_mode, self.num_classes)
+        if y is None:
+            return x
+        return (x, y) if self._sample_weight is None else (x, y, self._sample_weight[idx])
+
+
+def _column(dataframe, name) -> list:
+    """A column of a pandas DataFrame (or of any mapping of column names to sequences) as a list."""
+    try:
+        column = dataframe[name]
+    except (KeyError, IndexError, TypeError):
+        raise KeyError(f"the dataframe has no column {name!r}") from None
+    return column.tolist() if hasattr(column, "tolist") else list(column)
 
 
 class ImageDataset(Dataset):
