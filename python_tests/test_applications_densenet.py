@@ -50,3 +50,33 @@ def test_weights_from_files_keras_saved(densenet121, tmp_path):
         ours = cd.DenseNet121(weights=path)
         for a, b in zip(ours.get_weights(), k.get_weights()):
             np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))
+
+
+def requested_files(monkeypatch, keras_module, keras_fn, convkit_fn, **kwargs):
+    """(what Keras's ``get_file`` is asked for, what convkit's ``load_weights`` is asked for) with 'imagenet'
+    weights, neither fetching anything."""
+    from convkit.applications import imagenet_utils
+
+    class Asked(Exception):
+        pass
+
+    def keras_get_file(fname, origin, cache_subdir, file_hash):
+        raise Asked(fname, file_hash, origin)
+
+    ours = []
+    monkeypatch.setattr(keras_module.file_utils, "get_file", keras_get_file)
+    monkeypatch.setattr(imagenet_utils, "load_weights", lambda model, weights, *file: ours.append(file))
+    keras.backend.clear_session()
+    with pytest.raises(Asked) as asked:
+        keras_fn(**kwargs)
+    convkit_fn(**kwargs)
+    return asked.value.args, ours[0]
+
+
+@pytest.mark.parametrize("include_top", [True, False])
+def test_imagenet_weights_are_keras_official_file(monkeypatch, include_top):
+    theirs, ours = requested_files(monkeypatch, kd, kd.DenseNet121, cd.DenseNet121, include_top=include_top)
+    assert ours == theirs
+    for depth in (169, 201):
+        assert cd._ORIGIN + f"densenet{depth}_weights_tf_dim_ordering_tf_kernels.h5" == \
+            getattr(kd, f"DENSENET{depth}_WEIGHT_PATH")

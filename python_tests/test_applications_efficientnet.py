@@ -74,6 +74,10 @@ def test_imagenet_weights_add_keras_rescaling_after_the_normalization(monkeypatc
     assert "Rescaling" not in [type(l).__name__ for l in plain.layers[3:]]
 
 
+def test_official_files_are_keras_files():
+    assert ce._HASHES == ke.WEIGHTS_HASHES and ce._ORIGIN == ke.BASE_WEIGHTS_PATH
+
+
 def test_keras_argument_checks():
     with pytest.raises(ValueError, match="`classes` should be 1000"):
         ce.EfficientNetB0(classes=10)

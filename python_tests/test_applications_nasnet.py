@@ -77,3 +77,14 @@ def test_weights_from_files_keras_saved(mobile, tmp_path):
         ours = cn.NASNetMobile(weights=path)
         for a, b in zip(ours.get_weights(), k.get_weights()):
             np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))
+
+
+def test_imagenet_weights_are_keras_official_files(monkeypatch):
+    from test_applications_densenet import requested_files
+
+    theirs, ours = requested_files(monkeypatch, kn, keras_mobile_as_keras_calls_it, cn.NASNetMobile,
+                                   include_top=False)
+    assert ours == theirs
+    (_, large_url, _), (_, large_notop_url, _) = cn._FILES[331]
+    assert (cn._ORIGIN + large_url, cn._ORIGIN + large_notop_url) == (kn.NASNET_LARGE_WEIGHT_PATH,
+                                                                      kn.NASNET_LARGE_WEIGHT_PATH_NO_TOP)

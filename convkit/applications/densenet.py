@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from convkit import layers
 from convkit.applications import imagenet_utils
-from convkit.applications._build import finish, model_input, top
+from convkit.applications._build import gap_classifier
+from convkit.applications.imagenet_utils import decode_predictions, preprocessor
 
 _ORIGIN = "https://storage.googleapis.com/tensorflow/keras-applications/densenet/"
 # depth: (blocks per dense block, hash of the file with the classifier, hash of the one without)
@@ -49,7 +50,8 @@ def DenseNet(blocks, include_top=True, weights="imagenet", input_tensor=None, in
              classes=1000, classifier_activation="softmax", name="densenet"):
     """A DenseNet of four dense blocks of ``blocks`` conv blocks each, as Keras's ``densenet.DenseNet``;
     'imagenet' weights exist for the blocks of DenseNet121, 169 and 201."""
-    img_input, inputs = model_input(weights, include_top, classes, input_tensor, input_shape, default_size=224)
+    _, img_input, inputs = imagenet_utils.model_input(input_tensor, input_shape, include_top=include_top,
+                                                      weights=weights, classes=classes, default_size=224, min_size=32)
     x = layers.ZeroPadding2D(padding=((3, 3), (3, 3)))(img_input)
     x = layers.Conv2D(64, 7, strides=2, use_bias=False, name="conv1_conv")(x)
     x = _bn_relu(x, "conv1_")
@@ -60,16 +62,18 @@ def DenseNet(blocks, include_top=True, weights="imagenet", input_tensor=None, in
             x = transition_block(x, 0.5, name=f"pool{stage - 1}")
         x = dense_block(x, n, name=f"conv{stage}")
     x = _bn_relu(x, "")
-    x = top(x, include_top, pooling, classes, classifier_activation, weights)
-    file_name = file_hash = origin = None
-    if weights == "imagenet":
+
+    def weight_file(top):
         depth = next((d for d, v in _VARIANTS.items() if v[0] == tuple(blocks)), None)
         if depth is None:
             raise ValueError("weights_path undefined")
-        suffix = "" if include_top else "_notop"
-        file_name = f"densenet{depth}_weights_tf_dim_ordering_tf_kernels{suffix}.h5"
-        file_hash, origin = _VARIANTS[depth][1 if include_top else 2], _ORIGIN + file_name
-    return finish(inputs, x, name, weights, file_name, file_hash, origin)
+        file_name = f"densenet{depth}_weights_tf_dim_ordering_tf_kernels{'' if top else '_notop'}.h5"
+        return file_name, _VARIANTS[depth][1 if top else 2], _ORIGIN + file_name
+
+    return imagenet_utils.finish_model(inputs, x, name, include_top=include_top,
+                                       classifier=gap_classifier(classes, classifier_activation, "avg_pool"),
+                                       pooling=pooling, classifier_activation=classifier_activation, weights=weights,
+                                       weight_file=weight_file, pool_names=("avg_pool", "max_pool"))
 
 
 def _variant(depth):
@@ -88,15 +92,6 @@ def _variant(depth):
 DenseNet121, DenseNet169, DenseNet201 = (_variant(d) for d in (121, 169, 201))
 
 
-def preprocess_input(x, data_format=None):
-    """Images with values in [0, 255] scaled to [0, 1] and normalised per channel with ImageNet's means and
-    deviations (mode 'torch')."""
-    return imagenet_utils.preprocess_input(x, data_format=data_format, mode="torch")
-
-
-def decode_predictions(preds, top=5):
-    """The ``top`` ImageNet classes of each prediction, as ``(class_id, name, score)`` tuples."""
-    return imagenet_utils.decode_predictions(preds, top=top)
-
+preprocess_input = preprocessor("torch", "DenseNet")
 
 __all__ = ["DenseNet121", "DenseNet169", "DenseNet201", "preprocess_input", "decode_predictions"]

@@ -9,7 +9,8 @@ import math
 
 from convkit import layers
 from convkit.applications import imagenet_utils
-from convkit.applications._build import finish, model_input, top
+from convkit.applications._build import gap_classifier
+from convkit.applications.imagenet_utils import decode_predictions
 
 _ORIGIN = "https://storage.googleapis.com/keras-applications/"
 # weights name: (hash of the file with the classifier, hash of the one without)
@@ -118,13 +119,16 @@ def EfficientNet(width_coefficient, depth_coefficient, default_size, dropout_rat
     ``efficientnet.EfficientNet``: ``blocks_args`` one dict of ``block`` arguments and ``repeats`` per stage
     ('default': B0's); 'imagenet' weights are those of ``weights_name`` ('b0' ... 'b7')."""
     blocks_args = copy.deepcopy(DEFAULT_BLOCKS_ARGS if blocks_args == "default" else blocks_args)
-    img_input, inputs = model_input(weights, include_top, classes, input_tensor, input_shape, default_size)
+    _, img_input, inputs = imagenet_utils.model_input(input_tensor, input_shape, include_top=include_top,
+                                                      weights=weights, classes=classes, default_size=default_size,
+                                                      min_size=32)
     width = lambda f: round_filters(f, width_coefficient, depth_divisor)  # noqa: E731
     x = _stem(img_input, width(32), activation, weights)
     b, blocks = 0, float(sum(round_repeats(args["repeats"], depth_coefficient) for args in blocks_args))
     for i, args in enumerate(blocks_args):
         if args["repeats"] <= 0:
-            raise ValueError(f"The number of repeats in `EfficientNet` must be > 0. Received: repeats={args['repeats']}")
+            raise ValueError("The number of repeats in `EfficientNet` must be > 0. "
+                             f"Received: repeats={args['repeats']}")
         args["filters_in"], args["filters_out"] = width(args["filters_in"]), width(args["filters_out"])
         for j in range(round_repeats(args.pop("repeats"), depth_coefficient)):
             if j > 0:
@@ -132,13 +136,15 @@ def EfficientNet(width_coefficient, depth_coefficient, default_size, dropout_rat
             x = block(x, activation, drop_connect_rate * b / blocks, name=f"block{i + 1}{chr(j + 97)}_", **args)
             b += 1
     x = _conv_bn_act(x, width(1280), activation, "top_")
-    x = top(x, include_top, pooling, classes, classifier_activation, weights, dropout=dropout_rate,
-            kernel_initializer=DENSE_KERNEL_INITIALIZER)
-    file_name = file_hash = origin = None
-    if weights == "imagenet":
-        file_name = name + (".h5" if include_top else "_notop.h5")
-        file_hash, origin = _HASHES[weights_name][0 if include_top else 1], _ORIGIN + file_name
-    return finish(inputs, x, name, weights, file_name, file_hash, origin)
+    classifier = gap_classifier(classes, classifier_activation, "avg_pool", dropout_rate, DENSE_KERNEL_INITIALIZER)
+
+    def weight_file(top):
+        file_name = name + (".h5" if top else "_notop.h5")
+        return file_name, _HASHES[weights_name][0 if top else 1], _ORIGIN + file_name
+
+    return imagenet_utils.finish_model(inputs, x, name, include_top=include_top, classifier=classifier,
+                                       pooling=pooling, classifier_activation=classifier_activation, weights=weights,
+                                       weight_file=weight_file, pool_names=("avg_pool", "max_pool"))
 
 
 def _variant(key):
@@ -165,11 +171,6 @@ def _variant(key):
 def preprocess_input(x, data_format=None):
     """Returns ``x`` unchanged: EfficientNet's first layers scale and normalise the images themselves."""
     return x
-
-
-def decode_predictions(preds, top=5):
-    """The ``top`` ImageNet classes of each prediction, as ``(class_id, name, score)`` tuples."""
-    return imagenet_utils.decode_predictions(preds, top=top)
 
 
 __all__ = ["EfficientNetB0", "EfficientNetB1", "EfficientNetB2", "EfficientNetB3", "EfficientNetB4", "EfficientNetB5",

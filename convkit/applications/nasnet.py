@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from convkit import layers
 from convkit.applications import imagenet_utils
-from convkit.applications._build import finish, model_input, top
+from convkit.applications._build import gap_classifier
+from convkit.applications.imagenet_utils import decode_predictions, preprocessor
 
 _ORIGIN = "https://storage.googleapis.com/tensorflow/keras-applications/nasnet/"
 # default size: (file with the classifier, its hash, file without, its hash); the URLs name them differently
@@ -113,8 +114,13 @@ def NASNet(input_shape=None, penultimate_filters=4032, num_blocks=6, stem_block_
     cells, then three stages of ``num_blocks`` normal cells with a reduction cell between them. 'imagenet' weights
     exist for NASNetMobile's and NASNetLarge's settings (``default_size`` 224 and 331)."""
     default_size = 331 if default_size is None else default_size
-    img_input, inputs = model_input(weights, include_top, classes, input_tensor, input_shape, default_size,
-                                    static=True)
+    imagenet_utils.check_weights_argument(weights, include_top, classes)
+    if isinstance(input_shape, tuple) and None in input_shape and weights == "imagenet":
+        raise ValueError("When specifying the input shape of a NASNet and loading `ImageNet` weights, the "
+                         f"input_shape argument must be static (no None entries). Got: `input_shape={input_shape}`.")
+    _, img_input, inputs = imagenet_utils.model_input(input_tensor, input_shape, include_top=include_top,
+                                                      weights=weights, classes=classes, default_size=default_size,
+                                                      min_size=32)
     if penultimate_filters % (24 * (filter_multiplier ** 2)) != 0:
         raise ValueError("For NASNet-A models, the `penultimate_filters` must be a multiple of 24 * "
                          f"(`filter_multiplier` ** 2). Current value: {penultimate_filters}")
@@ -132,14 +138,17 @@ def NASNet(input_shape=None, penultimate_filters=4032, num_blocks=6, stem_block_
         for i in range(num_blocks):
             x, p = normal_a_cell(x, p, stage_filters, block_id=f"{stage * num_blocks + i + (stage > 0)}")
     x = layers.Activation("relu")(x)
-    x = top(x, include_top, pooling, classes, classifier_activation, weights, named=False)
-    file_name = file_hash = origin = None
-    if weights == "imagenet":
+
+    def weight_file(top):
         if default_size not in _FILES:
             raise ValueError("ImageNet weights can only be loaded with NASNetLarge or NASNetMobile")
-        file_name, url_name, file_hash = _FILES[default_size][0 if include_top else 1]
-        origin = _ORIGIN + url_name
-    return finish(inputs, x, name, weights, file_name, file_hash, origin)
+        file_name, url_name, file_hash = _FILES[default_size][0 if top else 1]
+        return file_name, file_hash, _ORIGIN + url_name
+
+    return imagenet_utils.finish_model(inputs, x, name, include_top=include_top,
+                                       classifier=gap_classifier(classes, classifier_activation), pooling=pooling,
+                                       classifier_activation=classifier_activation, weights=weights,
+                                       weight_file=weight_file)
 
 
 def NASNetMobile(input_shape=None, include_top=True, weights="imagenet", input_tensor=None, pooling=None,
@@ -166,14 +175,6 @@ def NASNetLarge(input_shape=None, include_top=True, weights="imagenet", input_te
                   name=name)
 
 
-def preprocess_input(x, data_format=None):
-    """Images with values in [0, 255] scaled to [-1, 1] (mode 'tf')."""
-    return imagenet_utils.preprocess_input(x, data_format=data_format, mode="tf")
-
-
-def decode_predictions(preds, top=5):
-    """The ``top`` ImageNet classes of each prediction, as ``(class_id, name, score)`` tuples."""
-    return imagenet_utils.decode_predictions(preds, top=top)
-
+preprocess_input = preprocessor("tf", "NASNet")
 
 __all__ = ["NASNetMobile", "NASNetLarge", "preprocess_input", "decode_predictions"]
