@@ -80,3 +80,10 @@ def test_imagenet_weights_are_keras_official_file(monkeypatch, include_top):
     for depth in (169, 201):
         assert cd._ORIGIN + f"densenet{depth}_weights_tf_dim_ordering_tf_kernels.h5" == \
             getattr(kd, f"DENSENET{depth}_WEIGHT_PATH")
+
+
+def test_features_of_images_of_any_size():
+    k, c = build_pair(kd.DenseNet121, cd.DenseNet121, include_top=False, pooling="avg")
+    assert c.input_shape == (None, None, None, 3) and c.output_shape == (None, 1024)
+    for shape in [(64, 48, 3), (37, 53, 3)]:
+        assert_same_predictions(k, c, cd.preprocess_input(images(shape, batch=1)))

@@ -97,3 +97,10 @@ def test_weights_from_files_keras_saved(b0, tmp_path):
         ours = ce.EfficientNetB0(weights=path)
         for a, b in zip(ours.get_weights(), k.get_weights()):
             np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))
+
+
+def test_features_of_images_of_any_size():
+    k, c = build_pair(ke.EfficientNetB0, ce.EfficientNetB0, include_top=False, pooling="max")
+    assert c.input_shape == (None, None, None, 3) and c.output_shape == (None, 1280)
+    for shape in [(64, 48, 3), (37, 53, 3)]:
+        assert_same_predictions(k, c, images(shape, batch=1))
