@@ -41,6 +41,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import spec_shapes  # noqa: E402
 from result_file import out_help, result_path  # noqa: E402
+from workers import allocator_seen  # noqa: E402
 
 import convkit  # noqa: E402
 from convkit import ops  # noqa: E402
@@ -464,6 +465,8 @@ def device_info(device: str) -> dict:
         info["device"] = device_name("cpu")
         info["micro_kernel"] = convkit._cpu.micro_kernel()
         info["torch_threads"] = torch.get_num_threads()
+        # Both libraries run in this one process, so they share its allocator and its settings.
+        info["allocator"] = {"shared_by_both": True, **allocator_seen()}
     return info
 
 

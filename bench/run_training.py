@@ -4,12 +4,15 @@
     python bench/run_training.py --keras-python venv-tf/bin/python   # Keras/TensorFlow from another venv
     python bench/run_training.py --models lenet5 mnist_cnn --device cuda
 
-For each model: the zoo model and its twins in PyTorch and (on the CPU, when a Python with Keras and
-TensorFlow is at hand) Keras: same layers, convkit's initial weights copied in and checked to give
-the same forward pass, Adam with Keras's eps, trained on the same resident synthetic batches
-(Keras through its own ``fit``, with its default compilation). Reports training and inference images/s (median of timed windows
-after warm-up) and the peak resident memory of each framework's own process, as ratios
-convkit/PyTorch (above 1 = convkit faster; for memory, below 1 = convkit smaller).
+For each model: the zoo model and its twins, each in a process of its own: PyTorch eager in NCHW and
+in channels_last and, on the CPU, Keras with and without compilation (XLA on TensorFlow,
+torch.compile on Keras's PyTorch backend; TensorFlow from another venv with --keras-python). Same
+layers, convkit's initial weights copied in and checked to give the same forward pass, Adam with
+Keras's eps, the same resident synthetic batches (Keras through its own ``fit``). Every process runs
+under the same allocator (default: glibc keeping freed memory, the setting convkit makes for itself).
+Training and inference images/s are medians of windows interleaved across the processes
+(bench/workers.py); each framework's peer is its fastest configuration, named in the table, and the
+ratios are convkit / peer (above 1 = convkit faster; for peak memory, below 1 = convkit smaller).
 """
 
 from __future__ import annotations
@@ -17,19 +20,17 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
+import os
 import platform
-import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from result_file import out_help, result_path
+from workers import ALLOCATORS, Worker, allocator_env, interleaved, serve
 
 MODELS = {"lenet5": 128, "mnist_cnn": 128, "fashion3": 512, "cifar10_bn": 256, "cifar10_deep": 256}
 
@@ -114,9 +115,10 @@ def torch_twin(model):
     return nn.Sequential(*mods)  # logits: the softmax lives in the loss
 
 
-def keras_twin(specs, input_shape, learning_rate):
+def keras_twin(specs, input_shape, learning_rate, jit_compile="auto"):
     """The same architecture in Keras (channels-last, so weights load as they are), compiled with Adam
-    and sparse categorical cross-entropy as the zoo compiles it; needs only Keras and its backend."""
+    and sparse categorical cross-entropy as the zoo compiles it; needs only Keras and its backend.
+    ``jit_compile`` True is XLA on TensorFlow and torch.compile on PyTorch."""
     import keras
 
     model = keras.Sequential([keras.Input(shape=input_shape)] +
@@ -124,7 +126,7 @@ def keras_twin(specs, input_shape, learning_rate):
     for layer, (_, _, w) in zip(model.layers, specs):
         layer.set_weights(w)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
-                  loss="sparse_categorical_crossentropy")
+                  loss="sparse_categorical_crossentropy", jit_compile=jit_compile)
     return model
 
 
@@ -162,13 +164,15 @@ def _convkit_model(name):
     return convkit.zoo.build(name)
 
 
-def worker(framework, name, batch, device, min_window, precision="float32"):
-    """Measure one framework on one model in this process; returns a dict."""
+def worker(framework, name, batch, device, min_window, precision="float32", layout="nchw"):
+    """Build one framework's model, warm it up and serve timed windows (bench/workers.py) in this process.
+    ``layout`` is PyTorch's memory format: 'nchw' or 'channels_last' (its weights and batches alike)."""
     import convkit
 
     match_precision(framework, precision)
     model = _convkit_model(name)
     x, y = _data(name, batch, 4)
+    info = {"threads": convkit.get_num_threads()}
     if framework == "convkit":
         if device == "cuda":  # resident on the GPU, as the PyTorch tensors are
             import cupy
@@ -191,15 +195,17 @@ def worker(framework, name, batch, device, min_window, precision="float32"):
         dev = torch.device("cuda" if device == "cuda" else "cpu")
         if device == "cuda":
             torch.backends.cudnn.benchmark = True
-        net = torch_twin(model).to(dev)
+        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        net = torch_twin(model).to(dev, memory_format=fmt)
         probe = x[:8]
         ours = model.predict(probe, verbose=0)
         net.eval()
         with torch.no_grad():
-            theirs = torch.softmax(net(torch.from_numpy(probe.transpose(0, 3, 1, 2)).to(dev)), 1).cpu().numpy()
+            nchw = torch.from_numpy(probe.transpose(0, 3, 1, 2)).to(dev).contiguous(memory_format=fmt)
+            theirs = torch.softmax(net(nchw), 1).cpu().numpy()
         _check_twin("PyTorch", name, ours, theirs)
         opt = torch.optim.Adam(net.parameters(), lr=model.optimizer.learning_rate, eps=1e-7)
-        xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev)
+        xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(dev).contiguous(memory_format=fmt)
         yt = torch.from_numpy(y.astype(np.int64)).to(dev)
         loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -221,34 +227,14 @@ def worker(framework, name, batch, device, min_window, precision="float32"):
         losses = [train(xt, yt) for _ in range(3)]
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         x, y = xt, yt
-    return {**measure(f"{framework} {name}", train, infer, sync, x, y, losses, min_window),
-            "threads": convkit.get_num_threads()}
+        info["layout"] = layout
+    serve(train, infer, sync, x, y, losses, min_window, info, f"{framework} {name}")
 
 
-def measure(label, train, infer, sync, x, y, losses, min_window) -> dict:
-    """Images/s of ``train(x, y)`` and ``infer(x)`` (median of 5 windows of at least ``min_window``
-    seconds) and this process's peak RSS; ``losses`` are the warm-up losses, which must drop."""
-    if not losses[-1] < losses[0]:
-        raise AssertionError(f"{label}: the loss did not drop over warm-up ({losses})")
-
-    def rate(fn, *args):
-        t0 = time.perf_counter()
-        fn(*args)
-        sync()
-        return len(args[0]) / (time.perf_counter() - t0)
-
-    # Repeat the resident batches so that one window lasts at least min_window seconds.
-    reps = max(1, math.ceil(min_window * rate(train, x, y) / len(x)))
-    train_rates = [rate(lambda a, b: [train(a, b) for _ in range(reps)], x, y) * reps for _ in range(5)]
-    infer_rates = [rate(lambda a: [infer(a) for _ in range(reps)], x) * reps for _ in range(5)]
-    return {"train_img_s": statistics.median(train_rates), "infer_img_s": statistics.median(infer_rates),
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "warmup_losses": [float(v) for v in losses]}
-
-
-def keras_worker(spec_file, min_window, threads=None) -> dict:
-    """The Keras twin written by ``write_keras_spec``, measured in this process (which needs Keras and
-    its backend, not convkit or PyTorch): Keras's own ``fit`` and ``predict`` on resident arrays."""
+def keras_worker(spec_file, min_window, threads=None, jit_compile=False):
+    """The Keras twin written by ``write_keras_spec``, built, checked, warmed up and serving timed windows
+    (bench/workers.py) in this process, which needs Keras and its backend, not convkit or PyTorch:
+    Keras's own ``fit`` and ``predict`` on resident arrays."""
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -259,12 +245,16 @@ def keras_worker(spec_file, min_window, threads=None) -> dict:
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
+    elif threads and keras.backend.backend() == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
     with np.load(spec_file) as f:
         meta = json.loads(str(f["meta"]))
         x, y, probe, expected = f["x"], f["y"], f["probe"], f["expected"]
         weights = [[f[f"w{i}_{j}"] for j in range(n)] for i, n in enumerate(meta["n_weights"])]
     specs = [(kind, cfg, w) for (kind, cfg), w in zip(meta["layers"], weights)]
-    model = keras_twin(specs, x.shape[1:], meta["learning_rate"])
+    model = keras_twin(specs, x.shape[1:], meta["learning_rate"], jit_compile)
     _check_twin("Keras", meta["name"], expected, model.predict(probe, verbose=0))
     batch = meta["batch"]
 
@@ -275,9 +265,9 @@ def keras_worker(spec_file, min_window, threads=None) -> dict:
         model.predict(xs, batch_size=batch, verbose=0)
 
     losses = [train(x, y) for _ in range(3)]
-    return {**measure(f"keras {meta['name']}", train, infer, lambda: None, x, y, losses, min_window),
-            "keras": keras.__version__, "backend": keras.backend.backend(),
+    info = {"keras": keras.__version__, "backend": keras.backend.backend(),
             "backend_version": _backend_version(keras.backend.backend()), "jit_compile": str(model.jit_compile)}
+    serve(train, infer, lambda: None, x, y, losses, min_window, info, f"keras {meta['name']}")
 
 
 def _backend_version(backend):
@@ -298,34 +288,72 @@ def write_keras_spec(name, batch, path):
     np.savez(path, meta=json.dumps(meta), x=x, y=y, probe=x[:8], expected=model.predict(x[:8], verbose=0), **arrays)
 
 
-def run_worker(framework, name, batch, args):
-    """One framework on one model in a process of its own; Keras in ``args.keras_python``."""
+def peer_configs(args) -> list:
+    """The configurations timed beside convkit: PyTorch in both memory formats and, where a Python
+    with Keras is at hand, Keras with and without compilation (XLA on TensorFlow)."""
+    configs = ["torch-nchw", "torch-channels_last"]
+    if args.keras_python:
+        configs += ["keras", "keras-jit"]
+    return [c for c in configs if not args.peers or c in args.peers]
+
+
+def start_worker(config, name, batch, args, tmp) -> Worker:
+    """The worker process of ``config`` ('convkit' or one of ``peer_configs``) for model ``name``."""
     common = ["--models", name, "--device", args.device, "--min-window", str(args.min_window),
               "--precision", args.precision]
     common += ["--threads", str(args.threads)] if args.threads else []
-    with tempfile.TemporaryDirectory() as tmp:
-        if framework == "keras":
-            spec = str(Path(tmp) / "twin.npz")
+    env = dict(args.allocator_env)
+    if config.startswith("keras"):
+        spec = str(Path(tmp) / f"{name}.npz")
+        if not Path(spec).exists():
             write_keras_spec(name, batch, spec)
-            cmd = [args.keras_python, __file__, "--worker", "keras", "--spec", spec] + common
-        else:
-            cmd = [sys.executable, __file__, "--worker", framework] + common
-        out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise RuntimeError(f"{framework} {name} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+        cmd = [args.keras_python, __file__, "--worker", "keras", "--spec", spec] + common
+        cmd += ["--jit-compile"] if config == "keras-jit" else []
+        env.update(args.keras_env)
+    elif config == "convkit":
+        cmd = [sys.executable, __file__, "--worker", "convkit"] + common
+    else:
+        cmd = [sys.executable, __file__, "--worker", "torch", "--layout", config.split("-", 1)[1]] + common
+    return Worker(f"{config} {name}", cmd, env)
 
 
 def _keras_python(requested):
-    """The interpreter that runs the Keras peer: ``requested``, else this one when it has Keras with a
-    backend; None (no Keras column) when neither does."""
+    """(interpreter, extra environment) that run the Keras peer: ``requested``, else this Python with its
+    configured backend, else this Python with Keras on PyTorch; (None, {}) when none can."""
     probe = "import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'; import keras; keras.ops.ones(1)"
-    for py in ([requested] if requested else [sys.executable]):
-        if subprocess.run([py, "-c", probe], capture_output=True).returncode == 0:
-            return py
-        if requested:
-            raise SystemExit(f"error: {requested} cannot run Keras with a backend ({probe!r} failed)")
-    return None
+    tries = [(requested, {})] if requested else [(sys.executable, {}), (sys.executable, {"KERAS_BACKEND": "torch"})]
+    for py, env in tries:
+        if subprocess.run([py, "-c", probe], capture_output=True, env={**os.environ, **env}).returncode == 0:
+            return py, env
+    if requested:
+        raise SystemExit(f"error: {requested} cannot run Keras with a backend ({probe!r} failed)")
+    return None, {}
+
+
+def best_of(results: dict, family: str, metric: str) -> str:
+    """The configuration of ``family`` ('torch' or 'keras') with the most images/s in ``metric``."""
+    names = [n for n in results if n.split("-")[0] == family]
+    return max(names, key=lambda n: results[n][f"{metric}_img_s"]) if names else None
+
+
+def compare(name, batch, results) -> tuple:
+    """The row of model ``name``: every configuration's results, and for each peer family its best
+    configuration for training and for inference with convkit's ratio to it."""
+    ours, row, lines = results["convkit"], {"model": name, "batch": batch, "configs": results}, []
+    for family in ("torch", "keras"):
+        train, infer = best_of(results, family, "train"), best_of(results, family, "infer")
+        if train is None:
+            continue
+        ratios = {"train": ours["train_img_s"] / results[train]["train_img_s"],
+                  "infer": ours["infer_img_s"] / results[infer]["infer_img_s"],
+                  "rss": ours["peak_rss_mib"] / results[train]["peak_rss_mib"]}
+        row.setdefault("best", {})[family] = {"train": train, "infer": infer}
+        row.setdefault("ratios", {})[family] = ratios
+        lines.append(f"{name:<13} {batch:>5} {ours['train_img_s']:>9.0f} {train:<20} "
+                     f"{results[train]['train_img_s']:>9.0f} {ratios['train']:>6.2f} {ours['infer_img_s']:>9.0f} "
+                     f"{infer:<20} {results[infer]['infer_img_s']:>9.0f} {ratios['infer']:>6.2f} "
+                     f"{ours['peak_rss_mib']:>7.0f} {results[train]['peak_rss_mib']:>7.0f} {ratios['rss']:>6.2f}")
+    return row, lines
 
 
 def main(argv=None) -> int:
@@ -334,16 +362,23 @@ def main(argv=None) -> int:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--threads", type=int, help="threads for every framework (default: all cores)")
     p.add_argument("--min-window", type=float, default=1.0, help="seconds per timed window, at least")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved windows per configuration (median)")
+    p.add_argument("--allocator", choices=ALLOCATORS, default="glibc-kept",
+                   help="the allocator of every process (default: glibc keeping freed memory, as convkit sets it)")
+    p.add_argument("--peers", nargs="+", help="only these peer configurations (default: all: torch-nchw, "
+                   "torch-channels_last, keras, keras-jit)")
     p.add_argument("--precision", choices=["float32", "tf32"], default="float32",
                    help="GPU arithmetic of both frameworks (default strict float32)")
-    p.add_argument("--keras-python", help="a Python with Keras and TensorFlow (on the CPU the default is this "
-                   "Python when it has them; without them there is no Keras column)")
+    p.add_argument("--keras-python", help="a Python with Keras and a backend, e.g. TensorFlow for XLA (default: "
+                   "this Python, with Keras's configured backend, else on PyTorch; without Keras no Keras column)")
     p.add_argument("--out", help=out_help("training-<device>"))
     p.add_argument("--worker", choices=["convkit", "torch", "keras"], help=argparse.SUPPRESS)
+    p.add_argument("--layout", choices=["nchw", "channels_last"], default="nchw", help=argparse.SUPPRESS)
+    p.add_argument("--jit-compile", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--spec", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker == "keras":  # neither convkit nor PyTorch need be importable here
-        print(json.dumps(keras_worker(args.spec, args.min_window, args.threads)))
+        keras_worker(args.spec, args.min_window, args.threads, args.jit_compile)
         return 0
 
     import convkit
@@ -356,53 +391,51 @@ def main(argv=None) -> int:
         torch.set_num_threads(convkit.get_num_threads())
     if args.worker:
         name = args.models[0]
-        print(json.dumps(worker(args.worker, name, MODELS[name], args.device, args.min_window, args.precision)))
+        worker(args.worker, name, MODELS[name], args.device, args.min_window, args.precision, args.layout)
         return 0
 
     from convkit._backend import device_name
 
-    peers = ["torch"]
-    if args.device == "cpu":
-        args.keras_python = _keras_python(args.keras_python)
-        peers += ["keras"] if args.keras_python else []
+    args.allocator_env = allocator_env(args.allocator)
+    args.keras_python, args.keras_env = (None, {}) if args.device != "cpu" else _keras_python(args.keras_python)
+    configs = ["convkit"] + peer_configs(args)
     info = dict(date=datetime.date.today().isoformat(), device=device_name(args.device), python=platform.python_version(),
                 numpy=np.__version__, torch=torch.__version__, convkit=convkit.__version__,
-                threads=args.threads or convkit.get_num_threads(), precision=args.precision, peers=peers)
-    head = (f"{'model':<13} {'batch':>5} {'peer':<7} {'train img/s':>12} {'peer':>9} {'ratio':>6} "
-            f"{'infer img/s':>12} {'peer':>9} {'ratio':>6} {'RSS MiB':>8} {'peer':>7} {'ratio':>6}")
+                threads=args.threads or convkit.get_num_threads(), precision=args.precision, configs=configs,
+                allocator=args.allocator, allocator_env=args.allocator_env, rounds=args.rounds,
+                min_window=args.min_window)
+    head = (f"{'model':<13} {'batch':>5} {'train':>9} {'best peer (train)':<20} {'peer':>9} {'ratio':>6} "
+            f"{'infer':>9} {'best peer (infer)':<20} {'peer':>9} {'ratio':>6} {'RSS MiB':>7} {'peer':>7} {'ratio':>6}")
     lines = [f"# {info['device']} | {info['threads']} threads | torch {info['torch']} | {args.precision} | "
-             f"{info['date']}",
-             "# images/s: median of 5 timed windows after warm-up; ratio = convkit / peer (train and "
-             "inference: above 1 = convkit faster; RSS: peak of each framework's own process, below 1 = "
-             "convkit smaller)", head]
+             f"allocator {args.allocator} {args.allocator_env or ''} | {info['date']}",
+             f"# images/s: median of {args.rounds} windows of >= {args.min_window} s, interleaved across every "
+             "configuration's own process; the peer is each framework's fastest configuration (named), ratio = "
+             "convkit / peer (above 1 = convkit faster; RSS: peak of each process, below 1 = convkit smaller); "
+             "keras-jit = XLA on TensorFlow, torch.compile on PyTorch", head]
     print("\n".join(lines), flush=True)
     out = result_path(args.out, f"training-{args.device}")
     rows = []
-
-    def save():  # after every model, so that a run cut short keeps the models it finished
-        keras = [f"# keras {info['keras']}"] if "keras" in info else []
-        write_results(out, info, rows, lines[:1] + keras + lines[1:])
-
     for name in args.models:
         batch = MODELS[name]
-        row = {"model": name, "batch": batch, "convkit": run_worker("convkit", name, batch, args)}
-        for peer in peers:
-            ours, theirs = row["convkit"], row.setdefault(peer, run_worker(peer, name, batch, args))
-            ratios = {"train": ours["train_img_s"] / theirs["train_img_s"],
-                      "infer": ours["infer_img_s"] / theirs["infer_img_s"],
-                      "rss": ours["peak_rss_mib"] / theirs["peak_rss_mib"]}
-            row.setdefault("ratios", {})[peer] = ratios
-            if peer == "keras" and "keras" not in info:
-                info["keras"] = f"{theirs['keras']} on {theirs['backend']} {theirs['backend_version']}, " \
-                                f"jit_compile={theirs['jit_compile']}"
-            line = (f"{name:<13} {batch:>5} {peer:<7} {ours['train_img_s']:>12.0f} {theirs['train_img_s']:>9.0f} "
-                    f"{ratios['train']:>6.2f} {ours['infer_img_s']:>12.0f} {theirs['infer_img_s']:>9.0f} "
-                    f"{ratios['infer']:>6.2f} {ours['peak_rss_mib']:>8.0f} {theirs['peak_rss_mib']:>7.0f} "
-                    f"{ratios['rss']:>6.2f}")
-            lines.append(line)
-            print(line, flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            workers = {}
+            try:
+                for config in configs:
+                    workers[config] = start_worker(config, name, batch, args, tmp)
+            except BaseException:
+                for w in workers.values():
+                    w.kill()
+                raise
+            results = interleaved(workers, args.rounds)
+        if "keras" in results and "keras" not in info:
+            k = results["keras"]
+            info["keras"] = f"{k['keras']} on {k['backend']} {k['backend_version']}"
+        row, row_lines = compare(name, batch, results)
         rows.append(row)
-        save()
+        lines += row_lines
+        print("\n".join(row_lines), flush=True)
+        keras_line = [f"# keras {info['keras']}"] if "keras" in info else []
+        write_results(out, info, rows, lines[:1] + keras_line + lines[1:])  # after every model
     return 0
 
 

@@ -1,6 +1,8 @@
 """The PyTorch and Keras twins of bench/run_training.py compute what the convkit models compute."""
 
+import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ torch = pytest.importorskip("torch")
 os.environ.setdefault("KERAS_BACKEND", "torch")  # the benchmark runs Keras on TensorFlow; any backend checks the twin
 
 import run_training  # noqa: E402
+import workers  # noqa: E402
 
 # Keras's torch backend trips NumPy 2's __array__(copy=...) deprecation; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -34,15 +37,47 @@ def test_keras_twin_matches_convkit_forward(name):
     np.testing.assert_allclose(twin.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-4, atol=1e-6)
 
 
-def test_keras_worker_reads_the_spec_and_refuses_a_wrong_twin(tmp_path):
-    keras = pytest.importorskip("keras")
+def test_one_run_times_every_configuration_in_interleaved_windows_under_one_allocator(tmp_path):
+    pytest.importorskip("keras")
+    out = tmp_path / "training.json"
+    run_training.main(["--models", "lenet5", "--min-window", "0.01", "--rounds", "2", "--threads", "1",
+                       "--peers", "torch-nchw", "torch-channels_last", "keras", "--out", str(out)])
+    got = json.loads(out.read_text())
+    (row,) = got["rows"]
+    assert set(row["configs"]) == {"convkit", "torch-nchw", "torch-channels_last", "keras"}
+    for config, res in row["configs"].items():
+        assert res["allocator"] == workers.allocator_env("glibc-kept"), config  # what each process was given
+        assert len(res["train_windows"]) == len(res["infer_windows"]) == 2 and res["peak_rss_mib"] > 0
+        assert res["warmup_losses"][-1] < res["warmup_losses"][0]
+    assert row["configs"]["torch-channels_last"]["layout"] == "channels_last"
+    best = row["best"]["torch"]["train"]
+    assert best == max(["torch-nchw", "torch-channels_last"], key=lambda c: row["configs"][c]["train_img_s"])
+    assert row["ratios"]["torch"]["train"] == pytest.approx(
+        row["configs"]["convkit"]["train_img_s"] / row["configs"][best]["train_img_s"])
+    assert "keras" in row["best"] and out.with_suffix(".txt").read_text().count("lenet5") == 2
+
+
+def test_a_twin_that_is_not_convkits_model_is_not_timed(tmp_path):
+    pytest.importorskip("keras")
     spec = tmp_path / "twin.npz"
     run_training.write_keras_spec("lenet5", 32, spec)
-    got = run_training.keras_worker(spec, min_window=0.01)
-    assert got["train_img_s"] > 0 and got["infer_img_s"] > 0 and got["keras"] == keras.__version__
     with np.load(spec) as f:
         arrays = dict(f)
-    arrays["w0_0"] = arrays["w0_0"] * 1.01  # a twin that is not convkit's model must not be timed
+    arrays["w0_0"] = arrays["w0_0"] * 1.01
     np.savez(spec, **arrays)
-    with pytest.raises(AssertionError, match="Keras twin disagrees"):
-        run_training.keras_worker(spec, min_window=0.01)
+    cmd = [sys.executable, run_training.__file__, "--worker", "keras", "--spec", str(spec), "--min-window", "0.01"]
+    with pytest.raises(RuntimeError, match="Keras twin disagrees"):
+        workers.Worker("keras lenet5", cmd, {"KERAS_BACKEND": os.environ["KERAS_BACKEND"]})
+
+
+def test_allocator_settings():
+    assert workers.allocator_env("default") == {}
+    with pytest.raises(ValueError, match="allocator must be one of"):
+        workers.allocator_env("mimalloc")
+    import ctypes.util
+
+    if ctypes.util.find_library("tcmalloc") is None:
+        with pytest.raises(SystemExit, match="tcmalloc not found"):
+            workers.allocator_env("tcmalloc")
+    else:
+        assert "tcmalloc" in workers.allocator_env("tcmalloc")["LD_PRELOAD"]
