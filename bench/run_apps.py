@@ -11,9 +11,10 @@ convkit's weights set into it. All random weights (the speed does not depend on 
 checked against convkit's before it is timed. Each framework is called directly on one batch (model(x),
 inference mode), the same preprocessed images for all.
 
-All three run in this one process, so they share its thread count (--threads, set in convkit and PyTorch) and
-its allocator settings (glibc's malloc keeps freed blocks, as convkit's predict asks, for every framework
-alike). Times are medians of interleaved repeats after warm-up.
+All three run in one process, so they share its thread count (--threads, set in convkit and PyTorch) and its
+allocator (--allocator, bench/workers.py's choices; by default glibc keeping freed blocks, the setting convkit's
+fit and predict make for themselves, given here through glibc's environment before the process starts). Times
+are medians of interleaved repeats after warm-up.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from result_file import out_help, result_path  # noqa: E402
 from run_kernels import CpuTimer  # noqa: E402
 from run_training import write_results  # noqa: E402
 from torch_twin import TorchTwin, to_numpy, to_torch  # noqa: E402
+from workers import ALLOCATORS, allocator_env, allocator_seen  # noqa: E402
 
 import convkit  # noqa: E402
 from convkit._backend import device_name  # noqa: E402
@@ -103,13 +105,14 @@ HEADER = (f"{'model':<15} {'size':>4} {'batch':>5} {'convkit':>9} {'torch':>9} {
           f"{'keras':>9} {'ratio':>6}")
 
 
-def info(threads, malloc_kept) -> dict:
+def info(threads, allocator) -> dict:
     import keras
 
     out = dict(date=datetime.date.today().isoformat(), device=device_name("cpu"), python=platform.python_version(),
                numpy=np.__version__, torch=torch.__version__, keras=f"{keras.__version__} on its torch backend",
                convkit=convkit.__version__, threads=threads, torch_threads=torch.get_num_threads(),
-               micro_kernel=convkit._cpu.micro_kernel(), malloc_keeps_freed_memory=malloc_kept)
+               micro_kernel=convkit._cpu.micro_kernel(),
+               allocator={"name": allocator, "shared_by_all": True, **allocator_seen()})
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent)
     if commit.returncode == 0:
@@ -126,6 +129,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for every framework (default: all cores)")
     p.add_argument("--min-time", type=float, default=None, help="seconds of timing per case, at least (default 3)")
     p.add_argument("--min-reps", type=int, default=None, help="timed repeats per framework, at least (default 5)")
+    p.add_argument("--allocator", choices=ALLOCATORS, default="glibc-kept",
+                   help="the process's allocator (default: glibc keeping freed memory, as convkit sets it)")
     p.add_argument("--quick", action="store_true", help="smoke run: 64x64 images, batch 1 and 2, 2 repeats "
                    "(explicit flags still win)")
     p.add_argument("--out", type=Path, default=None, help=out_help("apps-cpu"))
@@ -136,16 +141,20 @@ def main(argv=None) -> int:
         if getattr(args, k) is None:
             setattr(args, k, v)
 
+    env = allocator_env(args.allocator)
+    if any(os.environ.get(k) != v for k, v in env.items()):  # glibc and LD_PRELOAD read them at start-up only
+        argv = sys.argv[1:] if argv is None else argv
+        return subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv],
+                              env={**os.environ, **env}).returncode
     threads = args.threads or os.cpu_count()
     convkit.set_num_threads(threads)
     torch.set_num_threads(threads)
-    malloc_kept = bool(convkit._cpu.keep_freed_memory())  # before any framework allocates
-    meta = info(threads, malloc_kept)
+    meta = info(threads, args.allocator)
     meta.update(size=args.size, quick=args.quick, min_time=args.min_time, min_reps=args.min_reps)
     timer = CpuTimer(args.min_time, args.min_reps)
     out = result_path(args.out, "apps-cpu")
     lines = [f"# {meta['device']} | {threads} threads | torch {meta['torch']} | keras {meta['keras']} | "
-             f"{meta['date']}",
+             f"allocator {args.allocator} | {meta['date']}",
              "# inference images/s, median of interleaved repeats; torch: the faster layout; ratio = convkit / "
              "peer (above 1 = convkit faster)", HEADER]
     print("\n".join(lines), flush=True)
