@@ -113,3 +113,10 @@ def sharpen_classifier(k, c, x, spread=3.0):
     weights = [w * factor for w in c.get_layer("predictions").get_weights()]
     k.get_layer("predictions").set_weights(weights)
     c.get_layer("predictions").set_weights(weights)
+
+
+def summary_lines(model):
+    """The lines of ``model.summary()`` (set COLUMNS for a width both libraries share)."""
+    out = []
+    model.summary(print_fn=lambda s, **_: out.append(s))
+    return out[0].splitlines()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_apps import (assert_same_predictions, assert_same_structure, build_pair, images, keras,
-                        needs_keras_weight_files, saved_weight_files, sharpen_classifier)
+                        needs_keras_weight_files, saved_weight_files, sharpen_classifier, summary_lines)
 
 from keras.src.applications import densenet as kd  # noqa: E402
 
@@ -87,3 +87,9 @@ def test_features_of_images_of_any_size():
     assert c.input_shape == (None, None, None, 3) and c.output_shape == (None, 1024)
     for shape in [(64, 48, 3), (37, 53, 3)]:
         assert_same_predictions(k, c, cd.preprocess_input(images(shape, batch=1)))
+
+
+def test_summary_reads_as_keras(densenet121, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    k, c = densenet121
+    assert summary_lines(c) == summary_lines(k)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from keras_apps import (assert_same_predictions, assert_same_structure, build_pair, images, keras,
-                        needs_keras_weight_files, saved_weight_files, sharpen_classifier)
+                        needs_keras_weight_files, saved_weight_files, sharpen_classifier, summary_lines)
 
 from keras.src.applications import efficientnet as ke  # noqa: E402
 
@@ -104,3 +104,10 @@ def test_features_of_images_of_any_size():
     assert c.input_shape == (None, None, None, 3) and c.output_shape == (None, 1280)
     for shape in [(64, 48, 3), (37, 53, 3)]:
         assert_same_predictions(k, c, images(shape, batch=1))
+
+
+def test_summary_reads_as_keras(b0, monkeypatch):
+    """A branching model's summary (squeeze-and-excitation, residual adds): line for line Keras's."""
+    monkeypatch.setenv("COLUMNS", "200")
+    k, c = b0
+    assert summary_lines(c) == summary_lines(k)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from keras_apps import (assert_same_predictions, assert_same_structure, build_pair, images, keras,
-                        needs_keras_weight_files, saved_weight_files, sharpen_classifier)
+                        needs_keras_weight_files, saved_weight_files, sharpen_classifier, summary_lines)
 
 from keras.src.applications import nasnet as kn  # noqa: E402
 
@@ -88,3 +88,9 @@ def test_imagenet_weights_are_keras_official_files(monkeypatch):
     (_, large_url, _), (_, large_notop_url, _) = cn._FILES[331]
     assert (cn._ORIGIN + large_url, cn._ORIGIN + large_notop_url) == (kn.NASNET_LARGE_WEIGHT_PATH,
                                                                       kn.NASNET_LARGE_WEIGHT_PATH_NO_TOP)
+
+
+def test_summary_reads_as_keras(mobile, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    k, c = mobile
+    assert summary_lines(c) == summary_lines(k)
