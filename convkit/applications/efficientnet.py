@@ -9,7 +9,7 @@ import math
 
 from convkit import layers
 from convkit.applications import imagenet_utils
-from convkit.applications._build import gap_classifier
+from convkit.applications._classifier import gap_classifier
 from convkit.applications.imagenet_utils import decode_predictions
 
 _ORIGIN = "https://storage.googleapis.com/keras-applications/"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from convkit import layers
 from convkit.applications import imagenet_utils
-from convkit.applications._build import gap_classifier
+from convkit.applications._classifier import gap_classifier
 from convkit.applications.imagenet_utils import decode_predictions, preprocessor
 
 _ORIGIN = "https://storage.googleapis.com/tensorflow/keras-applications/nasnet/"
