@@ -93,3 +93,17 @@ def test_summary_reads_as_keras(densenet121, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")
     k, c = densenet121
     assert summary_lines(c) == summary_lines(k)
+
+
+def test_input_tensor_from_other_layers_makes_them_part_of_the_model():
+    import convkit
+
+    convkit.backend.clear_session(free_memory=False)
+    inp = convkit.Input((40, 36, 3))
+    scaled = convkit.layers.Rescaling(2.0, name="double")(inp)
+    model = cd.DenseNet121(weights=None, include_top=False, input_tensor=scaled, pooling="avg")
+    assert [l.name for l in model.layers[:3]] == [inp.node.layer.name, "double", "zero_padding2d"]
+    x = cd.preprocess_input(images((40, 36, 3), batch=1))
+    alone = cd.DenseNet121(weights=None, include_top=False, input_shape=(40, 36, 3), pooling="avg")
+    alone.set_weights(model.get_weights())
+    np.testing.assert_allclose(model.predict(x, verbose=0), alone.predict(2 * x, verbose=0), rtol=1e-5, atol=1e-6)
