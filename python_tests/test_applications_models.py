@@ -23,23 +23,31 @@ KA = keras.applications
 CASES = [
     ("VGG16", dict(include_top=False, input_shape=(48, 64, 3)), None),
     ("VGG16", dict(include_top=False, input_shape=(32, 32, 3), pooling="max"), None),
+    ("VGG16", dict(include_top=False, input_shape=(32, 40, 3), pooling="avg"), None),
+    ("VGG19", dict(include_top=False, input_shape=(40, 32, 3), pooling="avg"), None),
+    ("VGG19", dict(include_top=False, input_shape=(32, 32, 3), pooling="max", classes=3), None),
     ("ResNet50", dict(), 224),
     ("ResNet50", dict(include_top=False, input_shape=(64, 80, 3), pooling="avg"), None),
     ("ResNet50", dict(include_top=False, input_shape=(32, 32, 3), pooling="max", name="backbone"), None),
     ("ResNet101", dict(input_shape=(32, 32, 3), classes=10, classifier_activation=None), None),
+    ("ResNet101", dict(include_top=False, input_shape=(32, 32, 3)), None),
     ("ResNet152", dict(include_top=False, input_shape=(32, 32, 3), pooling="avg"), None),
     ("ResNet152", dict(input_shape=(32, 32, 3)), None),
+    ("ResNet152", dict(include_top=False, input_shape=(32, 32, 3), pooling="max"), None),
     ("InceptionV3", dict(), 299),
     ("InceptionV3", dict(include_top=False, input_shape=(75, 75, 3)), None),
     ("InceptionV3", dict(include_top=False, input_shape=(96, 80, 3), pooling="max"), None),
+    ("InceptionV3", dict(include_top=False, input_shape=(75, 75, 3), pooling="avg"), None),
     ("MobileNet", dict(include_top=False, input_shape=(64, 64, 3), pooling="avg", alpha=0.5, depth_multiplier=2),
      None),
     ("MobileNet", dict(input_shape=(128, 128, 3), alpha=0.25, dropout=0.5, classes=7), None),
     ("MobileNet", dict(include_top=False, input_shape=(48, 48, 3), pooling="max"), None),
+    ("MobileNet", dict(include_top=False, input_shape=(32, 32, 3), alpha=0.75), None),
     ("MobileNetV2", dict(), 224),
     ("MobileNetV2", dict(include_top=False, input_shape=(96, 96, 3), alpha=1.4, pooling="avg"), None),
     ("MobileNetV2", dict(input_shape=(64, 48, 3), alpha=0.35, classes=12), None),
     ("MobileNetV2", dict(include_top=False, input_shape=(33, 33, 3), pooling="max", alpha=0.75), None),
+    ("MobileNetV2", dict(include_top=False, input_shape=(32, 32, 3), alpha=0.5), None),
 ]
 
 
@@ -128,6 +136,8 @@ def test_a_model_on_a_given_input_tensor_takes_its_source_inputs():
     (lambda: A.MobileNet(weights="imagenet", depth_multiplier=2), "depth multiplier must be 1"),
     (lambda: A.MobileNetV2(weights="imagenet", alpha=0.3), "alpha must be one of `0.35`"),
     (lambda: A.MobileNetV2(weights="imagenet", include_top=False, input_shape=(96, 96, 1)), "must have 3 channels"),
+    (lambda: A.MobileNetV2(weights=None, input_tensor=convkit.layers.Input((64, 64, 3)), input_shape=(64, 48, 3)),
+     r"input_tensor.shape\[2\] must equal input_shape\[1\]"),
 ])
 def test_bad_arguments_are_refused_as_keras_refuses_them(call, message):
     with pytest.raises(ValueError, match=message):

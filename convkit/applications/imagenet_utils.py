@@ -10,8 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from convkit import activations, backend
+from convkit import activations, backend, layers
+from convkit._files import get_file
 from convkit.datasets._common import DataUnavailableError, file_digest
+from convkit.layers.base import InputLayer, KerasTensor
+from convkit.models import Model
 
 CLASS_INDEX_PATH = "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json"
 CLASS_INDEX_FILE = "imagenet_class_index.json"
@@ -165,11 +168,8 @@ def check_weights_argument(weights, include_top, classes):
 def image_input(input_tensor, input_shape):
     """``(img_input, model_inputs)``: a new ``Input(input_shape)`` twice, or ``input_tensor`` (a symbolic
     tensor) and the Input tensors it comes from, which the model built on it takes."""
-    from convkit.layers import Input
-    from convkit.layers.base import InputLayer, KerasTensor
-
     if input_tensor is None:
-        img = Input(shape=input_shape)
+        img = layers.Input(shape=input_shape)
         return img, img
     if not isinstance(input_tensor, KerasTensor):
         raise ValueError("Argument `input_tensor` must be a symbolic tensor (the output of `Input()` or of a "
@@ -188,8 +188,6 @@ def image_input(input_tensor, input_shape):
 
 def pool_features(x, pooling, avg_name=None, max_name=None):
     """The feature map reduced as ``pooling`` says: None keeps it, 'avg' or 'max' pool it globally."""
-    from convkit import layers
-
     if pooling == "avg":
         return layers.GlobalAveragePooling2D(name=avg_name)(x)
     if pooling == "max":
@@ -211,17 +209,15 @@ def finish_model(inputs, features, name, *, include_top, classifier, pooling, cl
                  weight_file, pool_names=(None, None)):
     """The steps every model function ends with: the classifier (``classifier(features)``) or the pooling
     asked for, the functional Model, and its weights. ``weight_file(include_top)`` gives the official file's
-    ``(file_name, file_hash, origin)``."""
-    from convkit.models import Model
-
+    ``(file_name, file_hash, origin)``, asked for only with 'imagenet' weights."""
     if include_top:
         validate_activation(classifier_activation, weights)
         x = classifier(features)
     else:
         x = pool_features(features, pooling, *pool_names)
     model = Model(inputs, x, name=name)
-    if weights is not None:
-        load_weights(model, weights, *(weight_file(include_top) if weights == "imagenet" else (None, None, None)))
+    official = weight_file(include_top) if weights == "imagenet" else (None, None, None)
+    load_weights(model, weights, *official)
     return model
 
 
@@ -234,8 +230,6 @@ def official_file(file_name, file_hash, origin) -> str:
     """The local path of an official Keras file: Keras's own cached copy (``<keras cache>/models``) when its
     digest matches (any copy when Keras gives the file no digest), else convkit's cached or freshly downloaded one (``convkit.utils.get_file``, checked
     against ``file_hash``). Without either, a DataUnavailableError says where to put the file."""
-    from convkit._files import get_file
-
     folder = keras_cache_dir() / "models"
     cached = folder / file_name
     if cached.is_file() and (file_hash is None or

@@ -58,6 +58,10 @@ def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights="imagenet
     ``preprocess_input`` (tf mode), 224x224 by default. ``alpha`` scales the filters (weights exist for 0.35,
     0.5, 0.75, 1.0, 1.3, 1.4); 'imagenet' weights exist for square inputs of 96, 128, 160, 192 or 224. Other
     arguments as ``VGG16``'s; the name defaults to ``mobilenetv2_<alpha>_<rows>``."""
+    if input_shape is not None and input_tensor is not None and getattr(input_tensor, "shape", None) is not None \
+            and input_tensor.shape[2] != input_shape[1]:
+        raise ValueError("input_tensor.shape[2] must equal input_shape[1]; Received "
+                         f"`input_tensor.shape={input_tensor.shape}`, `input_shape={input_shape}`")
     if weights == "imagenet" and alpha not in (0.35, 0.50, 0.75, 1.0, 1.3, 1.4):
         raise ValueError("If imagenet weights are being loaded, alpha must be one of `0.35`, `0.50`, `0.75`, "
                          f"`1.0`, `1.3` or `1.4` only; Received `alpha={alpha}`")
