@@ -1,11 +1,15 @@
 """Stateless convolution and pooling operations on NHWC float32 arrays.
 
-Each function validates its arguments, allocates the result and dispatches to
-the compiled kernels: NumPy arrays run on the CPU (C++), CuPy arrays on the GPU
-(CUDA). Layouts follow Keras: activations (N, H, W, C), kernels (kh, kw, in, out).
-``padding='same'`` follows TensorFlow exactly (the odd pixel of padding goes to the
-bottom/right). Inputs must be float32: other dtypes raise TypeError rather than
-being converted silently. Non-contiguous inputs are copied.
+Each function allocates the result and dispatches to the compiled kernels: NumPy
+arrays run on the CPU (C++), CuPy arrays on the GPU (CUDA), through the same
+function of either module, which checks every array (device, dtype, shape,
+contiguity) and every argument once. Python parses arguments the kernels take as
+plain values (pairs, padding names) and checks the rank of an array whose shape it
+reads to allocate the result. Layouts follow Keras: activations (N, H, W, C),
+kernels (kh, kw, in, out). ``padding='same'`` follows TensorFlow exactly (the odd
+pixel of padding goes to the bottom/right). Inputs must be float32: other dtypes
+raise TypeError rather than being converted silently. Non-contiguous inputs are
+copied.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ __all__ = [
     "global_avg_pool2d_backward",
     "batch_norm_train",
     "batch_norm_train_backward",
+    "batch_norm_inference",
     "add", "subtract", "multiply", "divide", "negative", "exp", "log", "sqrt", "square", "relu", "sigmoid", "tanh",
     "softmax", "matmul", "swapaxes", "dense", "sum", "mean", "reshape", "transpose", "concatenate",
     "loss", "activation_loss", "penalty", "custom_gradient_call",
@@ -64,22 +69,20 @@ def _padding(p, op: str) -> str:
     return p.lower()
 
 
-def _array(a, name: str, op: str, ndim: int, like=None):
-    """Check dtype, rank and device of an input; returns it C-contiguous."""
-    if type(a) is np.ndarray and (like is None or type(like) is np.ndarray):  # the common case, checked quickly
-        if a.dtype == np.float32 and a.ndim == ndim:
-            return a if a.flags.c_contiguous else a.copy(order="C")
-    if like is not None and is_cupy(a) != is_cupy(like):
-        where = lambda t: "a CuPy (GPU) array" if is_cupy(t) else f"a {type(t).__name__} (CPU)"
-        raise TypeError(f"{op}: {name} is {where(a)} but the input is {where(like)}; put both on one device")
-    kernels_for(a, op)  # raises for anything but numpy / usable cupy arrays
-    if a.dtype != np.float32:
-        raise TypeError(f"{op}: {name} must be float32, got {a.dtype}; convert explicitly with .astype('float32')")
-    if a.ndim != ndim:
-        raise ValueError(f"{op}: {name} must be {ndim}-D, got shape {tuple(a.shape)}")
-    if like is not None and is_cupy(a) and a.device.id != like.device.id:
-        raise ValueError(f"{op}: {name} is on GPU {a.device.id} but the input is on GPU {like.device.id}")
-    return a if a.flags.c_contiguous else a.copy(order="C")
+def _array(a, name: str, op: str, ndim: int | None = None):
+    """``a`` C-contiguous (copied when it is not), its rank checked when the op reads its shape (``ndim``).
+    Device, dtype and exact shape are the kernels' checks."""
+    try:
+        if ndim is not None and a.ndim != ndim:
+            raise ValueError(f"{op}: {name} must be {ndim}-D, got shape {tuple(a.shape)}")
+        return a if a.flags.c_contiguous else a.copy(order="C")
+    except AttributeError:
+        kernels_for(a, op)  # a TypeError naming what it got, for anything but a NumPy or CuPy array
+        raise
+
+
+def _optional(a, name: str, op: str):
+    return None if a is None else _array(a, name, op)
 
 
 def _xp(a):
@@ -104,8 +107,7 @@ def _windowed_output_shape(op, descriptor, kernel_axes, x_shape, kernel_shape, s
         raise ValueError(f"{op}: input shape must be 4-D (N, H, W, C), got {xs}")
     if len(ks) != 4:
         raise ValueError(f"{op}: kernel shape must be 4-D ({kernel_axes}), got {ks}")
-    return tuple(descriptor(xs, ks, _pair(strides, "strides", op), _pair(dilation_rate, "dilation_rate", op),
-                            _padding(padding, op)))
+    return tuple(descriptor(xs, ks, *_geometry(op, strides, padding, dilation_rate)))
 
 
 def conv2d_output_shape(x_shape, kernel_shape, strides=1, padding="valid", dilation_rate=1) -> tuple:
@@ -120,16 +122,15 @@ def pool2d_output_shape(x_shape, pool_size=2, strides=None, padding="valid") -> 
     xs = tuple(x_shape)
     if len(xs) != 4:
         raise ValueError(f"{op}: input shape must be 4-D (N, H, W, C), got {xs}")
-    pool = _pair(pool_size, "pool_size", op)
-    stride = pool if strides is None else _pair(strides, "strides", op)
-    return tuple(_cpu.pool2d_output_shape(xs, pool, stride, _padding(padding, op)))
+    return tuple(_cpu.pool2d_output_shape(xs, *_pool_geometry(op, pool_size, strides, padding)))
 
 
 def _conv_args(op, x, kernel, strides, padding, dilation_rate):
-    x = _array(x, "x", op, 4)
-    kernel = _array(kernel, "kernel", op, 4, like=x)
-    geometry = (_pair(strides, "strides", op), _pair(dilation_rate, "dilation_rate", op), _padding(padding, op))
-    return x, kernel, geometry
+    return _array(x, "x", op), _array(kernel, "kernel", op), _geometry(op, strides, padding, dilation_rate)
+
+
+def _geometry(op, strides, padding, dilation_rate):
+    return _pair(strides, "strides", op), _pair(dilation_rate, "dilation_rate", op), _padding(padding, op)
 
 
 def _conv2d_save(needs, inputs, y, strides=1, padding="valid", dilation_rate=1, activation=None, precision=None):
@@ -159,46 +160,30 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, ac
     """
     op = "conv2d"
     x, kernel, geometry = _conv_args(op, x, kernel, strides, padding, dilation_rate)
-    if bias is not None:
-        bias = _array(bias, "bias", op, 1, like=x)
     if activation not in (None, "linear", "relu"):
         raise ValueError(f"{op}: fused activation must be None, 'linear' or 'relu', got {activation!r}")
-    y = _xp(x).empty(_cpu.conv2d_output_shape(x.shape, kernel.shape, *geometry), np.float32)
-    k = kernels_for(x, op)
-    k.conv2d_fwd(x, kernel, bias, y, *geometry, activation == "relu", _precision(precision, op))
-    return y
-
-
-def _conv_backward_args(op, dy, x_shape, kernel_shape, strides, padding, dilation_rate, precision, like):
-    geometry = (_pair(strides, "strides", op), _pair(dilation_rate, "dilation_rate", op), _padding(padding, op))
-    x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
-    expected = tuple(_cpu.conv2d_output_shape(x_shape, kernel_shape, *geometry))
-    dy = _array(dy, "dy", op, 4, like=like)
-    if tuple(dy.shape) != expected:
-        raise ValueError(f"{op}: dy has shape {tuple(dy.shape)} but conv2d of these inputs gives {expected}")
-    return dy, geometry, _precision(precision, op)
+    return kernels_for(x, op).conv2d_fwd(x, kernel, _optional(bias, "bias", op), None, *geometry,
+                                         activation == "relu", _precision(precision, op))
 
 
 def conv2d_backward_data(dy, kernel, x_shape, strides=1, padding="valid", dilation_rate=1, precision=None):
     """Gradient of conv2d with respect to its input, of shape ``x_shape``."""
     op = "conv2d_backward_data"
-    kernel = _array(kernel, "kernel", op, 4)
-    dy, geometry, tf32 = _conv_backward_args(op, dy, x_shape, kernel.shape, strides, padding, dilation_rate,
-                                              precision, kernel)
+    dy, kernel = _array(dy, "dy", op), _array(kernel, "kernel", op)
     dx = _xp(dy).empty(tuple(x_shape), np.float32)
-    kernels_for(dy, op).conv2d_bwd_data(dy, kernel, dx, *geometry, tf32)
+    kernels_for(dy, op).conv2d_bwd_data(dy, kernel, dx, *_geometry(op, strides, padding, dilation_rate),
+                                        _precision(precision, op))
     return dx
 
 
 def conv2d_backward_filter(dy, x, kernel_shape, strides=1, padding="valid", dilation_rate=1, precision=None):
     """Gradients of conv2d with respect to its kernel and bias: (dkernel, dbias)."""
     op = "conv2d_backward_filter"
-    x = _array(x, "x", op, 4)
-    dy, geometry, tf32 = _conv_backward_args(op, dy, x.shape, kernel_shape, strides, padding, dilation_rate,
-                                              precision, x)
+    dy, x = _array(dy, "dy", op), _array(x, "x", op)
     xp = _xp(x)
-    dkernel, dbias = xp.empty(tuple(kernel_shape), np.float32), xp.empty((kernel_shape[3],), np.float32)
-    kernels_for(x, op).conv2d_bwd_filter(x, dy, dkernel, dbias, *geometry, tf32)
+    dkernel, dbias = xp.empty(tuple(kernel_shape), np.float32), xp.empty(tuple(kernel_shape)[-1:], np.float32)
+    kernels_for(x, op).conv2d_bwd_filter(x, dy, dkernel, dbias, *_geometry(op, strides, padding, dilation_rate),
+                                         _precision(precision, op))
     return dkernel, dbias
 
 
@@ -252,35 +237,19 @@ def depthwise_conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_
     ``activation`` may be None/'linear', 'relu' or 'relu6' (fused into the kernel).
     """
     op = "depthwise_conv2d"
-    x = _array(x, "x", op, 4)
-    kernel = _array(kernel, "kernel", op, 4, like=x)
-    geometry = (_pair(strides, "strides", op), _pair(dilation_rate, "dilation_rate", op), _padding(padding, op))
-    if bias is not None:
-        bias = _array(bias, "bias", op, 1, like=x)
+    x, kernel, geometry = _conv_args(op, x, kernel, strides, padding, dilation_rate)
     if activation not in _DEPTHWISE_ACTIVATIONS:
         raise ValueError(f"{op}: fused activation must be None, 'linear', 'relu' or 'relu6', got {activation!r}")
-    y = _xp(x).empty(_cpu.depthwise2d_output_shape(x.shape, kernel.shape, *geometry), np.float32)
-    kernels_for(x, op).depthwise2d_fwd(x, kernel, bias, y, *geometry, activation or "linear")
-    return y
-
-
-def _depthwise_backward_args(op, dy, x_shape, kernel_shape, strides, padding, dilation_rate, like):
-    geometry = (_pair(strides, "strides", op), _pair(dilation_rate, "dilation_rate", op), _padding(padding, op))
-    x_shape, kernel_shape = tuple(x_shape), tuple(kernel_shape)
-    expected = tuple(_cpu.depthwise2d_output_shape(x_shape, kernel_shape, *geometry))
-    dy = _array(dy, "dy", op, 4, like=like)
-    if tuple(dy.shape) != expected:
-        raise ValueError(f"{op}: dy has shape {tuple(dy.shape)} but depthwise_conv2d of these inputs gives {expected}")
-    return dy, geometry
+    return kernels_for(x, op).depthwise2d_fwd(x, kernel, _optional(bias, "bias", op), None, *geometry,
+                                              activation or "linear")
 
 
 def depthwise_conv2d_backward_data(dy, kernel, x_shape, strides=1, padding="valid", dilation_rate=1):
     """Gradient of depthwise_conv2d with respect to its input, of shape ``x_shape``."""
     op = "depthwise_conv2d_backward_data"
-    kernel = _array(kernel, "kernel", op, 4)
-    dy, geometry = _depthwise_backward_args(op, dy, x_shape, kernel.shape, strides, padding, dilation_rate, kernel)
+    dy, kernel = _array(dy, "dy", op), _array(kernel, "kernel", op)
     dx = _xp(dy).empty(tuple(x_shape), np.float32)
-    kernels_for(dy, op).depthwise2d_bwd_data(dy, kernel, dx, *geometry)
+    kernels_for(dy, op).depthwise2d_bwd_data(dy, kernel, dx, *_geometry(op, strides, padding, dilation_rate))
     return dx
 
 
@@ -289,21 +258,17 @@ def depthwise_conv2d_backward_filter(dy, x, kernel_shape, strides=1, padding="va
     """Gradients of depthwise_conv2d with respect to its kernel and bias: (dkernel, dbias); dbias is None
     when ``need_dbias`` is false."""
     op = "depthwise_conv2d_backward_filter"
-    x = _array(x, "x", op, 4)
-    dy, geometry = _depthwise_backward_args(op, dy, x.shape, kernel_shape, strides, padding, dilation_rate, x)
+    dy, x = _array(dy, "dy", op), _array(x, "x", op)
     xp = _xp(x)
     dkernel = xp.empty(tuple(kernel_shape), np.float32)
-    dbias = xp.empty((dy.shape[3],), np.float32) if need_dbias else None
-    kernels_for(x, op).depthwise2d_bwd_filter(x, dy, dkernel, dbias, *geometry)
+    dbias = xp.empty(int(np.prod(kernel_shape[2:])), np.float32) if need_dbias else None
+    kernels_for(x, op).depthwise2d_bwd_filter(x, dy, dkernel, dbias, *_geometry(op, strides, padding, dilation_rate))
     return dkernel, dbias
 
 
-def _pool_args(op, x, pool_size, strides, padding):
-    x = _array(x, "x", op, 4)
+def _pool_geometry(op, pool_size, strides, padding):
     pool = _pair(pool_size, "pool_size", op)
-    stride = pool if strides is None else _pair(strides, "strides", op)
-    geometry = (pool, stride, _padding(padding, op))
-    return x, geometry, _cpu.pool2d_output_shape(x.shape, *geometry)
+    return pool, pool if strides is None else _pair(strides, "strides", op), _padding(padding, op)
 
 
 def max_pool2d_with_argmax(x, pool_size=2, strides=None, padding="valid"):
@@ -312,11 +277,8 @@ def max_pool2d_with_argmax(x, pool_size=2, strides=None, padding="valid"):
     Ties go to the first cell in row-major window order; NaN wins over numbers.
     """
     op = "max_pool2d"
-    x, geometry, out_shape = _pool_args(op, x, pool_size, strides, padding)
-    xp = _xp(x)
-    y, argmax = xp.empty(out_shape, np.float32), xp.empty(out_shape, np.int32)
-    kernels_for(x, op).max_pool2d_fwd(x, y, argmax, *geometry)
-    return y, argmax
+    x = _array(x, "x", op)
+    return kernels_for(x, op).max_pool2d_fwd(x, None, None, *_pool_geometry(op, pool_size, strides, padding), True)
 
 
 def _max_pool2d_saving(needs, x, pool_size=2, strides=None, padding="valid"):
@@ -333,61 +295,26 @@ def _max_pool2d_grad(saved, dy, needs, pool_size=2, strides=None, padding="valid
 def max_pool2d(x, pool_size=2, strides=None, padding="valid"):
     """Max pooling; ``strides`` defaults to ``pool_size``."""
     op = "max_pool2d"
-    x, geometry, out_shape = _pool_args(op, x, pool_size, strides, padding)
-    y = _xp(x).empty(out_shape, np.float32)
-    kernels_for(x, op).max_pool2d_fwd(x, y, None, *geometry)
-    return y
+    x = _array(x, "x", op)
+    return kernels_for(x, op).max_pool2d_fwd(x, None, None, *_pool_geometry(op, pool_size, strides, padding))[0]
 
 
 def max_pool2d_backward_from_argmax(dy, argmax, x_shape, pool_size=2, strides=None, padding="valid"):
     """Gradient of max pooling from the argmax saved by max_pool2d_with_argmax.
 
-    An argmax holding an index outside its window raises ValueError (an extra pass over argmax, which on
-    the GPU waits for the device; layers pass the argmax they saved straight to the kernels)."""
+    An argmax holding an index outside its window raises ValueError (an extra pass over argmax in the
+    kernels, which on the GPU waits for the device; layers pass the argmax they saved straight through)."""
     return _max_pool2d_backward_from_argmax(dy, argmax, x_shape, pool_size, strides, padding, check=True)
 
 
 def _max_pool2d_backward_from_argmax(dy, argmax, x_shape, pool_size, strides, padding, check=False):
+    """Unchecked, the CPU kernel still refuses indices outside the input (as PyTorch's does) and the GPU's
+    gather ignores them."""
     op = "max_pool2d_backward"
-    dy = _array(dy, "dy", op, 4)
-    if not hasattr(argmax, "dtype") or argmax.dtype != np.int32 or is_cupy(argmax) != is_cupy(dy):
-        raise TypeError(f"{op}: argmax must be an int32 array on the same device as dy")
-    if argmax.ndim != 4:
-        raise ValueError(f"{op}: argmax must be 4-D, got shape {tuple(argmax.shape)}")
-    argmax = argmax if argmax.flags.c_contiguous else argmax.copy(order="C")
-    pool = _pair(pool_size, "pool_size", op)
-    geometry = (pool, pool if strides is None else _pair(strides, "strides", op), _padding(padding, op))
+    dy, argmax = _array(dy, "dy", op), _array(argmax, "argmax", op)
     dx = _xp(dy).empty(tuple(x_shape), np.float32)
-    # Unchecked, the CPU kernel still refuses indices outside the input (as PyTorch's does) and the GPU's
-    # gather ignores them.
-    if check:
-        outside = _argmax_outside_windows(argmax, tuple(x_shape), *geometry)
-        if outside:
-            raise ValueError(f"{op}: argmax holds {outside} of {argmax.size} indices outside their pooling "
-                             "windows: it must come from max_pool2d_with_argmax with this input shape, "
-                             "pool_size, strides and padding")
-    kernels_for(dy, op).max_pool2d_bwd(dy, argmax, dx, *geometry)
+    kernels_for(dy, op).max_pool2d_bwd(dy, argmax, dx, *_pool_geometry(op, pool_size, strides, padding), check)
     return dx
-
-
-def _argmax_outside_windows(argmax, x_shape, pool, strides, padding) -> int:
-    """How many entries of ``argmax`` (N, OH, OW, C) name a cell outside their output's window: one C++
-    pass on the CPU, array expressions on the GPU (where the CPU's loop would mean a copy back)."""
-    if is_cupy(argmax):
-        return _count_outside_windows(_xp(argmax), argmax, x_shape, pool, strides, padding)
-    return _cpu.max_pool2d_argmax_outside(argmax, x_shape, pool, strides, padding)
-
-
-def _count_outside_windows(xp, argmax, x_shape, pool, strides, padding) -> int:
-    h, w = x_shape[1:3]
-    oh, ow = _cpu.pool2d_output_shape(x_shape, pool, strides, padding)[1:3]
-    top, left = _cpu.pool2d_padding(x_shape, pool, strides, padding)
-    first_row = (xp.arange(oh) * strides[0] - top)[None, :, None, None]
-    first_col = (xp.arange(ow) * strides[1] - left)[None, None, :, None]
-    row, col = argmax // w, argmax % w
-    bad = ((argmax < 0) | (row >= h) | (row < first_row) | (row >= first_row + pool[0])
-           | (col < first_col) | (col >= first_col + pool[1]))
-    return int(bad.sum())
 
 
 def max_pool2d_backward(dy, x, pool_size=2, strides=None, padding="valid"):
@@ -401,33 +328,27 @@ def _shape_of_input(needs, inputs, y, *args, **kw):
 
 
 def _avg_pool2d_grad(x_shape, dy, needs, pool_size=2, strides=None, padding="valid"):
-    pool = _pair(pool_size, "pool_size", "avg_pool2d")
-    geometry = (pool, pool if strides is None else _pair(strides, "strides", "avg_pool2d"), _padding(padding, "avg_pool2d"))
-    return (_avg_pool2d_backward(dy, x_shape, geometry),)
+    return (_avg_pool2d_backward(dy, x_shape, _pool_geometry("avg_pool2d", pool_size, strides, padding)),)
 
 
 @register("avg_pool2d", inputs=("x",), grad=_avg_pool2d_grad, save=_shape_of_input)
 def avg_pool2d(x, pool_size=2, strides=None, padding="valid"):
     """Average pooling; with 'same', padded cells do not count in the average (as in TensorFlow)."""
     op = "avg_pool2d"
-    x, geometry, out_shape = _pool_args(op, x, pool_size, strides, padding)
-    y = _xp(x).empty(out_shape, np.float32)
-    kernels_for(x, op).avg_pool2d_fwd(x, y, *geometry)
-    return y
+    x = _array(x, "x", op)
+    return kernels_for(x, op).avg_pool2d_fwd(x, None, *_pool_geometry(op, pool_size, strides, padding))
 
 
 def avg_pool2d_backward(dy, x, pool_size=2, strides=None, padding="valid"):
-    """Gradient of avg_pool2d with respect to x (only x's shape and device are used)."""
+    """Gradient of avg_pool2d with respect to x (only x's shape is used)."""
     op = "avg_pool2d_backward"
-    x, geometry, out_shape = _pool_args(op, x, pool_size, strides, padding)
-    _array(dy, "dy", op, 4, like=x)
-    return _avg_pool2d_backward(dy, x.shape, geometry)
+    return _avg_pool2d_backward(dy, _array(x, "x", op, 4).shape, _pool_geometry(op, pool_size, strides, padding))
 
 
 def _avg_pool2d_backward(dy, x_shape, geometry):
     """avg_pool2d's gradient from x's shape alone (dx on dy's device)."""
     op = "avg_pool2d_backward"
-    dy = _array(dy, "dy", op, 4)
+    dy = _array(dy, "dy", op)
     dx = _xp(dy).empty(tuple(x_shape), np.float32)
     kernels_for(dy, op).avg_pool2d_bwd(dy, dx, *geometry)
     return dx
@@ -449,27 +370,18 @@ def global_avg_pool2d(x):
 def global_avg_pool2d_backward(dy, x):
     """Gradient of global_avg_pool2d: dy (N, C) spread evenly over each H x W plane."""
     op = "global_avg_pool2d_backward"
-    x = _array(x, "x", op, 4)
-    dy = _array(dy, "dy", op, 2, like=x)
+    x, dy = _array(x, "x", op, 4), _array(dy, "dy", op)
     n, h, w, c = x.shape
     if tuple(dy.shape) != (n, c):
         raise ValueError(f"{op}: dy has shape {tuple(dy.shape)}, expected {(n, c)}")
     return avg_pool2d_backward(dy.reshape(n, 1, 1, c), x, (h, w))
 
 
-def _rows(a, name: str, op: str, like=None):
-    """An (..., C) float32 array as its C-contiguous (rows, C) view."""
-    a = _array(a, name, op, a.ndim if getattr(a, "ndim", 0) >= 2 else 2, like=like)
-    return a.reshape(-1, a.shape[-1])
-
-
-def _channel_vector(v, c: int, name: str, op: str, like):
-    if v is None:
-        return None
-    v = _array(v, name, op, 1, like=like)
-    if v.shape[0] != c:
-        raise ValueError(f"{op}: {name} has {v.shape[0]} entries but the input has {c} channels")
-    return v
+def _rows(a, name: str, op: str):
+    """An (..., C) array as its C-contiguous (rows, C) view; lower ranks pass unchanged, for the kernels to
+    refuse."""
+    a = _array(a, name, op)
+    return a.reshape(-1, a.shape[-1]) if a.ndim >= 2 else a
 
 
 def _batch_norm_save(needs, inputs, outputs, epsilon=1e-3):
@@ -494,23 +406,8 @@ def batch_norm_train(x, gamma=None, beta=None, epsilon=1e-3):
     """
     op = "batch_norm_train"
     x2 = _rows(x, "x", op)
-    c = x2.shape[1]
-    gamma, beta = (_channel_vector(v, c, n, op, x2) for v, n in ((gamma, "gamma"), (beta, "beta")))
-    if isinstance(x2, np.ndarray):
-        y, xhat = np.empty_like(x2), np.empty_like(x2)
-        mean, var, inv = (np.empty(c, np.float32) for _ in range(3))
-        _cpu.batch_norm_fwd(x2, gamma, beta, float(epsilon), y, xhat, mean, var, inv)
-        return y.reshape(x.shape), xhat, mean, var, inv
-    xp = _xp(x2)  # CuPy: the same formulas as element-wise kernels (deviations from a float64 mean)
-    mean64 = x2.mean(axis=0, dtype=xp.float64)
-    xhat = (x2 - mean64).astype(xp.float32)
-    mean = mean64.astype(xp.float32)
-    var = (xhat * xhat).mean(axis=0)
-    inv = 1.0 / xp.sqrt(var + epsilon)
-    xhat *= inv
-    y = xhat * gamma if gamma is not None else xhat.copy()
-    if beta is not None:
-        y += beta
+    y, xhat, mean, var, inv = kernels_for(x2, op).batch_norm_fwd(
+        x2, _optional(gamma, "gamma", op), _optional(beta, "beta", op), float(epsilon), None, None, None, None, None)
     return y.reshape(x.shape), xhat, mean, var, inv
 
 
@@ -519,26 +416,41 @@ def batch_norm_train_backward(dy, xhat, inv, gamma=None, need_dx=True):
     like ``dy`` (None when ``need_dx`` is false)."""
     op = "batch_norm_train_backward"
     dy2 = _rows(dy, "dy", op)
-    m, c = dy2.shape
-    xhat = _array(xhat, "xhat", op, 2, like=dy2)
-    if tuple(xhat.shape) != (m, c):
-        raise ValueError(f"{op}: xhat has shape {tuple(xhat.shape)}, expected {(m, c)}")
-    inv, gamma = (_channel_vector(v, c, n, op, dy2) for v, n in ((inv, "inv"), (gamma, "gamma")))
-    if isinstance(dy2, np.ndarray):
-        dx = np.empty_like(dy2) if need_dx else None
-        dgamma, dbeta = np.empty(c, np.float32), np.empty(c, np.float32)
-        _cpu.batch_norm_bwd(dy2, xhat, inv, gamma, dx, dgamma, dbeta)
-        return (None if dx is None else dx.reshape(dy.shape)), dgamma, dbeta
-    dbeta = dy2.sum(axis=0)
-    dgamma = (dy2 * xhat).sum(axis=0)
-    if not need_dx:
-        return None, dgamma, dbeta
-    dx = xhat * (dgamma / m)
-    dx += dbeta / m
-    dx -= dy2
-    dx *= -(inv * gamma if gamma is not None else inv)
-    return dx.reshape(dy.shape), dgamma, dbeta
+    xp, c = _xp(dy2), dy2.shape[-1] if dy2.ndim else 1
+    dx = xp.empty(dy2.shape, np.float32) if need_dx else None
+    dgamma, dbeta = xp.empty(c, np.float32), xp.empty(c, np.float32)
+    kernels_for(dy2, op).batch_norm_bwd(dy2, _array(xhat, "xhat", op), _array(inv, "inv", op),
+                                        _optional(gamma, "gamma", op), dx, dgamma, dbeta)
+    return (None if dx is None else dx.reshape(dy.shape)), dgamma, dbeta
 
+
+def _batch_norm_inference_save(needs, inputs, y, mean, variance, epsilon=1e-3):
+    x, gamma, _ = inputs
+    return (x if needs[1] else None), gamma
+
+
+def _batch_norm_inference_grad(saved, dy, needs, mean, variance, epsilon=1e-3):
+    x, gamma = saved
+    xp, c = _xp(dy), dy.shape[-1]
+    inv = (1.0 / xp.sqrt(variance.astype(np.float64) + epsilon)).astype(np.float32)
+    dy2 = dy.reshape(-1, c)
+    dx = dy * (inv * gamma if gamma is not None else inv) if needs[0] else None
+    dgamma = (dy2 * ((x.reshape(-1, c) - mean) * inv)).sum(axis=0) if needs[1] else None
+    return dx, dgamma, dy2.sum(axis=0) if needs[2] else None
+
+
+@register("batch_norm_inference", inputs=("x", "gamma", "beta"), grad=_batch_norm_inference_grad,
+          save=_batch_norm_inference_save)
+def batch_norm_inference(x, gamma, beta, mean, variance, epsilon=1e-3):
+    """Batch normalisation over the last axis with given statistics (inference mode, a layer's moving ones):
+    ``(x - mean) / sqrt(variance + epsilon) * gamma + beta``, shaped like ``x``; ``gamma``/``beta`` may be
+    None (1 and 0)."""
+    op = "batch_norm_inference"
+    x2 = _rows(x, "x", op)
+    y = kernels_for(x2, op).batch_norm_infer(x2, _array(mean, "mean", op), _array(variance, "variance", op),
+                                             _optional(gamma, "gamma", op), _optional(beta, "beta", op),
+                                             float(epsilon), None)
+    return y.reshape(x.shape)
 
 
 # -- differentiable math ------------------------------------------------------------------------------------

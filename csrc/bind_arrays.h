@@ -6,6 +6,7 @@
 #pragma once
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <string>
@@ -69,17 +70,26 @@ inline py::dict interface_dict(py::handle obj, const char* name, Device dev) {
 // Defined by the CUDA module: refuses a pointer that is not device memory of the current GPU.
 void check_device_pointer(const void* p, const char* name);
 
-// The data pointer of `obj` after every check; `shape` is the exact shape required.
+inline std::vector<i64> shape_of(const py::dict& interface) {
+  std::vector<i64> s;
+  for (auto v : interface["shape"].cast<py::tuple>()) s.push_back(v.cast<i64>());
+  return s;
+}
+
+// The data pointer of `obj` after every check; `shape` is the exact shape required, which `from`
+// (when given) names in the message, e.g. "conv2d of these inputs".
 template <class T, Device dev>
-T* array_data(py::handle obj, const char* name, const std::vector<i64>& shape, bool writable) {
+T* array_data(py::handle obj, const char* name, const std::vector<i64>& shape, bool writable,
+              const char* from = nullptr) {
   const py::dict d = interface_dict(obj, name, dev);
   const std::string typestr = d["typestr"].cast<std::string>();
   if (typestr != DtypeName<T>::typestr)
-    throw py::type_error(std::string(name) + " must have dtype " + DtypeName<T>::name + ", got " +
-                         typestr_name(typestr));
-  std::vector<i64> got;
-  for (auto s : d["shape"].cast<py::tuple>()) got.push_back(s.cast<i64>());
-  CONVKIT_CHECK(got == shape, std::string(name) + " has shape " + shape_str(got) + ", expected " + shape_str(shape));
+    throw py::type_error(std::string(name) + " must be " + DtypeName<T>::name + ", got " + typestr_name(typestr) +
+                         "; convert explicitly with .astype('" + DtypeName<T>::name + "')");
+  const std::vector<i64> got = shape_of(d);
+  CONVKIT_CHECK(got == shape, std::string(name) + " has shape " + shape_str(got) +
+                                  (from ? std::string(" but ") + from + " gives " : std::string(", expected ")) +
+                                  shape_str(shape));
   if (d.contains("strides") && !d["strides"].is_none()) {
     const py::tuple strides = d["strides"].cast<py::tuple>();
     i64 expect = static_cast<i64>(sizeof(T));
@@ -102,11 +112,19 @@ T* optional_data(py::handle obj, const char* name, const std::vector<i64>& shape
   return obj.is_none() ? nullptr : array_data<T, dev>(obj, name, shape, writable);
 }
 
-// The shape of a 4-D array argument (before its full check).
+// The shape of an array argument of rank R (before its full check).
+template <size_t R>
+std::array<i64, R> array_shape(py::handle obj, const char* name, Device dev) {
+  const std::vector<i64> s = shape_of(interface_dict(obj, name, dev));
+  CONVKIT_CHECK(s.size() == R, std::string(name) + " must be " + std::to_string(R) + "-D, got shape " +
+                                   shape_str(s));
+  std::array<i64, R> out;
+  std::copy(s.begin(), s.end(), out.begin());
+  return out;
+}
+
 inline std::array<i64, 4> array_shape4(py::handle obj, const char* name, Device dev) {
-  const py::tuple s = interface_dict(obj, name, dev)["shape"].cast<py::tuple>();
-  CONVKIT_CHECK(s.size() == 4, std::string(name) + " must be 4-D, got " + std::to_string(s.size()) + "-D");
-  return {s[0].cast<i64>(), s[1].cast<i64>(), s[2].cast<i64>(), s[3].cast<i64>()};
+  return array_shape<4>(obj, name, dev);
 }
 
 }  // namespace convkit

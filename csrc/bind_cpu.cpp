@@ -4,6 +4,7 @@
 #if __has_include(<malloc.h>)
 #include <malloc.h>  // mallopt, where the C library is glibc
 #endif
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -11,7 +12,6 @@
 #include <vector>
 
 #include "bind_ops.h"
-#include "ops/batch_norm.h"
 #include "ops/reference.h"
 #include "cpu/gemm.h"
 
@@ -20,13 +20,14 @@ using namespace convkit;
 
 namespace {
 
-constexpr Device D = Device::Cpu;
-
 // The CPU kernels for bind_ops.h; tf32 is ignored (the CPU computes in float32).
 struct CpuKernels {
   static constexpr Device device = Device::Cpu;
   struct Run {};
   static Run prepare() { return {}; }
+  static py::object empty(const std::vector<i64>& shape, const char* dtype) {
+    return py::array(py::dtype(dtype), std::vector<py::ssize_t>(shape.begin(), shape.end()));
+  }
   static void conv2d_fwd(Run, const Conv2dDesc& d, const float* x, const float* w, const float* b, float* y,
                          Activation act, bool) {
     conv2d_fwd_cpu(d, x, w, b, y, act);
@@ -57,6 +58,21 @@ struct CpuKernels {
   }
   static void avg_pool2d_fwd(Run, const Pool2dDesc& d, const float* x, float* y) { avg_pool2d_fwd_cpu(d, x, y); }
   static void avg_pool2d_bwd(Run, const Pool2dDesc& d, const float* dy, float* dx) { avg_pool2d_bwd_cpu(d, dy, dx); }
+  static i64 max_pool2d_argmax_outside(Run, const Pool2dDesc& d, const std::int32_t* argmax) {
+    return max_pool2d_argmax_outside_cpu(d, argmax);
+  }
+  static void batch_norm_fwd(Run, i64 M, i64 C, const float* x, const float* g, const float* b, float eps, float* y,
+                             float* xhat, float* mean, float* var, float* inv) {
+    batch_norm_fwd_cpu(M, C, x, g, b, eps, y, xhat, mean, var, inv);
+  }
+  static void batch_norm_bwd(Run, i64 M, i64 C, const float* dy, const float* xhat, const float* inv, const float* g,
+                             float* dx, float* dg, float* db) {
+    batch_norm_bwd_cpu(M, C, dy, xhat, inv, g, dx, dg, db);
+  }
+  static void batch_norm_infer(Run, i64 M, i64 C, const float* x, const float* mean, const float* var,
+                               const float* g, const float* b, float eps, float* y) {
+    batch_norm_infer_cpu(M, C, x, mean, var, g, b, eps, y);
+  }
 };
 
 // The reference loops (ops/reference.h) behind the same functions, in convkit._cpu.reference.
@@ -64,6 +80,9 @@ struct ReferenceKernels {
   static constexpr Device device = Device::Cpu;
   struct Run {};
   static Run prepare() { return {}; }
+  static py::object empty(const std::vector<i64>& shape, const char* dtype) {
+    return py::array(py::dtype(dtype), std::vector<py::ssize_t>(shape.begin(), shape.end()));
+  }
   static void conv2d_fwd(Run, const Conv2dDesc& d, const float* x, const float* w, const float* b, float* y,
                          Activation act, bool) {
     reference::conv2d_fwd(d, x, w, b, y, act);
@@ -96,53 +115,22 @@ struct ReferenceKernels {
   static void avg_pool2d_bwd(Run, const Pool2dDesc& d, const float* dy, float* dx) {
     reference::avg_pool2d_bwd(d, dy, dx);
   }
+  static i64 max_pool2d_argmax_outside(Run, const Pool2dDesc& d, const std::int32_t* argmax) {
+    return reference::max_pool2d_argmax_outside(d, argmax);
+  }
+  static void batch_norm_fwd(Run, i64 M, i64 C, const float* x, const float* g, const float* b, float eps, float* y,
+                             float* xhat, float* mean, float* var, float* inv) {
+    reference::batch_norm_fwd(M, C, x, g, b, eps, y, xhat, mean, var, inv);
+  }
+  static void batch_norm_bwd(Run, i64 M, i64 C, const float* dy, const float* xhat, const float* inv, const float* g,
+                             float* dx, float* dg, float* db) {
+    reference::batch_norm_bwd(M, C, dy, xhat, inv, g, dx, dg, db);
+  }
+  static void batch_norm_infer(Run, i64 M, i64 C, const float* x, const float* mean, const float* var,
+                               const float* g, const float* b, float eps, float* y) {
+    reference::batch_norm_infer(M, C, x, mean, var, g, b, eps, y);
+  }
 };
-
-// Rows and channels of a 2-D array argument.
-std::pair<i64, i64> shape2(py::handle a, const char* name) {
-  const py::tuple s = interface_dict(a, name, D)["shape"].cast<py::tuple>();
-  CONVKIT_CHECK(s.size() == 2, std::string("batch_norm: ") + name + " must be 2-D (rows, channels)");
-  return {s[0].cast<i64>(), s[1].cast<i64>()};
-}
-
-// Batch normalisation in training mode on (M, C) views; gamma and beta may be None.
-template <class Fwd, class Bwd>
-void def_batch_norm(py::module_& m, Fwd fwd, Bwd bwd) {
-  m.def("batch_norm_fwd",
-        [fwd](py::handle x, py::handle gamma, py::handle beta, float eps, py::handle y, py::handle xhat, py::handle mean,
-           py::handle var, py::handle inv) {
-          const auto [M, C] = shape2(x, "x");
-          const float* px = array_data<float, D>(x, "x", {M, C}, false);
-          const float* pg = optional_data<float, D>(gamma, "gamma", {C}, false);
-          const float* pb = optional_data<float, D>(beta, "beta", {C}, false);
-          float* py_ = array_data<float, D>(y, "y", {M, C}, true);
-          float* ph = array_data<float, D>(xhat, "xhat", {M, C}, true);
-          float* pm = array_data<float, D>(mean, "mean", {C}, true);
-          float* pv = array_data<float, D>(var, "var", {C}, true);
-          float* pi = array_data<float, D>(inv, "inv", {C}, true);
-          py::gil_scoped_release nogil;
-          fwd(M, C, px, pg, pb, eps, py_, ph, pm, pv, pi);
-        },
-        py::arg("x"), py::arg("gamma"), py::arg("beta"), py::arg("epsilon"), py::arg("y"), py::arg("xhat"),
-        py::arg("mean"), py::arg("var"), py::arg("inv"));
-
-  m.def("batch_norm_bwd",
-        [bwd](py::handle dy, py::handle xhat, py::handle inv, py::handle gamma, py::handle dx, py::handle dgamma,
-           py::handle dbeta) {
-          const auto [M, C] = shape2(dy, "dy");
-          const float* pdy = array_data<float, D>(dy, "dy", {M, C}, false);
-          const float* ph = array_data<float, D>(xhat, "xhat", {M, C}, false);
-          const float* pi = array_data<float, D>(inv, "inv", {C}, false);
-          const float* pg = optional_data<float, D>(gamma, "gamma", {C}, false);
-          float* pdx = optional_data<float, D>(dx, "dx", {M, C}, true);
-          float* pdg = array_data<float, D>(dgamma, "dgamma", {C}, true);
-          float* pdb = array_data<float, D>(dbeta, "dbeta", {C}, true);
-          py::gil_scoped_release nogil;
-          bwd(M, C, pdy, ph, pi, pg, pdx, pdg, pdb);
-        },
-        py::arg("dy"), py::arg("xhat"), py::arg("inv"), py::arg("gamma"), py::arg("dx"), py::arg("dgamma"),
-        py::arg("dbeta"));
-}
 
 }  // namespace
 
@@ -169,33 +157,11 @@ PYBIND11_MODULE(_cpu, m) {
         },
         py::arg("x_shape"), py::arg("pool_size"), py::arg("strides"), py::arg("padding"));
 
-  m.def("pool2d_padding",
-        [](Shape4 x, Pair pool, Pair strides, const std::string& padding) {
-          const Pool2dDesc d = pool_desc(x, pool, strides, padding);
-          return std::make_pair(d.pt, d.pl);
-        },
-        py::arg("x_shape"), py::arg("pool_size"), py::arg("strides"), py::arg("padding"),
-        "Padding (top, left) that pooling puts before the input.");
-
   def_ops<CpuKernels>(m);
-
-  m.def("max_pool2d_argmax_outside",
-        [](py::handle argmax, Shape4 x, Pair pool, Pair strides, const std::string& padding) {
-          const Pool2dDesc d = pool_desc(x, pool, strides, padding);
-          const std::int32_t* pa = array_data<std::int32_t, D>(argmax, "argmax", vec(pool_out_shape(d)), false);
-          py::gil_scoped_release nogil;
-          return max_pool2d_argmax_outside_cpu(d, pa);
-        },
-        py::arg("argmax"), py::arg("x_shape"), py::arg("pool_size"), py::arg("strides"),
-        py::arg("padding"), "How many argmax entries name a cell outside their own output's window.");
-
-  // Batch normalisation in training mode on (M, C) views; gamma and beta may be None.
-  def_batch_norm(m, batch_norm_fwd_cpu, batch_norm_bwd_cpu);
 
   py::module_ ref = m.def_submodule("reference", "The reference loops (csrc/ops/reference.h): the same functions, "
                                                  "plain loops summing in double, to check the kernels against.");
   def_ops<ReferenceKernels>(ref);
-  def_batch_norm(ref, reference::batch_norm_fwd, reference::batch_norm_bwd);
 
   m.def("set_num_threads", [](int n) {
     CONVKIT_CHECK(n >= 1, "number of threads must be >= 1, got " + std::to_string(n));

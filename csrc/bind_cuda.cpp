@@ -46,6 +46,11 @@ struct CudaKernels {
   static constexpr Device device = Device::Cuda;
   using Run = void*;  // the stream
   static Run prepare() { return current_stream(); }
+  // A new CuPy array on the current device, from CuPy's pool and ordered on its current stream.
+  static py::object empty(const std::vector<i64>& shape, const char* dtype) {
+    static const auto* cupy_empty = new py::object(py::module_::import("cupy").attr("empty"));
+    return (*cupy_empty)(py::cast(shape), py::arg("dtype") = dtype);
+  }
   static void conv2d_fwd(Run s, const Conv2dDesc& d, const float* x, const float* w, const float* b, float* y,
                          Activation act, bool tf32) {
     conv2d_fwd_cuda(d, x, w, b, y, act, tf32, s);
@@ -71,7 +76,7 @@ struct CudaKernels {
   static void max_pool2d_fwd(Run s, const Pool2dDesc& d, const float* x, float* y, std::int32_t* argmax) {
     max_pool2d_fwd_cuda(d, x, y, argmax, s);
   }
-  // The gather ignores indices outside the input; convkit.ops checks an argmax it did not make.
+  // The gather ignores indices outside the input (max_pool2d_argmax_outside finds them).
   static i64 max_pool2d_bwd(Run s, const Pool2dDesc& d, const float* dy, const std::int32_t* argmax, float* dx) {
     max_pool2d_bwd_cuda(d, dy, argmax, dx, s);
     return 0;
@@ -79,6 +84,21 @@ struct CudaKernels {
   static void avg_pool2d_fwd(Run s, const Pool2dDesc& d, const float* x, float* y) { avg_pool2d_fwd_cuda(d, x, y, s); }
   static void avg_pool2d_bwd(Run s, const Pool2dDesc& d, const float* dy, float* dx) {
     avg_pool2d_bwd_cuda(d, dy, dx, s);
+  }
+  static i64 max_pool2d_argmax_outside(Run s, const Pool2dDesc& d, const std::int32_t* argmax) {
+    return max_pool2d_argmax_outside_cuda(d, argmax, s);
+  }
+  static void batch_norm_fwd(Run s, i64 M, i64 C, const float* x, const float* g, const float* b, float eps, float* y,
+                             float* xhat, float* mean, float* var, float* inv) {
+    batch_norm_fwd_cuda(M, C, x, g, b, eps, y, xhat, mean, var, inv, s);
+  }
+  static void batch_norm_bwd(Run s, i64 M, i64 C, const float* dy, const float* xhat, const float* inv,
+                             const float* g, float* dx, float* dg, float* db) {
+    batch_norm_bwd_cuda(M, C, dy, xhat, inv, g, dx, dg, db, s);
+  }
+  static void batch_norm_infer(Run s, i64 M, i64 C, const float* x, const float* mean, const float* var,
+                               const float* g, const float* b, float eps, float* y) {
+    batch_norm_infer_cuda(M, C, x, mean, var, g, b, eps, y, s);
   }
 };
 

@@ -1,5 +1,5 @@
-"""The CUDA kernels' source, run on the CPU: csrc/emu translates conv2d_cuda.cu, pool2d_cuda.cu and depthwise2d_cuda.cu
-for an emulation of the CUDA features they use, and check_kernels compares them with the reference
+"""The CUDA kernels' source, run on the CPU: csrc/emu translates conv2d_cuda.cu, pool2d_cuda.cu, depthwise2d_cuda.cu and
+batch_norm_cuda.cu for an emulation of the CUDA features they use, and check_kernels compares them with the reference
 loops (csrc/ops/reference.cpp) on fixed and random shapes, under AddressSanitizer and UBSan. Needs
 g++, no GPU."""
 
@@ -17,6 +17,7 @@ CSRC = Path(__file__).resolve().parent.parent / "csrc"
 EMU = CSRC / "emu"
 CONV, POOL = CSRC / "ops" / "conv2d_cuda.cu", CSRC / "ops" / "pool2d_cuda.cu"
 DEPTHWISE = CSRC / "ops" / "depthwise2d_cuda.cu"
+BATCH_NORM = CSRC / "ops" / "batch_norm_cuda.cu"
 CPU_SOURCES = [
     CSRC / "common.cpp",
     CSRC / "ops" / "conv2d.cpp",
@@ -26,9 +27,9 @@ CPU_SOURCES = [
 ]
 FLAGS = ["-std=c++20", "-g", "-pthread", "-fopenmp", "-Wno-unknown-pragmas"]
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]
-# One harness per seed, side by side: 248 cases in all, about 30 s with the build on 2 cores.
+# One harness per seed, side by side: 296 cases in all.
 SEEDS = (1, 2)
-BUDGET = ["--conv", "16", "--pool", "50", "--depthwise", "30"]
+BUDGET = ["--conv", "16", "--pool", "50", "--depthwise", "30", "--batch-norm", "16"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -76,7 +77,7 @@ def build(tmp_path_factory):
     """(gxx, folder, objects, harness): the translated kernels, harness and reference loops compiled and linked."""
     gxx = _gxx()
     out = tmp_path_factory.mktemp("cuda_emulated")
-    sources = [*translate.translate_files(out, [CONV, POOL, DEPTHWISE]), EMU / "check_kernels.cpp", *CPU_SOURCES]  # slowest first
+    sources = [*translate.translate_files(out, [CONV, POOL, DEPTHWISE, BATCH_NORM]), EMU / "check_kernels.cpp", *CPU_SOURCES]  # slowest first
     with ThreadPoolExecutor(os.cpu_count() or 2) as pool:
         objects = list(pool.map(lambda s: _compile(gxx, out, s, [*FLAGS, *SANITIZE, "-O1"]), sources))
     return gxx, out, objects, _link(gxx, objects, out / "check_kernels")
@@ -145,3 +146,51 @@ def test_a_broken_depthwise_kernel_fails(build):
     exe = _link(gxx, [obj, *(o for o in objects if o.name != obj.name)], mutant / "check_kernels")
     done = subprocess.run([exe, "--only", "depthwise", "--depthwise", "0"], capture_output=True, text=True, env=ENV)
     assert done.returncode == 1 and re.search(r"\d+ OUTPUTS DIFFER", done.stdout), _output(done)
+
+
+@pytest.mark.parametrize("old, new, what", [
+    # The forward's split sums: every split's partial sum replaced by the first one's.
+    ("for (int z = 0; z < splits; ++z) s += part[z * C + c];", "for (int z = 0; z < splits; ++z) s += part[c];",
+     "splits"),
+    # The whole-pass backward: dx from a gamma-less scale.
+    ("const float k = gamma ? gamma[c] * inv : inv,", "const float k = inv,", "scale"),
+])
+def test_a_broken_batch_norm_kernel_fails(build, old, new, what):
+    gxx, out, objects, _ = build
+    source = BATCH_NORM.read_text()
+    assert source.count(old) == 1, f"update this mutation: {old!r} is no longer in batch_norm_cuda.cu once"
+    mutant = out / f"batch_norm_mutant_{what}"
+    mutant.mkdir()
+    (mutant / "cuda_runtime.h").write_text(translate.RUNTIME_HEADER)
+    (mutant / "batch_norm_cuda.cpp").write_text(translate.translate(source.replace(old, new), BATCH_NORM.name))
+    obj = _compile(gxx, mutant, mutant / "batch_norm_cuda.cpp", [*FLAGS, "-O0"])
+    exe = _link(gxx, [obj, *(o for o in objects if o.name != obj.name)], mutant / "check_kernels")
+    done = subprocess.run([exe, "--only", "batch_norm", "--batch-norm", "0"], capture_output=True, text=True, env=ENV)
+    assert done.returncode == 1 and re.search(r"\d+ OUTPUTS DIFFER", done.stdout), _output(done)
+
+
+def test_a_broken_argmax_window_check_fails(build):
+    """The GPU's argmax window check with its row test off by one: the counts must differ from the loops'."""
+    gxx, out, objects, _ = build
+    old = "outside += cell < 0 || ih < o.h0 || ih >= o.h1 || iw < o.w0 || iw >= o.w1;"
+    source = POOL.read_text()
+    assert source.count(old) == 1, "update this mutation: the window test is no longer in pool2d_cuda.cu once"
+    mutant = out / "pool_mutant"
+    mutant.mkdir()
+    (mutant / "cuda_runtime.h").write_text(translate.RUNTIME_HEADER)
+    (mutant / "pool2d_cuda.cpp").write_text(translate.translate(source.replace(old, old.replace("ih >= o.h1", "ih > o.h1")),
+                                                                POOL.name))
+    obj = _compile(gxx, mutant, mutant / "pool2d_cuda.cpp", [*FLAGS, "-O0"])
+    exe = _link(gxx, [obj, *(o for o in objects if o.name != obj.name)], mutant / "check_kernels")
+    done = subprocess.run([exe, "--only", "pool", "--pool", "20"], capture_output=True, text=True, env=ENV)
+    assert done.returncode == 1 and "argmax window check" in done.stdout, _output(done)
+
+
+def test_every_cuda_kernel_is_emulated_and_checked():
+    """Every CUDA source is translated here, and every CUDA entry point its header declares is run by
+    check_kernels: a new kernel cannot go unchecked."""
+    assert set((CSRC / "ops").glob("*_cuda.cu")) == {CONV, POOL, DEPTHWISE, BATCH_NORM}
+    declared = {name for h in (CSRC / "ops").glob("*.h")
+                for name in re.findall(r"^\w+ (\w+_cuda)\(", h.read_text(), re.M)}
+    checked = set(re.findall(r"\b(\w+_cuda)\(", (EMU / "check_kernels.cpp").read_text()))
+    assert declared and not declared - checked, f"CUDA entry points check_kernels never runs: {declared - checked}"

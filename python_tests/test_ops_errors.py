@@ -51,12 +51,13 @@ BAD = [
     ('ops.avg_pool2d(X, 2, padding="SAME!")', ValueError, r"padding must be 'valid' or 'same'"),
     ('ops.max_pool2d(X[..., 0], 2)', ValueError, r"x must be 4-D"),
     ('ops.max_pool2d(X.astype(np.float64), 2)', TypeError, r"x must be float32"),
-    ('ops.avg_pool2d_backward(np.ones((2, 3, 3, 3), np.float32), X, 2)', ValueError, r"dy has shape \(2, 3, 3, 3\), expected \(2, 4, 4, 3\)"),
+    ('ops.avg_pool2d_backward(np.ones((2, 3, 3, 3), np.float32), X, 2)', ValueError,
+     r"dy has shape \(2, 3, 3, 3\) but pooling of these inputs gives \(2, 4, 4, 3\)"),
     ('ops.global_avg_pool2d_backward(np.ones((2, 4), np.float32), X)', ValueError, r"dy has shape \(2, 4\), expected \(2, 3\)"),
     ('ops.max_pool2d_backward_from_argmax(np.ones((2, 4, 4, 3), np.float32), np.zeros((2, 4, 4, 3), np.int32), X.shape, 2)',
      ValueError, r"argmax holds 90 of 96 indices outside their pooling windows"),
     ('ops.max_pool2d_backward_from_argmax(np.ones((2, 4, 4, 3), np.float32), np.zeros((2, 4, 4, 3), np.int64), X.shape, 2)',
-     TypeError, r"argmax must be an int32 array on the same device as dy"),
+     TypeError, r"argmax must be int32, got int64"),
     ('ops.max_pool2d_backward_from_argmax(np.ones((2, 4, 4, 3), np.float32), np.zeros((4, 4, 3), np.int32), X.shape, 2)',
      ValueError, r"argmax must be 4-D"),
     ('_cpu.max_pool2d_bwd(np.ones((2, 4, 4, 3), np.float32), np.full((2, 4, 4, 3), 64, np.int32), np.empty_like(X), (2, 2), (2, 2), "valid")',
@@ -72,8 +73,11 @@ BAD = [
     ('ops.batch_norm_train(X[0, 0, 0])', ValueError, r"x must be 2-D, got shape \(3,\)"),
     ('ops.batch_norm_train_backward(np.ones((2, 3), np.float32), np.ones((4, 3), np.float32), np.ones(3, np.float32))',
      ValueError, r"xhat has shape \(4, 3\), expected \(2, 3\)"),
+    ('ops.batch_norm_inference(X, None, None, np.zeros(2, np.float32), np.ones(3, np.float32))', ValueError,
+     r"mean has 2 entries but the input has 3 channels"),
+    ('ops.conv2d(np.ones((2, 8, 8, 3)), K)', TypeError, r"x must be float32, got float64; convert explicitly"),
     # The bindings check their own arguments too, whatever calls them.
-    ('_cpu.conv2d_fwd(X, K, None, np.empty((2, 6, 6, 4), np.float64), (1, 1), (1, 1), "valid")', TypeError, r"y must have dtype float32"),
+    ('_cpu.conv2d_fwd(X, K, None, np.empty((2, 6, 6, 4), np.float64), (1, 1), (1, 1), "valid")', TypeError, r"y must be float32, got float64"),
     ('_cpu.conv2d_fwd(X, K, None, np.empty((2, 6, 6, 5), np.float32), (1, 1), (1, 1), "valid")', ValueError, r"y has shape \(2, 6, 6, 5\), expected \(2, 6, 6, 4\)"),
     ('_cpu.max_pool2d_fwd(X, np.empty((2, 4, 4, 3), np.float32)[:, ::-1], None, (2, 2), (2, 2), "valid")', ValueError, r"y must be C-contiguous"),
     ('_cpu.batch_norm_fwd(X[0, 0], None, None, 1e-3, *[np.empty(s, np.float32) for s in [(8, 2), (8, 3), 3, 3, 3]])',
@@ -109,7 +113,7 @@ def test_the_modules_take_arrays_by_the_array_interface_and_check_the_device():
         _cpu.conv2d_fwd(_DeviceArray(X), K, None, y, (1, 1), (1, 1), "valid")
     with pytest.raises(TypeError, match="kernel must be an array exposing __array_interface__, got list"):
         _cpu.conv2d_fwd(X, K.tolist(), None, y, (1, 1), (1, 1), "valid")
-    with pytest.raises(TypeError, match="argmax must have dtype int32, got int64"):
+    with pytest.raises(TypeError, match="argmax must be int32, got int64"):
         _cpu.max_pool2d_fwd(X, np.empty((2, 4, 4, 3), np.float32), np.empty((2, 4, 4, 3), np.int64), (2, 2), (2, 2),
                             "valid")
     _cpu.conv2d_fwd(X, K, None, y, (1, 1), (1, 1), "valid", False, True)  # tf32 is taken, and means nothing here

@@ -9,7 +9,7 @@ import oracle
 import spec_shapes
 from helpers import to_device, to_numpy
 
-from convkit import ops
+from convkit import _cpu, ops
 
 TOL = 1e-5
 
@@ -176,20 +176,24 @@ def _outside_by_loops(argmax, x_shape, pool, strides, padding):
     return count
 
 
-def test_argmax_window_checks_against_loops(rng):
-    """The public op's window checks (the CPU's and the GPU's) count what loops over every output count."""
+def test_argmax_window_checks_against_loops(device, rng):
+    """The kernels' window check (the CPU's, the GPU's and the reference loops') counts what loops over every
+    output count."""
     for padding, pool, strides in (("valid", (2, 2), (2, 2)), ("same", (3, 2), (2, 1)), ("same", (4, 4), (1, 3))):
         x = rng.standard_normal((2, 7, 5, 2)).astype(np.float32)
-        _, argmax = ops.max_pool2d_with_argmax(x, pool, strides, padding)
-        assert ops._argmax_outside_windows(argmax, x.shape, pool, strides, padding) == 0
-        assert ops._count_outside_windows(np, argmax, x.shape, pool, strides, padding) == 0
+        _, argmax = ops.max_pool2d_with_argmax(to_device(x, device), pool, strides, padding)
+        argmax = to_numpy(argmax)
+        dy = np.ones(argmax.shape, np.float32)
+        ops.max_pool2d_backward_from_argmax(to_device(dy, device), to_device(argmax, device), x.shape, pool, strides,
+                                            padding)  # the true argmax passes
         bad = np.where(rng.random(argmax.shape) < 0.3, rng.integers(-3, 40, argmax.shape), argmax).astype(np.int32)
-        counted = ops._argmax_outside_windows(bad, x.shape, pool, strides, padding)
-        assert counted == _outside_by_loops(bad, x.shape, pool, strides, padding) > 0
-        assert ops._count_outside_windows(np, bad, x.shape, pool, strides, padding) == counted  # the GPU's way
-        with pytest.raises(ValueError, match=f"argmax holds {counted} of"):
-            ops.max_pool2d_backward_from_argmax(np.ones(argmax.shape, np.float32), bad, x.shape, pool, strides,
+        counted = _outside_by_loops(bad, x.shape, pool, strides, padding)
+        assert counted > 0
+        with pytest.raises(ValueError, match=f"argmax holds {counted} of {bad.size} indices outside their pooling"):
+            ops.max_pool2d_backward_from_argmax(to_device(dy, device), to_device(bad, device), x.shape, pool, strides,
                                                 padding)
+        with pytest.raises(ValueError, match=f"argmax holds {counted} of {bad.size} indices outside their pooling"):
+            _cpu.reference.max_pool2d_bwd(dy, bad, np.empty(x.shape, np.float32), pool, strides, padding, True)
 
 
 def test_the_cpu_kernel_itself_refuses_an_argmax_outside_the_input(rng):

@@ -106,27 +106,35 @@ def test_pooling_reference_against_torch_and_kernels_bit_for_bit(device, rng, sh
     np.testing.assert_array_equal(to_numpy(ops.avg_pool2d_backward(dev(dy), dev(x), pool, strides, padding)), dxa)
 
 
-@pytest.mark.parametrize("m,c", [(6, 3), (37, 5), (300, 16)])
-def test_batch_norm_reference_against_torch_and_the_kernel(rng, m, c):
+@pytest.mark.parametrize("m,c", [(6, 3), (37, 5), (300, 16), (2000, 40)])
+def test_batch_norm_reference_against_torch_and_the_kernels(device, rng, m, c):
+    """Training and inference. On the GPU, 300 rows run as one pass per block of channels and 2000 rows in
+    splits whose partial sums add in a workspace."""
     import torch
 
+    dev = lambda a: to_device(a, device)  # noqa: E731
     x, g, b, dy = rand(rng, m, c) * 3 + 10, rand(rng, c), rand(rng, c), rand(rng, m, c)
-    y, xhat = np.empty_like(x), np.empty_like(x)
-    mean, var, inv = (np.empty(c, np.float32) for _ in range(3))
-    REF.batch_norm_fwd(x, g, b, 1e-3, y, xhat, mean, var, inv)
+    y, xhat, mean, var, inv = REF.batch_norm_fwd(x, g, b, 1e-3, None, None, None, None, None)
     dx, dg, db = np.empty_like(x), np.empty(c, np.float32), np.empty(c, np.float32)
     REF.batch_norm_bwd(dy, xhat, inv, g, dx, dg, db)
+    moving_mean, moving_var = rand(rng, c) + 10, np.abs(rand(rng, c)) + 0.5
+    y_inference = REF.batch_norm_infer(x, moving_mean, moving_var, g, b, 1e-3, None)
 
     xt, gt, bt = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, g, b))
     ref = torch.nn.functional.batch_norm(xt, None, None, gt, bt, training=True, eps=1e-3)
     ref.backward(torch.tensor(dy, dtype=torch.float64))
-    for got, want in [(y, ref), (dx, xt.grad), (dg, gt.grad), (db, bt.grad)]:
+    ref_inference = torch.nn.functional.batch_norm(
+        xt.detach(), *(torch.tensor(a, dtype=torch.float64) for a in (moving_mean, moving_var)), gt.detach(),
+        bt.detach(), training=False, eps=1e-3)
+    for got, want in [(y, ref), (dx, xt.grad), (dg, gt.grad), (db, bt.grad), (y_inference, ref_inference)]:
         assert oracle.rel_err(got, want.detach().numpy()) < 1e-5
 
-    ky, kxhat, _, _, kinv = ops.batch_norm_train(x, g, b, 1e-3)
-    kdx, kdg, kdb = ops.batch_norm_train_backward(dy, kxhat, kinv, g)
-    for got, want in [(ky, y), (kdx, dx), (kdg, dg), (kdb, db)]:
-        assert oracle.rel_err(got, want) < 1e-5
+    ky, kxhat, kmean, kvar, kinv = ops.batch_norm_train(dev(x), dev(g), dev(b), 1e-3)
+    kdx, kdg, kdb = ops.batch_norm_train_backward(dev(dy), kxhat, kinv, dev(g))
+    ky_inference = ops.batch_norm_inference(dev(x), dev(g), dev(b), dev(moving_mean), dev(moving_var), 1e-3)
+    for got, want in [(ky, y), (kmean, mean), (kvar, var), (kinv, inv), (kdx, dx), (kdg, dg), (kdb, db),
+                      (ky_inference, y_inference)]:
+        assert oracle.rel_err(to_numpy(got), want) < 1e-5
 
 
 STRATEGIES = ["direct", "by_position", "pixel_major", "dot", "filter_rows", "filter_gemm"]

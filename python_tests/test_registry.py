@@ -107,6 +107,15 @@ def _batch_norm_ref(x, g, b):
     return ((x2 - mean) / torch.sqrt(var + 1e-3) * g + b).reshape(x.shape)
 
 
+_moving_mean = np.array([0.5, -1.0, 2.0, 0.1], np.float32)
+_moving_var = np.array([1.5, 0.2, 4.0, 1.0], np.float32)
+
+
+def _batch_norm_inference_ref(x, g, b, mean, var, epsilon=1e-3):
+    mean, var = (torch.tensor(a, dtype=torch.float64) for a in (mean, var))
+    return (x - mean) / torch.sqrt(var + epsilon) * g + b
+
+
 def _cubed(x):
     return x * x * x, lambda dy: dy * 3 * x * x
 
@@ -131,6 +140,14 @@ def _cases(rng):
         "global_avg_pool2d": [Case(ops.global_avg_pool2d, [_r(rng, 2, 4, 3, 5)], lambda x: x.mean((1, 2)))],
         "batch_norm_train": [Case(ops.batch_norm_train, [_r(rng, 6, 3, 3, 4) * 2 + 1, _r(rng, 4), _r(rng, 4)],
                                   _batch_norm_ref, out=0, tol=1e-4)],
+        "batch_norm_inference": [
+            Case(ops.batch_norm_inference, [_r(rng, 6, 3, 3, 4) * 2 + 1, _r(rng, 4), _r(rng, 4)],
+                 lambda x, g, b, m=_moving_mean, v=_moving_var: _batch_norm_inference_ref(x, g, b, m, v),
+                 attrs=(_moving_mean, _moving_var)),
+            Case(lambda x, m, v: ops.batch_norm_inference(x, None, None, m, v, epsilon=0.01), [_r(rng, 7, 5)],
+                 lambda x, m=_moving_mean[:1].repeat(5), v=_moving_var[:1].repeat(5):
+                     _batch_norm_inference_ref(x, 1.0, 0.0, m, v, 0.01),
+                 attrs=(_moving_mean[:1].repeat(5), _moving_var[:1].repeat(5)))],
         "dense": [Case(ops.dense, [_r(rng, 6, 5), _r(rng, 5, 3), _r(rng, 3)],
                        lambda x, k, b: torch.relu(x @ k + b), kw=dict(activation="relu")),
                   Case(ops.dense, [_r(rng, 2, 3, 5), _r(rng, 5, 4), _r(rng, 4)], lambda x, k, b: x @ k + b)],

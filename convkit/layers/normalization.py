@@ -67,13 +67,9 @@ class BatchNormalization(Layer):
             mm += (1 - m) * mean
             mv *= m
             mv += (1 - m) * var
-        else:  # y = x * s + shift, s = gamma / sqrt(moving_var + eps), shift = beta - moving_mean * s
-            inv = 1.0 / xp_of(x2).sqrt(self.moving_variance.value + self.epsilon)
-            s = ops.multiply(inv, self.gamma) if self.scale else inv
-            shift = ops.negative(ops.multiply(self.moving_mean.value, s))
-            if self.center:
-                shift = ops.add(shift, self.beta)
-            y = ops.add(ops.multiply(x2, s), shift)
+        else:
+            y = ops.batch_norm_inference(x2, self.gamma, self.beta, self.moving_mean.value,
+                                         self.moving_variance.value, self.epsilon)
         return ops.reshape(y, x.shape)
 
     def _global_batch_norm(self, x2):

@@ -2,13 +2,14 @@
 // cuda_emulation.h) and compares every output with the reference loops (ops/reference.h), which
 // the Python tests check against PyTorch in float64.
 //
-//   check_kernels [--seed S] [--conv N] [--pool N] [--depthwise N] [--only conv|pool|depthwise] [--case I]
-//                 [--tf32] [--verbose]
+//   check_kernels [--seed S] [--conv N] [--pool N] [--depthwise N] [--batch-norm N]
+//                 [--only conv|pool|depthwise|batch_norm] [--case I] [--tf32] [--verbose]
 //
-// Fixed cases come first, then N random conv, N random pool and N random depthwise cases. Case I draws its shape,
+// Fixed cases come first, then N random conv, pool, depthwise and batch-norm cases. Case I draws its shape,
 // data and thread order from (seed, I) alone, so --case I replays it; --tf32 runs every conv
 // case in TF32. Conv and depthwise outputs must agree within 1e-5 (fp32) or 2e-3 (TF32) of the sum of
-// |terms| of each output; pooling must agree bit for bit, argmax included. Outputs are
+// |terms| of each output, batch normalisation within 1e-5 of a bound of the same kind; pooling must
+// agree bit for bit, argmax and the count of argmax entries outside their windows included. Outputs are
 // poisoned before every call, so an element a kernel does not write is a mismatch. Prints
 // one summary line and exits 1 on any mismatch or error. (ASan's warning that it does not
 // fully support swapcontext is expected: cuda_emulation.h annotates every fiber switch.)
@@ -26,6 +27,7 @@
 #include <vector>
 
 #include "cuda_emulation.h"
+#include "ops/batch_norm.h"
 #include "ops/conv2d.h"
 #include "ops/depthwise2d.h"
 #include "ops/pool2d.h"
@@ -153,6 +155,7 @@ class Case {
     return ua == ub || (std::isnan(a) && std::isnan(b) && ua != 0xffffffffu);
   }
   static bool identical(std::int32_t a, std::int32_t b) { return a == b; }
+  static bool identical(i64 a, i64 b) { return a == b; }
 
   void report(const char* op, std::size_t i, double got, double want, const std::string& extra) {
     char line[240];
@@ -357,6 +360,18 @@ void run_pool(long index, const PoolCase& c, Rng& rng, Stats& st) {
   if (k.call("max backward", [&] { max_pool2d_bwd_cuda(d, dy.get(), am_in.get(), dx.get(), nullptr); }))
     k.same("max backward", dx.get(), want);
 
+  // The window check: the true argmax passes; entries moved elsewhere (off the input, into a
+  // neighbouring window or left in place) are counted as the reference loops count them.
+  for (i64 i = 0; i < ny; ++i)
+    if (chance(rng, 3)) am_in[i] = static_cast<std::int32_t>(static_cast<i64>(rng() % (d.H * d.W + 4)) - 2);
+  const std::int32_t* true_argmax = want_am.data();
+  for (const std::int32_t* a : {true_argmax, static_cast<const std::int32_t*>(am_in.get())}) {
+    i64 got = -1;
+    const i64 outside = reference::max_pool2d_argmax_outside(d, a);
+    if (k.call("argmax window check", [&] { got = max_pool2d_argmax_outside_cuda(d, a, nullptr); }))
+      k.same("argmax window check", &got, std::vector<i64>{outside});
+  }
+
   want.assign(ny, 0.f);
   reference::avg_pool2d_fwd(d, x.get(), want.data());
   y.poison();
@@ -521,6 +536,126 @@ std::vector<DepthwiseCase> fixed_depthwise() {
   };
 }
 
+// ------------------------------------------------------------------------------- batch norm
+
+struct BatchNormCase {
+  i64 M, C;
+  bool gamma, beta;
+  bool far = false;      // data at 100 +- 0.01: the mean must not cost the spread its digits
+  bool wide = false;     // the 64-bit kernels
+  bool no_pool = false;  // cudaMallocAsync fails: one block per 32 channels does each whole pass
+};
+
+std::string describe(const BatchNormCase& c) {
+  char s[200];
+  std::snprintf(s, sizeof s, "batch_norm M=%lld C=%lld%s%s%s%s%s", (long long)c.M, (long long)c.C,
+                c.gamma ? " gamma" : "", c.beta ? " beta" : "", c.far ? " far" : "", c.wide ? " wide" : "",
+                c.no_pool ? " no-pool" : "");
+  return s;
+}
+
+// Bounds for near(): |want| plus a floor.
+std::vector<float> around(const std::vector<float>& want, float floor) {
+  std::vector<float> b(want.size());
+  for (std::size_t i = 0; i < want.size(); ++i) b[i] = std::fabs(want[i]) + floor;
+  return b;
+}
+
+void run_batch_norm(long index, const BatchNormCase& c, Rng& rng, Stats& st) {
+  Case k(index, describe(c), st);
+  const i64 M = c.M, C = c.C, n = M * C;
+  Buffer<float> x(n, false), g(C, false), b(C, false), y(n, false), xh(n, false), mean(C, false), var(C, false),
+      inv(C, false), dy(n, false), dx(n, false), dg(C, false), db(C, false);
+  for (i64 i = 0; i < n; ++i) x[i] = c.far ? 100.f + 0.01f * uniform(rng) : 3 * uniform(rng) + 1;
+  for (i64 i = 0; i < C; ++i) g[i] = uniform(rng), b[i] = uniform(rng);
+  for (i64 i = 0; i < n; ++i) dy[i] = uniform(rng);
+  const float eps = 1e-3f;
+  const float* pg = c.gamma ? g.get() : nullptr;
+  const float* pb = c.beta ? b.get() : nullptr;
+  std::vector<float> wy(n), wxh(n), wmean(C), wvar(C), winv(C);
+  reference::batch_norm_fwd(M, C, x.get(), pg, pb, eps, wy.data(), wxh.data(), wmean.data(), wvar.data(),
+                            winv.data());
+  emu::force_wide_indices = c.wide;
+  emu::fail_malloc_async = c.no_pool;
+  for (auto* out : {&y, &xh, &mean, &var, &inv}) out->poison();
+  if (k.call("batch_norm forward", [&] {
+        batch_norm_fwd_cuda(M, C, x.get(), pg, pb, eps, y.get(), xh.get(), mean.get(), var.get(), inv.get(), nullptr);
+      })) {
+    std::vector<float> ybound(n);
+    for (i64 i = 0; i < n; ++i) ybound[i] = (std::fabs(wxh[i]) + 1) * (pg ? std::fabs(pg[i % C]) : 1.f) + 1;
+    std::vector<float> mbound(C, 0.f);  // the mean of |x|
+    for (i64 i = 0; i < n; ++i) mbound[i % C] += std::fabs(x[i]) / M;
+    k.near("batch_norm mean", mean.get(), wmean, mbound, kTolFp32, false);
+    k.near("batch_norm var", var.get(), wvar, around(wvar, 0.f), kTolFp32, false);
+    k.near("batch_norm inv", inv.get(), winv, around(winv, 0.f), kTolFp32, false);
+    k.near("batch_norm xhat", xh.get(), wxh, around(wxh, 1.f), kTolFp32, false);
+    k.near("batch_norm y", y.get(), wy, ybound, kTolFp32, false);
+  }
+
+  // The backward from the reference's xhat and inv, with and without dx.
+  std::vector<float> wdx(n), wdg(C), wdb(C), bdx(n), bdg(C, 0.f), bdb(C, 0.f);
+  reference::batch_norm_bwd(M, C, dy.get(), wxh.data(), winv.data(), pg, wdx.data(), wdg.data(), wdb.data());
+  for (i64 i = 0; i < n; ++i) bdb[i % C] += std::fabs(dy[i]), bdg[i % C] += std::fabs(dy[i] * wxh[i]);
+  for (i64 i = 0; i < n; ++i) {
+    const i64 ch = i % C;
+    const float scale = winv[ch] * (pg ? std::fabs(pg[ch]) : 1.f);
+    bdx[i] = scale * (std::fabs(dy[i]) + (bdb[ch] + std::fabs(wxh[i]) * bdg[ch]) / M);
+  }
+  for (bool with_dx : {true, false}) {
+    for (auto* out : {&dx, &dg, &db}) out->poison();
+    const char* op = with_dx ? "batch_norm backward" : "batch_norm backward without dx";
+    if (k.call(op, [&] {
+          batch_norm_bwd_cuda(M, C, dy.get(), wxh.data(), winv.data(), pg, with_dx ? dx.get() : nullptr, dg.get(),
+                              db.get(), nullptr);
+        })) {
+      k.near("batch_norm dbeta", db.get(), wdb, bdb, kTolFp32, false);
+      k.near("batch_norm dgamma", dg.get(), wdg, bdg, kTolFp32, false);
+      if (with_dx) k.near("batch_norm dx", dx.get(), wdx, bdx, kTolFp32, false);
+    }
+  }
+
+  // Inference with the batch's statistics as the moving ones.
+  std::vector<float> iy(n), ibound(n);
+  reference::batch_norm_infer(M, C, x.get(), wmean.data(), wvar.data(), pg, pb, eps, iy.data());
+  for (i64 i = 0; i < n; ++i) {
+    const i64 ch = i % C;
+    const float s = winv[ch] * (pg ? std::fabs(pg[ch]) : 1.f);
+    ibound[i] = (std::fabs(x[i]) + std::fabs(wmean[ch])) * s + (pb ? std::fabs(pb[ch]) : 0.f) + 1;
+  }
+  y.poison();
+  if (k.call("batch_norm inference", [&] {
+        batch_norm_infer_cuda(M, C, x.get(), wmean.data(), wvar.data(), pg, pb, eps, y.get(), nullptr);
+      }))
+    k.near("batch_norm inference", y.get(), iy, ibound, kTolFp32, false);
+  emu::force_wide_indices = false;
+  emu::fail_malloc_async = false;
+}
+
+BatchNormCase random_batch_norm(Rng& rng) {
+  BatchNormCase c{};
+  c.M = chance(rng, 3) ? 300 + static_cast<i64>(rng() % 1500) : 1 + static_cast<i64>(rng() % 40);
+  c.C = pick<i64>(rng, {1, 3, 4, 16, 31, 32, 33, 70});
+  c.gamma = !chance(rng, 4);
+  c.beta = !chance(rng, 4);
+  c.far = chance(rng, 6);
+  c.wide = chance(rng, 5);
+  c.no_pool = chance(rng, 6);
+  return c;
+}
+
+std::vector<BatchNormCase> fixed_batch_norm() {
+  return {
+      {6, 5, true, true},                          // one block, a partial channel tile
+      {2000, 40, true, true},                      // splits: partial sums in a workspace
+      {2000, 40, true, true, false, false, true},  // the same rows, no pool: one block per 32 channels
+      {1500, 3, false, false, true},               // far from zero, split
+      {1500, 3, true, false, true, false, true},   // far from zero, whole
+      {700, 33, true, true, false, true},          // 64-bit kernels
+      {1, 8, true, true},                          // one row: variance 0
+      {0, 4, true, true},                          // no rows
+  };
+}
+
 void name_the_case(int) {
   if (!current_case.empty()) std::fprintf(stderr, "check_kernels: aborted in %s\n", current_case.c_str());
   std::signal(SIGABRT, SIG_DFL);
@@ -543,10 +678,11 @@ const char* arg(int argc, char** argv, const char* name, const char* fallback) {
 int main(int argc, char** argv) {
   const long seed = arg(argc, argv, "--seed", 1L), n_conv = arg(argc, argv, "--conv", 20L),
              n_pool = arg(argc, argv, "--pool", 60L), n_depthwise = arg(argc, argv, "--depthwise", 30L),
+             n_batch_norm = arg(argc, argv, "--batch-norm", 20L),
              only_case = arg(argc, argv, "--case", -1L);
   const std::string only = arg(argc, argv, "--only", "");
-  if (only != "" && only != "conv" && only != "pool" && only != "depthwise") {
-    std::fprintf(stderr, "check_kernels: --only takes conv, pool or depthwise\n");
+  if (only != "" && only != "conv" && only != "pool" && only != "depthwise" && only != "batch_norm") {
+    std::fprintf(stderr, "check_kernels: --only takes conv, pool, depthwise or batch_norm\n");
     return 2;
   }
   bool verbose = false, all_tf32 = false;
@@ -579,8 +715,12 @@ int main(int argc, char** argv) {
     if (verbose) std::printf("case %ld: %s\n", i, describe(c).c_str());
     run_depthwise(i, c, rng, st);
   };
+  auto batch_norm = [&](long i, const BatchNormCase& c, Rng& rng) {
+    if (verbose) std::printf("case %ld: %s\n", i, describe(c).c_str());
+    run_batch_norm(i, c, rng, st);
+  };
   const bool do_conv = only.empty() || only == "conv", do_pool = only.empty() || only == "pool",
-             do_depthwise = only.empty() || only == "depthwise";
+             do_depthwise = only.empty() || only == "depthwise", do_batch_norm = only.empty() || only == "batch_norm";
   for (const ConvCase& c : fixed_conv())
     next([&](long i, Rng& rng) { if (do_conv) conv(i, c, rng); });
   for (long n = 0; n < n_conv; ++n)
@@ -593,13 +733,17 @@ int main(int argc, char** argv) {
     next([&](long i, Rng& rng) { if (do_depthwise) depthwise(i, c, rng); });
   for (long n = 0; n < n_depthwise; ++n)
     next([&](long i, Rng& rng) { if (do_depthwise) depthwise(i, random_depthwise(rng), rng); });
+  for (const BatchNormCase& c : fixed_batch_norm())
+    next([&](long i, Rng& rng) { if (do_batch_norm) batch_norm(i, c, rng); });
+  for (long n = 0; n < n_batch_norm; ++n)
+    next([&](long i, Rng& rng) { if (do_batch_norm) batch_norm(i, random_batch_norm(rng), rng); });
   current_case.clear();
 
   std::string errors;
   char part[80];
   for (auto [used, worst, mode] : {std::tuple{st.fp32, st.worst_fp32, "fp32"}, std::tuple{st.tf32, st.worst_tf32, "tf32"}})
     if (used) {
-      std::snprintf(part, sizeof part, "%s%.2f in %s", errors.empty() ? "; largest conv error / tolerance " : ", ",
+      std::snprintf(part, sizeof part, "%s%.2f in %s", errors.empty() ? "; largest error / tolerance " : ", ",
                     worst, mode);
       errors += part;
     }

@@ -17,7 +17,8 @@
 //  * Launch limits: a grid or block out of range is reported through cudaGetLastError, a
 //    block larger than the kernel's __launch_bounds__ is fatal.
 //  * cudaMallocAsync (garbage-filled; emu::fail_malloc_async makes it fail), cudaFreeAsync,
-//    cudaMemsetAsync, the memory-pool attribute calls, and 132 SMs (an H100's).
+//    cudaMalloc and cudaFree, cudaMemsetAsync, cudaMemcpyAsync, cudaStreamSynchronize, the
+//    memory-pool attribute calls, 64-bit atomicAdd, and 132 SMs (an H100's).
 //
 // Not emulated, so bugs of these kinds pass unseen:
 //  * Concurrency between blocks: blocks never overlap, so inter-block races and missing
@@ -468,6 +469,12 @@ T __ldg(const T* p) {
   return *p;
 }
 inline float __fmul_rn(float a, float b) { return a * b; }
+// Fibers never run at once, so a plain add is atomic.
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+  const unsigned long long old = *p;
+  *p = old + v;
+  return old;
+}
 inline int min(int a, int b) { return a < b ? a : b; }
 inline long long min(long long a, long long b) { return a < b ? a : b; }
 
@@ -511,6 +518,22 @@ inline cudaError_t cudaFreeAsync(void* p, cudaStream_t = nullptr) {
   std::free(p);
   return cudaSuccess;
 }
+inline cudaError_t cudaMalloc(void** p, std::size_t n) {
+  *p = std::malloc(n ? n : 1);
+  if (!*p) return emu::detail::last_error = cudaErrorMemoryAllocation;
+  std::memset(*p, 0xff, n);
+  return cudaSuccess;
+}
+inline cudaError_t cudaFree(void* p) {
+  std::free(p);
+  return cudaSuccess;
+}
+enum cudaMemcpyKind { cudaMemcpyDeviceToHost = 2 };
+inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t n, cudaMemcpyKind, cudaStream_t = nullptr) {
+  std::memcpy(dst, src, n);
+  return cudaSuccess;
+}
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 inline cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int) {
   *pool = nullptr;
   return cudaSuccess;

@@ -87,6 +87,7 @@ PTX_HELPERS = {
     },
     "pool2d_cuda.cu": {},
     "depthwise2d_cuda.cu": {},
+    "batch_norm_cuda.cu": {},
 }
 
 # Where the host code picks the 32-bit kernels: (pattern, replacement), each matching once.
@@ -100,6 +101,9 @@ WIDE_INDEX_HOOKS = {
     ],
     "depthwise2d_cuda.cu": [
         (r"(bool fits_int\(const Depthwise2dDesc& d\) \{)", r"\1 if (emu::force_wide_indices) return false;"),
+    ],
+    "batch_norm_cuda.cu": [
+        (r"(bool fits_int\(i64 M, i64 C\) \{)", r"\1 if (emu::force_wide_indices) return false;"),
     ],
 }
 

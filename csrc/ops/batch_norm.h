@@ -1,6 +1,7 @@
-// Batch normalisation over the last (channel) axis in training mode, on (M, C) row-major
-// views (M = N*H*W for a conv map, N for a dense output). CPU only: on the GPU the same
-// formulas run as CuPy element-wise kernels (convkit/ops.py).
+// Batch normalisation over the last (channel) axis on (M, C) row-major views (M = N*H*W for a
+// conv map, N for a dense output): training mode (the batch's own statistics) and inference
+// (given statistics, the moving ones of a layer). CPU twins in batch_norm_cpu.cpp, CUDA twins in
+// batch_norm_cuda.cu; both sum in float over runs of rows and add the runs in double.
 #pragma once
 #include "common.h"
 
@@ -15,5 +16,18 @@ void batch_norm_fwd_cpu(i64 M, i64 C, const float* x, const float* gamma, const 
 // dx = gamma * inv * (dy - dbeta / M - xhat * dgamma / M). gamma may be null.
 void batch_norm_bwd_cpu(i64 M, i64 C, const float* dy, const float* xhat, const float* inv, const float* gamma,
                         float* dx, float* dgamma, float* dbeta);
+
+// Inference: y = x * s + (beta - mean * s) with s = gamma / sqrt(var + eps), per channel in float
+// (1 / sqrt taken in double). gamma and beta may be null.
+void batch_norm_infer_cpu(i64 M, i64 C, const float* x, const float* mean, const float* var, const float* gamma,
+                          const float* beta, float eps, float* y);
+
+// The CUDA twins, on `stream`, never synchronising.
+void batch_norm_fwd_cuda(i64 M, i64 C, const float* x, const float* gamma, const float* beta, float eps, float* y,
+                         float* xhat, float* mean, float* var, float* inv, void* stream);
+void batch_norm_bwd_cuda(i64 M, i64 C, const float* dy, const float* xhat, const float* inv, const float* gamma,
+                         float* dx, float* dgamma, float* dbeta, void* stream);
+void batch_norm_infer_cuda(i64 M, i64 C, const float* x, const float* mean, const float* var, const float* gamma,
+                           const float* beta, float eps, float* y, void* stream);
 
 }  // namespace convkit

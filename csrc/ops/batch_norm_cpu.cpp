@@ -107,4 +107,20 @@ void batch_norm_bwd_cpu(i64 M, i64 C, const float* dy, const float* xhat, const 
   }
 }
 
+void batch_norm_infer_cpu(i64 M, i64 C, const float* x, const float* mean, const float* var, const float* gamma,
+                          const float* beta, float eps, float* y) {
+  std::vector<float> s(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
+  for (i64 c = 0; c < C; ++c) {
+    const float inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var[c]) + eps));
+    s[c] = gamma ? gamma[c] * inv : inv;
+    shift[c] = (beta ? beta[c] : 0.f) - mean[c] * s[c];
+  }
+#pragma omp parallel for schedule(static)
+  for (i64 m = 0; m < M; ++m) {
+    const float* row = x + m * C;
+    float* out = y + m * C;
+    for (i64 c = 0; c < C; ++c) out[c] = row[c] * s[c] + shift[c];
+  }
+}
+
 }  // namespace convkit

@@ -30,10 +30,12 @@ i64 max_pool2d_argmax_outside_cpu(const Pool2dDesc& d, const std::int32_t* argma
 void avg_pool2d_fwd_cpu(const Pool2dDesc& d, const float* x, float* y);
 void avg_pool2d_bwd_cpu(const Pool2dDesc& d, const float* dy, float* dx);
 
-// CUDA twins (pool2d_cuda.cu), on `stream`, never synchronising.
+// CUDA twins (pool2d_cuda.cu), on `stream`, never synchronising except the argmax check, which
+// waits for its count.
 void max_pool2d_fwd_cuda(const Pool2dDesc& d, const float* x, float* y, std::int32_t* argmax, void* stream);
 void max_pool2d_bwd_cuda(const Pool2dDesc& d, const float* dy, const std::int32_t* argmax, float* dx,
                          void* stream);
+i64 max_pool2d_argmax_outside_cuda(const Pool2dDesc& d, const std::int32_t* argmax, void* stream);
 void avg_pool2d_fwd_cuda(const Pool2dDesc& d, const float* x, float* y, void* stream);
 void avg_pool2d_bwd_cuda(const Pool2dDesc& d, const float* dy, float* dx, void* stream);
 

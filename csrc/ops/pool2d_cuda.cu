@@ -170,6 +170,26 @@ __global__ void max_bwd(Pool2dDesc desc, const float* __restrict__ dy, const std
   }
 }
 
+// How many argmax entries lie outside their own output's window: per-thread counts, one atomic
+// add each (integer, so the total does not depend on the order).
+template <int V, class I>
+__global__ void argmax_outside(Pool2dDesc desc, const std::int32_t* __restrict__ argmax,
+                               unsigned long long* __restrict__ count) {
+  const Geom<I> d(desc);
+  unsigned long long outside = 0;
+  GRID_STRIDE(I, e, d.N * d.OH * d.OW * (d.C / V)) {
+    const OutputCell<V, I> o(d, e);
+    std::int32_t a[V];
+    load(argmax + e * V, a);
+#pragma unroll
+    for (int l = 0; l < V; ++l) {
+      const I cell = a[l], ih = cell / d.W, iw = cell - ih * d.W;
+      outside += cell < 0 || ih < o.h0 || ih >= o.h1 || iw < o.w0 || iw >= o.w1;
+    }
+  }
+  if (outside) atomicAdd(count, outside);
+}
+
 template <int V, class I>
 __global__ void avg_fwd(Pool2dDesc desc, const float* __restrict__ x, float* __restrict__ y) {
   const Geom<I> d(desc);
@@ -247,6 +267,7 @@ bool small(const Pool2dDesc& d) {
 
 CONVKIT_POOL_LAUNCHER(max_fwd)
 CONVKIT_POOL_LAUNCHER(max_bwd)
+CONVKIT_POOL_LAUNCHER(argmax_outside)
 CONVKIT_POOL_LAUNCHER(avg_fwd)
 CONVKIT_POOL_LAUNCHER(avg_bwd)
 
@@ -266,6 +287,28 @@ void max_pool2d_bwd_cuda(const Pool2dDesc& d, const float* dy, const std::int32_
   const bool vec4 = d.C % 4 == 0 && aligned16(dy) && aligned16(argmax) && aligned16(dx);
   launch_max_bwd(d, total, vec4, static_cast<cudaStream_t>(stream), dy, argmax, dx);
   check_launch("max_pool2d_bwd");
+}
+
+i64 max_pool2d_argmax_outside_cuda(const Pool2dDesc& d, const std::int32_t* argmax, void* stream) {
+  const i64 total = d.N * d.OH * d.OW * d.C;
+  if (total == 0) return 0;
+  const auto s = static_cast<cudaStream_t>(stream);
+  unsigned long long* count = nullptr;
+  check_cuda(cudaMalloc(reinterpret_cast<void**>(&count), sizeof *count), "max_pool2d_argmax_outside");
+  unsigned long long outside = 0;
+  try {
+    check_cuda(cudaMemsetAsync(count, 0, sizeof *count, s), "max_pool2d_argmax_outside");
+    launch_argmax_outside(d, total, d.C % 4 == 0 && aligned16(argmax), s, argmax, count);
+    check_launch("max_pool2d_argmax_outside");
+    check_cuda(cudaMemcpyAsync(&outside, count, sizeof outside, cudaMemcpyDeviceToHost, s),
+               "max_pool2d_argmax_outside");
+    check_cuda(cudaStreamSynchronize(s), "max_pool2d_argmax_outside");
+  } catch (...) {
+    cudaFree(count);
+    throw;
+  }
+  check_cuda(cudaFree(count), "max_pool2d_argmax_outside");
+  return static_cast<i64>(outside);
 }
 
 void avg_pool2d_fwd_cuda(const Pool2dDesc& d, const float* x, float* y, void* stream) {

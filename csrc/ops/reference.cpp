@@ -192,6 +192,22 @@ i64 max_pool2d_bwd(const Pool2dDesc& d, const float* dy, const std::int32_t* arg
   return outside;
 }
 
+i64 max_pool2d_argmax_outside(const Pool2dDesc& d, const std::int32_t* argmax) {
+  i64 outside = 0;
+  for (i64 n = 0; n < d.N; ++n)
+    for (i64 oh = 0; oh < d.OH; ++oh)
+      for (i64 ow = 0; ow < d.OW; ++ow)
+        for (i64 c = 0; c < d.C; ++c) {
+          const Span hs = window(oh, d.sh, d.pt, d.R, d.H), ws = window(ow, d.sw, d.pl, d.S, d.W);
+          const i64 cell = argmax[qi(d, n, oh, ow, c)];
+          bool in = false;
+          for (i64 h = hs.lo; h < hs.hi; ++h)
+            for (i64 w = ws.lo; w < ws.hi; ++w) in |= cell == h * d.W + w;
+          outside += !in;
+        }
+  return outside;
+}
+
 void avg_pool2d_fwd(const Pool2dDesc& d, const float* x, float* y) {
   for (i64 n = 0; n < d.N; ++n)
     for (i64 oh = 0; oh < d.OH; ++oh)
@@ -247,6 +263,15 @@ void batch_norm_bwd(i64 M, i64 C, const float* dy, const float* xhat, const floa
     for (i64 m = 0; m < M; ++m)
       dx[m * C + c] = static_cast<float>(scale * (dy[m * C + c] - db / M - xhat[m * C + c] * dg / M));
   }
+}
+
+void batch_norm_infer(i64 M, i64 C, const float* x, const float* mean, const float* var, const float* gamma,
+                      const float* beta, float eps, float* y) {
+  for (i64 m = 0; m < M; ++m)
+    for (i64 c = 0; c < C; ++c)
+      y[m * C + c] = static_cast<float>((x[m * C + c] - double(mean[c])) / std::sqrt(double(var[c]) + eps) *
+                                            (gamma ? gamma[c] : 1.0) +
+                                        (beta ? beta[c] : 0.0));
 }
 
 }  // namespace convkit::reference

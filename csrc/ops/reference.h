@@ -28,6 +28,8 @@ void depthwise2d_bwd_filter(const Depthwise2dDesc& d, const float* x, const floa
 void max_pool2d_fwd(const Pool2dDesc& d, const float* x, float* y, std::int32_t* argmax);
 // Indices outside [0, H*W) are skipped and counted, as by the twins.
 i64 max_pool2d_bwd(const Pool2dDesc& d, const float* dy, const std::int32_t* argmax, float* dx);
+// How many argmax entries name a cell outside their own output's window (each window searched).
+i64 max_pool2d_argmax_outside(const Pool2dDesc& d, const std::int32_t* argmax);
 void avg_pool2d_fwd(const Pool2dDesc& d, const float* x, float* y);
 void avg_pool2d_bwd(const Pool2dDesc& d, const float* dy, float* dx);
 
@@ -35,5 +37,7 @@ void batch_norm_fwd(i64 M, i64 C, const float* x, const float* gamma, const floa
                     float* xhat, float* mean, float* var, float* inv);
 void batch_norm_bwd(i64 M, i64 C, const float* dy, const float* xhat, const float* inv, const float* gamma,
                     float* dx, float* dgamma, float* dbeta);
+void batch_norm_infer(i64 M, i64 C, const float* x, const float* mean, const float* var, const float* gamma,
+                      const float* beta, float eps, float* y);
 
 }  // namespace convkit::reference
