@@ -9,7 +9,8 @@ into torch.nn.functional calls (no torchvision), timed in NCHW and in channels_l
 Keras runs its own keras.applications model on its PyTorch backend (KERAS_BACKEND=torch, set here), with
 convkit's weights set into it. All random weights (the speed does not depend on them); every peer's output is
 checked against convkit's before it is timed. Each framework is called directly on one batch (model(x),
-inference mode), the same preprocessed images for all.
+inference mode), the same preprocessed images for all, already in its own layout and type (PyTorch's NCHW or
+channels_last tensor, Keras's torch tensor) so that no conversion is timed.
 
 All three run in one process, so they share its thread count (--threads, set in convkit and PyTorch) and its
 allocator (--allocator, bench/workers.py's choices; by default glibc keeping freed blocks, the setting convkit's
@@ -60,33 +61,34 @@ def build(name, size):
     return ours, theirs, module.preprocess_input
 
 
-def peers(model, keras_model):
-    """Each peer as a function of the NHWC batch, returning class probabilities as NumPy."""
-    out = {}
-    for label, fmt in FORMATS.items():
-        twin = TorchTwin(model, memory_format=fmt)
-        out[f"torch_{label}"] = (lambda twin, fmt: lambda x: to_numpy(twin(to_torch(x, fmt))))(twin, fmt)
-
-    def keras_call(x):
+def frameworks(model, keras_model) -> dict:
+    """name: (prepare, run, as_numpy) for convkit and each peer. ``prepare`` turns the NHWC batch into the
+    framework's own input once, outside the timing; ``run`` is what is timed."""
+    def keras_run(x):
         with torch.no_grad():
-            return keras_model(torch.from_numpy(x), training=False).cpu().numpy()
+            return keras_model(x, training=False)
 
-    out["keras"] = keras_call
+    out = {"convkit": (lambda x: x, lambda x: model(x, training=False), np.asarray)}
+    for label, fmt in FORMATS.items():
+        out[f"torch_{label}"] = ((lambda fmt: lambda x: to_torch(x, fmt))(fmt), TorchTwin(model, memory_format=fmt),
+                                 to_numpy)
+    out["keras"] = (torch.from_numpy, keras_run, lambda y: y.cpu().numpy())
     return out
 
 
-def measure(name, model, fns, preprocess, batch, timer, seed=0):
+def measure(name, model, fws, preprocess, batch, timer, seed=0):
     """One row: images/s of convkit and each peer on one batch, after checking the peers' outputs."""
     size = model.input_shape[1]
     rng = np.random.default_rng(seed)
     x = np.ascontiguousarray(preprocess(rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)))
-    ours = np.asarray(fns["convkit"](x))
-    diffs = {k: float(np.abs(f(x) - ours).max()) for k, f in fns.items() if k != "convkit"}
+    inputs = {k: prepare(x) for k, (prepare, _, _) in fws.items()}
+    outputs = {k: as_numpy(run(inputs[k])) for k, (_, run, as_numpy) in fws.items()}
+    diffs = {k: float(np.abs(y - outputs["convkit"]).max()) for k, y in outputs.items() if k != "convkit"}
     bad = {k: d for k, d in diffs.items() if not d <= TOLERANCE}
     if bad:
         raise RuntimeError(f"{name} batch {batch}: outputs differ from convkit's by {bad}")
-    ms = timer.run({k: (lambda f: lambda: f(x))(f) for k, f in fns.items()})  # median ms per batch
-    rates = {k: batch / (t / 1e3) for k, t in ms.items()}
+    ms = timer.run({k: (lambda run, x: lambda: run(x))(run, inputs[k]) for k, (_, run, _) in fws.items()})
+    rates = {k: batch / (t / 1e3) for k, t in ms.items()}  # from the median ms per batch
     torch_format = max(FORMATS, key=lambda f: rates[f"torch_{f}"])
     row = dict(model=name, size=size, batch=batch, params=model.count_params(), img_s=rates, max_abs_diff=diffs,
                torch_format=torch_format)
@@ -161,9 +163,9 @@ def main(argv=None) -> int:
     rows = []
     for name in args.models:
         model, keras_model, preprocess = build(name, args.size)
-        fns = {"convkit": lambda x, model=model: model(x, training=False), **peers(model, keras_model)}
+        fws = frameworks(model, keras_model)
         for batch in args.batches:
-            rows.append(measure(name, model, fns, preprocess, batch, timer))
+            rows.append(measure(name, model, fws, preprocess, batch, timer))
             lines.append(fmt_row(rows[-1]))
             print(lines[-1], flush=True)
             write_results(out, meta, rows, lines)  # after every case: a run cut short keeps what it measured
