@@ -281,7 +281,9 @@ class EarlyStopping(Callback):
 
 class ModelCheckpoint(Callback):
     """Save the model (or only its weights) after each epoch; ``filepath`` may hold ``{epoch}`` and log keys,
-    e.g. 'ckpt-{epoch:02d}-{val_loss:.3f}.keras'. With ``save_best_only`` only improvements of ``monitor``."""
+    e.g. 'ckpt-{epoch:02d}-{val_loss:.3f}.keras'. With ``save_best_only`` only improvements of ``monitor``.
+    The name's suffix picks the format, as for ``model.save`` ('.keras', '.h5', '.convkit') or, with
+    ``save_weights_only``, ``model.save_weights`` ('.weights.h5', '.convkit'); other names raise ValueError."""
 
     chief_only = True
 
@@ -292,6 +294,9 @@ class ModelCheckpoint(Callback):
             raise NotImplementedError("ModelCheckpoint: only save_freq='epoch' is supported")
         self.filepath, self.monitor, self.verbose = os.fspath(filepath), monitor, verbose
         self.save_best_only, self.save_weights_only = save_best_only, save_weights_only
+        from convkit.saving import check_file_name
+
+        check_file_name(self.filepath, save_weights_only, "ModelCheckpoint")  # as Keras: refused now, not at epoch 1
         self.mode = _mode_better(mode, monitor)
         self.best = initial_value_threshold
 

@@ -82,6 +82,9 @@ BAD = [
     ('ImageDataGenerator(zoom_range=(1.2, 0.8))', ValueError, r"zoom_range must be \(low, high\) with low <= high"),
     ('ImageDataGenerator().flow(X, Y[:3])', ValueError, r"x and y have different lengths: 4 and 3"),
     ('load_model("missing.convkit")', FileNotFoundError, r"no such file: missing.convkit"),
+    ('model().save("model.txt")', ValueError, r"save: cannot tell the format from the name 'model.txt'; end it with"),
+    ('model().save_weights("w.h5")', ValueError, r"save_weights: cannot tell the format from the name 'w.h5'"),
+    ('model().save("w.weights.h5")', ValueError, r"save: 'w.weights.h5' names a weights file"),
     ('convkit.datasets.mnist.load_data(path="missing-folder")', FileNotFoundError, r"missing-folder does not exist"),
 ]
 

@@ -104,10 +104,10 @@ def _trained(model, rng):
 def test_subclassed_model_saves_its_constructor_arguments_and_loads_with_custom_objects(rng, tmp_path):
     model, x = _trained(Residual(units=6, rate=0.1, name="res"), rng)
     assert model.get_config() == {"name": "res", "units": 6, "num_classes": 3, "rate": 0.1}
-    convkit.models.save_model(model, tmp_path / "res.keras")
+    convkit.models.save_model(model, tmp_path / "res.convkit")
     with pytest.raises(ValueError, match=r"unknown model class 'Residual': pass it in custom_objects"):
-        convkit.models.load_model(tmp_path / "res.keras")
-    again = convkit.models.load_model(tmp_path / "res.keras", custom_objects={"Residual": Residual})
+        convkit.models.load_model(tmp_path / "res.convkit")
+    again = convkit.models.load_model(tmp_path / "res.convkit", custom_objects={"Residual": Residual})
     assert type(again) is Residual and again.name == "res" and again.hidden.kernel.shape == (5, 6)
     np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
     assert again.optimizer.iterations == model.optimizer.iterations == 2

@@ -110,8 +110,8 @@ def test_state_resumes_from_a_saved_model_exactly(name, rng, tmp_path):
     model.compile(getattr(optimizers, name)(learning_rate=0.05, **kwargs), "sparse_categorical_crossentropy")
     x, y = rng.standard_normal((32, 6)).astype(np.float32), rng.integers(0, 3, 32)
     model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
-    model.save(tmp_path / "m.keras")
-    again = convkit.models.load_model(tmp_path / "m.keras")
+    model.save(tmp_path / "m.convkit")
+    again = convkit.models.load_model(tmp_path / "m.convkit")
     assert type(again.optimizer) is type(model.optimizer) and again.optimizer.iterations == 4
     for m in (model, again):
         m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)

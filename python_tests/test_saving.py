@@ -42,7 +42,7 @@ def test_every_layer_and_optimizer_state_round_trip(rng, tmp_path, opt):
     model.compile(opt(), "sparse_categorical_crossentropy", metrics=["acc"])
     x, y = rng.standard_normal((16, 8, 8, 3)).astype(np.float32), rng.integers(0, 3, 16)
     model.fit(x, y, batch_size=8, epochs=2, verbose=0)
-    path = tmp_path / "my_cnn.h5"
+    path = tmp_path / "my_cnn.convkit"
     model.save(path)
     again = convkit.load_model(path)
     assert again.get_config() == model.get_config()
@@ -64,8 +64,8 @@ def test_sequential_and_registered_subclass_round_trip(rng, tmp_path):
         model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
         x = rng.random((4, 28, 28, 1), dtype=np.float32)
         model.fit(x, rng.integers(0, 10, 4), verbose=0)
-        model.save(tmp_path / "m.keras")
-        again = convkit.load_model(tmp_path / "m.keras")
+        model.save(tmp_path / "m.convkit")
+        again = convkit.load_model(tmp_path / "m.convkit")
         assert type(again) is type(model)
         np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
 
@@ -88,22 +88,22 @@ def test_subclass_with_an_object_argument_says_to_use_save_weights(rng, tmp_path
     with pytest.raises(NotImplementedError, match="save_weights"):
         model.save(tmp_path / "m.h5")
     assert not os.listdir(tmp_path)
-    model.save_weights(tmp_path / "w.h5")
+    model.save_weights(tmp_path / "w.convkit")
     other = Unregistered(L.Dense(2))
     other.predict(x, verbose=0)
-    other.load_weights(tmp_path / "w.h5")
+    other.load_weights(tmp_path / "w.convkit")
     np.testing.assert_array_equal(other.predict(x, verbose=0), model.predict(x, verbose=0))
     with pytest.raises(ValueError, match="only weights"):
-        convkit.load_model(tmp_path / "w.h5")
+        convkit.load_model(tmp_path / "w.convkit")
     wrong = Sequential([L.Input(shape=(4,)), L.Dense(3)])
     with pytest.raises(ValueError, match="shape"):
-        wrong.load_weights(tmp_path / "w.h5")
+        wrong.load_weights(tmp_path / "w.convkit")
 
 
 def _saved(tmp_path):
     model = Sequential([L.Input(shape=(5,)), L.Dense(4, activation="relu"), L.Dense(2, activation="softmax")])
     model.compile("adam", "sparse_categorical_crossentropy")
-    path = tmp_path / "model.h5"
+    path = tmp_path / "model.convkit"
     model.save(path)
     return model, path
 
@@ -124,7 +124,7 @@ def test_a_crash_while_saving_keeps_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         model.save(path)
     assert path.read_bytes() == before
-    assert os.listdir(tmp_path) == ["model.h5"]  # no temporary file left behind
+    assert os.listdir(tmp_path) == ["model.convkit"]  # no temporary file left behind
     monkeypatch.setattr(np, "save", real)
     convkit.load_model(path)
 
@@ -157,7 +157,7 @@ def test_a_full_disk_while_saving_raises_and_keeps_the_old_file(tmp_path, monkey
         model.save(path)
     assert e.value.errno == errno.ENOSPC
     monkeypatch.undo()
-    assert path.read_bytes() == before and os.listdir(tmp_path) == ["model.h5"]
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["model.convkit"]
     assert not np.all(convkit.load_model(path).layers[0].kernel.numpy() == 1)
 
 

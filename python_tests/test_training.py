@@ -110,15 +110,19 @@ def test_model_checkpoint_formats_epoch_and_keeps_best(rng, tmp_path):
     x, y = data(rng)
     model.fit(x, y, epochs=3, verbose=0, callbacks=[cb.ModelCheckpoint(str(tmp_path / "m-{epoch:02d}.h5"))])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m-01.h5", "m-02.h5", "m-03.h5"]
+    assert all(p.read_bytes()[:8] == b"\x89HDF\r\n\x1a\n" for p in tmp_path.iterdir())  # Keras 2's HDF5
+    for name, weights_only in (("w.h5", True), ("m.weights.h5", False), ("m.txt", False)):
+        with pytest.raises(ValueError, match="ModelCheckpoint"):
+            cb.ModelCheckpoint(tmp_path / name, save_weights_only=weights_only)
     script = Script([2.0, 1.0, 3.0])
     best = tmp_path / "best.keras"
     model.fit(x, y, epochs=3, verbose=0, callbacks=[script, cb.ModelCheckpoint(best, save_best_only=True)])
     again = convkit.load_model(best)
     for a, b in zip(again.get_weights(), script.weights[1]):
         np.testing.assert_array_equal(a, b)
-    model.fit(x, y, epochs=1, verbose=0, callbacks=[cb.ModelCheckpoint(tmp_path / "w.bin", save_weights_only=True)])
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[cb.ModelCheckpoint(tmp_path / "w.weights.h5", save_weights_only=True)])
     fresh = tiny()
-    fresh.load_weights(tmp_path / "w.bin")
+    fresh.load_weights(tmp_path / "w.weights.h5")
     np.testing.assert_array_equal(fresh.predict(x, verbose=0), model.predict(x, verbose=0))
 
 

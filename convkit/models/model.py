@@ -129,10 +129,7 @@ class Model(Trainer, Layer):
 
     def __call__(self, inputs, training=None, **kwargs):
         if _is_symbolic(inputs):
-            out = self._invoke(inputs, False)
-            if isinstance(out, KerasTensor):  # a nested model's output shape, for summaries
-                self._output_shapes.append(out.shape)
-            return out
+            return self._nested_call(inputs)
         if not self.built and not isinstance(inputs, (list, tuple)):
             self._input_spec = (None,) + tuple(inputs.shape[1:])
             self.built = True
@@ -141,6 +138,22 @@ class Model(Trainer, Layer):
             return self._invoke(inputs, training)
         finally:
             _exit_call(depth)
+
+    def _nested_call(self, inputs):
+        """A call on symbolic inputs: the model joins the caller's graph as one layer (as in Keras, so that the
+        outer model lists it, and saves its weights, as one), its output shape found by tracing its layers."""
+        shape = [t.shape for t in inputs] if isinstance(inputs, (list, tuple)) else inputs.shape
+        if not self._traced and not isinstance(inputs, (list, tuple)):
+            self.build(shape)
+        traced = [KerasTensor(s) for s in shape] if isinstance(shape, list) else KerasTensor(shape)
+        out = self._invoke(traced, False)
+        if not isinstance(out, KerasTensor):
+            raise TypeError(f"model {self.name!r}: call() on symbolic inputs must return one symbolic tensor")
+        multi = isinstance(inputs, (list, tuple))
+        node = Node(self, list(inputs) if multi else [inputs], multi)
+        node.output = KerasTensor(out.shape, node)
+        self._output_shapes.append(out.shape)
+        return node.output
 
     def build(self, input_shape):
         """Create every weight and record output shapes by tracing call() on a symbolic input."""

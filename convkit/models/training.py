@@ -133,13 +133,13 @@ class Trainer:
         """Set optimizer (a name such as 'rmsprop', 'adam', 'sgd', or an Optimizer), loss (a name, a
         Loss or a loss function), metrics (['accuracy'] or ['acc']) and optionally the device ('auto', 'cpu',
         'cuda')."""
-        self.optimizer = optimizers_mod.get(optimizer)
-        self.loss = losses_mod.get(loss)
+        optimizer, loss_fn = optimizers_mod.get(optimizer), losses_mod.get(loss)
         metrics = list(metrics or [])
-        self.compiled_metrics = [metrics_mod.get(m, self.loss.name) for m in metrics]
-        names = ["loss"] + [m.name for m in self.compiled_metrics]
+        compiled = [metrics_mod.get(m, loss_fn.name) for m in metrics]
+        names = ["loss"] + [m.name for m in compiled]
         if len(set(names)) != len(names):
             raise ValueError(f"compile: metric names must be distinct, got {names}")
+        self.optimizer, self.loss, self.compiled_metrics = optimizer, loss_fn, compiled  # all or nothing
         self._loss_tracker = metrics_mod.Mean("loss")
         self._compile_config = {"loss": loss if isinstance(loss, str) else _serial.serialize(self.loss),
                                 "metrics": [m if isinstance(m, str) else m.name for m in metrics]}
@@ -530,13 +530,14 @@ class Trainer:
         save_model(self, filepath, overwrite=overwrite)
 
     def save_weights(self, filepath, overwrite=True):
-        """Write only the weights (works for every model, subclassed ones included)."""
+        """Write the weights: 'x.weights.h5' in Keras 3's format, 'x.convkit' in convkit's (see convkit.saving)."""
         from convkit.saving import save_weights
 
         save_weights(self, filepath, overwrite=overwrite)
 
-    def load_weights(self, filepath):
-        """Load weights written by save_weights or save into this (already built) model."""
+    def load_weights(self, filepath, skip_mismatch=False, by_name=False):
+        """Load weights from a convkit file or a Keras one (.weights.h5, .keras, Keras 2 .h5), the format found
+        from the file's contents; ``by_name`` and ``skip_mismatch`` as Keras takes them (see convkit.saving)."""
         from convkit.saving import load_weights
 
-        load_weights(self, filepath)
+        load_weights(self, filepath, skip_mismatch=skip_mismatch, by_name=by_name)
