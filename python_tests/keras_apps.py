@@ -38,8 +38,9 @@ needs_keras_weight_files = pytest.mark.skipif(not reads_keras_weight_files(),
 
 def build_pair(keras_fn, convkit_fn, **kwargs):
     """The same model from Keras and from convkit (random weights, names counted from a fresh session),
-    with Keras's weights copied into convkit's."""
+    with Keras's weights (seeded, so that every run tests the same numbers) copied into convkit's."""
     keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
     convkit.backend.clear_session(free_memory=False)
     k = keras_fn(weights=None, **kwargs)
     c = convkit_fn(weights=None, **kwargs)
@@ -87,3 +88,35 @@ def assert_same_predictions(k, c, x, atol=1e-4):
     if ours.ndim == 2 and ours.shape[1] >= 5:
         top = lambda p: np.argsort(-p, axis=1, kind="stable")[:, :5]  # noqa: E731
         np.testing.assert_array_equal(top(ours), top(theirs))
+
+
+def saved_weight_files(k, folder):
+    """Keras model ``k``'s weights saved by Keras in both formats convkit reads: Keras 3's ``.weights.h5`` and
+    the legacy HDF5 layout of Keras 2 (that of the official application files)."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    new, legacy = os.path.join(folder, "model.weights.h5"), os.path.join(folder, "legacy.h5")
+    k.save_weights(new)
+    with h5py.File(legacy, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, k)
+    return [new, legacy]
+
+
+def sharpen_classifier(k, c, x, spread=3.0):
+    """Scale the 'predictions' layer of both models by one factor so that the logits of ``x`` have standard
+    deviation ``spread``. Random weights otherwise give nearly uniform probabilities (about 1/1000 each), which
+    agree within any absolute tolerance whatever the layers below compute."""
+    p = np.maximum(c.predict(x, verbose=0).astype(np.float64), 1e-30)
+    logits = np.log(p) - np.log(p).mean(axis=1, keepdims=True)
+    factor = np.float32(spread / logits.std())
+    weights = [w * factor for w in c.get_layer("predictions").get_weights()]
+    k.get_layer("predictions").set_weights(weights)
+    c.get_layer("predictions").set_weights(weights)
+
+
+def summary_lines(model):
+    """The lines of ``model.summary()`` (set COLUMNS for a width both libraries share)."""
+    out = []
+    model.summary(print_fn=lambda s, **_: out.append(s))
+    return out[0].splitlines()

@@ -180,6 +180,25 @@ def test_global_pooling(kind, keepdims):
     check(getattr(L, kind)(keepdims=keepdims), getattr(K, kind)(keepdims=keepdims), (1, 1, 1, 4))
 
 
+def test_windowed_layers_on_images_of_any_size(rng):
+    """Input((None, None, C)), as Keras's applications take without a classifier: the symbolic sizes stay None
+    and each call computes at its images' own size."""
+    def net(M, inp):
+        x = M.Conv2D(4, 3, strides=2, padding="same")(inp)
+        x = M.DepthwiseConv2D(3, depth_multiplier=2)(x)
+        x = M.SeparableConv2D(3, 3, strides=2, padding="same")(x)
+        x = M.MaxPooling2D(3, strides=2, padding="same")(x)
+        return M.AveragePooling2D(2, padding="valid")(x)
+
+    ours = convkit.Model(i := L.Input((None, None, 2)), net(L, i))
+    theirs = keras.Model(j := keras.Input((None, None, 2)), net(K, j))
+    ours.set_weights(theirs.get_weights())
+    assert ours.output_shape == tuple(theirs.output_shape) == (None, None, None, 3)
+    for shape in [(1, 29, 33, 2), (2, 16, 20, 2)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        assert oracle.rel_err(ours.predict(x, verbose=0), keras.ops.convert_to_numpy(theirs(x))) < TOL
+
+
 # -- scaling and normalisation -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs", [{"scale": 1 / 255}, {"scale": 1 / 127.5, "offset": -1},

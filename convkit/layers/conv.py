@@ -20,6 +20,17 @@ def _channels_last(data_format, who):
         raise ValueError(f"{who}: only data_format='channels_last' (NHWC) is supported, got {data_format!r}")
 
 
+_ANY_SIZE = 1 << 14  # stands for an unknown image side while a shape function runs
+
+
+def windowed_output_shape(shape_fn, input_shape, *args):
+    """``shape_fn((1, H, W, C), *args)`` for a symbolic (N, H, W, C) whose H or W may be None (any size, as
+    ``Input((None, None, 3))`` gives): the output keeps None there, and N as given."""
+    n, h, w, c = input_shape
+    out = shape_fn((1, _ANY_SIZE if h is None else h, _ANY_SIZE if w is None else w, c), *args)
+    return (n, None if h is None else out[1], None if w is None else out[2], out[3])
+
+
 def _padding(p, who):
     if not isinstance(p, str) or p.lower() not in ("valid", "same"):
         raise ValueError(f"{who}: padding must be 'valid' or 'same', got {p!r}")
@@ -54,10 +65,8 @@ class Conv2D(KernelLayer):
 
     def compute_output_shape(self, input_shape):
         kshape = self.kernel_size + (input_shape[-1], self.filters)
-        n = input_shape[0]
-        out = ops.conv2d_output_shape((1,) + tuple(input_shape[1:]), kshape, self.strides, self.padding,
-                                      self.dilation_rate)
-        return (n,) + tuple(out[1:])
+        return windowed_output_shape(ops.conv2d_output_shape, input_shape, kshape, self.strides, self.padding,
+                                     self.dilation_rate)
 
     def _geometry(self):
         return dict(strides=self.strides, padding=self.padding, dilation_rate=self.dilation_rate)
@@ -128,9 +137,8 @@ class _DepthwiseBase(Layer):
     def _depthwise_shape(self, input_shape):
         """(N, OH, OW, C * depth_multiplier) of the depthwise step; ValueError for a window that does not fit."""
         kshape = self.kernel_size + (input_shape[-1], self.depth_multiplier)
-        out = ops.depthwise_conv2d_output_shape((1,) + tuple(input_shape[1:]), kshape, self.strides, self.padding,
-                                                self.dilation_rate)
-        return (input_shape[0],) + tuple(out[1:])
+        return windowed_output_shape(ops.depthwise_conv2d_output_shape, input_shape, kshape, self.strides,
+                                     self.padding, self.dilation_rate)
 
     def _geometry(self):
         return dict(strides=self.strides, padding=self.padding, dilation_rate=self.dilation_rate)

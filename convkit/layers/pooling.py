@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from convkit import _serial, ops
 from convkit.layers.base import Layer
-from convkit.layers.conv import _channels_last, _padding, _pair
+from convkit.layers.conv import _channels_last, _padding, _pair, windowed_output_shape
 
 
 class _Pool2D(Layer):
@@ -22,8 +22,8 @@ class _Pool2D(Layer):
                              f"got shape {tuple(input_shape)}")
 
     def compute_output_shape(self, input_shape):
-        out = ops.pool2d_output_shape((1,) + tuple(input_shape[1:]), self.pool_size, self.strides, self.padding)
-        return (input_shape[0],) + tuple(out[1:])
+        return windowed_output_shape(ops.pool2d_output_shape, input_shape, self.pool_size, self.strides,
+                                     self.padding)
 
     def _geometry(self):
         return dict(pool_size=self.pool_size, strides=self.strides, padding=self.padding)
