@@ -12,7 +12,6 @@ bench/compare_builds.py does the same for two builds of the CPU module in one pr
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
