@@ -81,3 +81,19 @@ def test_allocator_settings():
             workers.allocator_env("tcmalloc")
     else:
         assert "tcmalloc" in workers.allocator_env("tcmalloc")["LD_PRELOAD"]
+
+
+def test_two_versions_are_timed_in_alternating_windows(tmp_path):
+    import compare_versions
+
+    out = tmp_path / "versions.json"
+    compare_versions.main([sys.executable, sys.executable, "--models", "lenet5", "--min-window", "0.01",
+                           "--rounds", "2", "--threads", "1", "--out", str(out)])
+    got = json.loads(out.read_text())
+    assert got["info"]["versions"]["before"] == got["info"]["versions"]["after"]
+    (row,) = got["rows"]
+    for side in ("before", "after"):
+        assert len(row[side]["train_windows"]) == 2 and row[side]["allocator"] == workers.allocator_env("glibc-kept")
+    assert row["train_ratio"] == pytest.approx(row["after"]["train_img_s"] / row["before"]["train_img_s"])
+    with pytest.raises(SystemExit, match="cannot import convkit"):
+        compare_versions.version_of(str(tmp_path / "no-python"))
