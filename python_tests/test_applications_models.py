@@ -15,7 +15,6 @@ import convkit
 from convkit import applications as A
 from convkit.datasets import DataUnavailableError
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 KA = keras.applications
 
 # (model function, keyword arguments, input side): each family once at its full size with the classifier, the

@@ -12,7 +12,6 @@ from convkit import applications as A
 from convkit import layers as L
 
 Image = pytest.importorskip("PIL.Image")
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
 def _image_folder(root, per_class=8, side=64):

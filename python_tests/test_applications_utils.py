@@ -15,7 +15,6 @@ import convkit
 from convkit.applications import imagenet_utils as iu
 from convkit.datasets import DataUnavailableError
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 from keras.src.applications import imagenet_utils as kiu  # noqa: E402 (its CLASS_INDEX too)
 

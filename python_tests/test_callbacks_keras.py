@@ -15,7 +15,6 @@ from convkit import callbacks as C  # noqa: E402
 from convkit import layers as L  # noqa: E402
 from convkit.preprocessing import ImageDataGenerator  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 LOSSES = [1.0, 0.9, 0.95, 0.9, 0.89995, 0.91, 0.7, 0.7, 0.71, 0.72, 0.73, 0.74, 0.6, 0.61, 0.62, 0.63, 0.64, 0.65,
           0.66, 0.67]

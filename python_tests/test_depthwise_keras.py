@@ -22,7 +22,6 @@ from convkit import activations, constraints  # noqa: E402
 from convkit import layers as L  # noqa: E402
 
 K = keras.layers
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 # (layer class name, input shape (N, H, W, C), keyword arguments)
 CASES = [

@@ -16,7 +16,6 @@ import convkit  # noqa: E402
 from convkit import layers as L  # noqa: E402
 from convkit import losses  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 N, K = 16, 5
 
 

@@ -26,7 +26,6 @@ CASES = [
     ("Adam", {}), ("AdamW", {"learning_rate": 0.01}),
 ]
 STEPS = 12
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras's torch arrays
 
 
 def _updates_side_by_side(name, kwargs, rng, device="cpu"):

@@ -13,8 +13,6 @@ os.environ.setdefault("KERAS_BACKEND", "torch")  # the benchmark runs Keras on T
 import run_training  # noqa: E402
 import workers  # noqa: E402
 
-# Keras's torch backend trips NumPy 2's __array__(copy=...) deprecation; not ours to fix.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
 @pytest.mark.parametrize("name", list(run_training.MODELS))

@@ -14,7 +14,6 @@ import convkit  # noqa: E402
 from convkit import layers as L  # noqa: E402
 
 K = keras.layers
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 
 
 @pytest.fixture(autouse=True)
