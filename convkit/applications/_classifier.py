@@ -1,4 +1,4 @@
-"""The classifier that DenseNet, NASNet and EfficientNet put on top, as Keras builds it."""
+"""The classifier most applications put on top (global average pooling and a Dense layer), as Keras builds it."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from convkit import layers
 from convkit.applications import imagenet_utils
+from convkit.applications._classifier import gap_classifier
 from convkit.applications.imagenet_utils import decode_predictions, preprocessor
 
 preprocess_input = preprocessor("tf", "InceptionV3")
@@ -100,9 +101,7 @@ def InceptionV3(include_top=True, weights="imagenet", input_tensor=None, input_s
                                                       min_size=75)
     x = _features(img_input)
 
-    def classifier(x):
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        return layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+    classifier = gap_classifier(classes, classifier_activation, "avg_pool")
 
     def weight_file(top):
         file_name = f"inception_v3_weights_tf_dim_ordering_tf_kernels{'' if top else '_notop'}.h5"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from convkit import layers
 from convkit.applications import imagenet_utils
+from convkit.applications._classifier import gap_classifier
 from convkit.applications._mobile import mobile_input
 from convkit.applications.imagenet_utils import decode_predictions, preprocessor
 
@@ -76,9 +77,7 @@ def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights="imagenet
                       name="Conv_1")(x)
     x = layers.ReLU(6.0, name="out_relu")(_bn(x, "Conv_1_bn"))
 
-    def classifier(x):
-        x = layers.GlobalAveragePooling2D()(x)
-        return layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+    classifier = gap_classifier(classes, classifier_activation)
 
     def weight_file(top):
         file_name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}{'' if top else '_no_top'}.h5"

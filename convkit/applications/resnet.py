@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from convkit import layers
 from convkit.applications import imagenet_utils
+from convkit.applications._classifier import gap_classifier
 from convkit.applications.imagenet_utils import decode_predictions, preprocessor
 
 preprocess_input = preprocessor("caffe", "ResNet")
@@ -55,9 +56,7 @@ def _resnet(family, blocks, *, include_top, weights, input_tensor, input_shape, 
     for stack, (filters, count) in enumerate(zip((64, 128, 256, 512), blocks), start=2):
         x = residual_stack(x, filters, count, f"conv{stack}", stride=1 if stack == 2 else 2)
 
-    def classifier(x):
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        return layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+    classifier = gap_classifier(classes, classifier_activation, "avg_pool")
 
     def weight_file(top):
         file_name = f"{family}_weights_tf_dim_ordering_tf_kernels{'' if top else '_notop'}.h5"
