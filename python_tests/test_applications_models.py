@@ -134,6 +134,12 @@ def test_a_model_on_a_given_input_tensor_takes_its_source_inputs():
     (lambda: A.MobileNet(weights="imagenet", alpha=0.3), "alpha can be one of"),
     (lambda: A.MobileNet(weights="imagenet", depth_multiplier=2), "depth multiplier must be 1"),
     (lambda: A.MobileNetV2(weights="imagenet", alpha=0.3), "alpha must be one of `0.35`"),
+    (lambda: A.MobileNet(weights="nowhere.h5"), "weights file to be loaded. Received weights=nowhere.h5"),
+    (lambda: A.MobileNetV2(weights="nowhere.h5"), r"`imagenet` \(pre-training.*loaded.  Received `weights=nowhere.h5`"),
+    (lambda: A.MobileNetV2(classes=10), "`include_top` as true, `classes` should be 1000. Received `classes=10`"),
+    (lambda: A.InceptionV3(weights="nowhere.h5"), "to be loaded; Received: weights=nowhere.h5"),
+    (lambda: A.InceptionV3(classes=10),
+     'If using `weights="imagenet"` with `include_top=True`, `classes` should be 1000. Received classes=10'),
     (lambda: A.MobileNetV2(weights="imagenet", include_top=False, input_shape=(96, 96, 1)), "must have 3 channels"),
     (lambda: A.MobileNetV2(weights=None, input_tensor=convkit.layers.Input((64, 64, 3)), input_shape=(64, 48, 3)),
      r"input_tensor.shape\[2\] must equal input_shape\[1\]"),
@@ -141,6 +147,20 @@ def test_a_model_on_a_given_input_tensor_takes_its_source_inputs():
 def test_bad_arguments_are_refused_as_keras_refuses_them(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.parametrize("fn", ["VGG16", "ResNet50", "InceptionV3", "MobileNet", "MobileNetV2", "DenseNet121",
+                                "NASNetLarge", "EfficientNetB0"])
+@pytest.mark.parametrize("bad", [dict(weights="nowhere.h5"), dict(weights="imagenet", classes=10)],
+                         ids=["weights", "classes"])
+def test_bad_weights_and_classes_are_worded_as_keras_words_them(fn, bad):
+    """Keras words these checks differently from model to model; each message is that model's."""
+    messages = []
+    for model_fn in (getattr(KA, fn), getattr(A, fn)):
+        with pytest.raises(ValueError) as refused:
+            model_fn(**bad)
+        messages.append(str(refused.value))
+    assert messages[1] == messages[0]
 
 
 def test_imagenet_weights_without_a_network_say_what_to_download(tmp_path, monkeypatch):

@@ -51,7 +51,8 @@ def DenseNet(blocks, include_top=True, weights="imagenet", input_tensor=None, in
     """A DenseNet of four dense blocks of ``blocks`` conv blocks each, as Keras's ``densenet.DenseNet``;
     'imagenet' weights exist for the blocks of DenseNet121, 169 and 201."""
     _, img_input, inputs = imagenet_utils.model_input(input_tensor, input_shape, include_top=include_top,
-                                                      weights=weights, classes=classes, default_size=224, min_size=32)
+                                                      weights=weights, classes=classes, default_size=224, min_size=32,
+                                                      wording="densenet")
     x = layers.ZeroPadding2D(padding=((3, 3), (3, 3)))(img_input)
     x = layers.Conv2D(64, 7, strides=2, use_bias=False, name="conv1_conv")(x)
     x = _bn_relu(x, "conv1_")

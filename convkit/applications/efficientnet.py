@@ -121,7 +121,7 @@ def EfficientNet(width_coefficient, depth_coefficient, default_size, dropout_rat
     blocks_args = copy.deepcopy(DEFAULT_BLOCKS_ARGS if blocks_args == "default" else blocks_args)
     _, img_input, inputs = imagenet_utils.model_input(input_tensor, input_shape, include_top=include_top,
                                                       weights=weights, classes=classes, default_size=default_size,
-                                                      min_size=32)
+                                                      min_size=32, wording="efficientnet")
     width = lambda f: round_filters(f, width_coefficient, depth_divisor)  # noqa: E731
     x = _stem(img_input, width(32), activation, weights)
     b, blocks = 0, float(sum(round_repeats(args["repeats"], depth_coefficient) for args in blocks_args))

@@ -153,16 +153,39 @@ def validate_activation(classifier_activation, weights):
                          f"classifier_activation={classifier_activation}")
 
 
-def check_weights_argument(weights, include_top, classes):
+# Keras words its ``weights`` and ``classes`` checks differently from one model to another: per wording, how
+# 'imagenet' is quoted, how the ``weights`` message ends, and the ``classes`` message
+_ARGUMENT_WORDINGS = {
+    "vgg": ("'imagenet'", ".  Received: weights={weights}",
+            "If using `weights='imagenet'` with `include_top=True`, `classes` should be 1000.  "
+            "Received classes={classes}"),
+    "mobilenet": ("'imagenet'", ". Received weights={weights}",
+                  "If using `weights='imagenet'` with `include_top=True`, `classes` should be 1000.  "
+                  "Received classes={classes}"),
+    "mobilenet_v2": ("`imagenet`", ".  Received `weights={weights}`",
+                     'If using `weights="imagenet"` with `include_top` as true, `classes` should be 1000. '
+                     "Received `classes={classes}`"),
+    "inception_v3": ("`imagenet`", "; Received: weights={weights}",
+                     'If using `weights="imagenet"` with `include_top=True`, `classes` should be 1000. '
+                     "Received classes={classes}"),
+    "densenet": ("`imagenet`", ".", 'If using `weights` as `"imagenet"` with `include_top` as true, `classes` should '
+                 "be 1000"),
+    "efficientnet": ("`imagenet`", ".", 'If using `weights="imagenet"` with `include_top` as true, `classes` should be '
+                     "1000"),
+}
+
+
+def check_weights_argument(weights, include_top, classes, wording="vgg"):
     """Keras's checks of a model function's ``weights`` (None, 'imagenet' or an existing file) and ``classes``
-    (1000 with the ImageNet classifier)."""
+    (1000 with the ImageNet classifier), their messages worded as Keras's model ``wording`` (a key of
+    ``_ARGUMENT_WORDINGS``) words them."""
+    imagenet, received, classes_message = _ARGUMENT_WORDINGS[wording]
     if not (weights in ("imagenet", None) or (isinstance(weights, (str, os.PathLike)) and os.path.exists(weights))):
-        raise ValueError("The `weights` argument should be either `None` (random initialization), 'imagenet' "
-                         "(pre-training on ImageNet), or the path to the weights file to be loaded.  Received: "
-                         f"weights={weights}")
+        raise ValueError(f"The `weights` argument should be either `None` (random initialization), {imagenet} "
+                         "(pre-training on ImageNet), or the path to the weights file to be loaded"
+                         + received.format(weights=weights))
     if weights == "imagenet" and include_top and classes != 1000:
-        raise ValueError("If using `weights='imagenet'` with `include_top=True`, `classes` should be 1000.  "
-                         f"Received classes={classes}")
+        raise ValueError(classes_message.format(classes=classes))
 
 
 def image_input(input_tensor, input_shape):
@@ -195,10 +218,11 @@ def pool_features(x, pooling, avg_name=None, max_name=None):
     return x
 
 
-def model_input(input_tensor, input_shape, *, include_top, weights, classes, default_size, min_size):
+def model_input(input_tensor, input_shape, *, include_top, weights, classes, default_size, min_size,
+                wording="vgg"):
     """The steps every model function starts with: the ``weights`` and ``classes`` checks, the input shape
     (``obtain_input_shape``) and the input tensor. Returns ``(input_shape, img_input, model_inputs)``."""
-    check_weights_argument(weights, include_top, classes)
+    check_weights_argument(weights, include_top, classes, wording)
     input_shape = obtain_input_shape(input_shape, default_size=default_size, min_size=min_size,
                                      data_format=backend.image_data_format(), require_flatten=include_top,
                                      weights=weights)

@@ -98,7 +98,7 @@ def InceptionV3(include_top=True, weights="imagenet", input_tensor=None, input_s
     classifier (then ``pooling`` None, 'avg' or 'max', and any input of at least 75x75)."""
     _, img_input, inputs = imagenet_utils.model_input(input_tensor, input_shape, include_top=include_top,
                                                       weights=weights, classes=classes, default_size=299,
-                                                      min_size=75)
+                                                      min_size=75, wording="inception_v3")
     x = _features(img_input)
 
     classifier = gap_classifier(classes, classifier_activation, "avg_pool")

@@ -53,7 +53,8 @@ def MobileNet(input_shape=None, alpha=1.0, depth_multiplier=1, dropout=1e-3, inc
             raise ValueError("If imagenet weights are being loaded, alpha can be one of`0.25`, `0.50`, `0.75` or "
                              f"`1.0` only.  Received alpha={alpha}")
     rows, img_input, inputs = mobile_input(input_tensor, input_shape, include_top=include_top, weights=weights,
-                                           classes=classes, sizes=(128, 160, 192, 224), size_from_tensor=False)
+                                           classes=classes, sizes=(128, 160, 192, 224), size_from_tensor=False,
+                                           wording="mobilenet")
     x = _conv_block(img_input, 32, alpha)
     for block_id, (filters, stride) in enumerate(_BLOCKS, start=1):
         x = depthwise_conv_block(x, filters, alpha, depth_multiplier, stride, block_id)

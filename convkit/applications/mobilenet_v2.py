@@ -67,7 +67,8 @@ def MobileNetV2(input_shape=None, alpha=1.0, include_top=True, weights="imagenet
         raise ValueError("If imagenet weights are being loaded, alpha must be one of `0.35`, `0.50`, `0.75`, "
                          f"`1.0`, `1.3` or `1.4` only; Received `alpha={alpha}`")
     rows, img_input, inputs = mobile_input(input_tensor, input_shape, include_top=include_top, weights=weights,
-                                           classes=classes, sizes=(96, 128, 160, 192, 224), size_from_tensor=True)
+                                           classes=classes, sizes=(96, 128, 160, 192, 224), size_from_tensor=True,
+                                           wording="mobilenet_v2")
     x = layers.Conv2D(make_divisible(32 * alpha, 8), kernel_size=3, strides=(2, 2), padding="same", use_bias=False,
                       name="Conv1")(img_input)
     x = layers.ReLU(6.0, name="Conv1_relu")(_bn(x, "bn_Conv1"))

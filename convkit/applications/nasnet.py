@@ -114,13 +114,13 @@ def NASNet(input_shape=None, penultimate_filters=4032, num_blocks=6, stem_block_
     cells, then three stages of ``num_blocks`` normal cells with a reduction cell between them. 'imagenet' weights
     exist for NASNetMobile's and NASNetLarge's settings (``default_size`` 224 and 331)."""
     default_size = 331 if default_size is None else default_size
-    imagenet_utils.check_weights_argument(weights, include_top, classes)
+    imagenet_utils.check_weights_argument(weights, include_top, classes, "densenet")
     if isinstance(input_shape, tuple) and None in input_shape and weights == "imagenet":
         raise ValueError("When specifying the input shape of a NASNet and loading `ImageNet` weights, the "
                          f"input_shape argument must be static (no None entries). Got: `input_shape={input_shape}`.")
     _, img_input, inputs = imagenet_utils.model_input(input_tensor, input_shape, include_top=include_top,
                                                       weights=weights, classes=classes, default_size=default_size,
-                                                      min_size=32)
+                                                      min_size=32, wording="densenet")
     if penultimate_filters % (24 * (filter_multiplier ** 2)) != 0:
         raise ValueError("For NASNet-A models, the `penultimate_filters` must be a multiple of 24 * "
                          f"(`filter_multiplier` ** 2). Current value: {penultimate_filters}")
