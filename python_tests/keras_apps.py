@@ -5,6 +5,7 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
+import contextlib  # noqa: E402
 import functools  # noqa: E402
 import tempfile  # noqa: E402
 
@@ -80,14 +81,49 @@ def images(shape, batch=2, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, (batch,) + tuple(shape)).astype(np.float32)
 
 
-def assert_same_predictions(k, c, x, atol=1e-4):
-    """Equal outputs within ``atol`` (probabilities; relative to the largest output when it exceeds 1, as
-    logits and features do) and, for class scores, the same top-5 classes."""
+def assert_same_predictions(k, c, x, rtol=1e-4):
+    """Equal outputs within ``rtol`` of their scale (their largest magnitude) and, for class scores, the same top-5
+    classes. Class probabilities are compared as their logarithms centred per image, which are the logits up to a
+    constant: the nearly uniform probabilities of random weights (about 1/1000 each) would agree within any
+    absolute tolerance whatever the layers below compute, their logits do not."""
     ours, theirs = c.predict(x, verbose=0), keras.ops.convert_to_numpy(k.predict(x, verbose=0))
-    np.testing.assert_allclose(ours, theirs, rtol=0, atol=atol * max(1.0, float(np.abs(theirs).max())))
+    assert ours.shape == theirs.shape
+    if _are_probabilities(theirs):
+        ours, theirs = _centred_log(ours), _centred_log(theirs)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=rtol * float(np.abs(theirs).max()))
     if ours.ndim == 2 and ours.shape[1] >= 5:
         top = lambda p: np.argsort(-p, axis=1, kind="stable")[:, :5]  # noqa: E731
         np.testing.assert_array_equal(top(ours), top(theirs))
+
+
+def _are_probabilities(y):
+    return y.ndim == 2 and y.shape[1] > 1 and y.min() >= 0 and np.allclose(y.sum(axis=1), 1, atol=1e-3)
+
+
+def _centred_log(p):
+    log = np.log(np.maximum(p.astype(np.float64), 1e-30))
+    return log - log.mean(axis=1, keepdims=True)
+
+
+@contextlib.contextmanager
+def wrong_copy(model, layer, factor=1.01):
+    """``model`` with one weight array of its layer ``layer`` scaled by ``factor`` (a batch normalization's moving
+    variance, another layer's kernel), as a faulty port would have it; restored on leaving."""
+    target = model.get_layer(layer)
+    saved = target.get_weights()
+    index = len(saved) - 1 if isinstance(target, convkit.layers.BatchNormalization) else 0
+    target.set_weights([w * np.float32(factor) if i == index else w for i, w in enumerate(saved)])
+    try:
+        yield model
+    finally:
+        target.set_weights(saved)
+
+
+def assert_comparison_catches(k, c, x, layer, factor=1.01):
+    """``assert_same_predictions(k, c, x)`` fails once ``c``'s layer ``layer`` is wrong by ``factor``
+    (``wrong_copy``): proof that the comparison sees what that layer computes."""
+    with wrong_copy(c, layer, factor), pytest.raises(AssertionError):
+        assert_same_predictions(k, c, x)
 
 
 def saved_weight_files(k, folder):
@@ -103,16 +139,13 @@ def saved_weight_files(k, folder):
     return [new, legacy]
 
 
-def sharpen_classifier(k, c, x, spread=3.0):
-    """Scale the 'predictions' layer of both models by one factor so that the logits of ``x`` have standard
-    deviation ``spread``. Random weights otherwise give nearly uniform probabilities (about 1/1000 each), which
-    agree within any absolute tolerance whatever the layers below compute."""
-    p = np.maximum(c.predict(x, verbose=0).astype(np.float64), 1e-30)
-    logits = np.log(p) - np.log(p).mean(axis=1, keepdims=True)
-    factor = np.float32(spread / logits.std())
-    weights = [w * factor for w in c.get_layer("predictions").get_weights()]
-    k.get_layer("predictions").set_weights(weights)
-    c.get_layer("predictions").set_weights(weights)
+def assert_loads_weights_keras_saved(k, convkit_fn, folder):
+    """``convkit_fn(weights=path)`` holds Keras model ``k``'s weights for both files ``saved_weight_files``
+    writes."""
+    for path in saved_weight_files(k, folder):
+        ours = convkit_fn(weights=path)
+        for a, b in zip(ours.get_weights(), k.get_weights()):
+            np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))
 
 
 def summary_lines(model):

@@ -4,8 +4,8 @@ Keras's weights are copied in."""
 import numpy as np
 import pytest
 
-from keras_apps import (assert_same_predictions, assert_same_structure, build_pair, images, keras,
-                        needs_keras_weight_files, saved_weight_files, sharpen_classifier, summary_lines)
+from keras_apps import (assert_comparison_catches, assert_loads_weights_keras_saved, assert_same_predictions,
+                        assert_same_structure, build_pair, images, keras, needs_keras_weight_files, summary_lines)
 
 from keras.src.applications import densenet as kd  # noqa: E402
 
@@ -22,8 +22,13 @@ def test_densenet121_at_224_predicts_as_keras(densenet121):
     assert_same_structure(k, c)
     assert c.count_params() == 8_062_504
     x = cd.preprocess_input(images((224, 224, 3)))
-    sharpen_classifier(k, c, x)
     assert_same_predictions(k, c, x)
+
+
+@pytest.mark.parametrize("layer", ["conv2_block1_1_bn", "conv5_block16_2_conv"])
+def test_the_comparison_fails_for_a_copy_one_percent_wrong(densenet121, layer):
+    k, c = densenet121
+    assert_comparison_catches(k, c, cd.preprocess_input(images((224, 224, 3), batch=1)), layer)
 
 
 @pytest.mark.parametrize("fn", ["DenseNet169", "DenseNet201"])
@@ -31,7 +36,6 @@ def test_deeper_densenets_match_keras_on_small_images(fn):
     k, c = build_pair(getattr(kd, fn), getattr(cd, fn), input_shape=(32, 32, 3))
     assert_same_structure(k, c)
     x = cd.preprocess_input(images((32, 32, 3)))
-    sharpen_classifier(k, c, x)
     assert_same_predictions(k, c, x)
 
 
@@ -45,11 +49,7 @@ def test_features_with_each_pooling_on_another_input_size(pooling):
 
 @needs_keras_weight_files
 def test_weights_from_files_keras_saved(densenet121, tmp_path):
-    k, c = densenet121
-    for path in saved_weight_files(k, tmp_path):
-        ours = cd.DenseNet121(weights=path)
-        for a, b in zip(ours.get_weights(), k.get_weights()):
-            np.testing.assert_array_equal(a, keras.ops.convert_to_numpy(b))
+    assert_loads_weights_keras_saved(densenet121[0], cd.DenseNet121, tmp_path)
 
 
 def requested_files(monkeypatch, keras_module, keras_fn, convkit_fn, **kwargs):

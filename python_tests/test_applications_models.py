@@ -8,8 +8,8 @@ import urllib.error
 import numpy as np
 import pytest
 
-from keras_apps import (assert_same_predictions, assert_same_structure, build_pair, images, keras,
-                        needs_keras_weight_files)
+from keras_apps import (assert_comparison_catches, assert_same_predictions, assert_same_structure, build_pair,
+                        images, keras, needs_keras_weight_files, summary_lines)
 
 import convkit
 from convkit import applications as A
@@ -59,6 +59,16 @@ def test_model_matches_keras(fn, kwargs, side):
     assert_same_predictions(k, c, images(shape))
 
 
+@pytest.mark.parametrize("fn,kwargs,layer", [
+    ("MobileNetV2", dict(input_shape=(64, 48, 3), alpha=0.35, classes=12), "Conv_1_bn"),
+    ("VGG16", dict(include_top=False, input_shape=(48, 64, 3)), "block1_conv1"),
+    ("ResNet50", dict(include_top=False, input_shape=(64, 80, 3), pooling="avg"), "conv2_block1_1_bn"),
+], ids=["MobileNetV2-probabilities", "VGG16-features", "ResNet50-pooled"])
+def test_the_comparison_fails_for_a_copy_one_percent_wrong(fn, kwargs, layer):
+    k, c = build_pair(getattr(KA, fn), getattr(A, fn), **kwargs)
+    assert_comparison_catches(k, c, images(kwargs["input_shape"]), layer)
+
+
 @pytest.fixture(scope="module")
 def vgg19():
     return build_pair(KA.VGG19, A.VGG19)
@@ -71,18 +81,12 @@ def test_vgg19_matches_keras(vgg19):
     assert_same_predictions(k, c, images((224, 224, 3)))
 
 
-def _summary(model):
-    out = []
-    model.summary(print_fn=lambda s, **_: out.append(s))
-    return out[0].splitlines()
-
-
 @pytest.mark.parametrize("which", ["vgg19", "mobilenet"])
 def test_summaries_of_the_notes_read_as_keras(which, vgg19, monkeypatch):
     """The notes print VGG19's and MobileNet's summaries: line for line Keras's."""
     monkeypatch.setenv("COLUMNS", "200")
     k, c = vgg19 if which == "vgg19" else build_pair(KA.MobileNet, A.MobileNet)
-    ours, theirs = _summary(c), _summary(k)
+    ours, theirs = summary_lines(c), summary_lines(k)
     assert ours == theirs
     total = {"vgg19": "143,667,240", "mobilenet": "4,253,864"}[which]
     assert any(line.startswith(f" Total params: {total} ") for line in ours)
