@@ -197,12 +197,19 @@ def _keras_and_convkit_twins():
     return k, c
 
 
-def test_imagenet_weights_come_from_keras_cache_when_the_digest_matches(no_network):
-    k, _ = _keras_and_convkit_twins()
+@pytest.fixture
+def cached_twins(no_network):
+    """Twin models and the Keras one's weights saved in Keras's cache as 'twin.weights.h5'."""
+    k, c = _keras_and_convkit_twins()
     folder = no_network / "keras" / "models"
     folder.mkdir(parents=True)
     path = folder / "twin.weights.h5"
     k.save_weights(str(path))
+    return k, c, path
+
+
+def test_imagenet_weights_come_from_keras_cache_when_the_digest_matches(cached_twins):
+    _, _, path = cached_twins
     digest = hashlib.md5(path.read_bytes()).hexdigest()
     assert iu.official_file("twin.weights.h5", digest, "https://example.invalid/twin.weights.h5") == str(path)
     with pytest.raises(DataUnavailableError, match="twin.weights.h5"):  # a copy that is not the official file
@@ -210,12 +217,8 @@ def test_imagenet_weights_come_from_keras_cache_when_the_digest_matches(no_netwo
 
 
 @needs_keras_weight_files
-def test_imagenet_weights_load_from_keras_cache(no_network):
-    k, c = _keras_and_convkit_twins()
-    folder = no_network / "keras" / "models"
-    folder.mkdir(parents=True)
-    path = folder / "twin.weights.h5"
-    k.save_weights(str(path))
+def test_imagenet_weights_load_from_keras_cache(cached_twins):
+    k, c, path = cached_twins
     iu.load_weights(c, "imagenet", "twin.weights.h5", hashlib.md5(path.read_bytes()).hexdigest(),
                     "https://example.invalid/twin.weights.h5")
     for a, b in zip(c.get_weights(), k.get_weights()):
