@@ -12,6 +12,7 @@ bench/compare_builds.py does the same for two builds of the CPU module in one pr
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,24 @@ def version_of(python) -> str:
     return out.stdout.strip()
 
 
+def paired_ratio(before: list, after: list) -> float:
+    """The median over rounds of after/before within each round: windows of one round ran back to back,
+    so a machine that drifts between rounds (seen here: 35% within a minute) cancels out."""
+    return statistics.median(a / b for a, b in zip(after, before))
+
+
+def row_of(name, before, after) -> dict:
+    return {"model": name, "batch": MODELS[name], "before": before, "after": after,
+            **{f"{what}_ratio": paired_ratio(before[f"{what}_windows"], after[f"{what}_windows"])
+               for what in ("train", "infer")}}
+
+
+def line_of(row) -> str:
+    b, a = row["before"], row["after"]
+    return (f"{row['model']:<13} {b['train_img_s']:>12.0f} {a['train_img_s']:>9.0f} {row['train_ratio']:>6.3f} "
+            f"{b['infer_img_s']:>12.0f} {a['infer_img_s']:>9.0f} {row['infer_ratio']:>6.3f}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("before", help="a Python with the older convkit")
@@ -52,7 +71,8 @@ def main(argv=None) -> int:
     info = {"versions": versions, "threads": args.threads or "all", "rounds": args.rounds,
             "allocator": args.allocator}
     lines = [f"# before {versions['before']} | after {versions['after']} | allocator {args.allocator} | "
-             f"median of {args.rounds} interleaved windows",
+             f"images/s: median of {args.rounds} interleaved windows; ratio after/before: median over rounds of "
+             "the ratio within each round",
              f"{'model':<13} {'train before':>12} {'after':>9} {'ratio':>6} {'infer before':>12} {'after':>9} "
              f"{'ratio':>6}"]
     print("\n".join(lines), flush=True)
@@ -70,12 +90,9 @@ def main(argv=None) -> int:
                 w.kill()
             raise
         res = interleaved(workers, args.rounds)
-        b, a = res["before"], res["after"]
-        row = {"model": name, "batch": MODELS[name], "before": b, "after": a,
-               "train_ratio": a["train_img_s"] / b["train_img_s"], "infer_ratio": a["infer_img_s"] / b["infer_img_s"]}
+        row = row_of(name, res["before"], res["after"])
         rows.append(row)
-        line = (f"{name:<13} {b['train_img_s']:>12.0f} {a['train_img_s']:>9.0f} {row['train_ratio']:>6.3f} "
-                f"{b['infer_img_s']:>12.0f} {a['infer_img_s']:>9.0f} {row['infer_ratio']:>6.3f}")
+        line = line_of(row)
         lines.append(line)
         print(line, flush=True)
     write_results(result_path(args.out, "versions-cpu"), info, rows, lines)

@@ -92,6 +92,14 @@ def test_two_versions_are_timed_in_alternating_windows(tmp_path):
     (row,) = got["rows"]
     for side in ("before", "after"):
         assert len(row[side]["train_windows"]) == 2 and row[side]["allocator"] == workers.allocator_env("glibc-kept")
-    assert row["train_ratio"] == pytest.approx(row["after"]["train_img_s"] / row["before"]["train_img_s"])
+    assert row["train_ratio"] == pytest.approx(compare_versions.paired_ratio(row["before"]["train_windows"],
+                                                                            row["after"]["train_windows"]))
     with pytest.raises(SystemExit, match="cannot import convkit"):
         compare_versions.version_of(str(tmp_path / "no-python"))
+
+
+def test_version_ratio_pairs_the_windows_of_each_round():
+    import compare_versions
+
+    # The machine slows down by half between rounds; within each round 'after' is 10% faster.
+    assert compare_versions.paired_ratio([100, 50, 60], [110, 55, 66]) == pytest.approx(1.1)
