@@ -84,7 +84,7 @@ def _row(label, dataset, r, target, model, seeds: dict) -> str:
         met = "yes" if mean >= target else "**no**"
     runs = list(seeds.values())
     epochs = sorted({f"{m['epochs_run']}/{m['epochs']}" for m in runs})
-    machines = sorted({f"{m['machine']}, {m['threads']} threads, {m['device']}" for m in runs})
+    machines = sorted({f"{m['machine']}, {m['threads']} thread{'s' * (m['threads'] != 1)}, {m['device']}" for m in runs})
     minutes = _minutes(statistics.fmean(m["train_seconds"] for m in runs))
     return (f"| {label} | {dataset} | {r.reported or '-'} | {f'{target:.2%}' if target else '-'} "
             f"| {mean:.2%}{sd} | {', '.join(map(str, sorted(seeds)))} | {met} | {', '.join(epochs)} | {minutes} "
