@@ -1,7 +1,7 @@
 """Depthwise convolution (convkit.ops.depthwise_conv2d): the reference loops against PyTorch's grouped
 convolution (groups = C) in float64, then the CPU kernels (each instruction set) and the GPU's against
 the reference loops, over shapes that reach every code path: one and several vectors of channels with
-masked tails, depth multipliers, strides, dilations, 'same' with even kernels, batch 1 and 0."""
+masked tails, blocks of outputs, depth multipliers, strides, dilations, 'same' with even kernels, batch 1 and 0."""
 
 
 import numpy as np
@@ -27,6 +27,12 @@ SHAPES = [
     ((2, 13, 13, 1), (3, 3, 1, 4), (1, 1), "same", (2, 2)),
     ((3, 5, 5, 33), (2, 2, 33, 2), (2, 2), "valid", (1, 1)),
     ((1, 1, 1, 8), (3, 3, 8, 1), (1, 1), "same", (1, 1)),
+    # rows wide enough for the CPU kernels' blocks of 8 and 4 outputs: neighbouring taps one output
+    # apart (stride 1, and stride 2 with dilation 2) and not (dilation 3)
+    ((1, 5, 23, 20), (3, 3, 20, 1), (1, 1), "same", (1, 1)),
+    ((2, 4, 21, 17), (5, 5, 17, 2), (1, 1), "same", (1, 1)),
+    ((1, 6, 27, 9), (3, 3, 9, 1), (2, 2), "same", (2, 2)),
+    ((1, 3, 18, 24), (3, 3, 24, 1), (1, 1), "same", (3, 3)),
 ]
 
 

@@ -27,8 +27,11 @@ namespace {
 
 // A run of outputs that read the same taps at a fixed step: output p reads a_t + p * a_step and writes
 // out + p * out_step (init is the same for all). Forward calls cover whole runs of an output row.
+// With cols > 0 the taps may come in rows of cols neighbours (a[t + 1] = a[t] + a_step within a row),
+// which the kernels check before they rely on it.
 struct Run {
   i64 pixels = 1, a_step = 0, out_step = 0;
+  int cols = 0;
 };
 
 using TapsFma = void (*)(int taps, const float* const* a, const float* const* b, i64 len, const float* init,
@@ -46,87 +49,59 @@ void taps_fma_generic(int taps, const float* const* a, const float* const* b, i6
     }
 }
 
-// V vectors of channels per pass, for every output of the run; a tail is masked, so it costs no scalar
-// loop. max/min take the accumulator second: they return their second operand when either is NaN, so
-// NaN passes ReLU as in NumPy.
-template <int V>
-__attribute__((target("avx512f"), always_inline)) inline void taps_fma512(int taps, const float* const* a,
-                                                                          const float* const* b, i64 j0, i64 len,
-                                                                          const float* init, float* out,
-                                                                          Activation act, Run run) {
-  constexpr int L = 16;
-  __mmask16 mask[V];
-  for (int v = 0; v < V; ++v)
-    mask[v] = static_cast<__mmask16>((1u << std::max<i64>(0, std::min<i64>(L, len - j0 - L * v))) - 1);
-  for (i64 p = 0; p < run.pixels; ++p) {
-    __m512 acc[V];
-    for (int v = 0; v < V; ++v)
-      acc[v] = init ? _mm512_maskz_loadu_ps(mask[v], init + j0 + L * v) : _mm512_setzero_ps();
-    const i64 off = p * run.a_step + j0;
-    for (int t = 0; t < taps; ++t)
-      for (int v = 0; v < V; ++v)
-        acc[v] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask[v], a[t] + off + L * v),
-                                 _mm512_maskz_loadu_ps(mask[v], b[t] + j0 + L * v), acc[v]);
-    float* o = out + p * run.out_step + j0;
-    for (int v = 0; v < V; ++v) {
-      if (act != Activation::None) acc[v] = _mm512_max_ps(_mm512_setzero_ps(), acc[v]);
-      if (act == Activation::Relu6) acc[v] = _mm512_min_ps(_mm512_set1_ps(6.f), acc[v]);
-      _mm512_mask_storeu_ps(o + L * v, mask[v], acc[v]);
-    }
-  }
+// The rows' length S when the taps come in rows of S neighbours one a_step apart, so that outputs one
+// a_step apart share inputs (see slide in depthwise2d_simd.inc); 0 otherwise.
+int sliding_row(int taps, const float* const* a, Run run) {
+  const int S = run.cols;
+  if ((S != 3 && S != 5) || taps % S != 0) return 0;
+  for (int t = 0; t < taps; ++t)
+    if (a[t] != a[t - t % S] + (t % S) * run.a_step) return 0;
+  return S;
 }
 
-__attribute__((target("avx512f"))) void taps_fma_avx512(int taps, const float* const* a, const float* const* b,
-                                                          i64 len, const float* init, float* out, Activation act,
-                                                          Run run) {
-  for (i64 j0 = 0; j0 < len; j0 += 64) {
-    const i64 rest = len - j0;
-    if (rest <= 16) taps_fma512<1>(taps, a, b, j0, len, init, out, act, run);
-    else if (rest <= 32) taps_fma512<2>(taps, a, b, j0, len, init, out, act, run);
-    else taps_fma512<4>(taps, a, b, j0, len, init, out, act, run);
-  }
+// The vector primitives of each instruction set; the kernels over them come from depthwise2d_simd.inc.
+// A tail of channels is masked, so it costs no scalar loop. max/min take the value second: they return
+// their second operand when either is NaN, so NaN passes ReLU as in NumPy.
+#pragma GCC push_options
+#pragma GCC target("avx512f")
+namespace avx512 {
+using Vec = __m512;
+using Mask = __mmask16;
+constexpr int kLanes = 16;
+inline Mask mask_of(i64 n) { return static_cast<Mask>((1u << std::max<i64>(0, std::min<i64>(kLanes, n))) - 1); }
+inline Vec load(Mask m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+inline Vec zero() { return _mm512_setzero_ps(); }
+inline Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+inline void store(float* p, Mask m, Vec v, Activation act) {
+  if (act != Activation::None) v = _mm512_max_ps(_mm512_setzero_ps(), v);
+  if (act == Activation::Relu6) v = _mm512_min_ps(_mm512_set1_ps(6.f), v);
+  _mm512_mask_storeu_ps(p, m, v);
 }
+#include "ops/depthwise2d_simd.inc"
+}  // namespace avx512
+#pragma GCC pop_options
 
-template <int V>
-__attribute__((target("avx2,fma"), always_inline)) inline void taps_fma256(int taps, const float* const* a,
-                                                                          const float* const* b, i64 j0, i64 len,
-                                                                          const float* init, float* out,
-                                                                          Activation act, Run run) {
-  constexpr int L = 8;
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  __m256i mask[V];
-  for (int v = 0; v < V; ++v) {
-    const int lanes = static_cast<int>(std::max<i64>(0, std::min<i64>(L, len - j0 - L * v)));
-    mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), lane);
-  }
-  for (i64 p = 0; p < run.pixels; ++p) {
-    __m256 acc[V];
-    for (int v = 0; v < V; ++v)
-      acc[v] = init ? _mm256_maskload_ps(init + j0 + L * v, mask[v]) : _mm256_setzero_ps();
-    const i64 off = p * run.a_step + j0;
-    for (int t = 0; t < taps; ++t)
-      for (int v = 0; v < V; ++v)
-        acc[v] = _mm256_fmadd_ps(_mm256_maskload_ps(a[t] + off + L * v, mask[v]),
-                                 _mm256_maskload_ps(b[t] + j0 + L * v, mask[v]), acc[v]);
-    float* o = out + p * run.out_step + j0;
-    for (int v = 0; v < V; ++v) {
-      if (act != Activation::None) acc[v] = _mm256_max_ps(_mm256_setzero_ps(), acc[v]);
-      if (act == Activation::Relu6) acc[v] = _mm256_min_ps(_mm256_set1_ps(6.f), acc[v]);
-      _mm256_maskstore_ps(o + L * v, mask[v], acc[v]);
-    }
-  }
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+using Vec = __m256;
+using Mask = __m256i;
+constexpr int kLanes = 8;
+inline Mask mask_of(i64 n) {
+  const int lanes = static_cast<int>(std::max<i64>(0, std::min<i64>(kLanes, n)));
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
-
-__attribute__((target("avx2,fma"))) void taps_fma_avx2(int taps, const float* const* a, const float* const* b,
-                                                        i64 len, const float* init, float* out, Activation act,
-                                                        Run run) {
-  for (i64 j0 = 0; j0 < len; j0 += 32) {
-    const i64 rest = len - j0;
-    if (rest <= 8) taps_fma256<1>(taps, a, b, j0, len, init, out, act, run);
-    else if (rest <= 16) taps_fma256<2>(taps, a, b, j0, len, init, out, act, run);
-    else taps_fma256<4>(taps, a, b, j0, len, init, out, act, run);
-  }
+inline Vec load(Mask m, const float* p) { return _mm256_maskload_ps(p, m); }
+inline Vec zero() { return _mm256_setzero_ps(); }
+inline Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+inline void store(float* p, Mask m, Vec v, Activation act) {
+  if (act != Activation::None) v = _mm256_max_ps(_mm256_setzero_ps(), v);
+  if (act == Activation::Relu6) v = _mm256_min_ps(_mm256_set1_ps(6.f), v);
+  _mm256_maskstore_ps(p, m, v);
 }
+#include "ops/depthwise2d_simd.inc"
+}  // namespace avx2
+#pragma GCC pop_options
 
 // Backward-filter's sum over the output pixels of a row: out[j] += sum over i < count of
 // a[i * a_step + j] * b[i * b_step + j], the sums held in registers across the pixels.
@@ -197,8 +172,8 @@ __attribute__((target("avx2,fma"))) void pairs_fma_avx2(i64 count, const float* 
 
 TapsFma choose_taps_fma() {
   switch (cpu::isa()) {
-    case cpu::Isa::Avx512: return taps_fma_avx512;
-    case cpu::Isa::Avx2: return taps_fma_avx2;
+    case cpu::Isa::Avx512: return avx512::taps_fma;
+    case cpu::Isa::Avx2: return avx2::taps_fma;
     default: return taps_fma_generic;
   }
 }
@@ -275,7 +250,8 @@ void depthwise2d_fwd_cpu(const Depthwise2dDesc& d, const float* x, const float* 
               ++t;
             }
           }
-          taps_fma(t, a.data(), b.data(), K, bias, yrow + ow * K, act, Run{end - ow, d.sw * K, K});
+          const Run run{end - ow, d.sw * K, K, static_cast<int>(s_hi - s_lo)};
+          taps_fma(t, a.data(), b.data(), K, bias, yrow + ow * K, act, run);
           ow = end;
         }
       }
@@ -308,7 +284,8 @@ void depthwise2d_bwd_data_cpu(const Depthwise2dDesc& d, const float* dy, const f
             int t = 0;
             for (i64 r = 0; r < d.R; ++r) {
               if (ohs[r] < 0) continue;
-              for (i64 s = range.first; s < range.second; ++s) {
+              for (i64 i = range.first; i < range.second; ++i) {
+                const i64 s = d.sw == 1 ? range.first + range.second - 1 - i : i;  // u ascending, for slide
                 const i64 u = v + d.pl - s * d.dw;
                 if (u % d.sw != 0) continue;
                 a[t] = dy + ((n * d.OH + ohs[r]) * d.OW + u / d.sw) * K, b[t] = w + (r * d.S + s) * K;
@@ -316,11 +293,12 @@ void depthwise2d_bwd_data_cpu(const Depthwise2dDesc& d, const float* dy, const f
               }
             }
             const i64 pixels = (end - v + d.sw - 1) / d.sw;
+            const int cols = d.sw == 1 ? static_cast<int>(range.second - range.first) : 0;
             if (d.M == 1) {
               taps_fma(t, a.data(), b.data(), K, nullptr, dxrow + v * d.C, Activation::None,
-                       Run{pixels, K, d.sw * d.C});
+                       Run{pixels, K, d.sw * d.C, cols});
             } else {  // the M products of each channel, then their sums
-              taps_fma(t, a.data(), b.data(), K, nullptr, sums.data(), Activation::None, Run{pixels, K, K});
+              taps_fma(t, a.data(), b.data(), K, nullptr, sums.data(), Activation::None, Run{pixels, K, K, cols});
               for (i64 p = 0; p < pixels; ++p)
                 for (i64 c = 0; c < d.C; ++c) {
                   float acc = 0.f;
