@@ -76,6 +76,15 @@ def assert_same_structure(k, c):
     assert tuple(c.output_shape) == tuple(k.output_shape)
 
 
+def assert_same_model(k, c, x, params=None):
+    """Keras's structure (and ``params`` parameters, when given, the count the model is known by) and its
+    predictions for ``x``."""
+    assert_same_structure(k, c)
+    if params is not None:
+        assert c.count_params() == params
+    assert_same_predictions(k, c, x)
+
+
 def images(shape, batch=2, seed=0):
     """Random images with values in [0, 255)."""
     return np.random.default_rng(seed).uniform(0, 255, (batch,) + tuple(shape)).astype(np.float32)

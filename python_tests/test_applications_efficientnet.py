@@ -6,8 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from keras_apps import (assert_comparison_catches, assert_loads_weights_keras_saved, assert_same_predictions,
-                        assert_same_structure, build_pair, images, keras, needs_keras_weight_files, summary_lines)
+from keras_apps import (assert_comparison_catches, assert_loads_weights_keras_saved, assert_same_model,
+                        assert_same_predictions, assert_same_structure, build_pair, images, needs_keras_weight_files,
+                        summary_lines)
 
 from keras.src.applications import efficientnet as ke  # noqa: E402
 
@@ -25,10 +26,7 @@ def b0():
 
 def test_b0_at_224_predicts_as_keras(b0):
     k, c = b0
-    assert_same_structure(k, c)
-    assert c.count_params() == COUNTS["B0"]
-    x = images((224, 224, 3))  # the model scales pixels itself
-    assert_same_predictions(k, c, x)
+    assert_same_model(k, c, images((224, 224, 3)), params=COUNTS["B0"])  # the model scales pixels itself
 
 
 @pytest.mark.parametrize("layer", ["block5a_project_bn", "block6a_project_conv"])
@@ -41,10 +39,7 @@ def test_the_comparison_fails_for_a_copy_one_percent_wrong(b0, layer):
 def test_larger_variants_match_keras_on_the_smallest_images(variant):
     fn = f"EfficientNet{variant}"
     k, c = build_pair(getattr(ke, fn), getattr(ce, fn), input_shape=(32, 32, 3))
-    assert_same_structure(k, c)
-    assert c.count_params() == COUNTS[variant]
-    x = images((32, 32, 3), batch=1)
-    assert_same_predictions(k, c, x)
+    assert_same_model(k, c, images((32, 32, 3), batch=1), params=COUNTS[variant])
 
 
 @pytest.mark.parametrize("pooling", [None, "avg", "max"])

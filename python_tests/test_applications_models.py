@@ -8,8 +8,8 @@ import urllib.error
 import numpy as np
 import pytest
 
-from keras_apps import (assert_comparison_catches, assert_same_predictions, assert_same_structure, build_pair,
-                        images, keras, needs_keras_weight_files, summary_lines)
+from keras_apps import (assert_comparison_catches, assert_same_model, assert_same_predictions, assert_same_structure,
+                        build_pair, images, keras, needs_keras_weight_files, summary_lines)
 
 import convkit
 from convkit import applications as A
@@ -76,9 +76,7 @@ def vgg19():
 
 def test_vgg19_matches_keras(vgg19):
     k, c = vgg19
-    assert_same_structure(k, c)
-    assert c.count_params() == 143_667_240
-    assert_same_predictions(k, c, images((224, 224, 3)))
+    assert_same_model(k, c, images((224, 224, 3)), params=143_667_240)
 
 
 @pytest.mark.parametrize("which", ["vgg19", "mobilenet"])

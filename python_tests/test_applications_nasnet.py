@@ -4,11 +4,11 @@ reference is Keras's NASNet builder with NASNetMobile's settings."""
 
 import functools
 
-import numpy as np
 import pytest
 
-from keras_apps import (assert_comparison_catches, assert_loads_weights_keras_saved, assert_same_predictions,
-                        assert_same_structure, build_pair, images, keras, needs_keras_weight_files, summary_lines)
+from keras_apps import (assert_comparison_catches, assert_loads_weights_keras_saved, assert_same_model,
+                        assert_same_predictions, assert_same_structure, build_pair, images, needs_keras_weight_files,
+                        summary_lines)
 
 from keras.src.applications import nasnet as kn  # noqa: E402
 
@@ -31,10 +31,7 @@ def mobile():
 
 def test_nasnet_mobile_at_224_predicts_as_keras(mobile):
     k, c = mobile
-    assert_same_structure(k, c)
-    assert c.count_params() == 5_326_716
-    x = cn.preprocess_input(images((224, 224, 3)))
-    assert_same_predictions(k, c, x)
+    assert_same_model(k, c, cn.preprocess_input(images((224, 224, 3))), params=5_326_716)
 
 
 @pytest.mark.parametrize("layer", ["stem_bn1", "normal_conv_1_12"])
@@ -45,10 +42,7 @@ def test_the_comparison_fails_for_a_copy_one_percent_wrong(mobile, layer):
 
 def test_nasnet_large_matches_keras_on_the_smallest_images():
     k, c = build_pair(kn.NASNetLarge, cn.NASNetLarge, input_shape=(32, 32, 3))
-    assert_same_structure(k, c)
-    assert c.count_params() == 88_949_818
-    x = cn.preprocess_input(images((32, 32, 3), batch=1))
-    assert_same_predictions(k, c, x)
+    assert_same_model(k, c, cn.preprocess_input(images((32, 32, 3), batch=1)), params=88_949_818)
 
 
 @pytest.mark.parametrize("pooling", [None, "avg", "max"])
