@@ -570,8 +570,13 @@ def relu(x):
 def sigmoid(x):
     """1 / (1 + e ** -x), without overflow for large |x|."""
     xp = _xp(x)
-    e = xp.exp(-xp.abs(x))  # exp of a non-positive number never overflows
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    if x.dtype.kind != "f":
+        x = x.astype(xp.float32)
+    e = xp.abs(x)
+    xp.exp(xp.negative(e, out=e), out=e)  # exp of a non-positive number never overflows
+    y = xp.where(x >= 0, x.dtype.type(1), e)  # e / (1 + e) below 0, 1 / (1 + e) above
+    y /= e.__iadd__(x.dtype.type(1))  # in place: these arrays are whole feature maps
+    return y
 
 
 @register("tanh", inputs=("x",), grad=lambda y, dy, needs: (dy * (1 - y * y),), save=_output)
@@ -728,6 +733,9 @@ def relu_general(x, negative_slope=0.0, max_value=None, threshold=0.0):
     """Keras's relu with all its arguments: ``x`` above ``threshold`` (clipped at ``max_value``),
     ``negative_slope * (x - threshold)`` at or below it."""
     xp = _xp(x)
+    if threshold == 0 and not negative_slope:  # ReLU and ReLU6: two passes and one array, not four and three
+        y = xp.maximum(x, x.dtype.type(0))  # NaN stays NaN, as in Keras, PyTorch and the fused kernels
+        return y if max_value is None else xp.minimum(y, x.dtype.type(max_value), out=y)
     t = x.dtype.type(threshold)
     y = xp.where(x > t, x if max_value is None else xp.minimum(x, x.dtype.type(max_value)), x.dtype.type(0))
     if negative_slope:

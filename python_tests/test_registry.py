@@ -236,6 +236,14 @@ def _layer_op_cases(rng):
 CASES.update(_layer_op_cases(np.random.default_rng(15)))
 
 
+def test_relu_and_relu6_pass_nan_and_clip_infinities():
+    """As Keras (on PyTorch) and the kernels' fused ReLU do: NaN is not hidden as 0."""
+    x = np.float32([np.nan, -np.inf, -1, -0.0, 0, 0.5, 6, 7, np.inf])
+    np.testing.assert_array_equal(ops.relu6(x), np.float32([np.nan, 0, 0, 0, 0, 0.5, 6, 6, 6]))
+    np.testing.assert_array_equal(ops.relu_general(x), np.float32([np.nan, 0, 0, 0, 0, 0.5, 6, 7, np.inf]))
+    np.testing.assert_array_equal(ops.relu6(x), torch.clamp(torch.from_numpy(x), 0, 6).numpy())
+
+
 def test_every_registered_op_has_a_rule_and_a_case():
     ops_ = registry()
     missing = sorted(set(ops_) - set(CASES))
