@@ -572,10 +572,15 @@ def sigmoid(x):
     xp = _xp(x)
     if x.dtype.kind != "f":
         x = x.astype(xp.float32)
+    # exp(min(x, 0)) / (1 + exp(-|x|)): 1 / (1 + e^-x) above 0, e^x / (1 + e^x) below, and exp never
+    # overflows. In place, without a select: these arrays are whole feature maps, and NumPy's where is
+    # ten times slower than exp.
+    y = xp.minimum(x, x.dtype.type(0))
+    xp.exp(y, out=y)
     e = xp.abs(x)
-    xp.exp(xp.negative(e, out=e), out=e)  # exp of a non-positive number never overflows
-    y = xp.where(x >= 0, x.dtype.type(1), e)  # e / (1 + e) below 0, 1 / (1 + e) above
-    y /= e.__iadd__(x.dtype.type(1))  # in place: these arrays are whole feature maps
+    xp.exp(xp.negative(e, out=e), out=e)
+    e += x.dtype.type(1)
+    y /= e
     return y
 
 
@@ -804,7 +809,9 @@ def _silu_grad(x, dy, needs):
 @register("silu", inputs=("x",), grad=_silu_grad, save=_input)
 def silu(x):
     """x * sigmoid(x) (also called swish)."""
-    return x * sigmoid(x)
+    y = sigmoid(x)
+    y *= x
+    return y
 
 
 def _erfc(z):
