@@ -95,24 +95,33 @@ def test_cuda_kernels_match_the_reference_loops(build):
         assert done.returncode == 0 and "all match" in stdout, _output(done)
 
 
-def test_a_broken_kernel_fails(build):
-    """Two TF32 fragment registers of the GEMMs' warp tile swapped: the check must notice."""
+def _run_mutant(build, cu, replacements, name, args):
+    """check_kernels rebuilt with ``cu`` changed by ``replacements`` (each old text there exactly once), run."""
     gxx, out, objects, _ = build
-    source = CONV.read_text()
-    for old, new in [
-        ("af[mi][1] = tf32(ap[8 * RS]);", "af[mi][1] = tf32(ap[4 * KS]);"),
-        ("af[mi][2] = tf32(ap[4 * KS]);", "af[mi][2] = tf32(ap[8 * RS]);"),
-    ]:
-        assert source.count(old) == 1, f"update this mutation: {old!r} is no longer in conv2d_cuda.cu once"
+    source = cu.read_text()
+    for old, new in replacements:
+        assert source.count(old) == 1, f"update this mutation: {old!r} is no longer in {cu.name} once"
         source = source.replace(old, new)
-    mutant = out / "mutant"
+    mutant = out / name
     mutant.mkdir()
     (mutant / "cuda_runtime.h").write_text(translate.RUNTIME_HEADER)
-    (mutant / CONV.with_suffix(".cpp").name).write_text(translate.translate(source, CONV.name))
-    obj = _compile(gxx, mutant, mutant / "conv2d_cuda.cpp", [*FLAGS, "-O0"])  # it only has to give wrong numbers
+    cpp = mutant / cu.with_suffix(".cpp").name
+    cpp.write_text(translate.translate(source, cu.name))
+    obj = _compile(gxx, mutant, cpp, [*FLAGS, "-O0"])  # it only has to give wrong numbers
     exe = _link(gxx, [obj, *(o for o in objects if o.name != obj.name)], mutant / "check_kernels")
-    done = subprocess.run([exe, "--only", "conv", "--conv", "0", "--case", "0", "--tf32"], capture_output=True, text=True, env=ENV)
-    assert done.returncode == 1 and re.search(r"\d+ OUTPUTS DIFFER", done.stdout), _output(done)
+    return subprocess.run([exe, *args], capture_output=True, text=True, env=ENV)
+
+
+def _differs(done):
+    return done.returncode == 1 and re.search(r"\d+ OUTPUTS DIFFER", done.stdout)
+
+
+def test_a_broken_kernel_fails(build):
+    """Two TF32 fragment registers of the GEMMs' warp tile swapped: the check must notice."""
+    done = _run_mutant(build, CONV, [("af[mi][1] = tf32(ap[8 * RS]);", "af[mi][1] = tf32(ap[4 * KS]);"),
+                                     ("af[mi][2] = tf32(ap[4 * KS]);", "af[mi][2] = tf32(ap[8 * RS]);")],
+                       "mutant", ["--only", "conv", "--conv", "0", "--case", "0", "--tf32"])
+    assert _differs(done), _output(done)
 
 
 @pytest.mark.parametrize(
@@ -133,19 +142,10 @@ def test_translation_refuses_what_it_cannot_follow(old, new, message):
 def test_a_broken_depthwise_kernel_fails(build):
     """Backward-data's gather without its stride test (every tap taken as if it landed on an output): the
     check must notice."""
-    gxx, out, objects, _ = build
-    old = "if (th < 0 || th % g.sh != 0 || th / g.sh >= g.OH) continue;"
-    source = DEPTHWISE.read_text()
-    assert source.count(old) == 1, "update this mutation: the gather's row test is no longer in depthwise2d_cuda.cu"
-    mutant = out / "depthwise_mutant"
-    mutant.mkdir()
-    (mutant / "cuda_runtime.h").write_text(translate.RUNTIME_HEADER)
-    (mutant / "depthwise2d_cuda.cpp").write_text(
-        translate.translate(source.replace(old, "if (th < 0 || th / g.sh >= g.OH) continue;"), DEPTHWISE.name))
-    obj = _compile(gxx, mutant, mutant / "depthwise2d_cuda.cpp", [*FLAGS, "-O0"])
-    exe = _link(gxx, [obj, *(o for o in objects if o.name != obj.name)], mutant / "check_kernels")
-    done = subprocess.run([exe, "--only", "depthwise", "--depthwise", "0"], capture_output=True, text=True, env=ENV)
-    assert done.returncode == 1 and re.search(r"\d+ OUTPUTS DIFFER", done.stdout), _output(done)
+    done = _run_mutant(build, DEPTHWISE, [("if (th < 0 || th % g.sh != 0 || th / g.sh >= g.OH) continue;",
+                                           "if (th < 0 || th / g.sh >= g.OH) continue;")],
+                       "depthwise_mutant", ["--only", "depthwise", "--depthwise", "0"])
+    assert _differs(done), _output(done)
 
 
 @pytest.mark.parametrize("old, new, what", [
@@ -156,33 +156,16 @@ def test_a_broken_depthwise_kernel_fails(build):
     ("const float k = gamma ? gamma[c] * inv : inv,", "const float k = inv,", "scale"),
 ])
 def test_a_broken_batch_norm_kernel_fails(build, old, new, what):
-    gxx, out, objects, _ = build
-    source = BATCH_NORM.read_text()
-    assert source.count(old) == 1, f"update this mutation: {old!r} is no longer in batch_norm_cuda.cu once"
-    mutant = out / f"batch_norm_mutant_{what}"
-    mutant.mkdir()
-    (mutant / "cuda_runtime.h").write_text(translate.RUNTIME_HEADER)
-    (mutant / "batch_norm_cuda.cpp").write_text(translate.translate(source.replace(old, new), BATCH_NORM.name))
-    obj = _compile(gxx, mutant, mutant / "batch_norm_cuda.cpp", [*FLAGS, "-O0"])
-    exe = _link(gxx, [obj, *(o for o in objects if o.name != obj.name)], mutant / "check_kernels")
-    done = subprocess.run([exe, "--only", "batch_norm", "--batch-norm", "0"], capture_output=True, text=True, env=ENV)
-    assert done.returncode == 1 and re.search(r"\d+ OUTPUTS DIFFER", done.stdout), _output(done)
+    done = _run_mutant(build, BATCH_NORM, [(old, new)], f"batch_norm_mutant_{what}",
+                       ["--only", "batch_norm", "--batch-norm", "0"])
+    assert _differs(done), _output(done)
 
 
 def test_a_broken_argmax_window_check_fails(build):
     """The GPU's argmax window check with its row test off by one: the counts must differ from the loops'."""
-    gxx, out, objects, _ = build
     old = "outside += cell < 0 || ih < o.h0 || ih >= o.h1 || iw < o.w0 || iw >= o.w1;"
-    source = POOL.read_text()
-    assert source.count(old) == 1, "update this mutation: the window test is no longer in pool2d_cuda.cu once"
-    mutant = out / "pool_mutant"
-    mutant.mkdir()
-    (mutant / "cuda_runtime.h").write_text(translate.RUNTIME_HEADER)
-    (mutant / "pool2d_cuda.cpp").write_text(translate.translate(source.replace(old, old.replace("ih >= o.h1", "ih > o.h1")),
-                                                                POOL.name))
-    obj = _compile(gxx, mutant, mutant / "pool2d_cuda.cpp", [*FLAGS, "-O0"])
-    exe = _link(gxx, [obj, *(o for o in objects if o.name != obj.name)], mutant / "check_kernels")
-    done = subprocess.run([exe, "--only", "pool", "--pool", "20"], capture_output=True, text=True, env=ENV)
+    done = _run_mutant(build, POOL, [(old, old.replace("ih >= o.h1", "ih > o.h1"))], "pool_mutant",
+                       ["--only", "pool", "--pool", "20"])
     assert done.returncode == 1 and "argmax window check" in done.stdout, _output(done)
 
 
