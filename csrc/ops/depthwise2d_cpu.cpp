@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -47,6 +48,15 @@ void taps_fma_generic(int taps, const float* const* a, const float* const* b, i6
       if (act == Activation::Relu6) acc = std::min(acc, 6.f);
       out[j] = acc;
     }
+}
+
+// Backward-filter's sum over the output pixels of a row: out[j] += sum over i < count of
+// a[i * a_step + j] * b[i * b_step + j], the sums held in registers across the pixels.
+using PairsFma = void (*)(i64 count, const float* a, i64 a_step, const float* b, i64 b_step, i64 len, float* out);
+
+void pairs_fma_generic(i64 count, const float* a, i64 a_step, const float* b, i64 b_step, i64 len, float* out) {
+  for (i64 i = 0; i < count; ++i)
+    for (i64 j = 0; j < len; ++j) out[j] += a[i * a_step + j] * b[i * b_step + j];
 }
 
 // The rows' length S when the taps come in rows of S neighbours one a_step apart, so that outputs one
@@ -103,73 +113,6 @@ inline void store(float* p, Mask m, Vec v, Activation act) {
 }  // namespace avx2
 #pragma GCC pop_options
 
-// Backward-filter's sum over the output pixels of a row: out[j] += sum over i < count of
-// a[i * a_step + j] * b[i * b_step + j], the sums held in registers across the pixels.
-using PairsFma = void (*)(i64 count, const float* a, i64 a_step, const float* b, i64 b_step, i64 len, float* out);
-
-void pairs_fma_generic(i64 count, const float* a, i64 a_step, const float* b, i64 b_step, i64 len, float* out) {
-  for (i64 i = 0; i < count; ++i)
-    for (i64 j = 0; j < len; ++j) out[j] += a[i * a_step + j] * b[i * b_step + j];
-}
-
-template <int V>
-__attribute__((target("avx512f"), always_inline)) inline void pairs_fma512(i64 count, const float* a, i64 a_step,
-                                                                           const float* b, i64 b_step, i64 j0,
-                                                                           i64 len, float* out) {
-  constexpr int L = 16;
-  __mmask16 mask[V];
-  __m512 acc[V];
-  for (int v = 0; v < V; ++v) {
-    mask[v] = static_cast<__mmask16>((1u << std::max<i64>(0, std::min<i64>(L, len - j0 - L * v))) - 1);
-    acc[v] = _mm512_maskz_loadu_ps(mask[v], out + j0 + L * v);
-  }
-  for (i64 i = 0; i < count; ++i)
-    for (int v = 0; v < V; ++v)
-      acc[v] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask[v], a + i * a_step + j0 + L * v),
-                               _mm512_maskz_loadu_ps(mask[v], b + i * b_step + j0 + L * v), acc[v]);
-  for (int v = 0; v < V; ++v) _mm512_mask_storeu_ps(out + j0 + L * v, mask[v], acc[v]);
-}
-
-__attribute__((target("avx512f"))) void pairs_fma_avx512(i64 count, const float* a, i64 a_step, const float* b,
-                                                           i64 b_step, i64 len, float* out) {
-  for (i64 j0 = 0; j0 < len; j0 += 64) {
-    const i64 rest = len - j0;
-    if (rest <= 16) pairs_fma512<1>(count, a, a_step, b, b_step, j0, len, out);
-    else if (rest <= 32) pairs_fma512<2>(count, a, a_step, b, b_step, j0, len, out);
-    else pairs_fma512<4>(count, a, a_step, b, b_step, j0, len, out);
-  }
-}
-
-template <int V>
-__attribute__((target("avx2,fma"), always_inline)) inline void pairs_fma256(i64 count, const float* a, i64 a_step,
-                                                                           const float* b, i64 b_step, i64 j0,
-                                                                           i64 len, float* out) {
-  constexpr int L = 8;
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  __m256i mask[V];
-  __m256 acc[V];
-  for (int v = 0; v < V; ++v) {
-    const int lanes = static_cast<int>(std::max<i64>(0, std::min<i64>(L, len - j0 - L * v)));
-    mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), lane);
-    acc[v] = _mm256_maskload_ps(out + j0 + L * v, mask[v]);
-  }
-  for (i64 i = 0; i < count; ++i)
-    for (int v = 0; v < V; ++v)
-      acc[v] = _mm256_fmadd_ps(_mm256_maskload_ps(a + i * a_step + j0 + L * v, mask[v]),
-                               _mm256_maskload_ps(b + i * b_step + j0 + L * v, mask[v]), acc[v]);
-  for (int v = 0; v < V; ++v) _mm256_maskstore_ps(out + j0 + L * v, mask[v], acc[v]);
-}
-
-__attribute__((target("avx2,fma"))) void pairs_fma_avx2(i64 count, const float* a, i64 a_step, const float* b,
-                                                         i64 b_step, i64 len, float* out) {
-  for (i64 j0 = 0; j0 < len; j0 += 32) {
-    const i64 rest = len - j0;
-    if (rest <= 8) pairs_fma256<1>(count, a, a_step, b, b_step, j0, len, out);
-    else if (rest <= 16) pairs_fma256<2>(count, a, a_step, b, b_step, j0, len, out);
-    else pairs_fma256<4>(count, a, a_step, b, b_step, j0, len, out);
-  }
-}
-
 TapsFma choose_taps_fma() {
   switch (cpu::isa()) {
     case cpu::Isa::Avx512: return avx512::taps_fma;
@@ -182,8 +125,8 @@ const TapsFma taps_fma = choose_taps_fma();
 
 PairsFma choose_pairs_fma() {
   switch (cpu::isa()) {
-    case cpu::Isa::Avx512: return pairs_fma_avx512;
-    case cpu::Isa::Avx2: return pairs_fma_avx2;
+    case cpu::Isa::Avx512: return avx512::pairs_fma;
+    case cpu::Isa::Avx2: return avx2::pairs_fma;
     default: return pairs_fma_generic;
   }
 }
