@@ -1,7 +1,8 @@
 """Depthwise convolution (convkit.ops.depthwise_conv2d): the reference loops against PyTorch's grouped
 convolution (groups = C) in float64, then the CPU kernels (each instruction set) and the GPU's against
 the reference loops, over shapes that reach every code path: one and several vectors of channels with
-masked tails, blocks of outputs, depth multipliers, strides, dilations, 'same' with even kernels, batch 1 and 0."""
+masked tails, blocks of outputs, depth multipliers, strides, dilations, 'same' with even kernels, batch 1
+and 0."""
 
 
 import numpy as np
