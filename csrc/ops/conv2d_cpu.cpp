@@ -16,6 +16,7 @@
 // conv2d_cpu_common.h); this file chooses among them by shape. set_conv_strategy(name) (from
 // CONVKIT_CONV_STRATEGY=<name> when the module loads) forces one wherever it can compute the
 // call, the automatic choice serving the rest, so that tests reach every strategy on any shape.
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <string>
@@ -49,13 +50,23 @@ int counted(int s) {
   return s;
 }
 
+// Tiles across images (by_position) skip the taps that read padding, but fill their rows only
+// with as many images as a tile has rows; at batch 1 each holds one pixel. Compares the
+// (row, tap) products each strategy computes.
+bool by_position_pays(const GatherGemm& g) {
+  const auto live = [](const i64* table, i64 n) { return std::count_if(table, table + n, [](i64 i) { return i >= 0; }); };
+  const i64 mr = cpu::direct_rows();
+  const i64 by_position = round_up(g.N, mr) * live(g.tab_h, g.GH * g.R) * live(g.tab_w, g.GW * g.S);
+  return by_position < round_up(g.N * g.GH * g.GW, mr) * g.R * g.S;
+}
+
 int choose_gather(const GatherGemm& g) {
   const int f = forced.load(std::memory_order_relaxed);
   if (f == Direct || f == ByPosition || (f == PixelMajor && !g.px) || (f == Dot && g.ncols <= cpu::kDotMaxCols))
     return counted(f);
   if (g.ncols <= cpu::kDotMaxCols && g.SC >= kDotMinChannels) return counted(Dot);
   if (pixel_major_fits(g.SC, g.ncols) && !g.px) return counted(PixelMajor);
-  if (g.GH * g.GW <= kSmallGrid && g.R * g.S > 1) return counted(ByPosition);
+  if (g.GH * g.GW <= kSmallGrid && g.R * g.S > 1 && by_position_pays(g)) return counted(ByPosition);
   return counted(Direct);
 }
 

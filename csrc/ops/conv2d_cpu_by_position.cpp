@@ -10,7 +10,7 @@ namespace convkit::conv_cpu {
 // are GH * GW rows apart in the output.
 void run_by_position(const GatherGemm& g, i64 npad) {
   const i64 taps = g.R * g.S, Q = taps * g.SC, cells = g.GH * g.GW, img = g.SH * g.SW * pixel_stride(g);
-  const std::vector<float> bpack = pack_weights(g, Q, NR);
+  const float* bpack = pack_weights(g, Q, NR);
   const i64 groups = (g.N + kMC - 1) / kMC, tasks = cells * groups, tile_cols = cpu::max_tile_cols();
   const int mr = cpu::direct_rows();
   const std::vector<float> bias = padded_bias(g);
@@ -36,7 +36,7 @@ void run_by_position(const GatherGemm& g, i64 npad) {
           for (int i = 0; i < mr; ++i) ptrs[t * mr + i] = g.src + (n0 + i0 + std::min(i, rows - 1)) * img + src[t];
         const i64 m = (n0 + i0) * cells + cell;
         for (i64 jp = 0; jp < npad; jp += tile_cols) {
-          for (i64 t = 0; t < nt; ++t) btaps[t] = bpack.data() + jp * Q + live[t] * g.SC * NR;
+          for (i64 t = 0; t < nt; ++t) btaps[t] = bpack + jp * Q + live[t] * g.SC * NR;
           cpu::direct_tile(nt, g.SC, ptrs.data(), nullptr, Q * NR, g.out + m * g.ncols + jp, cells * g.ncols, rows,
                            static_cast<int>(std::min<i64>(tile_cols, g.ncols - jp)), btaps.data(),
                            tile_epilogue(g, bias, jp));

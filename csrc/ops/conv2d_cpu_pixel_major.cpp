@@ -12,7 +12,7 @@ namespace convkit::conv_cpu {
 // interior gathers are runs of contiguous copies.
 void run_pixel_major(const GatherGemm& g) {
   const i64 Q = g.R * g.S * g.SC;
-  const std::vector<float> wpack = pack_weights(g, Q, MR);
+  const float* wpack = pack_weights(g, Q, MR);
   // Blocks of NR pixels never straddle two grid rows, so each tap of a block reads
   // one source row (lanes past the row's end compute values that are not stored).
   const i64 per_row = (g.GW + NR - 1) / NR, blocks = g.N * g.GH * per_row;
@@ -54,7 +54,7 @@ void run_pixel_major(const GatherGemm& g) {
         }
       }
       for (i64 k0 = 0; k0 < g.ncols; k0 += MR) {
-        cpu::micro_tile(Q, wpack.data() + k0 * Q, bpack.data(), 0, tile, NR, MR, NR, false);
+        cpu::micro_tile(Q, wpack + k0 * Q, bpack.data(), 0, tile, NR, MR, NR, false);
         const i64 rows = std::min<i64>(MR, g.ncols - k0);
         for (i64 j = 0; j < cols; ++j) {
           float* out = g.out + (m0 + j) * g.ncols + k0;
