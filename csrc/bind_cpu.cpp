@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "bind_ops.h"
+#include "ops/pointwise.h"
 #include "ops/reference.h"
 #include "cpu/gemm.h"
 
@@ -132,6 +133,39 @@ struct ReferenceKernels {
   }
 };
 
+Pointwise pointwise_named(const std::string& name) {
+  if (name == "clamp") return Pointwise::Clamp;
+  if (name == "sigmoid") return Pointwise::Sigmoid;
+  CONVKIT_CHECK(name == "silu", "unknown function '" + name + "'; known: clamp, sigmoid, silu");
+  return Pointwise::Silu;
+}
+
+// The element-wise activations (ops/pointwise.h), host only: on the GPU CuPy's element-wise kernels
+// already make one pass.
+template <void (*Fn)(Pointwise, i64, const float*, float*, float, float)>
+void def_pointwise(py::module_& m) {
+  m.def("pointwise",
+        [](py::handle x, const std::string& fn, float lo, float hi, py::handle y) {
+          return named("pointwise", [&] {
+            const std::vector<i64> shape = shape_of(interface_dict(x, "x", Device::Cpu));
+            const Pointwise f = pointwise_named(fn);
+            const float* px = array_data<float, Device::Cpu>(x, "x", shape, false);
+            py::object out = output<CpuKernels>(y, shape);
+            float* py_ = array_data<float, Device::Cpu>(out, "y", shape, true);
+            i64 n = 1;
+            for (const i64 d : shape) n *= d;
+            {
+              py::gil_scoped_release nogil;
+              Fn(f, n, px, py_, lo, hi);
+            }
+            return out;
+          });
+        },
+        py::arg("x"), py::arg("fn"), py::arg("lo") = 0.f, py::arg("hi") = 0.f, py::arg("y") = py::none(),
+        "y = fn(x) element-wise for fn 'clamp' (between lo and hi; NaN stays NaN), 'sigmoid' or 'silu', into y "
+        "(x itself for in place) or (None) a new array, which it returns.");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cpu, m) {
@@ -158,10 +192,12 @@ PYBIND11_MODULE(_cpu, m) {
         py::arg("x_shape"), py::arg("pool_size"), py::arg("strides"), py::arg("padding"));
 
   def_ops<CpuKernels>(m);
+  def_pointwise<pointwise_cpu>(m);
 
   py::module_ ref = m.def_submodule("reference", "The reference loops (csrc/ops/reference.h): the same functions, "
                                                  "plain loops summing in double, to check the kernels against.");
   def_ops<ReferenceKernels>(ref);
+  def_pointwise<reference::pointwise>(ref);
 
   m.def("set_num_threads", [](int n) {
     CONVKIT_CHECK(n >= 1, "number of threads must be >= 1, got " + std::to_string(n));

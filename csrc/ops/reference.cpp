@@ -274,4 +274,12 @@ void batch_norm_infer(i64 M, i64 C, const float* x, const float* mean, const flo
                                         (beta ? beta[c] : 0.0));
 }
 
+void pointwise(Pointwise f, i64 n, const float* x, float* y, float lo, float hi) {
+  for (i64 i = 0; i < n; ++i) {
+    const double v = x[i], s = 1.0 / (1.0 + std::exp(-v));
+    y[i] = f == Pointwise::Clamp ? (v < lo ? lo : v > hi ? hi : x[i])
+                                 : static_cast<float>(f == Pointwise::Sigmoid ? s : v * s);
+  }
+}
+
 }  // namespace convkit::reference

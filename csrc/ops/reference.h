@@ -12,6 +12,7 @@
 
 #include "ops/conv2d.h"
 #include "ops/depthwise2d.h"
+#include "ops/pointwise.h"
 #include "ops/pool2d.h"
 
 namespace convkit::reference {
@@ -39,5 +40,7 @@ void batch_norm_bwd(i64 M, i64 C, const float* dy, const float* xhat, const floa
                     float* dx, float* dgamma, float* dbeta);
 void batch_norm_infer(i64 M, i64 C, const float* x, const float* mean, const float* var, const float* gamma,
                       const float* beta, float eps, float* y);
+
+void pointwise(Pointwise f, i64 n, const float* x, float* y, float lo, float hi);
 
 }  // namespace convkit::reference

@@ -1,0 +1,89 @@
+"""The CPU's element-wise activations (clamp for ReLU/ReLU6, sigmoid, silu) against PyTorch in float64 and
+the reference loops, on fresh random inputs over float32's whole range, on every instruction set."""
+
+import numpy as np
+import oracle
+import pytest
+import torch
+from helpers import rerun_under_micro_kernel
+
+from convkit import _cpu, ops
+
+FUNCTIONS = {
+    "sigmoid": torch.sigmoid,
+    "silu": torch.nn.functional.silu,
+    "clamp": lambda t: torch.clamp(t, 0, 6),
+}
+SPECIAL = np.float32([np.nan, np.inf, -np.inf, 0, -0.0, 1e-30, -1e-30, 6, 88, -87.2, 87.4, 15, -15, 100])
+
+
+def _inputs(rng, n):
+    """Normal values at three scales (small, activations', past the sigmoid's saturation) and the specials,
+    in an order the vector loops do not align with."""
+    x = np.concatenate([rng.standard_normal(n // 3) * s for s in (0.01, 3, 40)]).astype(np.float32)
+    return rng.permutation(np.concatenate([x, SPECIAL]))
+
+
+def _truth(fn, x):
+    return FUNCTIONS[fn](torch.from_numpy(x.astype(np.float64))).numpy()
+
+
+@pytest.mark.parametrize("fn", list(FUNCTIONS))
+@pytest.mark.parametrize("module", ["kernel", "reference"])
+def test_kernels_match_pytorch_float64_on_cpu(rng, fn, module):
+    x = _inputs(rng, 100_003)
+    run = _cpu.pointwise if module == "kernel" else _cpu.reference.pointwise
+    y = run(x, fn, 0.0, 6.0)
+    want = _truth(fn, x)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    infinite = ~np.isfinite(want)  # NaN and the infinities exactly
+    np.testing.assert_array_equal(y[infinite], want[infinite].astype(np.float32))
+    # A few float32 roundings, plus one step of the subnormals (times |x| for silu's product) where the
+    # sigmoid underflows into them.
+    finite = ~infinite
+    err = np.abs(y[finite] - want[finite])
+    allowed = 4e-7 * np.abs(want[finite]) + 2.0**-149 * np.maximum(1, np.abs(x[finite]))
+    worst = np.argmax(err / allowed)
+    assert err[worst] <= allowed[worst], (fn, x[finite][worst], y[finite][worst], want[finite][worst])
+    if fn == "clamp":
+        np.testing.assert_array_equal(y[~np.isnan(y)], want[~np.isnan(want)].astype(np.float32))
+
+
+def test_in_place_and_into_a_given_array(rng):
+    x = _inputs(rng, 5_000)
+    want = _cpu.pointwise(x, "silu")
+    out = np.empty_like(x)
+    assert _cpu.pointwise(x, "silu", y=out) is out
+    np.testing.assert_array_equal(out, want)
+    assert _cpu.pointwise(x, "silu", y=x) is x
+    np.testing.assert_array_equal(x, want)
+    grid = rng.standard_normal((2, 3, 5, 7)).astype(np.float32)
+    assert _cpu.pointwise(grid, "sigmoid").shape == (2, 3, 5, 7)
+
+
+@pytest.mark.parametrize("bad,error,match", [
+    (lambda x: _cpu.pointwise(x.astype(np.float64), "sigmoid"), TypeError, "pointwise: x must be float32"),
+    (lambda x: _cpu.pointwise(x[::2], "sigmoid"), ValueError, "x must be C-contiguous"),
+    (lambda x: _cpu.pointwise(x, "tanh"), ValueError, "unknown function 'tanh'; known: clamp, sigmoid, silu"),
+    (lambda x: _cpu.pointwise(x, "silu", y=np.empty(3, np.float32)), ValueError, r"y has shape \(3,\), expected \(10,\)"),
+], ids=["dtype", "strided", "name", "out-shape"])
+def test_bad_arguments_are_refused(bad, error, match):
+    with pytest.raises(error, match=match):
+        bad(np.ones(10, np.float32))
+
+
+@pytest.mark.parametrize("op,fn", [(ops.sigmoid, "sigmoid"), (ops.silu, "silu"), (ops.relu6, "clamp")])
+def test_ops_take_the_kernel_for_float32_and_numpy_otherwise(rng, op, fn):
+    """Contiguous float32 goes through the kernel; strided and float64 inputs through NumPy, alike."""
+    x = _inputs(rng, 3_000)
+    finite = np.isfinite(x)
+    want = _truth(fn, x)
+    np.testing.assert_array_equal(op(x), _cpu.pointwise(x, fn, 0.0, 6.0))
+    for other in (op(np.repeat(x, 2)[::2]), op(x.astype(np.float64)).astype(np.float32)):
+        assert oracle.rel_err(other[finite], want[finite]) < 1e-6
+
+
+@pytest.mark.parametrize("kernel,name", [("avx2", "avx2-fma"), ("generic", "generic")])
+def test_narrower_cpu_kernels(kernel, name, tmp_path):
+    """The same checks on the narrower instruction sets, each in a fresh process."""
+    rerun_under_micro_kernel(__file__, kernel, name, "match_pytorch and kernel", tmp_path)
