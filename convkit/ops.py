@@ -432,13 +432,31 @@ def batch_norm_train_backward(dy, xhat, inv, gamma=None, need_dx=True):
     return (None if dx is None else dx.reshape(dy.shape)), dgamma, dbeta
 
 
-def _batch_norm_inference_save(needs, inputs, y, mean, variance, epsilon=1e-3):
-    x, gamma, _ = inputs
-    return (x if needs[1] else None), gamma
+# The activations batch_norm_inference can apply on its way out: (kernel function, lo, hi).
+_FUSED_ACTIVATIONS = {"relu": ("clamp", 0.0, np.inf), "relu6": ("clamp", 0.0, 6.0), "sigmoid": ("sigmoid", 0.0, 0.0),
+                      "silu": ("silu", 0.0, 0.0), "swish": ("silu", 0.0, 0.0)}
 
 
-def _batch_norm_inference_grad(saved, dy, needs, mean, variance, epsilon=1e-3):
-    x, gamma = saved
+def _batch_norm_inference_save(needs, inputs, y, mean, variance, epsilon=1e-3, activation=None):
+    x, gamma, beta = inputs
+    if activation is not None:  # the activation's gradient needs its input, recomputed from x
+        return x, gamma, beta
+    return (x if needs[1] else None), gamma, None
+
+
+def _activation_grad(activation, z, dy):
+    if activation == "sigmoid":
+        s = sigmoid(z)
+        return dy * s * (1 - s)
+    if activation in ("silu", "swish"):
+        return _silu_grad(z, dy, None)[0]
+    return _relu_general_grad(z, dy, None, max_value=6.0 if activation == "relu6" else None)[0]
+
+
+def _batch_norm_inference_grad(saved, dy, needs, mean, variance, epsilon=1e-3, activation=None):
+    x, gamma, beta = saved
+    if activation is not None:
+        dy = _activation_grad(activation, batch_norm_inference(x, gamma, beta, mean, variance, epsilon), dy)
     xp, c = _xp(dy), dy.shape[-1]
     inv = (1.0 / xp.sqrt(variance.astype(np.float64) + epsilon)).astype(np.float32)
     dy2 = dy.reshape(-1, c)
@@ -449,15 +467,20 @@ def _batch_norm_inference_grad(saved, dy, needs, mean, variance, epsilon=1e-3):
 
 @register("batch_norm_inference", inputs=("x", "gamma", "beta"), grad=_batch_norm_inference_grad,
           save=_batch_norm_inference_save)
-def batch_norm_inference(x, gamma, beta, mean, variance, epsilon=1e-3):
+def batch_norm_inference(x, gamma, beta, mean, variance, epsilon=1e-3, activation=None):
     """Batch normalisation over the last axis with given statistics (inference mode, a layer's moving ones):
     ``(x - mean) / sqrt(variance + epsilon) * gamma + beta``, shaped like ``x``; ``gamma``/``beta`` may be
-    None (1 and 0)."""
+    None (1 and 0). ``activation`` ('relu', 'relu6', 'sigmoid', 'silu' or 'swish') is applied to each block of
+    the result while it is in cache, instead of in another pass over it."""
     op = "batch_norm_inference"
+    if activation is not None and activation not in _FUSED_ACTIVATIONS:
+        raise ValueError(f"{op}: activation must be None or one of {', '.join(_FUSED_ACTIVATIONS)}, "
+                         f"got {activation!r}")
+    fn, lo, hi = _FUSED_ACTIVATIONS.get(activation, (None, 0.0, 0.0))
     x2 = _rows(x, "x", op)
     y = kernels_for(x2, op).batch_norm_infer(x2, _array(mean, "mean", op), _array(variance, "variance", op),
                                              _optional(gamma, "gamma", op), _optional(beta, "beta", op),
-                                             float(epsilon), None)
+                                             float(epsilon), None, fn, lo, hi)
     return y.reshape(x.shape)
 
 

@@ -71,8 +71,8 @@ struct CpuKernels {
     batch_norm_bwd_cpu(M, C, dy, xhat, inv, g, dx, dg, db);
   }
   static void batch_norm_infer(Run, i64 M, i64 C, const float* x, const float* mean, const float* var,
-                               const float* g, const float* b, float eps, float* y) {
-    batch_norm_infer_cpu(M, C, x, mean, var, g, b, eps, y);
+                               const float* g, const float* b, float eps, float* y, const PointwiseAct& act) {
+    batch_norm_infer_cpu(M, C, x, mean, var, g, b, eps, y, act);
   }
 };
 
@@ -128,17 +128,10 @@ struct ReferenceKernels {
     reference::batch_norm_bwd(M, C, dy, xhat, inv, g, dx, dg, db);
   }
   static void batch_norm_infer(Run, i64 M, i64 C, const float* x, const float* mean, const float* var,
-                               const float* g, const float* b, float eps, float* y) {
-    reference::batch_norm_infer(M, C, x, mean, var, g, b, eps, y);
+                               const float* g, const float* b, float eps, float* y, const PointwiseAct& act) {
+    reference::batch_norm_infer(M, C, x, mean, var, g, b, eps, y, act);
   }
 };
-
-Pointwise pointwise_named(const std::string& name) {
-  if (name == "clamp") return Pointwise::Clamp;
-  if (name == "sigmoid") return Pointwise::Sigmoid;
-  CONVKIT_CHECK(name == "silu", "unknown function '" + name + "'; known: clamp, sigmoid, silu");
-  return Pointwise::Silu;
-}
 
 // The element-wise activations (ops/pointwise.h), host only: on the GPU CuPy's element-wise kernels
 // already make one pass.

@@ -97,8 +97,8 @@ struct CudaKernels {
     batch_norm_bwd_cuda(M, C, dy, xhat, inv, g, dx, dg, db, s);
   }
   static void batch_norm_infer(Run s, i64 M, i64 C, const float* x, const float* mean, const float* var,
-                               const float* g, const float* b, float eps, float* y) {
-    batch_norm_infer_cuda(M, C, x, mean, var, g, b, eps, y, s);
+                               const float* g, const float* b, float eps, float* y, const PointwiseAct& act) {
+    batch_norm_infer_cuda(M, C, x, mean, var, g, b, eps, y, act, s);
   }
 };
 

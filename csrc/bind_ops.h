@@ -56,6 +56,14 @@ const float* channel_data(py::handle v, const char* name, i64 C, bool optional) 
   return array_data<float, D>(v, name, {C}, false);
 }
 
+// An element-wise activation by name (ops/pointwise.h): "clamp" between lo and hi, "sigmoid", "silu".
+inline Pointwise pointwise_named(const std::string& name) {
+  if (name == "clamp") return Pointwise::Clamp;
+  if (name == "sigmoid") return Pointwise::Sigmoid;
+  CONVKIT_CHECK(name == "silu", "unknown function '" + name + "'; known: clamp, sigmoid, silu");
+  return Pointwise::Silu;
+}
+
 // Batch normalisation over the channels of (rows, C) arrays; gamma and beta may be None.
 template <class K>
 void def_batch_norm(py::module_& m) {
@@ -109,8 +117,11 @@ void def_batch_norm(py::module_& m) {
         py::arg("dbeta"), "Gradients of batch_norm_fwd from its xhat and inv; dx may be None (not computed).");
 
   m.def("batch_norm_infer",
-        [](py::handle x, py::handle mean, py::handle var, py::handle gamma, py::handle beta, float eps, py::handle y) {
+        [](py::handle x, py::handle mean, py::handle var, py::handle gamma, py::handle beta, float eps, py::handle y,
+           py::handle activation, float lo, float hi) {
           return named("batch_norm_inference", [&] {
+            PointwiseAct act;
+            if (!activation.is_none()) act = {true, pointwise_named(activation.cast<std::string>()), lo, hi};
             const auto [M, C] = array_shape<2>(x, "x", D);
             const float* px = array_data<float, D>(x, "x", {M, C}, false);
             const float* pm = channel_data<D>(mean, "mean", C, false);
@@ -122,14 +133,15 @@ void def_batch_norm(py::module_& m) {
             auto run = K::prepare();
             {
               py::gil_scoped_release nogil;
-              K::batch_norm_infer(run, M, C, px, pm, pv, pg, pb, eps, py_);
+              K::batch_norm_infer(run, M, C, px, pm, pv, pg, pb, eps, py_, act);
             }
             return out;
           });
         },
         py::arg("x"), py::arg("mean"), py::arg("variance"), py::arg("gamma"), py::arg("beta"), py::arg("epsilon"),
-        py::arg("y"), "Inference: y = (x - mean) / sqrt(variance + eps) * gamma + beta with given statistics, into y "
-        "or (None) a new array, which it returns.");
+        py::arg("y"), py::arg("activation") = py::none(), py::arg("lo") = 0.f, py::arg("hi") = 0.f,
+        "Inference: y = act((x - mean) / sqrt(variance + eps) * gamma + beta) with given statistics, into y or "
+        "(None) a new array, which it returns; act is none, or 'clamp' (between lo and hi), 'sigmoid' or 'silu'.");
 }
 
 template <class K>

@@ -116,6 +116,11 @@ def _batch_norm_inference_ref(x, g, b, mean, var, epsilon=1e-3):
     return (x - mean) / torch.sqrt(var + epsilon) * g + b
 
 
+# The activations batch_norm_inference applies itself (inputs spread so that ReLU6 clips at both ends).
+_FUSED_REF = {"relu": torch.relu, "relu6": lambda t: torch.clamp(t, 0, 6), "sigmoid": torch.sigmoid,
+              "silu": F.silu}
+
+
 def _cubed(x):
     return x * x * x, lambda dy: dy * 3 * x * x
 
@@ -147,7 +152,12 @@ def _cases(rng):
             Case(lambda x, m, v: ops.batch_norm_inference(x, None, None, m, v, epsilon=0.01), [_r(rng, 7, 5)],
                  lambda x, m=_moving_mean[:1].repeat(5), v=_moving_var[:1].repeat(5):
                      _batch_norm_inference_ref(x, 1.0, 0.0, m, v, 0.01),
-                 attrs=(_moving_mean[:1].repeat(5), _moving_var[:1].repeat(5)))],
+                 attrs=(_moving_mean[:1].repeat(5), _moving_var[:1].repeat(5)))] + [
+            Case(ops.batch_norm_inference, [_r(rng, 6, 3, 3, 4) * 3 + 1, _r(rng, 4), _r(rng, 4)],
+                 lambda x, g, b, act=act: _FUSED_REF[act](
+                     _batch_norm_inference_ref(x, g, b, _moving_mean, _moving_var)),
+                 attrs=(_moving_mean, _moving_var), kw=dict(activation=act))
+            for act in _FUSED_REF],
         "dense": [Case(ops.dense, [_r(rng, 6, 5), _r(rng, 5, 3), _r(rng, 3)],
                        lambda x, k, b: torch.relu(x @ k + b), kw=dict(activation="relu")),
                   Case(ops.dense, [_r(rng, 2, 3, 5), _r(rng, 5, 4), _r(rng, 4)], lambda x, k, b: x @ k + b)],

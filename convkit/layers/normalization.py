@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from convkit import _serial, distributed, initializers, ops, regularizers
+from convkit import _serial, activations, autodiff, distributed, initializers, ops, regularizers
 from convkit._device import xp_of
 from convkit.autodiff import custom_gradient
 from convkit.layers.base import Layer, serialize_optional
+from convkit.layers.core import Activation, ReLU
 
 
 @_serial.register_serializable
@@ -53,10 +54,14 @@ class BatchNormalization(Layer):
         self.moving_variance = self.add_weight("moving_variance", (c,), self.moving_variance_initializer,
                                                trainable=False)
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, activation=None):
+        """``activation`` (a name ops.batch_norm_inference takes) is applied in the same pass, in inference mode
+        only: models pass it for the activation layer that follows, see ``fused_activation``."""
         c = x.shape[-1]
         x2 = ops.reshape(x, (-1, c))
-        if training and self.trainable:
+        if activation is not None and not self.inference_mode(training):
+            raise ValueError(f"BatchNormalization {self.name!r}: an activation is fused only in inference mode")
+        if not self.inference_mode(training):
             if self.synchronized and distributed.active():
                 y, mean, var = self._global_batch_norm(x2)
             else:
@@ -69,8 +74,12 @@ class BatchNormalization(Layer):
             mv += (1 - m) * var
         else:
             y = ops.batch_norm_inference(x2, self.gamma, self.beta, self.moving_mean.value,
-                                         self.moving_variance.value, self.epsilon)
+                                         self.moving_variance.value, self.epsilon, activation)
         return ops.reshape(y, x.shape)
+
+    def inference_mode(self, training) -> bool:
+        """Whether a call with this ``training`` uses the moving statistics (always, when not trainable)."""
+        return not (training and self.trainable)
 
     def _global_batch_norm(self, x2):
         """(y, mean, var): batch normalisation with the statistics of every rank's rows together, recorded as one
@@ -245,3 +254,23 @@ class Normalization(Layer):
         plain = lambda v: None if v is None else v.tolist()  # noqa: E731
         return {**super().get_config(), "axis": list(self.axis), "invert": self.invert,
                 "mean": plain(self.input_mean), "variance": plain(self.input_variance)}
+
+
+_FUSABLE = {activations.ReLU: "relu", activations.ReLU6: "relu6", activations.Sigmoid: "sigmoid",
+            activations.Silu: "silu"}
+
+
+def fused_activation(norm, act, training):
+    """The activation that ``norm``'s call can apply for the layer ``act`` that consumes its output alone, or
+    None. Only in inference mode, with no GradientTape recording, and for plain layers (no activity
+    regulariser on ``act``, Keras's own classes): then nothing can observe the value in between, and the
+    feature map is read and written once instead of twice."""
+    if type(norm) is not BatchNormalization or not norm.inference_mode(training) or autodiff.recording():
+        return None
+    if getattr(act, "activity_regularizer", None) is not None:
+        return None
+    if type(act) is Activation:
+        return _FUSABLE.get(type(act.activation))
+    if type(act) is ReLU and not act.negative_slope and not act.threshold and act.max_value in (None, 6.0):
+        return "relu" if act.max_value is None else "relu6"
+    return None

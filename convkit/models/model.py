@@ -13,6 +13,7 @@ import inspect
 from convkit import _serial
 from convkit.layers.base import (InputLayer, KerasTensor, Layer, Node, _enter_call, _exit_call, _is_symbolic,
                                  node_depths, unique_name, _snake)
+from convkit.layers.normalization import fused_activation
 from convkit.models.summary import print_summary
 from convkit.models.training import Trainer
 
@@ -74,6 +75,7 @@ class Model(Trainer, Layer):
         Layer.__init__(self, name=name or unique_name(base), trainable=trainable, **kwargs)
         Trainer.__init__(self)
         self._graph = None
+        self._pairs = None
         self._traced = False
         if inputs is not None or outputs is not None:
             if inputs is None or outputs is None:
@@ -109,12 +111,32 @@ class Model(Trainer, Layer):
         if len(xs) != len(ins):
             raise ValueError(f"model {self.name!r} takes {len(ins)} input(s), got {len(xs)}")
         values = {id(t): v for t, v in zip(ins, xs)}
+        pairs, fused = self._fusable_pairs(), set()
         for node in order:
-            if isinstance(node.layer, InputLayer):
+            if isinstance(node.layer, InputLayer) or id(node) in fused:
                 continue
             args = [values[id(t)] for t in node.inputs]
+            act = pairs.get(id(node))
+            name = act and fused_activation(node.layer, act.layer, training)
+            if name:  # the activation node's value, in the normalisation's pass
+                values[id(act.output)] = node.layer(args[0], training=training, activation=name)
+                fused.add(id(act))
+                continue
             values[id(node.output)] = node.layer(args if node.multi else args[0], training=training)
         return values[id(outs[0])]
+
+    def _fusable_pairs(self):
+        """{id(node): the node of its output's one consumer}, for nodes whose output nothing else reads (not the
+        model's output either): where a batch normalisation may apply that consumer's activation itself."""
+        if self._pairs is None:
+            _, outs, order = self._graph
+            readers = {}
+            for n in order:
+                for t in n.inputs:
+                    readers.setdefault(id(t), []).append(n)
+            self._pairs = {id(t.node): r[0] for n in order for t in n.inputs
+                           if len(r := readers[id(t)]) == 1 and not r[0].multi and all(t is not o for o in outs)}
+        return self._pairs
 
     # calling ---------------------------------------------------------------------------------------------
     def call(self, x, training=False):

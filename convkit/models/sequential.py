@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from convkit import _serial
 from convkit.layers.base import InputLayer, KerasTensor, Layer, unique_name
+from convkit.layers.normalization import fused_activation
 from convkit.models.model import Model
 
 
@@ -49,8 +50,11 @@ class Sequential(Model):
             self._last = layer(self._last)
 
     def call(self, x, training=False):
-        for layer in self._layers:
-            x = layer(x, training=training)
+        layers, i = self._layers, 0
+        while i < len(layers):
+            name = i + 1 < len(layers) and fused_activation(layers[i], layers[i + 1], training)
+            x = layers[i](x, training=training, activation=name) if name else layers[i](x, training=training)
+            i += 2 if name else 1
         return x
 
     def __call__(self, inputs, training=None, **kwargs):

@@ -624,9 +624,21 @@ void run_batch_norm(long index, const BatchNormCase& c, Rng& rng, Stats& st) {
   }
   y.poison();
   if (k.call("batch_norm inference", [&] {
-        batch_norm_infer_cuda(M, C, x.get(), wmean.data(), wvar.data(), pg, pb, eps, y.get(), nullptr);
+        batch_norm_infer_cuda(M, C, x.get(), wmean.data(), wvar.data(), pg, pb, eps, y.get(), {}, nullptr);
       }))
     k.near("batch_norm inference", y.get(), iy, ibound, kTolFp32, false);
+  // With each fused activation (none grows an error by more than 1.1x).
+  for (const PointwiseAct act : {PointwiseAct{true, Pointwise::Clamp, 0.f, 6.f}, PointwiseAct{true, Pointwise::Sigmoid},
+                                 PointwiseAct{true, Pointwise::Silu}}) {
+    std::vector<float> ay(n), abound(n);
+    reference::batch_norm_infer(M, C, x.get(), wmean.data(), wvar.data(), pg, pb, eps, ay.data(), act);
+    for (i64 i = 0; i < n; ++i) abound[i] = 1.1f * ibound[i];
+    y.poison();
+    if (k.call("batch_norm inference with an activation", [&] {
+          batch_norm_infer_cuda(M, C, x.get(), wmean.data(), wvar.data(), pg, pb, eps, y.get(), act, nullptr);
+        }))
+      k.near("batch_norm inference with an activation", y.get(), ay, abound, kTolFp32, false);
+  }
   emu::force_wide_indices = false;
   emu::fail_malloc_async = false;
 }

@@ -4,6 +4,7 @@
 // batch_norm_cuda.cu; both sum in float over runs of rows and add the runs in double.
 #pragma once
 #include "common.h"
+#include "ops/pointwise.h"
 
 namespace convkit {
 
@@ -17,10 +18,11 @@ void batch_norm_fwd_cpu(i64 M, i64 C, const float* x, const float* gamma, const 
 void batch_norm_bwd_cpu(i64 M, i64 C, const float* dy, const float* xhat, const float* inv, const float* gamma,
                         float* dx, float* dgamma, float* dbeta);
 
-// Inference: y = x * s + (beta - mean * s) with s = gamma / sqrt(var + eps), per channel in float
-// (1 / sqrt taken in double). gamma and beta may be null.
+// Inference: y = act(x * s + (beta - mean * s)) with s = gamma / sqrt(var + eps), per channel in
+// float (1 / sqrt taken in double); act, when on, is applied before y leaves the cache. gamma and
+// beta may be null.
 void batch_norm_infer_cpu(i64 M, i64 C, const float* x, const float* mean, const float* var, const float* gamma,
-                          const float* beta, float eps, float* y);
+                          const float* beta, float eps, float* y, const PointwiseAct& act = {});
 
 // The CUDA twins, on `stream`, never synchronising.
 void batch_norm_fwd_cuda(i64 M, i64 C, const float* x, const float* gamma, const float* beta, float eps, float* y,
@@ -28,6 +30,6 @@ void batch_norm_fwd_cuda(i64 M, i64 C, const float* x, const float* gamma, const
 void batch_norm_bwd_cuda(i64 M, i64 C, const float* dy, const float* xhat, const float* inv, const float* gamma,
                          float* dx, float* dgamma, float* dbeta, void* stream);
 void batch_norm_infer_cuda(i64 M, i64 C, const float* x, const float* mean, const float* var, const float* gamma,
-                           const float* beta, float eps, float* y, void* stream);
+                           const float* beta, float eps, float* y, const PointwiseAct& act, void* stream);
 
 }  // namespace convkit

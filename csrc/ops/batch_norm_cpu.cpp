@@ -108,18 +108,23 @@ void batch_norm_bwd_cpu(i64 M, i64 C, const float* dy, const float* xhat, const 
 }
 
 void batch_norm_infer_cpu(i64 M, i64 C, const float* x, const float* mean, const float* var, const float* gamma,
-                          const float* beta, float eps, float* y) {
+                          const float* beta, float eps, float* y, const PointwiseAct& act) {
   std::vector<float> s(static_cast<size_t>(C)), shift(static_cast<size_t>(C));
   for (i64 c = 0; c < C; ++c) {
     const float inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var[c]) + eps));
     s[c] = gamma ? gamma[c] * inv : inv;
     shift[c] = (beta ? beta[c] : 0.f) - mean[c] * s[c];
   }
+  const i64 rows = std::max<i64>(1, 4096 / std::max<i64>(C, 1));  // blocks of about 16 KB, for act while in L1
 #pragma omp parallel for schedule(static)
-  for (i64 m = 0; m < M; ++m) {
-    const float* row = x + m * C;
-    float* out = y + m * C;
-    for (i64 c = 0; c < C; ++c) out[c] = row[c] * s[c] + shift[c];
+  for (i64 m0 = 0; m0 < M; m0 += rows) {
+    const i64 m1 = std::min(M, m0 + rows);
+    for (i64 m = m0; m < m1; ++m) {
+      const float* row = x + m * C;
+      float* out = y + m * C;
+      for (i64 c = 0; c < C; ++c) out[c] = row[c] * s[c] + shift[c];
+    }
+    if (act.on) pointwise_serial_cpu(act, (m1 - m0) * C, y + m0 * C, y + m0 * C);
   }
 }
 

@@ -223,17 +223,26 @@ __global__ void bwd_input(I M, I C, const float* __restrict__ dy, const float* _
   }
 }
 
+// The fused activation of pointwise.h on one value (sigmoid as exp(-|v|) over 1 + itself, which never
+// overflows).
+__device__ inline float activate(const PointwiseAct& act, float v) {
+  if (!act.on) return v;
+  if (act.f == Pointwise::Clamp) return v < act.lo ? act.lo : (v > act.hi ? act.hi : v);
+  const float e = expf(-fabsf(v)), sig = (v >= 0.f ? 1.f : e) / (1.f + e);
+  return act.f == Pointwise::Sigmoid ? sig : v * sig;
+}
+
 // Inference: each block takes the scale and shift of its 32 channels once, then a share of the rows.
 template <class I>
 __global__ void infer(I M, I C, I per_block, const float* __restrict__ x, const float* __restrict__ mean,
                       const float* __restrict__ var, const float* __restrict__ gamma, const float* __restrict__ beta,
-                      float eps, float* __restrict__ y) {
+                      float eps, float* __restrict__ y, PointwiseAct act) {
   const I c = static_cast<I>(blockIdx.x) * 32 + threadIdx.x, lo = static_cast<I>(blockIdx.y) * per_block;
   if (c >= C) return;
   const float iv = inv_of(var[c], eps), s = gamma ? gamma[c] * iv : iv;
   const float shift = (beta ? beta[c] : 0.f) - mean[c] * s;
   const I hi = lo + per_block < M ? lo + per_block : M;
-  for (I m = lo + threadIdx.y; m < hi; m += kRows) y[m * C + c] = x[m * C + c] * s + shift;
+  for (I m = lo + threadIdx.y; m < hi; m += kRows) y[m * C + c] = activate(act, x[m * C + c] * s + shift);
 }
 
 bool fits_int(i64 M, i64 C) { return M * C < INT_MAX / 2 && M < INT_MAX / 2 - kRows; }
@@ -307,10 +316,10 @@ void backward(i64 M, i64 C, const float* dy, const float* xhat, const float* inv
 
 template <class I>
 void inference(i64 M, i64 C, const float* x, const float* mean, const float* var, const float* gamma,
-               const float* beta, float eps, float* y, cudaStream_t s) {
+               const float* beta, float eps, float* y, const PointwiseAct& act, cudaStream_t s) {
   const i64 splits = std::max<i64>(1, std::min<i64>((M + 32 * kRows - 1) / (32 * kRows), 65535));
   infer<I><<<tiles(C, splits), dim3(32, kRows), 0, s>>>(M, C, static_cast<I>((M + splits - 1) / splits), x, mean,
-                                                         var, gamma, beta, eps, y);
+                                                         var, gamma, beta, eps, y, act);
   check_launch("batch_norm_infer");
 }
 
@@ -337,13 +346,13 @@ void batch_norm_bwd_cuda(i64 M, i64 C, const float* dy, const float* xhat, const
 }
 
 void batch_norm_infer_cuda(i64 M, i64 C, const float* x, const float* mean, const float* var, const float* gamma,
-                           const float* beta, float eps, float* y, void* stream) {
+                           const float* beta, float eps, float* y, const PointwiseAct& act, void* stream) {
   if (M == 0 || C == 0) return;
   const auto s = static_cast<cudaStream_t>(stream);
   if (fits_int(M, C))
-    inference<int>(M, C, x, mean, var, gamma, beta, eps, y, s);
+    inference<int>(M, C, x, mean, var, gamma, beta, eps, y, act, s);
   else
-    inference<long long>(M, C, x, mean, var, gamma, beta, eps, y, s);
+    inference<long long>(M, C, x, mean, var, gamma, beta, eps, y, act, s);
 }
 
 }  // namespace convkit

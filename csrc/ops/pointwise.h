@@ -13,4 +13,15 @@ enum class Pointwise { Clamp, Sigmoid, Silu };
 // NaN). Sigmoid: 1 / (1 + e^-x) within a few ulp (subnormal results included); silu: x * sigmoid(x).
 void pointwise_cpu(Pointwise f, i64 n, const float* x, float* y, float lo, float hi);
 
+// An activation that another kernel applies to its output on the way out (batch normalisation at
+// inference), saving a second pass over the feature map; off by default.
+struct PointwiseAct {
+  bool on = false;
+  Pointwise f = Pointwise::Clamp;
+  float lo = 0.f, hi = 0.f;
+};
+
+// pointwise_cpu on one thread, for kernels that call it inside their own parallel loops.
+void pointwise_serial_cpu(const PointwiseAct& act, i64 n, const float* x, float* y);
+
 }  // namespace convkit

@@ -70,9 +70,14 @@ void body_generic(i64 n, const float* x, float* y, float lo, float hi) {
 }
 
 template <Pointwise F>
-void run(i64 n, const float* x, float* y, float lo, float hi) {
+void (*chunk_for_isa())(i64, const float*, float*, float, float) {
   const cpu::Isa isa = cpu::isa();
-  const auto chunk = isa == cpu::Isa::Avx512 ? body_avx512<F> : isa == cpu::Isa::Avx2 ? body_avx2<F> : body_generic<F>;
+  return isa == cpu::Isa::Avx512 ? body_avx512<F> : isa == cpu::Isa::Avx2 ? body_avx2<F> : body_generic<F>;
+}
+
+template <Pointwise F>
+void run(i64 n, const float* x, float* y, float lo, float hi) {
+  const auto chunk = chunk_for_isa<F>();
   constexpr i64 kChunk = 1 << 14;  // 64 KB a piece: below a few of them, threads cost more than they save
   const i64 pieces = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (pieces > 2)
@@ -86,6 +91,14 @@ void pointwise_cpu(Pointwise f, i64 n, const float* x, float* y, float lo, float
     case Pointwise::Clamp: return run<Pointwise::Clamp>(n, x, y, lo, hi);
     case Pointwise::Sigmoid: return run<Pointwise::Sigmoid>(n, x, y, lo, hi);
     case Pointwise::Silu: return run<Pointwise::Silu>(n, x, y, lo, hi);
+  }
+}
+
+void pointwise_serial_cpu(const PointwiseAct& act, i64 n, const float* x, float* y) {
+  switch (act.f) {
+    case Pointwise::Clamp: return chunk_for_isa<Pointwise::Clamp>()(n, x, y, act.lo, act.hi);
+    case Pointwise::Sigmoid: return chunk_for_isa<Pointwise::Sigmoid>()(n, x, y, act.lo, act.hi);
+    case Pointwise::Silu: return chunk_for_isa<Pointwise::Silu>()(n, x, y, act.lo, act.hi);
   }
 }
 

@@ -266,12 +266,13 @@ void batch_norm_bwd(i64 M, i64 C, const float* dy, const float* xhat, const floa
 }
 
 void batch_norm_infer(i64 M, i64 C, const float* x, const float* mean, const float* var, const float* gamma,
-                      const float* beta, float eps, float* y) {
+                      const float* beta, float eps, float* y, const PointwiseAct& act) {
   for (i64 m = 0; m < M; ++m)
     for (i64 c = 0; c < C; ++c)
       y[m * C + c] = static_cast<float>((x[m * C + c] - double(mean[c])) / std::sqrt(double(var[c]) + eps) *
                                             (gamma ? gamma[c] : 1.0) +
                                         (beta ? beta[c] : 0.0));
+  if (act.on) pointwise(act.f, M * C, y, y, act.lo, act.hi);
 }
 
 void pointwise(Pointwise f, i64 n, const float* x, float* y, float lo, float hi) {

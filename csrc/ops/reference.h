@@ -39,7 +39,7 @@ void batch_norm_fwd(i64 M, i64 C, const float* x, const float* gamma, const floa
 void batch_norm_bwd(i64 M, i64 C, const float* dy, const float* xhat, const float* inv, const float* gamma,
                     float* dx, float* dgamma, float* dbeta);
 void batch_norm_infer(i64 M, i64 C, const float* x, const float* mean, const float* var, const float* gamma,
-                      const float* beta, float eps, float* y);
+                      const float* beta, float eps, float* y, const PointwiseAct& act = {});
 
 void pointwise(Pointwise f, i64 n, const float* x, float* y, float lo, float hi);
 
