@@ -17,10 +17,16 @@ void run_direct(const GatherGemm& g, i64 M, i64 npad) {
   const i64 cols_per_task = (npad + tile_cols * col_tasks - 1) / (tile_cols * col_tasks) * tile_cols;
   const int mr = cpu::direct_rows();
   const std::vector<float> bias = padded_bias(g);
+  // A tile's rows are read side by side; when they lie a multiple of 2 KB apart (a 1x1 convolution
+  // from 512, 1024 or 2048 channels) they all fall in the same few sets of L1 and evict each other.
+  // The block's rows are then copied one cache line further apart each.
+  const i64 stride = pixel_stride(g), restrided = stride + 16;
+  const bool restride = taps == 1 && stride % 512 == 0 && g.SC == stride;
 #pragma omp parallel
   {
     std::vector<const float*> ptrs(static_cast<size_t>(kMC * taps));
     std::vector<std::pair<i64, i64>> live(static_cast<size_t>(kMC / mr));
+    std::vector<float> rows(static_cast<size_t>(restride ? kMC * restrided : 0));
 #pragma omp for schedule(dynamic, 1)
     for (i64 task = 0; task < blocks * col_tasks; ++task) {
       const i64 blk = task / col_tasks, m0 = blk * kMC, mc = std::min(kMC, M - m0);
@@ -29,6 +35,12 @@ void run_direct(const GatherGemm& g, i64 M, i64 npad) {
       for (i64 ip = 0; ip < mc; ip += mr)
         live[ip / mr] = tile_pointers(g, cur, static_cast<int>(std::min<i64>(mr, mc - ip)), mr, zeros.data(),
                                       ptrs.data() + ip * taps);
+      if (restride)
+        for (i64 i = 0; i < mc; ++i) {
+          float* dst = rows.data() + i * restrided;
+          std::copy_n(ptrs[i], g.SC, dst);
+          ptrs[i] = dst;
+        }
       for (i64 jp = j0; jp < j1; jp += tile_cols) {
         const int cols = static_cast<int>(std::min<i64>(tile_cols, g.ncols - jp));
         for (i64 ip = 0; ip < mc; ip += mr) {
