@@ -19,9 +19,10 @@ void run_direct(const GatherGemm& g, i64 M, i64 npad) {
   const std::vector<float> bias = padded_bias(g);
   // A tile's rows are read side by side; when they lie a multiple of 2 KB apart (a 1x1 convolution
   // from 512, 1024 or 2048 channels) they all fall in the same few sets of L1 and evict each other.
-  // The block's rows are then copied one cache line further apart each.
+  // The block's rows are then copied one cache line further apart each (unless the block's columns
+  // are split over tasks: every task would copy them again).
   const i64 stride = pixel_stride(g), restrided = stride + 16;
-  const bool restride = taps == 1 && stride % 512 == 0 && g.SC == stride;
+  const bool restride = taps == 1 && stride % 512 == 0 && g.SC == stride && col_tasks == 1;
 #pragma omp parallel
   {
     std::vector<const float*> ptrs(static_cast<size_t>(kMC * taps));
