@@ -59,9 +59,10 @@ class BatchNormalization(Layer):
         only: models pass it for the activation layer that follows, see ``fused_activation``."""
         c = x.shape[-1]
         x2 = ops.reshape(x, (-1, c))
-        if activation is not None and not self.inference_mode(training):
+        inference = self.inference_mode(training)
+        if activation is not None and not inference:
             raise ValueError(f"BatchNormalization {self.name!r}: an activation is fused only in inference mode")
-        if not self.inference_mode(training):
+        if not inference:
             if self.synchronized and distributed.active():
                 y, mean, var = self._global_batch_norm(x2)
             else:

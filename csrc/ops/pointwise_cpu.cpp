@@ -69,37 +69,35 @@ void body_generic(i64 n, const float* x, float* y, float lo, float hi) {
   body<F>(n, x, y, lo, hi);
 }
 
+using Chunk = void (*)(i64, const float*, float*, float, float);
+
 template <Pointwise F>
-void (*chunk_for_isa())(i64, const float*, float*, float, float) {
+Chunk for_isa() {
   const cpu::Isa isa = cpu::isa();
   return isa == cpu::Isa::Avx512 ? body_avx512<F> : isa == cpu::Isa::Avx2 ? body_avx2<F> : body_generic<F>;
 }
 
-template <Pointwise F>
-void run(i64 n, const float* x, float* y, float lo, float hi) {
-  const auto chunk = chunk_for_isa<F>();
+Chunk chunk_for(Pointwise f) {
+  switch (f) {
+    case Pointwise::Clamp: return for_isa<Pointwise::Clamp>();
+    case Pointwise::Sigmoid: return for_isa<Pointwise::Sigmoid>();
+    case Pointwise::Silu: break;
+  }
+  return for_isa<Pointwise::Silu>();
+}
+
+}  // namespace
+
+void pointwise_cpu(Pointwise f, i64 n, const float* x, float* y, float lo, float hi) {
+  const Chunk chunk = chunk_for(f);
   constexpr i64 kChunk = 1 << 14;  // 64 KB a piece: below a few of them, threads cost more than they save
   const i64 pieces = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (pieces > 2)
   for (i64 p = 0; p < pieces; ++p) chunk(std::min(kChunk, n - p * kChunk), x + p * kChunk, y + p * kChunk, lo, hi);
 }
 
-}  // namespace
-
-void pointwise_cpu(Pointwise f, i64 n, const float* x, float* y, float lo, float hi) {
-  switch (f) {
-    case Pointwise::Clamp: return run<Pointwise::Clamp>(n, x, y, lo, hi);
-    case Pointwise::Sigmoid: return run<Pointwise::Sigmoid>(n, x, y, lo, hi);
-    case Pointwise::Silu: return run<Pointwise::Silu>(n, x, y, lo, hi);
-  }
-}
-
 void pointwise_serial_cpu(const PointwiseAct& act, i64 n, const float* x, float* y) {
-  switch (act.f) {
-    case Pointwise::Clamp: return chunk_for_isa<Pointwise::Clamp>()(n, x, y, act.lo, act.hi);
-    case Pointwise::Sigmoid: return chunk_for_isa<Pointwise::Sigmoid>()(n, x, y, act.lo, act.hi);
-    case Pointwise::Silu: return chunk_for_isa<Pointwise::Silu>()(n, x, y, act.lo, act.hi);
-  }
+  chunk_for(act.f)(n, x, y, act.lo, act.hi);
 }
 
 }  // namespace convkit
