@@ -159,6 +159,40 @@ void def_pointwise(py::module_& m) {
         "(x itself for in place) or (None) a new array, which it returns.");
 }
 
+// a op b with b repeated along a's middle axis (ops/pointwise.h), host only like def_pointwise.
+template <void (*Fn)(Binary, i64, i64, i64, const float*, const float*, float*)>
+void def_binary(py::module_& m) {
+  m.def("binary",
+        [](py::handle a, py::handle b, const std::string& op, i64 outer, i64 mid, i64 inner, py::handle y) {
+          return named("binary", [&] {
+            const Binary f = binary_named(op);
+            CONVKIT_CHECK(outer >= 0 && mid >= 0 && inner >= 0, "outer, mid and inner must not be negative");
+            const std::vector<i64> shape = shape_of(interface_dict(a, "a", Device::Cpu));
+            const std::vector<i64> b_shape = shape_of(interface_dict(b, "b", Device::Cpu));
+            i64 n = 1, nb = 1;
+            for (const i64 d : shape) n *= d;
+            for (const i64 d : b_shape) nb *= d;
+            CONVKIT_CHECK(n == outer * mid * inner && nb == outer * inner,
+                          "a must hold outer * mid * inner values and b outer * inner, got " + std::to_string(n) +
+                              " and " + std::to_string(nb) + " for (" + std::to_string(outer) + ", " +
+                              std::to_string(mid) + ", " + std::to_string(inner) + ")");
+            const float* pa = array_data<float, Device::Cpu>(a, "a", shape, false);
+            const float* pb = array_data<float, Device::Cpu>(b, "b", b_shape, false);
+            py::object out = output<CpuKernels>(y, shape);
+            float* py_ = array_data<float, Device::Cpu>(out, "y", shape, true);
+            {
+              py::gil_scoped_release nogil;
+              Fn(f, outer, mid, inner, pa, pb, py_);
+            }
+            return out;
+          });
+        },
+        py::arg("a"), py::arg("b"), py::arg("op"), py::arg("outer"), py::arg("mid"), py::arg("inner"),
+        py::arg("y") = py::none(),
+        "y = a op b for op 'add', 'subtract', 'multiply' or 'divide', a viewed as (outer, mid, inner) and b as (outer, inner), repeated "
+        "along mid; into y (a itself for in place) or (None) a new array shaped like a, which it returns.");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_cpu, m) {
@@ -186,11 +220,13 @@ PYBIND11_MODULE(_cpu, m) {
 
   def_ops<CpuKernels>(m);
   def_pointwise<pointwise_cpu>(m);
+  def_binary<binary_cpu>(m);
 
   py::module_ ref = m.def_submodule("reference", "The reference loops (csrc/ops/reference.h): the same functions, "
                                                  "plain loops summing in double, to check the kernels against.");
   def_ops<ReferenceKernels>(ref);
   def_pointwise<reference::pointwise>(ref);
+  def_binary<reference::binary>(ref);
 
   m.def("set_num_threads", [](int n) {
     CONVKIT_CHECK(n >= 1, "number of threads must be >= 1, got " + std::to_string(n));

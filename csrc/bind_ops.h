@@ -64,6 +64,14 @@ inline Pointwise pointwise_named(const std::string& name) {
   return Pointwise::Silu;
 }
 
+inline Binary binary_named(const std::string& name) {
+  if (name == "add") return Binary::Add;
+  if (name == "subtract") return Binary::Subtract;
+  if (name == "multiply") return Binary::Multiply;
+  CONVKIT_CHECK(name == "divide", "unknown operation '" + name + "'; known: add, subtract, multiply, divide");
+  return Binary::Divide;
+}
+
 // Batch normalisation over the channels of (rows, C) arrays; gamma and beta may be None.
 template <class K>
 void def_batch_norm(py::module_& m) {

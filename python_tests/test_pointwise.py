@@ -87,3 +87,67 @@ def test_ops_take_the_kernel_for_float32_and_numpy_otherwise(rng, op, fn):
 def test_narrower_cpu_kernels(kernel, name, tmp_path):
     """The same checks on the narrower instruction sets, each in a fresh process."""
     rerun_under_micro_kernel(__file__, kernel, name, "match_pytorch and kernel", tmp_path)
+
+
+# -- a op b with b repeated along a middle axis (squeeze-and-excitation products, residual sums) ------------
+BINARY = {"add": torch.add, "subtract": torch.sub, "multiply": torch.mul, "divide": torch.div}
+# (a's shape, b's shape, (outer, mid, inner)): the patterns the ops hand to the kernel
+PATTERNS = [((3, 17, 19, 40), (3, 1, 1, 40), (3, 17 * 19, 40)), ((5, 11, 13, 7), (7,), (1, 5 * 11 * 13, 7)),
+            ((4, 9, 9, 33), (4, 9, 9, 33), (1, 1, 4 * 9 * 9 * 33)), ((6, 10, 1, 20), (6, 1, 1, 20), (6, 10, 20))]
+
+
+@pytest.mark.parametrize("op", list(BINARY))
+@pytest.mark.parametrize("module", ["kernel", "reference"])
+@pytest.mark.parametrize("shapes", PATTERNS, ids=["se", "channels", "equal", "one-column"])
+def test_binary_kernels_match_pytorch_float64_on_cpu(rng, op, module, shapes):
+    """One float32 rounding of the exact value, as float64 then float32 gives it: equal, bit for bit,
+    specials (NaN, infinities, zeros) included."""
+    a_shape, b_shape, (outer, mid, inner) = shapes
+    a = rng.permutation(_inputs(rng, int(np.prod(a_shape))))[:int(np.prod(a_shape))].reshape(a_shape)
+    b = rng.permutation(_inputs(rng, int(np.prod(b_shape))))[:int(np.prod(b_shape))].reshape(b_shape)
+    run = _cpu.binary if module == "kernel" else _cpu.reference.binary
+    with np.errstate(all="ignore"):
+        y = run(a, b, op, outer, mid, inner)
+    want = BINARY[op](torch.from_numpy(a.astype(np.float64)), torch.from_numpy(b.astype(np.float64)))
+    assert y.dtype == np.float32 and y.shape == a_shape
+    np.testing.assert_array_equal(y, want.numpy().astype(np.float32))
+
+
+def test_binary_in_place(rng):
+    a, b = rng.standard_normal((2, 8, 8, 16), dtype=np.float32), rng.standard_normal((2, 1, 1, 16), dtype=np.float32)
+    want = a * b
+    assert _cpu.binary(a, b, "multiply", 2, 64, 16, y=a) is a
+    np.testing.assert_array_equal(a, want)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda a, b: _cpu.binary(a, b, "power", 2, 64, 16), "unknown operation 'power'; known: add, subtract, multiply"),
+    (lambda a, b: _cpu.binary(a, b, "add", 2, 32, 16), "a must hold outer \\* mid \\* inner values and b outer "
+                                                      "\\* inner, got 2048 and 32 for \\(2, 32, 16\\)"),
+    (lambda a, b: _cpu.binary(a, b[:1], "add", 2, 64, 16), "got 2048 and 16"),
+    (lambda a, b: _cpu.binary(a, b, "add", -2, -64, 16), "must not be negative"),
+    (lambda a, b: _cpu.binary(a[:, ::2], b, "add", 2, 32, 16), "a must be C-contiguous"),
+], ids=["name", "count", "b-count", "negative", "strided"])
+def test_binary_bad_arguments_are_refused(rng, bad, match):
+    a, b = np.ones((2, 8, 8, 16), np.float32), np.ones((2, 1, 1, 16), np.float32)
+    with pytest.raises(ValueError, match=match):
+        bad(a, b)
+
+
+@pytest.mark.parametrize("op", list(BINARY))
+@pytest.mark.parametrize("a_shape,b_shape", [((4, 30, 30, 64), (4, 1, 1, 64)), ((4, 1, 1, 64), (4, 30, 30, 64)),
+                                             ((4, 30, 30, 64), (64,)), ((4, 30, 30, 64), (4, 30, 30, 64)),
+                                             ((4, 30, 30, 64), (1, 30, 30, 1)), ((4, 30, 1, 64), (1, 1, 30, 64)),
+                                             ((4, 30, 30, 64), (4, 30, 30, 1)), ((4, 30, 30, 64), ())])
+def test_ops_broadcast_as_numpy_through_the_kernel_or_not(rng, op, a_shape, b_shape):
+    """Every broadcast gives NumPy's float32 result exactly, whichever path takes it; the patterns the kernel
+    takes (large float32 operands, one repeated along one run of axes) do go through it."""
+    a = rng.standard_normal(a_shape).astype(np.float32)
+    b = np.asarray(rng.standard_normal(b_shape) + 3, np.float32)
+    want = getattr(np, op)(a, b)
+    y = getattr(ops, op)(a, b)
+    assert y.shape == want.shape and y.dtype == want.dtype
+    np.testing.assert_array_equal(y, want)
+    took = ops._host_binary(a, b, op) is not None
+    commutes = op in ("add", "multiply") or a.size >= b.size
+    assert took == (b_shape not in ((1, 30, 30, 1), (1, 1, 30, 64), (4, 30, 30, 1), ()) and commutes)

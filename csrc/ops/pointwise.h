@@ -24,4 +24,11 @@ struct PointwiseAct {
 // pointwise_cpu on one thread, for kernels that call it inside their own parallel loops.
 void pointwise_serial_cpu(const PointwiseAct& act, i64 n, const float* x, float* y);
 
+// y = a op b with b repeated along a middle axis: a and y are (outer, mid, inner), b is (outer, inner).
+// (N, H, W, C) * (N, 1, 1, C) (squeeze-and-excitation) is outer N, mid H * W, inner C; a residual sum of
+// equal shapes is mid 1; (rows, C) + (C) is outer 1. y may be a. NumPy's broadcasting loops run on one
+// thread (a twelfth of EfficientNet's inference); this is one parallel pass.
+enum class Binary { Add, Subtract, Multiply, Divide };
+void binary_cpu(Binary op, i64 outer, i64 mid, i64 inner, const float* a, const float* b, float* y);
+
 }  // namespace convkit

@@ -100,4 +100,47 @@ void pointwise_serial_cpu(const PointwiseAct& act, i64 n, const float* x, float*
   chunk_for(act.f)(n, x, y, act.lo, act.hi);
 }
 
+namespace {
+
+// y[i] = a[i] op b[i] over one contiguous run (simple enough for every ISA's auto-vectoriser).
+template <Binary Op>
+void binary_run(i64 n, const float* a, const float* b, float* y) {
+#pragma omp simd
+  for (i64 i = 0; i < n; ++i) {
+    if constexpr (Op == Binary::Add) y[i] = a[i] + b[i];
+    else if constexpr (Op == Binary::Subtract) y[i] = a[i] - b[i];
+    else if constexpr (Op == Binary::Multiply) y[i] = a[i] * b[i];
+    else y[i] = a[i] / b[i];
+  }
+}
+
+// Elements [s, e) of the flattened (outer, mid, inner) array, in runs that end at row ends.
+template <Binary Op>
+void binary_span(i64 s, i64 e, i64 mid, i64 inner, const float* a, const float* b, float* y) {
+  while (s < e) {
+    const i64 row = s / inner, col = s - row * inner, n = std::min(inner - col, e - s);
+    binary_run<Op>(n, a + s, b + (row / mid) * inner + col, y + s);
+    s += n;
+  }
+}
+
+template <Binary Op>
+void binary_all(i64 outer, i64 mid, i64 inner, const float* a, const float* b, float* y) {
+  constexpr i64 kChunk = 1 << 14;  // as pointwise_cpu
+  const i64 n = outer * mid * inner, pieces = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (pieces > 2)
+  for (i64 p = 0; p < pieces; ++p) binary_span<Op>(p * kChunk, std::min(n, (p + 1) * kChunk), mid, inner, a, b, y);
+}
+
+}  // namespace
+
+void binary_cpu(Binary op, i64 outer, i64 mid, i64 inner, const float* a, const float* b, float* y) {
+  switch (op) {
+    case Binary::Add: return binary_all<Binary::Add>(outer, mid, inner, a, b, y);
+    case Binary::Subtract: return binary_all<Binary::Subtract>(outer, mid, inner, a, b, y);
+    case Binary::Multiply: return binary_all<Binary::Multiply>(outer, mid, inner, a, b, y);
+    case Binary::Divide: return binary_all<Binary::Divide>(outer, mid, inner, a, b, y);
+  }
+}
+
 }  // namespace convkit

@@ -283,4 +283,14 @@ void pointwise(Pointwise f, i64 n, const float* x, float* y, float lo, float hi)
   }
 }
 
+void binary(Binary op, i64 outer, i64 mid, i64 inner, const float* a, const float* b, float* y) {
+  for (i64 o = 0; o < outer; ++o)
+    for (i64 m = 0; m < mid; ++m)
+      for (i64 i = 0; i < inner; ++i) {
+        const i64 k = (o * mid + m) * inner + i;
+        const float u = a[k], v = b[o * inner + i];
+        y[k] = op == Binary::Add ? u + v : op == Binary::Subtract ? u - v : op == Binary::Multiply ? u * v : u / v;
+      }
+}
+
 }  // namespace convkit::reference

@@ -42,5 +42,6 @@ void batch_norm_infer(i64 M, i64 C, const float* x, const float* mean, const flo
                       const float* beta, float eps, float* y, const PointwiseAct& act = {});
 
 void pointwise(Pointwise f, i64 n, const float* x, float* y, float lo, float hi);
+void binary(Binary op, i64 outer, i64 mid, i64 inner, const float* a, const float* b, float* y);
 
 }  // namespace convkit::reference
