@@ -20,4 +20,5 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=
 tests=$PWD/python_tests
 cd "$tmp"
 "$venv/bin/python" -m pytest -q -s -p no:cacheprovider "$tests/test_conv2d.py" "$tests/test_pool2d.py" "$tests/test_batch_norm.py" \
-  "$tests/test_ops_errors.py" "$tests/test_reference.py" "$tests/test_depthwise.py" "$tests/test_pointwise.py"
+  "$tests/test_ops_errors.py" "$tests/test_reference.py" "$tests/test_depthwise.py" "$tests/test_pointwise.py" \
+  "$tests/test_conv_batch_norm.py"

@@ -5,7 +5,9 @@
     python bench/run_apps.py --quick    # a smoke run (well under a minute): 64x64 images, batch 1 and 2
 
 PyTorch runs the same architecture with the same weights: bench/torch_twin.py translates the convkit model
-into torch.nn.functional calls (no torchvision), timed in NCHW and in channels_last, the faster one reported.
+into torch.nn.functional calls (no torchvision), timed in NCHW and in channels_last, each as it is and with every
+convolution-batch-normalisation pair folded into the convolution's weights beforehand (PyTorch's own inference
+fusion, as convkit folds them at inference), the fastest of the four reported.
 Keras runs its own keras.applications model on its PyTorch backend (KERAS_BACKEND=torch, set here), with
 convkit's weights set into it. All random weights (the speed does not depend on them); every peer's output is
 checked against convkit's before it is timed. Each framework is called directly on one batch (model(x),
@@ -70,8 +72,9 @@ def frameworks(model, keras_model) -> dict:
 
     out = {"convkit": (lambda x: x, lambda x: model(x, training=False), np.asarray)}
     for label, fmt in FORMATS.items():
-        out[f"torch_{label}"] = ((lambda fmt: lambda x: to_torch(x, fmt))(fmt), TorchTwin(model, memory_format=fmt),
-                                 to_numpy)
+        for fold, suffix in ((False, ""), (True, "+folded")):  # folded: PyTorch's conv-BN fusion for inference
+            out[f"torch_{label}{suffix}"] = ((lambda fmt: lambda x: to_torch(x, fmt))(fmt),
+                                             TorchTwin(model, memory_format=fmt, fold_batch_norm=fold), to_numpy)
     out["keras"] = (torch.from_numpy, keras_run, lambda y: y.cpu().numpy())
     return out
 
@@ -89,7 +92,7 @@ def measure(name, model, fws, preprocess, batch, timer, seed=0):
         raise RuntimeError(f"{name} batch {batch}: outputs differ from convkit's by {bad}")
     ms = timer.run({k: (lambda run, x: lambda: run(x))(run, inputs[k]) for k, (_, run, _) in fws.items()})
     rates = {k: batch / (t / 1e3) for k, t in ms.items()}  # from the median ms per batch
-    torch_format = max(FORMATS, key=lambda f: rates[f"torch_{f}"])
+    torch_format = max((k[len("torch_"):] for k in rates if k.startswith("torch_")), key=lambda f: rates[f"torch_{f}"])
     row = dict(model=name, size=size, batch=batch, params=model.count_params(), img_s=rates, max_abs_diff=diffs,
                torch_format=torch_format)
     row["ratio_torch"] = rates["convkit"] / rates[f"torch_{torch_format}"]
@@ -100,10 +103,10 @@ def measure(name, model, fws, preprocess, batch, timer, seed=0):
 def fmt_row(r) -> str:
     best = r["img_s"][f"torch_{r['torch_format']}"]
     return (f"{r['model']:<15} {r['size']:>4} {r['batch']:>5} {r['img_s']['convkit']:>9.1f} {best:>9.1f} "
-            f"{r['torch_format']:<13} {r['ratio_torch']:>6.2f} {r['img_s']['keras']:>9.1f} {r['ratio_keras']:>6.2f}")
+            f"{r['torch_format']:<20} {r['ratio_torch']:>6.2f} {r['img_s']['keras']:>9.1f} {r['ratio_keras']:>6.2f}")
 
 
-HEADER = (f"{'model':<15} {'size':>4} {'batch':>5} {'convkit':>9} {'torch':>9} {'torch layout':<13} {'ratio':>6} "
+HEADER = (f"{'model':<15} {'size':>4} {'batch':>5} {'convkit':>9} {'torch':>9} {'torch config':<20} {'ratio':>6} "
           f"{'keras':>9} {'ratio':>6}")
 
 

@@ -15,6 +15,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 _ACTIVATIONS = {
     "linear": lambda x: x, "relu": F.relu, "relu6": F.relu6, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
@@ -40,11 +41,33 @@ def same_pads(size, kernel, stride, dilation=1):
     return total // 2, total - total // 2
 
 
+def _foldable(order, outs):
+    """{id(conv layer): its batch normalisation, id(normalisation node): 'into'} for each BatchNormalization
+    that is the one reader of a Conv2D or DepthwiseConv2D without activation (the model's output excepted)."""
+    readers = {}
+    for n in order:
+        for t in n.inputs:
+            readers.setdefault(id(t), []).append(n)
+    out = {}
+    for n in order:
+        r = readers.get(id(n.output), [])
+        if type(n.layer).__name__ in ("Conv2D", "DepthwiseConv2D") and n.layer.activation.name == "linear" \
+                and len(r) == 1 and type(r[0].layer).__name__ == "BatchNormalization" \
+                and all(n.output is not o for o in outs):
+            out[id(n.layer)], out[id(r[0])] = r[0].layer, "into"
+    return out
+
+
 class TorchTwin:
     """Runs a convkit functional model's graph with PyTorch ops (inference only: dropout is the identity and
-    batch normalisation uses its moving statistics). Call it on an NCHW float32 tensor."""
+    batch normalisation uses its moving statistics). Call it on an NCHW float32 tensor.
 
-    def __init__(self, model, memory_format=torch.contiguous_format):
+    With ``fold_batch_norm`` every batch normalisation that alone reads a convolution without activation is
+    folded into that convolution's weights once, as PyTorch's own inference preparation does
+    (``torch.nn.utils.fusion.fuse_conv_bn_weights``, what ``torch.fx``'s and ``torch.jit.freeze``'s fusion
+    use), so PyTorch also skips those passes."""
+
+    def __init__(self, model, memory_format=torch.contiguous_format, fold_batch_norm=False):
         graph = getattr(model, "_graph", None)
         if graph is None:
             raise ValueError("TorchTwin translates functional models (Model(inputs, outputs)) only")
@@ -53,6 +76,7 @@ class TorchTwin:
         if len(ins) != 1:
             raise ValueError("TorchTwin translates models with one input")
         self._input, self._output = id(ins[0]), id(outs[0])
+        self._folded = _foldable(order, outs) if fold_batch_norm else {}
         self._steps = [(id(n.output), [id(t) for t in n.inputs], self._translate(n)) for n in order
                        if type(n.layer).__name__ != "InputLayer"]
 
@@ -91,6 +115,8 @@ class TorchTwin:
     def _translate(self, node):
         layer = node.layer
         kind = type(layer).__name__
+        if self._folded.get(id(node)) == "into":  # its convolution already computed it
+            return lambda x: x
         method = getattr(self, f"_{kind}", None)
         if method is None:
             raise ValueError(f"no PyTorch twin for layer {kind} ({layer.name!r})")
@@ -108,14 +134,26 @@ class TorchTwin:
             return (lambda x: x), (top, left)
         return (lambda x: F.pad(x, (left, right, top, bottom), value=fill)), (0, 0)
 
+    def _fold(self, layer, w, b):
+        """(w, b) with the batch normalisation that reads ``layer`` alone folded in, if it is to be."""
+        norm = self._folded.get(id(layer))
+        if norm is None:
+            return w, b
+        get = lambda v: None if v is None else torch.from_numpy(v.numpy())  # noqa: E731
+        w, b = fuse_conv_bn_weights(w, b, get(norm.moving_mean), get(norm.moving_variance), norm.epsilon,
+                                    get(norm.gamma), get(norm.beta))
+        return w.detach().contiguous(memory_format=self.memory_format), b.detach()
+
     def _Conv2D(self, layer, shape):
         pad, padding = self._padded(shape, layer, layer.kernel_size)
-        w, b, act = self._conv_kernel(layer.kernel), self._bias(layer), activation(layer.activation.name)
+        (w, b), act = self._fold(layer, self._conv_kernel(layer.kernel), self._bias(layer)), \
+            activation(layer.activation.name)
         return lambda x: act(F.conv2d(pad(x), w, b, layer.strides, padding, layer.dilation_rate))
 
     def _DepthwiseConv2D(self, layer, shape):
         pad, padding = self._padded(shape, layer, layer.kernel_size)
-        w, b, act = self._depthwise_kernel(layer.kernel), self._bias(layer), activation(layer.activation.name)
+        (w, b), act = self._fold(layer, self._depthwise_kernel(layer.kernel), self._bias(layer)), \
+            activation(layer.activation.name)
         groups = shape[-1]
         return lambda x: act(F.conv2d(pad(x), w, b, layer.strides, padding, layer.dilation_rate, groups))
 

@@ -21,6 +21,7 @@ import numpy as np
 from convkit import _cpu
 from convkit._blas import blas_threads
 from convkit._backend import is_cupy, kernels_for
+from convkit import autodiff
 from convkit.autodiff import register
 
 __all__ = [
@@ -517,6 +518,50 @@ def batch_norm_inference(x, gamma, beta, mean, variance, epsilon=1e-3, activatio
                                              _optional(gamma, "gamma", op), _optional(beta, "beta", op),
                                              float(epsilon), None, fn, lo, hi)
     return y.reshape(x.shape)
+
+
+def conv_batch_norm_inference(x, kernel, bias, gamma, beta, mean, variance, epsilon=1e-3, strides=1,
+                              padding="valid", dilation_rate=1, depthwise=False, activation=None):
+    """Inference only: ``activation(batch_norm_inference(conv(x)))``, with conv ``conv2d`` (or
+    ``depthwise_conv2d`` when ``depthwise``), in one pass over the output. The normalisation folds into the
+    convolution (kernel * s and beta + (bias - mean) * s, s = gamma / sqrt(variance + epsilon) per output
+    channel; conv2d's kernels scale the weights as they pack them, the depthwise kernel is scaled here) and
+    the activation ('relu', 'relu6', 'sigmoid', 'silu' or 'swish') runs on each block of the output while it
+    is in cache. Equal to the three ops one by one up to float32 rounding. It has no gradient: while a
+    GradientTape records it raises (train with the ops one by one)."""
+    op = "conv_batch_norm_inference"
+    if autodiff.recording():
+        raise RuntimeError(f"{op} has no gradient and a GradientTape is recording; use conv2d and "
+                           "batch_norm_inference (or the layers) one by one to train")
+    if activation is not None and activation not in _FUSED_ACTIVATIONS:
+        raise ValueError(f"{op}: activation must be None or one of {', '.join(_FUSED_ACTIVATIONS)}, "
+                         f"got {activation!r}")
+    kernel, bias, gamma, beta, mean, variance = (v.value if isinstance(v, autodiff.Variable) else v
+                                                 for v in (kernel, bias, gamma, beta, mean, variance))
+    x, kernel, geometry = _conv_args(op, x, kernel, strides, padding, dilation_rate)
+    if kernel.ndim != 4:
+        raise ValueError(f"{op}: kernel must be 4-D, got shape {tuple(kernel.shape)}")
+    xp = _xp(kernel)
+    channels = kernel.shape[-1] * (kernel.shape[-2] if depthwise else 1)
+    stats = [_array(v, name, op) for v, name in ((mean, "mean"), (variance, "variance"))]
+    for v, name in ((gamma, "gamma"), (beta, "beta"), (bias, "bias"), *zip(stats, ("mean", "variance"))):
+        if v is not None and tuple(v.shape) != (channels,):
+            raise ValueError(f"{op}: {name} must have shape ({channels},) for a kernel of shape "
+                             f"{tuple(kernel.shape)}, got {tuple(v.shape)}")
+    s = 1.0 / xp.sqrt(stats[1].astype(np.float64) + float(epsilon))
+    if gamma is not None:
+        s = s * gamma
+    shift = -stats[0] * s if bias is None else (bias - stats[0]) * s
+    shift = (shift if beta is None else shift + beta).astype(np.float32)
+    s = s.astype(np.float32)
+    in_kernel = ("relu", "relu6") if depthwise else ("relu",)  # in the kernels' own epilogue; the rest after
+    fn, lo, hi = _FUSED_ACTIVATIONS[activation] if activation and activation not in in_kernel else (None, 0.0, 0.0)
+    k = kernels_for(x, op)
+    if depthwise:
+        return k.depthwise2d_fwd(x, multiply(kernel, s.reshape(kernel.shape[-2:])), shift, None, *geometry,
+                                 activation if activation in in_kernel else "linear", fn, lo, hi)
+    return k.conv2d_fwd(x, kernel, shift, None, *geometry, activation == "relu", _precision(None, op), fn, lo, hi,
+                        s)
 
 
 # -- differentiable math ------------------------------------------------------------------------------------

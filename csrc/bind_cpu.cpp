@@ -30,8 +30,8 @@ struct CpuKernels {
     return py::array(py::dtype(dtype), std::vector<py::ssize_t>(shape.begin(), shape.end()));
   }
   static void conv2d_fwd(Run, const Conv2dDesc& d, const float* x, const float* w, const float* b, float* y,
-                         Activation act, bool) {
-    conv2d_fwd_cpu(d, x, w, b, y, act);
+                         Activation act, bool, const PointwiseAct& post, const float* scale) {
+    conv2d_fwd_cpu(d, x, w, b, y, act, post, scale);
   }
   static void conv2d_bwd_data(Run, const Conv2dDesc& d, const float* dy, const float* w, float* dx, bool) {
     conv2d_bwd_data_cpu(d, dy, w, dx);
@@ -41,8 +41,8 @@ struct CpuKernels {
     conv2d_bwd_filter_cpu(d, x, dy, dw, db);
   }
   static void depthwise2d_fwd(Run, const Depthwise2dDesc& d, const float* x, const float* w, const float* b,
-                              float* y, Activation act) {
-    depthwise2d_fwd_cpu(d, x, w, b, y, act);
+                              float* y, Activation act, const PointwiseAct& post) {
+    depthwise2d_fwd_cpu(d, x, w, b, y, act, post);
   }
   static void depthwise2d_bwd_data(Run, const Depthwise2dDesc& d, const float* dy, const float* w, float* dx) {
     depthwise2d_bwd_data_cpu(d, dy, w, dx);
@@ -85,8 +85,8 @@ struct ReferenceKernels {
     return py::array(py::dtype(dtype), std::vector<py::ssize_t>(shape.begin(), shape.end()));
   }
   static void conv2d_fwd(Run, const Conv2dDesc& d, const float* x, const float* w, const float* b, float* y,
-                         Activation act, bool) {
-    reference::conv2d_fwd(d, x, w, b, y, act);
+                         Activation act, bool, const PointwiseAct& post, const float* scale) {
+    reference::conv2d_fwd(d, x, w, b, y, act, post, scale);
   }
   static void conv2d_bwd_data(Run, const Conv2dDesc& d, const float* dy, const float* w, float* dx, bool) {
     reference::conv2d_bwd_data(d, dy, w, dx);
@@ -96,8 +96,8 @@ struct ReferenceKernels {
     reference::conv2d_bwd_filter(d, x, dy, dw, db);
   }
   static void depthwise2d_fwd(Run, const Depthwise2dDesc& d, const float* x, const float* w, const float* b,
-                              float* y, Activation act) {
-    reference::depthwise2d_fwd(d, x, w, b, y, act);
+                              float* y, Activation act, const PointwiseAct& post) {
+    reference::depthwise2d_fwd(d, x, w, b, y, act, post);
   }
   static void depthwise2d_bwd_data(Run, const Depthwise2dDesc& d, const float* dy, const float* w, float* dx) {
     reference::depthwise2d_bwd_data(d, dy, w, dx);

@@ -52,8 +52,9 @@ struct CudaKernels {
     return (*cupy_empty)(py::cast(shape), py::arg("dtype") = dtype);
   }
   static void conv2d_fwd(Run s, const Conv2dDesc& d, const float* x, const float* w, const float* b, float* y,
-                         Activation act, bool tf32) {
-    conv2d_fwd_cuda(d, x, w, b, y, act, tf32, s);
+                         Activation act, bool tf32, const PointwiseAct& post, const float* scale) {
+    conv2d_fwd_cuda(d, x, w, b, y, act, tf32, s, scale);
+    pointwise_cuda(post, d.N * d.OH * d.OW * d.K, y, s);
   }
   static void conv2d_bwd_data(Run s, const Conv2dDesc& d, const float* dy, const float* w, float* dx, bool tf32) {
     conv2d_bwd_data_cuda(d, dy, w, dx, tf32, s);
@@ -63,8 +64,9 @@ struct CudaKernels {
     conv2d_bwd_filter_cuda(d, x, dy, dw, db, tf32, s);
   }
   static void depthwise2d_fwd(Run s, const Depthwise2dDesc& d, const float* x, const float* w, const float* b,
-                              float* y, Activation act) {
+                              float* y, Activation act, const PointwiseAct& post) {
     depthwise2d_fwd_cuda(d, x, w, b, y, act, s);
+    pointwise_cuda(post, d.N * d.OH * d.OW * d.K, y, s);
   }
   static void depthwise2d_bwd_data(Run s, const Depthwise2dDesc& d, const float* dy, const float* w, float* dx) {
     depthwise2d_bwd_data_cuda(d, dy, w, dx, s);

@@ -64,6 +64,13 @@ inline Pointwise pointwise_named(const std::string& name) {
   return Pointwise::Silu;
 }
 
+// The optional activation a kernel applies on its way out: None (off), or 'clamp' (between lo and hi),
+// 'sigmoid' or 'silu'.
+inline PointwiseAct pointwise_act(py::handle fn, float lo, float hi) {
+  if (fn.is_none()) return {};
+  return {true, pointwise_named(fn.cast<std::string>()), lo, hi};
+}
+
 inline Binary binary_named(const std::string& name) {
   if (name == "add") return Binary::Add;
   if (name == "subtract") return Binary::Subtract;
@@ -128,8 +135,7 @@ void def_batch_norm(py::module_& m) {
         [](py::handle x, py::handle mean, py::handle var, py::handle gamma, py::handle beta, float eps, py::handle y,
            py::handle activation, float lo, float hi) {
           return named("batch_norm_inference", [&] {
-            PointwiseAct act;
-            if (!activation.is_none()) act = {true, pointwise_named(activation.cast<std::string>()), lo, hi};
+            const PointwiseAct act = pointwise_act(activation, lo, hi);
             const auto [M, C] = array_shape<2>(x, "x", D);
             const float* px = array_data<float, D>(x, "x", {M, C}, false);
             const float* pm = channel_data<D>(mean, "mean", C, false);
@@ -159,27 +165,33 @@ void def_ops(py::module_& m) {
 
   m.def("conv2d_fwd",
         [](py::handle x, py::handle w, py::handle bias, py::handle y, Pair strides, Pair dilation,
-           const std::string& padding, bool relu, bool tf32) {
+           const std::string& padding, bool relu, bool tf32, py::handle then, float lo, float hi,
+           py::handle scale) {
           return named("conv2d", [&] {
+            const PointwiseAct post = pointwise_act(then, lo, hi);
             const Conv2dDesc d = conv_desc(array_shape4(x, "x", D), array_shape4(w, "kernel", D), strides, dilation,
                                            padding);
             const float* px = array_data<float, D>(x, "x", {d.N, d.H, d.W, d.C}, false);
             const float* pw = array_data<float, D>(w, "kernel", {d.R, d.S, d.C, d.K}, false);
             const float* pb = optional_data<float, D>(bias, "bias", {d.K}, false);
+            const float* ps = optional_data<float, D>(scale, "scale", {d.K}, false);
             py::object out = output<K>(y, vec(conv_out_shape(d)));
             float* py_ = array_data<float, D>(out, "y", vec(conv_out_shape(d)), true);
             auto run = K::prepare();
             {
               py::gil_scoped_release nogil;
-              K::conv2d_fwd(run, d, px, pw, pb, py_, relu ? Activation::Relu : Activation::None, tf32);
+              K::conv2d_fwd(run, d, px, pw, pb, py_, relu ? Activation::Relu : Activation::None, tf32, post, ps);
             }
             return out;
           });
         },
         py::arg("x"), py::arg("kernel"), py::arg("bias"), py::arg("y"), py::arg("strides"), py::arg("dilation"),
-        py::arg("padding"), py::arg("relu") = false, py::arg("tf32") = false,
+        py::arg("padding"), py::arg("relu") = false, py::arg("tf32") = false, py::arg("then") = py::none(),
+        py::arg("lo") = 0.f, py::arg("hi") = 0.f, py::arg("scale") = py::none(),
         "y = conv2d(x, kernel) + bias (ReLU fused when relu), into y or (None) a new array, which it returns; tf32 "
-        "selects TF32 arithmetic on the GPU.");
+        "selects TF32 arithmetic on the GPU; then ('clamp' between lo and hi, 'sigmoid' or 'silu') is applied to "
+        "each block of y as it is finished; scale (K values, or None) multiplies output channel k's sums by "
+        "scale[k] before the bias.");
 
   m.def("conv2d_bwd_data",
         [](py::handle dy, py::handle w, py::handle dx, Pair strides, Pair dilation, const std::string& padding,
@@ -218,8 +230,9 @@ void def_ops(py::module_& m) {
 
   m.def("depthwise2d_fwd",
         [](py::handle x, py::handle w, py::handle bias, py::handle y, Pair strides, Pair dilation,
-           const std::string& padding, const std::string& activation) {
+           const std::string& padding, const std::string& activation, py::handle then, float lo, float hi) {
           return named("depthwise_conv2d", [&] {
+            const PointwiseAct post = pointwise_act(then, lo, hi);
             const Depthwise2dDesc d = depthwise_desc(array_shape4(x, "x", D), array_shape4(w, "kernel", D), strides,
                                                      dilation, padding);
             const Activation act = parse_activation(activation);
@@ -231,15 +244,16 @@ void def_ops(py::module_& m) {
             auto run = K::prepare();
             {
               py::gil_scoped_release nogil;
-              K::depthwise2d_fwd(run, d, px, pw, pb, py_, act);
+              K::depthwise2d_fwd(run, d, px, pw, pb, py_, act, post);
             }
             return out;
           });
         },
         py::arg("x"), py::arg("kernel"), py::arg("bias"), py::arg("y"), py::arg("strides"), py::arg("dilation"),
-        py::arg("padding"), py::arg("activation") = "linear",
+        py::arg("padding"), py::arg("activation") = "linear", py::arg("then") = py::none(), py::arg("lo") = 0.f,
+        py::arg("hi") = 0.f,
         "y = depthwise_conv2d(x, kernel) + bias, kernel (kh, kw, C, M), activation 'linear', 'relu' or 'relu6', into "
-        "y or (None) a new array, which it returns.");
+        "y or (None) a new array, which it returns; then as conv2d_fwd's.");
 
   m.def("depthwise2d_bwd_data",
         [](py::handle dy, py::handle w, py::handle dx, Pair strides, Pair dilation, const std::string& padding) {

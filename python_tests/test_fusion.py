@@ -1,6 +1,7 @@
-"""Batch normalisation applies the activation layer after it in its own pass at inference (predict, evaluate,
-a call outside GradientTape): same results as the layers one by one, and only where nothing else reads the
-normalised values."""
+"""At inference (predict, evaluate, a call outside GradientTape) a Conv2D or DepthwiseConv2D folds in the batch
+normalisation after it, and the activation after that, into its own pass; a batch normalisation not after a
+convolution applies its activation itself. Same results as the layers one by one (up to float32 rounding
+where weights are folded), and only where nothing else reads the values in between."""
 
 import numpy as np
 import pytest
@@ -12,13 +13,19 @@ from convkit import layers, ops
 def _graph_model():
     x = layers.Input((6, 6, 3))
     h = layers.Conv2D(8, 3, padding="same")(x)
-    h = layers.ReLU(6.0)(layers.BatchNormalization()(h))                  # fused: relu6
-    h = layers.Activation("swish")(layers.BatchNormalization()(h))        # fused: silu
+    h = layers.ReLU(6.0)(layers.BatchNormalization()(h))                  # into the conv: relu6
+    h = layers.DepthwiseConv2D(3, padding="same")(h)
+    h = layers.Activation("swish")(layers.BatchNormalization()(h))        # into the depthwise: silu
+    h = layers.Conv2D(8, 1, activation="relu")(h)                          # has its own activation: stays apart
+    h = layers.Activation("swish")(layers.BatchNormalization()(h))        # normalisation with silu
     shared = layers.BatchNormalization()(h)                               # read twice: not fused
     h = layers.Add()([layers.Activation("sigmoid")(shared), shared])
     h = layers.ReLU(negative_slope=0.1)(layers.BatchNormalization()(h))   # leaky: not fused
-    h = layers.Activation("relu")(layers.BatchNormalization()(h))         # fused: relu
-    return convkit.Model(x, layers.BatchNormalization()(h))              # the output itself: alone
+    h = layers.Activation("relu")(layers.BatchNormalization()(h))         # normalisation with relu
+    c = layers.Conv2D(4, 1)(h)
+    h = layers.Add()([c, layers.BatchNormalization()(c)])                 # the conv's output read twice
+    h = layers.BatchNormalization(activity_regularizer="l2")(layers.Conv2D(4, 1)(h))  # observed: not folded
+    return convkit.Model(x, layers.BatchNormalization()(layers.Conv2D(4, 1)(h)))     # into the conv, the output
 
 
 def _sequential_model():
@@ -37,28 +44,45 @@ def _with_random_statistics(model, rng):
     return model
 
 
-@pytest.mark.parametrize("build,fused", [(_graph_model, ["relu6", "silu", "relu"]),
-                                         (_sequential_model, ["relu", "relu6", "sigmoid"])],
-                         ids=["functional", "sequential"])
-def test_inference_fuses_the_activation_and_agrees_with_the_layers_one_by_one(rng, monkeypatch, build, fused):
+def _spy(monkeypatch):
+    """The fused calls a model makes: ('bn', activation) and ('conv' or 'depthwise', activation)."""
+    seen, norm, folded = [], ops.batch_norm_inference, ops.conv_batch_norm_inference
+
+    def norm_spy(*args, **kw):
+        act = args[6] if len(args) > 6 else kw.get("activation")
+        if act:
+            seen.append(("bn", act))
+        return norm(*args, **kw)
+
+    def folded_spy(*args, **kw):
+        seen.append(("depthwise" if kw.get("depthwise") else "conv", kw.get("activation")))
+        return folded(*args, **kw)
+
+    monkeypatch.setattr(ops, "batch_norm_inference", norm_spy)
+    monkeypatch.setattr(ops, "conv_batch_norm_inference", folded_spy)
+    return seen
+
+
+@pytest.mark.parametrize("build,fused", [
+    (_graph_model, [("conv", "relu6"), ("depthwise", "silu"), ("bn", "silu"), ("bn", "relu"), ("conv", None)]),
+    (_sequential_model, [("conv", "relu"), ("bn", "relu6"), ("bn", "sigmoid")])], ids=["functional", "sequential"])
+def test_inference_fuses_and_agrees_with_the_layers_one_by_one(rng, monkeypatch, build, fused):
     model = _with_random_statistics(build(), rng)
     x = rng.standard_normal((5, 6, 6, 3)).astype(np.float32) * 3
+    seen = _spy(monkeypatch)
     with convkit.GradientTape():  # recording: every layer runs on its own
         apart = np.asarray(model(x, training=False))
-    seen, plain = [], ops.batch_norm_inference
-
-    def spy(*args, **kw):
-        seen.append(args[6] if len(args) > 6 else kw.get("activation"))
-        return plain(*args, **kw)
-
-    monkeypatch.setattr(ops, "batch_norm_inference", spy)
+    assert seen == []
     together = model.predict(x, verbose=0)
-    assert [a for a in seen if a] == fused
-    np.testing.assert_allclose(together, apart, rtol=1e-6, atol=1e-6)
+    assert seen == fused
+    np.testing.assert_allclose(together, apart, rtol=1e-5, atol=1e-5)
     seen.clear()
     model.compile(loss="mse")
-    assert model.evaluate(x, apart, verbose=0) < 1e-10
-    assert [a for a in seen if a] == fused
+    assert model.evaluate(x, apart, verbose=0) < 1e-9
+    assert seen == fused
+    seen.clear()
+    model(x, training=True)
+    assert seen == []
 
 
 def test_training_mode_never_fuses(rng):

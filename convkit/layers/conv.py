@@ -31,6 +31,14 @@ def windowed_output_shape(shape_fn, input_shape, *args):
     return (n, None if h is None else out[1], None if w is None else out[2], out[3])
 
 
+def folded_call(conv, x, norm, activation, depthwise):
+    """``conv``'s output through the batch normalisation ``norm`` (its moving statistics) and ``activation``,
+    in one pass (ops.conv_batch_norm_inference)."""
+    return ops.conv_batch_norm_inference(x, conv.kernel, conv.bias, norm.gamma, norm.beta, norm.moving_mean,
+                                         norm.moving_variance, norm.epsilon, depthwise=depthwise,
+                                         activation=activation, **conv._geometry())
+
+
 def _padding(p, who):
     if not isinstance(p, str) or p.lower() not in ("valid", "same"):
         raise ValueError(f"{who}: padding must be 'valid' or 'same', got {p!r}")
@@ -71,7 +79,11 @@ class Conv2D(KernelLayer):
     def _geometry(self):
         return dict(strides=self.strides, padding=self.padding, dilation_rate=self.dilation_rate)
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, norm=None, activation=None):
+        """``norm`` (a BatchNormalization in inference mode) and ``activation`` (a name it takes) are applied
+        in the same pass: models pass them for the layers that follow, see ``normalization.fusion``."""
+        if norm is not None:
+            return folded_call(self, x, norm, activation, depthwise=False)
         if self._fused:
             return ops.conv2d(x, self.kernel, self.bias, activation="relu", **self._geometry())
         return self.activation(ops.conv2d(x, self.kernel, self.bias, **self._geometry()))
@@ -181,7 +193,10 @@ class DepthwiseConv2D(_DepthwiseBase):
     def compute_output_shape(self, input_shape):
         return self._depthwise_shape(input_shape)
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, norm=None, activation=None):
+        """``norm`` and ``activation`` as Conv2D.call's."""
+        if norm is not None:
+            return folded_call(self, x, norm, activation, depthwise=True)
         y = ops.depthwise_conv2d(x, self.kernel, self.bias, activation=self._fused, **self._geometry())
         return y if self._fused else self.activation(y)
 

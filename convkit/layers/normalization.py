@@ -8,6 +8,7 @@ from convkit import _serial, activations, autodiff, distributed, initializers, o
 from convkit._device import xp_of
 from convkit.autodiff import custom_gradient
 from convkit.layers.base import Layer, serialize_optional
+from convkit.layers.conv import Conv2D, DepthwiseConv2D
 from convkit.layers.core import Activation, ReLU
 
 
@@ -56,7 +57,7 @@ class BatchNormalization(Layer):
 
     def call(self, x, training=False, activation=None):
         """``activation`` (a name ops.batch_norm_inference takes) is applied in the same pass, in inference mode
-        only: models pass it for the activation layer that follows, see ``fused_activation``."""
+        only: models pass it for the activation layer that follows, see ``fusion``."""
         c = x.shape[-1]
         x2 = ops.reshape(x, (-1, c))
         inference = self.inference_mode(training)
@@ -261,15 +262,34 @@ _FUSABLE = {activations.ReLU: "relu", activations.ReLU6: "relu6", activations.Si
             activations.Silu: "silu"}
 
 
-def fused_activation(norm, act, training):
-    """The activation that ``norm``'s call can apply for the layer ``act`` that consumes its output alone, or
-    None. Only in inference mode, with no GradientTape recording, and for plain layers (no activity
-    regulariser on ``act``, Keras's own classes): then nothing can observe the value in between, and the
-    feature map is read and written once instead of twice."""
-    if type(norm) is not BatchNormalization or not norm.inference_mode(training) or autodiff.recording():
-        return None
-    if getattr(act, "activity_regularizer", None) is not None:
-        return None
+def fusion(layers, training) -> tuple[int, dict]:
+    """How many of ``layers`` (a run in which each is the one reader of the one before) the first one's call
+    computes, and the keyword arguments that make it do so: a Conv2D or DepthwiseConv2D folds in the
+    BatchNormalization after it and that one's activation (``norm=``, ``activation=``), a BatchNormalization
+    applies its activation (``activation=``); (1, {}) when nothing fuses. Only in inference mode, with no
+    GradientTape recording, and for Keras's own classes without activity regularisers: then nothing can
+    observe the values in between, and the feature map is written once instead of two or three times."""
+    if len(layers) < 2 or autodiff.recording() or any(_regularised(l) for l in layers):
+        return 1, {}
+    first, second = layers[0], layers[1]
+    if type(first) in (Conv2D, DepthwiseConv2D) and type(first.activation) is activations.Linear \
+            and _in_inference(second, training):
+        name = len(layers) > 2 and _activation_name(layers[2])
+        return (3, {"norm": second, "activation": name}) if name else (2, {"norm": second})
+    name = _in_inference(first, training) and _activation_name(second)
+    return (2, {"activation": name}) if name else (1, {})
+
+
+def _regularised(layer) -> bool:
+    return getattr(layer, "activity_regularizer", None) is not None
+
+
+def _in_inference(norm, training) -> bool:
+    return type(norm) is BatchNormalization and norm.inference_mode(training)
+
+
+def _activation_name(act):
+    """The name batch_norm_inference takes for the activation layer ``act``, or None."""
     if type(act) is Activation:
         return _FUSABLE.get(type(act.activation))
     if type(act) is ReLU and not act.negative_slope and not act.threshold and act.max_value in (None, 6.0):

@@ -13,7 +13,7 @@ import inspect
 from convkit import _serial
 from convkit.layers.base import (InputLayer, KerasTensor, Layer, Node, _enter_call, _exit_call, _is_symbolic,
                                  node_depths, unique_name, _snake)
-from convkit.layers.normalization import fused_activation
+from convkit.layers.normalization import fusion
 from convkit.models.summary import print_summary
 from convkit.models.training import Trainer
 
@@ -111,23 +111,22 @@ class Model(Trainer, Layer):
         if len(xs) != len(ins):
             raise ValueError(f"model {self.name!r} takes {len(ins)} input(s), got {len(xs)}")
         values = {id(t): v for t, v in zip(ins, xs)}
-        pairs, fused = self._fusable_pairs(), set()
+        readers, fused = self._fusable_pairs(), set()
         for node in order:
             if isinstance(node.layer, InputLayer) or id(node) in fused:
                 continue
             args = [values[id(t)] for t in node.inputs]
-            act = pairs.get(id(node))
-            name = act and fused_activation(node.layer, act.layer, training)
-            if name:  # the activation node's value, in the normalisation's pass
-                values[id(act.output)] = node.layer(args[0], training=training, activation=name)
-                fused.add(id(act))
-                continue
-            values[id(node.output)] = node.layer(args if node.multi else args[0], training=training)
+            run = [node]  # the node and up to two that read it alone, one after the other
+            while len(run) < 3 and id(run[-1]) in readers:
+                run.append(readers[id(run[-1])])
+            count, kw = fusion([n.layer for n in run], training)
+            fused.update(id(n) for n in run[1:count])  # their value comes from this node's call
+            values[id(run[count - 1].output)] = node.layer(args if node.multi else args[0], training=training, **kw)
         return values[id(outs[0])]
 
     def _fusable_pairs(self):
         """{id(node): the node of its output's one consumer}, for nodes whose output nothing else reads (not the
-        model's output either): where a batch normalisation may apply that consumer's activation itself."""
+        model's output either): runs of layers that one call may compute (``normalization.fusion``)."""
         if self._pairs is None:
             _, outs, order = self._graph
             readers = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from convkit import _serial
 from convkit.layers.base import InputLayer, KerasTensor, Layer, unique_name
-from convkit.layers.normalization import fused_activation
+from convkit.layers.normalization import fusion
 from convkit.models.model import Model
 
 
@@ -52,9 +52,9 @@ class Sequential(Model):
     def call(self, x, training=False):
         layers, i = self._layers, 0
         while i < len(layers):
-            name = i + 1 < len(layers) and fused_activation(layers[i], layers[i + 1], training)
-            x = layers[i](x, training=training, activation=name) if name else layers[i](x, training=training)
-            i += 2 if name else 1
+            count, kw = fusion(layers[i:i + 3], training)
+            x = layers[i](x, training=training, **kw)
+            i += count
         return x
 
     def __call__(self, inputs, training=None, **kwargs):

@@ -222,6 +222,17 @@ void run_conv(long index, const ConvCase& c, Rng& rng, Stats& st) {
   y.poison();
   if (k.call("forward", [&] { conv2d_fwd_cuda(d, x.get(), w.get(), bias, y.get(), act, c.tf32, nullptr); }))
     k.near("forward", y.get(), want, bound, tol, c.tf32);
+  // With a batch normalisation folded in: each output channel's sums times scale[k] before the bias.
+  Buffer<float> scale(d.K, mis(2));
+  for (i64 i = 0; i < d.K; ++i) scale[i] = uniform(rng);
+  const std::vector<float> ascale = abs_of(scale);
+  reference::conv2d_fwd(d, x.get(), w.get(), bias, want.data(), act, {}, scale.get());
+  reference::conv2d_fwd(d, ax.data(), aw.data(), c.bias ? ab.data() : nullptr, bound.data(), Activation::None, {},
+                        ascale.data());
+  y.poison();
+  if (k.call("scaled forward",
+             [&] { conv2d_fwd_cuda(d, x.get(), w.get(), bias, y.get(), act, c.tf32, nullptr, scale.get()); }))
+    k.near("scaled forward", y.get(), want, bound, tol, c.tf32);
 
   want.assign(nx, 0.f);
   bound.assign(nx, 0.f);
@@ -638,6 +649,11 @@ void run_batch_norm(long index, const BatchNormCase& c, Rng& rng, Stats& st) {
           batch_norm_infer_cuda(M, C, x.get(), wmean.data(), wvar.data(), pg, pb, eps, y.get(), act, nullptr);
         }))
       k.near("batch_norm inference with an activation", y.get(), ay, abound, kTolFp32, false);
+    // The same activation as a pass of its own (the convolutions' `post` on the GPU).
+    reference::pointwise(act.f, n, iy.data(), ay.data(), act.lo, act.hi);
+    std::copy(iy.begin(), iy.end(), y.get());
+    if (k.call("pointwise", [&] { pointwise_cuda(act, n, y.get(), nullptr); }))
+      k.near("pointwise", y.get(), ay, abound, kTolFp32, false);
   }
   emu::force_wide_indices = false;
   emu::fail_malloc_async = false;

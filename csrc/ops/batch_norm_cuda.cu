@@ -245,6 +245,13 @@ __global__ void infer(I M, I C, I per_block, const float* __restrict__ x, const 
   for (I m = lo + threadIdx.y; m < hi; m += kRows) y[m * C + c] = activate(act, x[m * C + c] * s + shift);
 }
 
+// pointwise_cuda's pass: y = act(y) over n values.
+__global__ void __launch_bounds__(256) activate_all(long long n, float* __restrict__ y, PointwiseAct act) {
+  for (long long e = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; e < n;
+       e += static_cast<long long>(gridDim.x) * blockDim.x)
+    y[e] = activate(act, y[e]);
+}
+
 bool fits_int(i64 M, i64 C) { return M * C < INT_MAX / 2 && M < INT_MAX / 2 - kRows; }
 
 int multiprocessors() {
@@ -343,6 +350,12 @@ void batch_norm_bwd_cuda(i64 M, i64 C, const float* dy, const float* xhat, const
     backward<int>(M, C, dy, xhat, inv, gamma, dx, dgamma, dbeta, s);
   else
     backward<long long>(M, C, dy, xhat, inv, gamma, dx, dgamma, dbeta, s);
+}
+
+void pointwise_cuda(const PointwiseAct& act, i64 n, float* y, void* stream) {
+  if (!act.on || n == 0) return;
+  activate_all<<<grid_for(n), 256, 0, static_cast<cudaStream_t>(stream)>>>(n, y, act);
+  check_launch("pointwise");
 }
 
 void batch_norm_infer_cuda(i64 M, i64 C, const float* x, const float* mean, const float* var, const float* gamma,

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common.h"
+#include "ops/pointwise.h"
 
 namespace convkit {
 
@@ -29,9 +30,12 @@ Conv2dDesc make_conv2d_desc(i64 N, i64 H, i64 W, i64 C, i64 R, i64 S, i64 K, i64
 // Fused epilogues. conv2d takes None or Relu; depthwise2d takes Relu6 (min(max(v, 0), 6)) too.
 enum class Activation : int { None = 0, Relu = 1, Relu6 = 2 };
 
-// CPU twins (conv2d_cpu.cpp). bias / dbias may be null.
+// CPU twins (conv2d_cpu.cpp). bias / dbias may be null. For inference with a batch normalisation
+// folded in, `scale` (when given) multiplies output channel k's weights by scale[k] as they are packed,
+// and `post` (when on) is applied to each block of the output as it is finished, while the block is
+// still in cache: neither costs a pass of its own.
 void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
-                    Activation act);
+                    Activation act, const PointwiseAct& post = {}, const float* scale = nullptr);
 void conv2d_bwd_data_cpu(const Conv2dDesc& d, const float* dy, const float* w, float* dx);
 void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy, float* dw,
                            float* dbias);
@@ -45,9 +49,10 @@ std::string conv_strategy();
 std::vector<std::pair<std::string, long long>> conv_strategy_runs();
 
 // CUDA twins (conv2d_cuda.cu): device pointers, launched on `stream` (a cudaStream_t),
-// never synchronising. tf32 selects tensor-core TF32 arithmetic instead of strict fp32.
+// never synchronising. tf32 selects tensor-core TF32 arithmetic instead of strict fp32. scale as the
+// CPU's, applied to each sum before the bias.
 void conv2d_fwd_cuda(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
-                     Activation act, bool tf32, void* stream);
+                     Activation act, bool tf32, void* stream, const float* scale = nullptr);
 void conv2d_bwd_data_cuda(const Conv2dDesc& d, const float* dy, const float* w, float* dx, bool tf32,
                           void* stream);
 void conv2d_bwd_filter_cuda(const Conv2dDesc& d, const float* x, const float* dy, float* dw,

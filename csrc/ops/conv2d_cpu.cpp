@@ -97,7 +97,7 @@ std::vector<std::pair<std::string, long long>> conv_strategy_runs() {
 }
 
 void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
-                    Activation act) {
+                    Activation act, const PointwiseAct& post, const float* scale) {
   const auto th = forward_taps(d.OH, d.R, d.sh, d.dh, d.pt, d.H);
   const bool merge = d.dw == 1 && d.S > 1 && d.C * d.S <= kMergeMaxRun && d.K > kPixelMajorMaxCols;
   const bool pixel_major = pixel_major_fits(d.C, d.K);
@@ -109,7 +109,7 @@ void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const f
     if (!merge) {  // the pixel-major tile then copies runs instead of testing every pixel for padding
       const auto tw = forward_taps(d.OW, d.S, d.sw, d.dw, 0, wp);
       run_gather_gemm({xp.data(), d.H, wp, d.C, d.N, d.OH, d.OW, d.R, d.S, th.data(), tw.data(), w, d.C * d.K,
-                       d.K, 1, d.K, y, bias, act});
+                       d.K, 1, d.K, y, bias, act, 0, post, scale});
       return;
     }
     // With more filters, a pixel's S taps along a kernel row read one run of S * C floats, so
@@ -119,12 +119,12 @@ void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const f
     std::vector<i64> tw(static_cast<size_t>(d.OW));
     for (i64 ow = 0; ow < d.OW; ++ow) tw[ow] = ow * d.sw;
     run_gather_gemm({xp.data(), d.H, wp, d.S * d.C, d.N, d.OH, d.OW, d.R, 1, th.data(), tw.data(), w,
-                     d.S * d.C * d.K, d.K, 1, d.K, y, bias, act, d.C});
+                     d.S * d.C * d.K, d.K, 1, d.K, y, bias, act, d.C, post, scale});
     return;
   }
   const auto tw = forward_taps(d.OW, d.S, d.sw, d.dw, d.pl, d.W);
   run_gather_gemm({x, d.H, d.W, d.C, d.N, d.OH, d.OW, d.R, d.S, th.data(), tw.data(), w, d.C * d.K,
-                   d.K, 1, d.K, y, bias, act});
+                   d.K, 1, d.K, y, bias, act, 0, post, scale});
 }
 
 void conv2d_bwd_data_cpu(const Conv2dDesc& d, const float* dy, const float* w, float* dx) {

@@ -41,6 +41,7 @@ void run_by_position(const GatherGemm& g, i64 npad) {
                            static_cast<int>(std::min<i64>(tile_cols, g.ncols - jp)), btaps.data(),
                            tile_epilogue(g, bias, jp));
         }
+        post_rows(g, m, rows, cells, 0, g.ncols);
       }
     }
   }

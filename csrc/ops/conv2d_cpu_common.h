@@ -76,7 +76,18 @@ struct GatherGemm {
   const float* bias;     // may be null
   Activation act;
   i64 px = 0;            // floats from one source pixel to the next, when not SC (merged taps)
+  PointwiseAct post{};   // conv2d_fwd_cpu's: on each finished block of rows
+  const float* scale = nullptr;  // conv2d_fwd_cpu's: B's column j times scale[j], applied while packing
 };
+
+// `post` on columns [j0, j1) of `count` output rows from row m0, `step` rows apart.
+inline void post_rows(const GatherGemm& g, i64 m0, i64 count, i64 step, i64 j0, i64 j1) {
+  if (!g.post.on) return;
+  for (i64 i = 0; i < count; ++i) {
+    float* row = g.out + (m0 + i * step) * g.ncols;
+    pointwise_serial_cpu(g.post, j1 - j0, row + j0, row + j0);
+  }
+}
 
 inline i64 pixel_stride(const GatherGemm& g) { return g.px ? g.px : g.SC; }
 
@@ -97,11 +108,17 @@ inline const float* pack_weights(const GatherGemm& g, i64 Q, i64 width) {
   for (i64 q = 0; q < Q; ++q) {
     const float* row = g.wt + (q / g.SC) * g.rs_stride + (q % g.SC) * g.ch_stride;
     float* dst = packed + q * width;
+    const float* sc = g.scale;
     for (i64 p = 0; p < full; ++p, dst += Q * width)  // whole panels of a row in place
+      if (sc)
 #pragma GCC unroll 16
-      for (i64 j = 0; j < width; ++j) dst[j] = row[p * width + j];
+        for (i64 j = 0; j < width; ++j) dst[j] = row[p * width + j] * sc[p * width + j];
+      else
+#pragma GCC unroll 16
+        for (i64 j = 0; j < width; ++j) dst[j] = row[p * width + j];
     for (i64 p = full; p < panels; ++p, dst += Q * width)
-      for (i64 j = 0, j0 = p * width; j < width; ++j) dst[j] = j0 + j < g.ncols ? row[(j0 + j) * g.col_stride] : 0.f;
+      for (i64 j = 0, j0 = p * width; j < width; ++j)
+        dst[j] = j0 + j < g.ncols ? row[(j0 + j) * g.col_stride] * (sc ? sc[j0 + j] : 1.f) : 0.f;
   }
   return packed;
 }
@@ -213,16 +230,17 @@ inline cpu::Epilogue tile_epilogue(const GatherGemm& g, const std::vector<float>
   return {g.bias ? bias.data() + jp : nullptr, g.act == Activation::Relu};
 }
 
-// Bias and activation on `count` output rows from row m0 (for tiles without a fused epilogue).
+// Bias, activation and `post` on `count` output rows from row m0 (for tiles without a fused epilogue).
 inline void epilogue(const GatherGemm& g, i64 m0, i64 count) {
-  if (!g.bias && g.act != Activation::Relu) return;
-  for (i64 m = m0; m < m0 + count; ++m) {
-    float* row = g.out + m * g.ncols;
-    if (g.bias)
-      for (i64 j = 0; j < g.ncols; ++j) row[j] += g.bias[j];
-    if (g.act == Activation::Relu)
-      for (i64 j = 0; j < g.ncols; ++j) row[j] = std::max(row[j], 0.f);
-  }
+  if (g.bias || g.act == Activation::Relu)
+    for (i64 m = m0; m < m0 + count; ++m) {
+      float* row = g.out + m * g.ncols;
+      if (g.bias)
+        for (i64 j = 0; j < g.ncols; ++j) row[j] += g.bias[j];
+      if (g.act == Activation::Relu)
+        for (i64 j = 0; j < g.ncols; ++j) row[j] = std::max(row[j], 0.f);
+    }
+  post_rows(g, m0, count, 1, 0, g.ncols);
 }
 
 // The strategies. Gather GEMMs (forward and backward-data):

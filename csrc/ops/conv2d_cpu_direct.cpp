@@ -51,6 +51,7 @@ void run_direct(const GatherGemm& g, i64 M, i64 npad) {
                            static_cast<int>(std::min<i64>(mr, mc - ip)), cols, nullptr, tile_epilogue(g, bias, jp));
         }
       }
+      post_rows(g, m0, mc, 1, j0, std::min(j1, g.ncols));
     }
   }
 }

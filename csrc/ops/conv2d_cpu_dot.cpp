@@ -13,7 +13,8 @@ void run_dot(const GatherGemm& g, i64 M) {
   for (i64 t = 0; t < taps; ++t)
     for (i64 j = 0; j < nc; ++j)
       for (i64 ch = 0; ch < g.SC; ++ch)
-        wpack[(t * nc + j) * kpad + ch] = g.wt[t * g.rs_stride + ch * g.ch_stride + j * g.col_stride];
+        wpack[(t * nc + j) * kpad + ch] =
+            g.wt[t * g.rs_stride + ch * g.ch_stride + j * g.col_stride] * (g.scale ? g.scale[j] : 1.f);
   const std::vector<float> zeros(static_cast<size_t>(g.SC), 0.f);
   const i64 blocks = (M + kMC - 1) / kMC;
 #pragma omp parallel

@@ -64,6 +64,7 @@ void run_pixel_major(const GatherGemm& g) {
           }
         }
       }
+      post_rows(g, m0, cols, 1, 0, g.ncols);
     }
   }
 }

@@ -140,6 +140,7 @@ struct Gather {
   const float* src;   // (N, SH, SW, SC)
   const float* wt;    // B[q, j] = wt[rs * rs_stride + ch * ch_stride + j * col_stride]
   const float* bias;  // may be null
+  const float* scale;  // may be null: each sum times scale[col], before the bias
   float* out;         // (M, ncols) row-major
   long long rs_stride;
   int ch_stride, col_stride;
@@ -288,6 +289,7 @@ __global__ void __launch_bounds__(128 * WN) gather_gemm(const Gather g) {
   pipeline(0, (g.Q + BK - 1) / BK, load_a, load_b, compute);
 
   auto finish = [&](float v, int col) {
+    if (g.scale) v *= __ldg(g.scale + col);
     if (g.bias) v += __ldg(g.bias + col);
     return g.relu && v < 0.f ? 0.f : v;  // NaN stays NaN, as std::max(v, 0) on the CPU
   };
@@ -515,7 +517,8 @@ __global__ void reduce_splits(const float* __restrict__ ws, int splits, long lon
 // ----------------------------------------------------------------------------- 64-bit fallbacks
 
 __global__ void ref_fwd(Conv2dDesc d, const float* __restrict__ x, const float* __restrict__ w,
-                        const float* __restrict__ bias, float* __restrict__ y, bool relu) {
+                        const float* __restrict__ bias, const float* __restrict__ scale, float* __restrict__ y,
+                        bool relu) {
   const i64 total = d.N * d.OH * d.OW * d.K;
   for (i64 e = blockIdx.x * (i64)blockDim.x + threadIdx.x; e < total; e += (i64)gridDim.x * blockDim.x) {
     const i64 k = e % d.K, ow = (e / d.K) % d.OW, oh = (e / (d.K * d.OW)) % d.OH, n = e / (d.K * d.OW * d.OH);
@@ -531,6 +534,7 @@ __global__ void ref_fwd(Conv2dDesc d, const float* __restrict__ x, const float* 
         for (i64 c = 0; c < d.C; ++c) acc = fmaf(xp[c], wp[c * d.K], acc);
       }
     }
+    if (scale) acc *= scale[k];
     if (bias) acc += bias[k];
     y[e] = relu && acc < 0.f ? 0.f : acc;
   }
@@ -671,13 +675,13 @@ void keep_workspace_cached() {
 }  // namespace
 
 void conv2d_fwd_cuda(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
-                     Activation act, bool tf32, void* stream) {
+                     Activation act, bool tf32, void* stream, const float* scale) {
   const auto s = static_cast<cudaStream_t>(stream);
   const i64 rows = d.N * d.OH * d.OW;
   if (rows == 0) return;
   const bool relu = act == Activation::Relu;
   if (!gather_fits(d, rows, d.K)) {
-    ref_fwd<<<grid_for(rows * d.K), 256, 0, s>>>(d, x, w, bias, y, relu);
+    ref_fwd<<<grid_for(rows * d.K), 256, 0, s>>>(d, x, w, bias, scale, y, relu);
     check_launch("conv2d_fwd");
     return;
   }
@@ -685,6 +689,7 @@ void conv2d_fwd_cuda(const Conv2dDesc& d, const float* x, const float* w, const 
   g.src = x;
   g.wt = w;
   g.bias = bias;
+  g.scale = scale;
   g.out = y;
   g.rs_stride = d.C * d.K;
   g.ch_stride = static_cast<int>(d.K);

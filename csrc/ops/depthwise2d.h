@@ -27,9 +27,10 @@ struct Depthwise2dDesc {
 Depthwise2dDesc make_depthwise2d_desc(i64 N, i64 H, i64 W, i64 C, i64 R, i64 S, i64 M, i64 sh, i64 sw, i64 dh,
                                       i64 dw, Padding padding);
 
-// CPU twins (depthwise2d_cpu.cpp). bias / dbias may be null. act is None, Relu or Relu6.
+// CPU twins (depthwise2d_cpu.cpp). bias / dbias may be null. act is None, Relu or Relu6; `post`, as
+// conv2d_fwd_cpu's, on each run of outputs as it is finished.
 void depthwise2d_fwd_cpu(const Depthwise2dDesc& d, const float* x, const float* w, const float* bias, float* y,
-                         Activation act);
+                         Activation act, const PointwiseAct& post = {});
 void depthwise2d_bwd_data_cpu(const Depthwise2dDesc& d, const float* dy, const float* w, float* dx);
 void depthwise2d_bwd_filter_cpu(const Depthwise2dDesc& d, const float* x, const float* dy, float* dw,
                                 float* dbias);

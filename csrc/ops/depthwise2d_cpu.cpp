@@ -165,7 +165,7 @@ std::pair<i64, i64> reaching_columns(const Depthwise2dDesc& d, i64 v) {
 }  // namespace
 
 void depthwise2d_fwd_cpu(const Depthwise2dDesc& d, const float* x, const float* w, const float* bias, float* y,
-                         Activation act) {
+                         Activation act, const PointwiseAct& post) {
   const i64 K = d.K, taps_max = d.R * d.S;
 #pragma omp parallel
   {
@@ -195,6 +195,7 @@ void depthwise2d_fwd_cpu(const Depthwise2dDesc& d, const float* x, const float* 
           }
           const Run run{end - ow, d.sw * K, K, static_cast<int>(s_hi - s_lo)};
           taps_fma(t, a.data(), b.data(), K, bias, yrow + ow * K, act, run);
+          if (post.on) pointwise_serial_cpu(post, (end - ow) * K, yrow + ow * K, yrow + ow * K);
           ow = end;
         }
       }

@@ -24,6 +24,10 @@ struct PointwiseAct {
 // pointwise_cpu on one thread, for kernels that call it inside their own parallel loops.
 void pointwise_serial_cpu(const PointwiseAct& act, i64 n, const float* x, float* y);
 
+// y[i] = act(y[i]) for i < n on the GPU (batch_norm_cuda.cu, beside the same function's use in the
+// normalisation's store): the convolutions' `post` there, as a pass after the kernel. No-op when off.
+void pointwise_cuda(const PointwiseAct& act, i64 n, float* y, void* stream);
+
 // y = a op b with b repeated along a middle axis: a and y are (outer, mid, inner), b is (outer, inner).
 // (N, H, W, C) * (N, 1, 1, C) (squeeze-and-excitation) is outer N, mid H * W, inner C; a residual sum of
 // equal shapes is mid 1; (rows, C) + (C) is outer 1. y may be a. NumPy's broadcasting loops run on one

@@ -18,21 +18,24 @@ bool inside(i64 v, i64 size) { return v >= 0 && v < size; }
 
 }  // namespace
 
-void conv2d_fwd(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y, Activation act) {
+void conv2d_fwd(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y, Activation act,
+                const PointwiseAct& post, const float* scale) {
   for (i64 n = 0; n < d.N; ++n)
     for (i64 oh = 0; oh < d.OH; ++oh)
       for (i64 ow = 0; ow < d.OW; ++ow)
         for (i64 k = 0; k < d.K; ++k) {
-          double acc = bias ? bias[k] : 0.0;
+          double acc = 0.0;
           for (i64 r = 0; r < d.R; ++r)
             for (i64 s = 0; s < d.S; ++s) {
               const i64 h = tap(oh, d.sh, d.pt, r, d.dh), v = tap(ow, d.sw, d.pl, s, d.dw);
               if (!inside(h, d.H) || !inside(v, d.W)) continue;
               for (i64 c = 0; c < d.C; ++c) acc += double(x[xi(d, n, h, v, c)]) * w[wi(d, r, s, c, k)];
             }
+          acc = acc * (scale ? scale[k] : 1.0) + (bias ? bias[k] : 0.0);
           if (act == Activation::Relu) acc = std::max(acc, 0.0);
           y[yi(d, n, oh, ow, k)] = static_cast<float>(acc);
         }
+  if (post.on) pointwise(post.f, d.N * d.OH * d.OW * d.K, y, y, post.lo, post.hi);
 }
 
 void conv2d_bwd_data(const Conv2dDesc& d, const float* dy, const float* w, float* dx) {
@@ -84,7 +87,7 @@ i64 dyi(const Depthwise2dDesc& d, i64 n, i64 oh, i64 ow, i64 c, i64 m) {
 }  // namespace
 
 void depthwise2d_fwd(const Depthwise2dDesc& d, const float* x, const float* w, const float* bias, float* y,
-                     Activation act) {
+                     Activation act, const PointwiseAct& post) {
   for (i64 n = 0; n < d.N; ++n)
     for (i64 oh = 0; oh < d.OH; ++oh)
       for (i64 ow = 0; ow < d.OW; ++ow)
@@ -100,6 +103,7 @@ void depthwise2d_fwd(const Depthwise2dDesc& d, const float* x, const float* w, c
             if (act == Activation::Relu6) acc = std::min(acc, 6.0);
             y[dyi(d, n, oh, ow, c, m)] = static_cast<float>(acc);
           }
+  if (post.on) pointwise(post.f, d.N * d.OH * d.OW * d.K, y, y, post.lo, post.hi);
 }
 
 void depthwise2d_bwd_data(const Depthwise2dDesc& d, const float* dy, const float* w, float* dx) {

@@ -17,12 +17,13 @@
 
 namespace convkit::reference {
 
-void conv2d_fwd(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y, Activation act);
+void conv2d_fwd(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y, Activation act,
+                const PointwiseAct& post = {}, const float* scale = nullptr);
 void conv2d_bwd_data(const Conv2dDesc& d, const float* dy, const float* w, float* dx);
 void conv2d_bwd_filter(const Conv2dDesc& d, const float* x, const float* dy, float* dw, float* dbias);
 
 void depthwise2d_fwd(const Depthwise2dDesc& d, const float* x, const float* w, const float* bias, float* y,
-                     Activation act);
+                     Activation act, const PointwiseAct& post = {});
 void depthwise2d_bwd_data(const Depthwise2dDesc& d, const float* dy, const float* w, float* dx);
 void depthwise2d_bwd_filter(const Depthwise2dDesc& d, const float* x, const float* dy, float* dw, float* dbias);
 
