@@ -14,6 +14,7 @@ copied.
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -103,13 +104,14 @@ def _host_pointwise(x, fn, lo=0.0, hi=0.0):
     return None
 
 
-def _host_binary(a, b, op):
-    """a op b ('add', 'subtract', 'multiply', 'divide') in one parallel pass of the CPU kernel when both are
-    C-contiguous float32 NumPy arrays of at least 32K values together and one repeats the other along one run
-    of axes followed by 16 or more values ((N, H, W, C) and (N, 1, 1, C), or equal shapes), the repeated one
-    second where the op does not commute; else None, for NumPy's single-threaded loops."""
-    if not (type(a) is type(b) is np.ndarray and a.dtype == b.dtype == np.float32 and a.size + b.size >= 1 << 15
-            and a.flags.c_contiguous and b.flags.c_contiguous):
+def _host_binary(a, b, op, then=(None, 0.0, 0.0)):
+    """a op b ('add', 'subtract', 'multiply', 'divide'), then ``then`` (a kernel's (function, lo, hi)), in one
+    parallel pass of the CPU kernel when both are C-contiguous float32 NumPy arrays of at least 32K values
+    together and one repeats the other along one run of axes ((N, H, W, C) and (N, 1, 1, C), (N, H, W, 3) and
+    (3,), equal shapes), the repeated one second where the op does not commute; else None, for NumPy's
+    single-threaded loops."""
+    if type(a) is not np.ndarray or type(b) is not np.ndarray or a.dtype != np.float32 or b.dtype != np.float32 \
+            or a.size + b.size < 1 << 15 or not (a.flags.c_contiguous and b.flags.c_contiguous):
         return None
     if a.size < b.size:
         if op not in ("add", "multiply"):
@@ -121,10 +123,31 @@ def _host_binary(a, b, op):
     if any(sb[i] != 1 for i in repeat) or (repeat and repeat[-1] - repeat[0] + 1 != len(repeat)):
         return None
     i, j = (repeat[0], repeat[-1] + 1) if repeat else (0, 0)
-    outer, mid, inner = (int(np.prod(s, dtype=np.int64)) for s in (sa[:i], sa[i:j], sa[j:]))
-    if inner < 16:  # runs shorter than a vector: NumPy's strided loops do better
-        return None
-    return _cpu.binary(a.reshape(sa), b, op, outer, mid, inner)
+    outer, mid, inner = math.prod(sa[:i]), math.prod(sa[i:j]), math.prod(sa[j:])
+    if inner < 16:  # runs shorter than a vector: b repeated k times makes them longer, where k divides mid
+        k = next((k for k in range(-(-16 // max(inner, 1)), 65) if mid % k == 0), None) if outer == 1 else None
+        if k is None:
+            return None
+        b, inner, mid = np.tile(b.reshape(-1), k), inner * k, mid // k
+    return _cpu.binary(a.reshape(sa), b, op, outer, mid, inner, None, *then)
+
+
+_ACTIVATION_OPS = {"relu": lambda x: relu(x), "relu6": lambda x: relu6(x), "sigmoid": lambda x: sigmoid(x),
+                   "silu": lambda x: silu(x), "swish": lambda x: silu(x)}
+
+
+def add_activation(a, b, activation):
+    """Inference only: ``activation(a + b)`` ('relu', 'relu6', 'sigmoid', 'silu' or 'swish'), on the CPU in
+    one pass over the sum (a residual block's sum and the ReLU after it); elsewhere the two ops. It has no
+    gradient: while a GradientTape records it raises (use add and the activation one by one to train)."""
+    if autodiff.recording():
+        raise RuntimeError("add_activation has no gradient and a GradientTape is recording; use add and the "
+                           "activation one by one to train")
+    if activation not in _ACTIVATION_OPS:
+        raise ValueError(f"add_activation: activation must be one of {', '.join(_ACTIVATION_OPS)}, "
+                         f"got {activation!r}")
+    y = _host_binary(a, b, "add", _FUSED_ACTIVATIONS[activation])
+    return _ACTIVATION_OPS[activation](add(a, b)) if y is None else y
 
 
 def _product(a, b):
@@ -541,19 +564,18 @@ def conv_batch_norm_inference(x, kernel, bias, gamma, beta, mean, variance, epsi
     x, kernel, geometry = _conv_args(op, x, kernel, strides, padding, dilation_rate)
     if kernel.ndim != 4:
         raise ValueError(f"{op}: kernel must be 4-D, got shape {tuple(kernel.shape)}")
-    xp = _xp(kernel)
     channels = kernel.shape[-1] * (kernel.shape[-2] if depthwise else 1)
-    stats = [_array(v, name, op) for v, name in ((mean, "mean"), (variance, "variance"))]
-    for v, name in ((gamma, "gamma"), (beta, "beta"), (bias, "bias"), *zip(stats, ("mean", "variance"))):
-        if v is not None and tuple(v.shape) != (channels,):
+    for v, name in ((mean, "mean"), (variance, "variance"), (gamma, "gamma"), (beta, "beta"), (bias, "bias")):
+        if v is not None and v.shape != (channels,):
             raise ValueError(f"{op}: {name} must have shape ({channels},) for a kernel of shape "
                              f"{tuple(kernel.shape)}, got {tuple(v.shape)}")
-    s = 1.0 / xp.sqrt(stats[1].astype(np.float64) + float(epsilon))
-    if gamma is not None:
-        s = s * gamma
-    shift = -stats[0] * s if bias is None else (bias - stats[0]) * s
-    shift = (shift if beta is None else shift + beta).astype(np.float32)
-    s = s.astype(np.float32)
+    if type(x) is np.ndarray:
+        s, shift = _cpu.fold_batch_norm(mean, variance, gamma, beta, bias, float(epsilon))
+    else:
+        xp = _xp(x)
+        s = (1.0 if gamma is None else gamma) / xp.sqrt(variance.astype(np.float64) + float(epsilon))
+        shift = ((0.0 if bias is None else bias) - mean) * s + (0.0 if beta is None else beta)
+        s, shift = s.astype(np.float32), shift.astype(np.float32)
     in_kernel = ("relu", "relu6") if depthwise else ("relu",)  # in the kernels' own epilogue; the rest after
     fn, lo, hi = _FUSED_ACTIVATIONS[activation] if activation and activation not in in_kernel else (None, 0.0, 0.0)
     k = kernels_for(x, op)
@@ -1022,6 +1044,8 @@ def _widths(widths, ndim: int, op: str):
 def pad(x, widths):
     """``x`` with zeros added: ``widths`` holds (before, after) counts per axis."""
     widths = _widths(widths, x.ndim, "pad")
+    if type(x) is np.ndarray and x.ndim == 4 and x.dtype == np.float32 and widths[0] == widths[3] == (0, 0):
+        return _cpu.pad2d(x if x.flags.c_contiguous else np.ascontiguousarray(x), *widths[1], *widths[2])
     y = _xp(x).zeros(tuple(s + b + a for s, (b, a) in zip(x.shape, widths)), x.dtype)
     y[tuple(slice(b, b + s) for s, (b, _) in zip(x.shape, widths))] = x
     return y

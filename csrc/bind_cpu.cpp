@@ -160,12 +160,14 @@ void def_pointwise(py::module_& m) {
 }
 
 // a op b with b repeated along a's middle axis (ops/pointwise.h), host only like def_pointwise.
-template <void (*Fn)(Binary, i64, i64, i64, const float*, const float*, float*)>
+template <void (*Fn)(Binary, i64, i64, i64, const float*, const float*, float*, const PointwiseAct&)>
 void def_binary(py::module_& m) {
   m.def("binary",
-        [](py::handle a, py::handle b, const std::string& op, i64 outer, i64 mid, i64 inner, py::handle y) {
+        [](py::handle a, py::handle b, const std::string& op, i64 outer, i64 mid, i64 inner, py::handle y,
+           py::handle then, float lo, float hi) {
           return named("binary", [&] {
             const Binary f = binary_named(op);
+            const PointwiseAct post = pointwise_act(then, lo, hi);
             CONVKIT_CHECK(outer >= 0 && mid >= 0 && inner >= 0, "outer, mid and inner must not be negative");
             const std::vector<i64> shape = shape_of(interface_dict(a, "a", Device::Cpu));
             const std::vector<i64> b_shape = shape_of(interface_dict(b, "b", Device::Cpu));
@@ -182,15 +184,39 @@ void def_binary(py::module_& m) {
             float* py_ = array_data<float, Device::Cpu>(out, "y", shape, true);
             {
               py::gil_scoped_release nogil;
-              Fn(f, outer, mid, inner, pa, pb, py_);
+              Fn(f, outer, mid, inner, pa, pb, py_, post);
             }
             return out;
           });
         },
         py::arg("a"), py::arg("b"), py::arg("op"), py::arg("outer"), py::arg("mid"), py::arg("inner"),
-        py::arg("y") = py::none(),
-        "y = a op b for op 'add', 'subtract', 'multiply' or 'divide', a viewed as (outer, mid, inner) and b as (outer, inner), repeated "
-        "along mid; into y (a itself for in place) or (None) a new array shaped like a, which it returns.");
+        py::arg("y") = py::none(), py::arg("then") = py::none(), py::arg("lo") = 0.f, py::arg("hi") = 0.f,
+        "y = a op b for op 'add', 'subtract', 'multiply' or 'divide', a viewed as (outer, mid, inner) and b as "
+        "(outer, inner), repeated along mid; into y (a itself for in place) or (None) a new array shaped like a, "
+        "which it returns; then as conv2d_fwd's.");
+}
+
+// Zero padding of NHWC images (ops/pool2d.h), host only: on the GPU CuPy's copy is one pass already.
+template <void (*Fn)(i64, i64, i64, i64, i64, i64, i64, i64, const float*, float*)>
+void def_pad2d(py::module_& m) {
+  m.def("pad2d",
+        [](py::handle x, i64 top, i64 bottom, i64 left, i64 right) {
+          return named("pad2d", [&] {
+            CONVKIT_CHECK(top >= 0 && bottom >= 0 && left >= 0 && right >= 0, "padding must not be negative");
+            const auto [N, H, W, C] = array_shape4(x, "x", Device::Cpu);
+            const float* px = array_data<float, Device::Cpu>(x, "x", {N, H, W, C}, false);
+            const std::vector<i64> shape = {N, top + H + bottom, left + W + right, C};
+            py::object out = output<CpuKernels>(py::none(), shape);
+            float* py_ = array_data<float, Device::Cpu>(out, "y", shape, true);
+            {
+              py::gil_scoped_release nogil;
+              Fn(N, H, W, C, top, bottom, left, right, px, py_);
+            }
+            return out;
+          });
+        },
+        py::arg("x"), py::arg("top"), py::arg("bottom"), py::arg("left"), py::arg("right"),
+        "x (N, H, W, C) with zeros around each image: a new (N, top + H + bottom, left + W + right, C) array.");
 }
 
 }  // namespace
@@ -221,12 +247,38 @@ PYBIND11_MODULE(_cpu, m) {
   def_ops<CpuKernels>(m);
   def_pointwise<pointwise_cpu>(m);
   def_binary<binary_cpu>(m);
+  def_pad2d<pad2d_cpu>(m);
+
+  m.def("fold_batch_norm",
+        [](py::handle mean, py::handle variance, py::handle gamma, py::handle beta, py::handle bias, double eps) {
+          return named("fold_batch_norm", [&] {
+            constexpr Device D = Device::Cpu;
+            const i64 C = array_shape<1>(mean, "mean", D)[0];
+            const float* pm = channel_data<D>(mean, "mean", C, false);
+            const float* pv = channel_data<D>(variance, "variance", C, false);
+            const float *pg = channel_data<D>(gamma, "gamma", C, true), *pb = channel_data<D>(beta, "beta", C, true);
+            const float* pbias = channel_data<D>(bias, "bias", C, true);
+            py::object scale = output<CpuKernels>(py::none(), {C}), shift = output<CpuKernels>(py::none(), {C});
+            float* ps = array_data<float, D>(scale, "scale", {C}, true);
+            float* pt = array_data<float, D>(shift, "shift", {C}, true);
+            for (i64 c = 0; c < C; ++c) {
+              const double s = (pg ? pg[c] : 1.0) / std::sqrt(double(pv[c]) + eps);
+              ps[c] = static_cast<float>(s);
+              pt[c] = static_cast<float>((pb ? pb[c] : 0.0) + ((pbias ? pbias[c] : 0.0) - pm[c]) * s);
+            }
+            return py::make_tuple(scale, shift);
+          });
+        },
+        py::arg("mean"), py::arg("variance"), py::arg("gamma"), py::arg("beta"), py::arg("bias"), py::arg("epsilon"),
+        "(scale, shift) of a batch normalisation folded into the convolution before it: scale = gamma / "
+        "sqrt(variance + epsilon), shift = beta + (bias - mean) * scale, in double; gamma, beta, bias may be None.");
 
   py::module_ ref = m.def_submodule("reference", "The reference loops (csrc/ops/reference.h): the same functions, "
                                                  "plain loops summing in double, to check the kernels against.");
   def_ops<ReferenceKernels>(ref);
   def_pointwise<reference::pointwise>(ref);
   def_binary<reference::binary>(ref);
+  def_pad2d<reference::pad2d>(ref);
 
   m.def("set_num_threads", [](int n) {
     CONVKIT_CHECK(n >= 1, "number of threads must be >= 1, got " + std::to_string(n));

@@ -138,16 +138,61 @@ def test_binary_bad_arguments_are_refused(rng, bad, match):
 @pytest.mark.parametrize("a_shape,b_shape", [((4, 30, 30, 64), (4, 1, 1, 64)), ((4, 1, 1, 64), (4, 30, 30, 64)),
                                              ((4, 30, 30, 64), (64,)), ((4, 30, 30, 64), (4, 30, 30, 64)),
                                              ((4, 30, 30, 64), (1, 30, 30, 1)), ((4, 30, 1, 64), (1, 1, 30, 64)),
-                                             ((4, 30, 30, 64), (4, 30, 30, 1)), ((4, 30, 30, 64), ())])
+                                             ((4, 30, 30, 64), (4, 30, 30, 1)), ((4, 30, 30, 64), ()),
+                                             ((4, 64, 64, 3), (3,)), ((7, 31, 33, 5), (1, 1, 5))])
 def test_ops_broadcast_as_numpy_through_the_kernel_or_not(rng, op, a_shape, b_shape):
     """Every broadcast gives NumPy's float32 result exactly, whichever path takes it; the patterns the kernel
     takes (large float32 operands, one repeated along one run of axes) do go through it."""
     a = rng.standard_normal(a_shape).astype(np.float32)
-    b = np.asarray(rng.standard_normal(b_shape) + 3, np.float32)
+    b = np.asarray(rng.standard_normal(b_shape) + 3, np.float32)  # a 0-d array for (): repeated everywhere
     want = getattr(np, op)(a, b)
     y = getattr(ops, op)(a, b)
     assert y.shape == want.shape and y.dtype == want.dtype
     np.testing.assert_array_equal(y, want)
     took = ops._host_binary(a, b, op) is not None
     commutes = op in ("add", "multiply") or a.size >= b.size
-    assert took == (b_shape not in ((1, 30, 30, 1), (1, 1, 30, 64), (4, 30, 30, 1), ()) and commutes)
+    assert took == (b_shape not in ((1, 30, 30, 1), (1, 1, 30, 64), (4, 30, 30, 1)) and commutes)
+
+
+@pytest.mark.parametrize("activation", ["relu", "relu6", "sigmoid", "silu"])
+@pytest.mark.parametrize("shapes", [((3, 20, 20, 64), (3, 20, 20, 64)), ((2, 3), (2, 3))], ids=["kernel", "numpy"])
+def test_add_activation_matches_pytorch_float64(rng, activation, shapes):
+    """A residual sum and its activation in one pass (or, below the kernel's size, the two ops)."""
+    a, b = (rng.standard_normal(s).astype(np.float32) * 4 for s in shapes)
+    want = {"relu": torch.relu, "relu6": lambda t: torch.clamp(t, 0, 6), "sigmoid": torch.sigmoid,
+            "silu": torch.nn.functional.silu}[activation](torch.from_numpy(a.astype(np.float64) + b))
+    y = ops.add_activation(a, b, activation)
+    assert y.dtype == np.float32 and oracle.rel_err(y, want.numpy()) < 4e-7
+    args = (a, b, "add", 1, 1, a.size, None, *ops._FUSED_ACTIVATIONS[activation])
+    assert oracle.rel_err(_cpu.binary(*args), _cpu.reference.binary(*args)) < 4e-7
+
+
+def test_add_activation_refuses_a_recording_tape_and_unknown_names():
+    a = np.ones((2, 3), np.float32)
+    with pytest.raises(ValueError, match="activation must be one of relu, relu6, sigmoid, silu, swish, got 'tanh'"):
+        ops.add_activation(a, a, "tanh")
+    import convkit
+
+    with convkit.GradientTape(), pytest.raises(RuntimeError, match="add_activation has no gradient"):
+        ops.add_activation(a, a, "relu")
+
+
+@pytest.mark.parametrize("module", ["kernel", "reference"])
+@pytest.mark.parametrize("pads", [(0, 1, 0, 1), (1, 2, 3, 0), (0, 0, 0, 0), (2, 2, 2, 2)], ids=str)
+def test_pad2d_matches_numpy(rng, module, pads):
+    """ZeroPadding2D's copy: exactly numpy.pad's zeros around each image (NaN and infinities copied as they are)."""
+    x = rng.permutation(_inputs(rng, 3 * 17 * 19 * 33))[:3 * 17 * 19 * 33].reshape(3, 17, 19, 33)
+    run = _cpu.pad2d if module == "kernel" else _cpu.reference.pad2d
+    top, bottom, left, right = pads
+    want = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    np.testing.assert_array_equal(run(x, *pads), want)
+    np.testing.assert_array_equal(ops.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0))), want)
+    np.testing.assert_array_equal(ops.pad(x[:, ::2], ((0, 0), (top, bottom), (left, right), (0, 0))),
+                                  np.pad(x[:, ::2], ((0, 0), (top, bottom), (left, right), (0, 0))))
+
+
+def test_pad2d_bad_arguments_are_refused():
+    with pytest.raises(ValueError, match="pad2d: padding must not be negative"):
+        _cpu.pad2d(np.ones((1, 2, 2, 1), np.float32), 0, -1, 0, 0)
+    with pytest.raises(ValueError, match="pad2d: x must be 4-D"):
+        _cpu.pad2d(np.ones((2, 2, 1), np.float32), 0, 1, 0, 0)

@@ -38,12 +38,15 @@ class _Elementwise(_Merge):
         return tuple(out)
 
     def call(self, inputs, training=False):
+        return self._merge(self._aligned(inputs))
+
+    def _aligned(self, inputs):
+        """The inputs, checked, those of lower rank given axes of size 1 after the batch axis."""
         self._check(list(inputs))
         self.compute_output_shape([tuple(x.shape) for x in inputs])
         rank = max(x.ndim for x in inputs)
-        xs = [x if x.ndim == rank else ops.reshape(x, (x.shape[0],) + (1,) * (rank - x.ndim) + tuple(x.shape[1:]))
-              for x in inputs]
-        return self._merge(xs)
+        return [x if x.ndim == rank else ops.reshape(x, (x.shape[0],) + (1,) * (rank - x.ndim) + tuple(x.shape[1:]))
+                for x in inputs]
 
     def _merge(self, xs):
         y = xs[0]
@@ -57,6 +60,14 @@ class Add(_Elementwise):
     """Elementwise sum (residual connections)."""
 
     _op = staticmethod(ops.add)
+
+    def call(self, inputs, training=False, activation=None):
+        """``activation`` (a name ops.add_activation takes) is applied in the same pass: models pass it for the
+        activation layer that follows, see ``normalization.fusion``."""
+        xs = self._aligned(inputs)
+        if activation is None:
+            return self._merge(xs)
+        return ops.add_activation(self._merge(xs[:-1]), xs[-1], activation)
 
 
 @_serial.register_serializable

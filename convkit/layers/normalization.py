@@ -10,6 +10,7 @@ from convkit.autodiff import custom_gradient
 from convkit.layers.base import Layer, serialize_optional
 from convkit.layers.conv import Conv2D, DepthwiseConv2D
 from convkit.layers.core import Activation, ReLU
+from convkit.layers.merge import Add
 
 
 @_serial.register_serializable
@@ -266,18 +267,23 @@ def fusion(layers, training) -> tuple[int, dict]:
     """How many of ``layers`` (a run in which each is the one reader of the one before) the first one's call
     computes, and the keyword arguments that make it do so: a Conv2D or DepthwiseConv2D folds in the
     BatchNormalization after it and that one's activation (``norm=``, ``activation=``), a BatchNormalization
-    applies its activation (``activation=``); (1, {}) when nothing fuses. Only in inference mode, with no
-    GradientTape recording, and for Keras's own classes without activity regularisers: then nothing can
-    observe the values in between, and the feature map is written once instead of two or three times."""
-    if len(layers) < 2 or autodiff.recording() or any(_regularised(l) for l in layers):
+    or an Add applies its activation (``activation=``); (1, {}) when nothing fuses. Only with no GradientTape
+    recording (and for a normalisation in inference mode), for Keras's own classes without activity
+    regularisers: then nothing can observe the values in between, and the feature map is written once
+    instead of two or three times."""
+    first = layers[0]
+    if type(first) not in _FUSING or len(layers) < 2 or autodiff.recording() or any(map(_regularised, layers)):
         return 1, {}
-    first, second = layers[0], layers[1]
+    second = layers[1]
     if type(first) in (Conv2D, DepthwiseConv2D) and type(first.activation) is activations.Linear \
             and _in_inference(second, training):
         name = len(layers) > 2 and _activation_name(layers[2])
         return (3, {"norm": second, "activation": name}) if name else (2, {"norm": second})
-    name = _in_inference(first, training) and _activation_name(second)
+    name = (_in_inference(first, training) or type(first) is Add) and _activation_name(second)
     return (2, {"activation": name}) if name else (1, {})
+
+
+_FUSING = {Conv2D, DepthwiseConv2D, BatchNormalization, Add}  # the layers that may compute the next ones
 
 
 def _regularised(layer) -> bool:

@@ -28,11 +28,13 @@ void pointwise_serial_cpu(const PointwiseAct& act, i64 n, const float* x, float*
 // normalisation's store): the convolutions' `post` there, as a pass after the kernel. No-op when off.
 void pointwise_cuda(const PointwiseAct& act, i64 n, float* y, void* stream);
 
-// y = a op b with b repeated along a middle axis: a and y are (outer, mid, inner), b is (outer, inner).
-// (N, H, W, C) * (N, 1, 1, C) (squeeze-and-excitation) is outer N, mid H * W, inner C; a residual sum of
-// equal shapes is mid 1; (rows, C) + (C) is outer 1. y may be a. NumPy's broadcasting loops run on one
-// thread (a twelfth of EfficientNet's inference); this is one parallel pass.
+// y = post(a op b) with b repeated along a middle axis: a and y are (outer, mid, inner), b is
+// (outer, inner). (N, H, W, C) * (N, 1, 1, C) (squeeze-and-excitation) is outer N, mid H * W, inner C; a
+// residual sum of equal shapes is mid 1 (with post, the ReLU after it); (rows, C) + (C) is outer 1. y may
+// be a. NumPy's broadcasting loops run on one thread (a twelfth of EfficientNet's inference); this is one
+// parallel pass.
 enum class Binary { Add, Subtract, Multiply, Divide };
-void binary_cpu(Binary op, i64 outer, i64 mid, i64 inner, const float* a, const float* b, float* y);
+void binary_cpu(Binary op, i64 outer, i64 mid, i64 inner, const float* a, const float* b, float* y,
+                const PointwiseAct& post = {});
 
 }  // namespace convkit

@@ -125,21 +125,27 @@ void binary_span(i64 s, i64 e, i64 mid, i64 inner, const float* a, const float* 
 }
 
 template <Binary Op>
-void binary_all(i64 outer, i64 mid, i64 inner, const float* a, const float* b, float* y) {
+void binary_all(i64 outer, i64 mid, i64 inner, const float* a, const float* b, float* y, const PointwiseAct& post) {
   constexpr i64 kChunk = 1 << 14;  // as pointwise_cpu
   const i64 n = outer * mid * inner, pieces = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (pieces > 2)
-  for (i64 p = 0; p < pieces; ++p) binary_span<Op>(p * kChunk, std::min(n, (p + 1) * kChunk), mid, inner, a, b, y);
+  // One multiply or add per value is so little work that below a few pieces starting the threads costs more.
+#pragma omp parallel for schedule(static) if (pieces > 4)
+  for (i64 p = 0; p < pieces; ++p) {
+    const i64 s = p * kChunk, e = std::min(n, s + kChunk);
+    binary_span<Op>(s, e, mid, inner, a, b, y);
+    if (post.on) pointwise_serial_cpu(post, e - s, y + s, y + s);
+  }
 }
 
 }  // namespace
 
-void binary_cpu(Binary op, i64 outer, i64 mid, i64 inner, const float* a, const float* b, float* y) {
+void binary_cpu(Binary op, i64 outer, i64 mid, i64 inner, const float* a, const float* b, float* y,
+                const PointwiseAct& post) {
   switch (op) {
-    case Binary::Add: return binary_all<Binary::Add>(outer, mid, inner, a, b, y);
-    case Binary::Subtract: return binary_all<Binary::Subtract>(outer, mid, inner, a, b, y);
-    case Binary::Multiply: return binary_all<Binary::Multiply>(outer, mid, inner, a, b, y);
-    case Binary::Divide: return binary_all<Binary::Divide>(outer, mid, inner, a, b, y);
+    case Binary::Add: return binary_all<Binary::Add>(outer, mid, inner, a, b, y, post);
+    case Binary::Subtract: return binary_all<Binary::Subtract>(outer, mid, inner, a, b, y, post);
+    case Binary::Multiply: return binary_all<Binary::Multiply>(outer, mid, inner, a, b, y, post);
+    case Binary::Divide: return binary_all<Binary::Divide>(outer, mid, inner, a, b, y, post);
   }
 }
 

@@ -29,6 +29,10 @@ i64 max_pool2d_bwd_cpu(const Pool2dDesc& d, const float* dy, const std::int32_t*
 i64 max_pool2d_argmax_outside_cpu(const Pool2dDesc& d, const std::int32_t* argmax);
 void avg_pool2d_fwd_cpu(const Pool2dDesc& d, const float* x, float* y);
 void avg_pool2d_bwd_cpu(const Pool2dDesc& d, const float* dy, float* dx);
+// y (N, top + H + bottom, left + W + right, C): x with zeros around each image (ZeroPadding2D), every
+// output row written once, in parallel; NumPy fills the whole output with zeros and then copies x in,
+// two passes on one thread.
+void pad2d_cpu(i64 N, i64 H, i64 W, i64 C, i64 top, i64 bottom, i64 left, i64 right, const float* x, float* y);
 
 // CUDA twins (pool2d_cuda.cu), on `stream`, never synchronising except the argmax check, which
 // waits for its count.

@@ -146,4 +146,20 @@ void avg_pool2d_bwd_cpu(const Pool2dDesc& d, const float* dy, float* dx) {
   }
 }
 
+void pad2d_cpu(i64 N, i64 H, i64 W, i64 C, i64 top, i64 bottom, i64 left, i64 right, const float* x, float* y) {
+  const i64 OH = top + H + bottom, row = (left + W + right) * C;
+#pragma omp parallel for schedule(static) if (N * OH * row > (1 << 16))
+  for (i64 r = 0; r < N * OH; ++r) {
+    float* out = y + r * row;
+    const i64 h = r % OH - top;
+    if (h < 0 || h >= H) {
+      std::fill(out, out + row, 0.f);
+      continue;
+    }
+    std::fill(out, out + left * C, 0.f);
+    std::copy_n(x + ((r / OH) * H + h) * W * C, W * C, out + left * C);
+    std::fill(out + (left + W) * C, out + row, 0.f);
+  }
+}
+
 }  // namespace convkit

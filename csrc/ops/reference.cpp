@@ -287,7 +287,19 @@ void pointwise(Pointwise f, i64 n, const float* x, float* y, float lo, float hi)
   }
 }
 
-void binary(Binary op, i64 outer, i64 mid, i64 inner, const float* a, const float* b, float* y) {
+void pad2d(i64 N, i64 H, i64 W, i64 C, i64 top, i64 bottom, i64 left, i64 right, const float* x, float* y) {
+  const i64 OH = top + H + bottom, OW = left + W + right;
+  for (i64 n = 0; n < N; ++n)
+    for (i64 oh = 0; oh < OH; ++oh)
+      for (i64 ow = 0; ow < OW; ++ow)
+        for (i64 c = 0; c < C; ++c) {
+          const i64 h = oh - top, w = ow - left;
+          y[((n * OH + oh) * OW + ow) * C + c] = h >= 0 && h < H && w >= 0 && w < W ? x[((n * H + h) * W + w) * C + c] : 0.f;
+        }
+}
+
+void binary(Binary op, i64 outer, i64 mid, i64 inner, const float* a, const float* b, float* y,
+            const PointwiseAct& post) {
   for (i64 o = 0; o < outer; ++o)
     for (i64 m = 0; m < mid; ++m)
       for (i64 i = 0; i < inner; ++i) {
@@ -295,6 +307,7 @@ void binary(Binary op, i64 outer, i64 mid, i64 inner, const float* a, const floa
         const float u = a[k], v = b[o * inner + i];
         y[k] = op == Binary::Add ? u + v : op == Binary::Subtract ? u - v : op == Binary::Multiply ? u * v : u / v;
       }
+  if (post.on) pointwise(post.f, outer * mid * inner, y, y, post.lo, post.hi);
 }
 
 }  // namespace convkit::reference

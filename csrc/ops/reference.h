@@ -34,6 +34,7 @@ i64 max_pool2d_bwd(const Pool2dDesc& d, const float* dy, const std::int32_t* arg
 i64 max_pool2d_argmax_outside(const Pool2dDesc& d, const std::int32_t* argmax);
 void avg_pool2d_fwd(const Pool2dDesc& d, const float* x, float* y);
 void avg_pool2d_bwd(const Pool2dDesc& d, const float* dy, float* dx);
+void pad2d(i64 N, i64 H, i64 W, i64 C, i64 top, i64 bottom, i64 left, i64 right, const float* x, float* y);
 
 void batch_norm_fwd(i64 M, i64 C, const float* x, const float* gamma, const float* beta, float eps, float* y,
                     float* xhat, float* mean, float* var, float* inv);
@@ -43,6 +44,7 @@ void batch_norm_infer(i64 M, i64 C, const float* x, const float* mean, const flo
                       const float* beta, float eps, float* y, const PointwiseAct& act = {});
 
 void pointwise(Pointwise f, i64 n, const float* x, float* y, float lo, float hi);
-void binary(Binary op, i64 outer, i64 mid, i64 inner, const float* a, const float* b, float* y);
+void binary(Binary op, i64 outer, i64 mid, i64 inner, const float* a, const float* b, float* y,
+            const PointwiseAct& post = {});
 
 }  // namespace convkit::reference
