@@ -4,6 +4,7 @@
 // (shape, typestr, data = (pointer, read-only), strides), checked here once: device (which
 // interface the object has), dtype, C-contiguity, exact shape and, for outputs, writability.
 #pragma once
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
@@ -70,6 +71,15 @@ inline py::dict interface_dict(py::handle obj, const char* name, Device dev) {
 // Defined by the CUDA module: refuses a pointer that is not device memory of the current GPU.
 void check_device_pointer(const void* p, const char* name);
 
+// A NumPy array read through the C API: the array interface's dict costs a few microseconds to
+// build, and a small layer's kernels were spending most of their time in those checks. Null when
+// obj is not a NumPy ndarray (the dict path then checks it and words any error).
+inline bool is_numpy(py::handle obj) { return py::isinstance<py::array>(obj); }
+
+inline std::vector<i64> numpy_shape(const py::array& a) {
+  return std::vector<i64>(a.shape(), a.shape() + a.ndim());
+}
+
 inline std::vector<i64> shape_of(const py::dict& interface) {
   std::vector<i64> s;
   for (auto v : interface["shape"].cast<py::tuple>()) s.push_back(v.cast<i64>());
@@ -78,9 +88,25 @@ inline std::vector<i64> shape_of(const py::dict& interface) {
 
 // The data pointer of `obj` after every check; `shape` is the exact shape required, which `from`
 // (when given) names in the message, e.g. "conv2d of these inputs".
+// The data of a C-contiguous, aligned NumPy array of T with this shape (writeable if asked), or null for
+// anything else, which the interface path then checks and words the error of.
+template <class T>
+T* numpy_data(py::handle obj, const std::vector<i64>& shape, bool writable) {
+  if (!is_numpy(obj)) return nullptr;
+  const auto a = py::reinterpret_borrow<py::array>(obj);
+  static const int type_num = py::dtype::of<T>().num();
+  if (a.dtype().num() != type_num || a.dtype().byteorder() == '>' || numpy_shape(a) != shape ||
+      !(a.flags() & py::array::c_style) || !(a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_) ||
+      (writable && !a.writeable()))
+    return nullptr;
+  return static_cast<T*>(const_cast<void*>(a.data()));
+}
+
 template <class T, Device dev>
 T* array_data(py::handle obj, const char* name, const std::vector<i64>& shape, bool writable,
               const char* from = nullptr) {
+  if constexpr (dev == Device::Cpu)
+    if (T* p = numpy_data<T>(obj, shape, writable)) return p;
   const py::dict d = interface_dict(obj, name, dev);
   const std::string typestr = d["typestr"].cast<std::string>();
   if (typestr != DtypeName<T>::typestr)
@@ -113,9 +139,15 @@ T* optional_data(py::handle obj, const char* name, const std::vector<i64>& shape
 }
 
 // The shape of an array argument of rank R (before its full check).
+// The shape of an array on `dev` (a NumPy array's read directly).
+inline std::vector<i64> array_shape_any(py::handle obj, const char* name, Device dev) {
+  if (dev == Device::Cpu && is_numpy(obj)) return numpy_shape(py::reinterpret_borrow<py::array>(obj));
+  return shape_of(interface_dict(obj, name, dev));
+}
+
 template <size_t R>
 std::array<i64, R> array_shape(py::handle obj, const char* name, Device dev) {
-  const std::vector<i64> s = shape_of(interface_dict(obj, name, dev));
+  const std::vector<i64> s = array_shape_any(obj, name, dev);
   CONVKIT_CHECK(s.size() == R, std::string(name) + " must be " + std::to_string(R) + "-D, got shape " +
                                    shape_str(s));
   std::array<i64, R> out;

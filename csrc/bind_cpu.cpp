@@ -140,7 +140,7 @@ void def_pointwise(py::module_& m) {
   m.def("pointwise",
         [](py::handle x, const std::string& fn, float lo, float hi, py::handle y) {
           return named("pointwise", [&] {
-            const std::vector<i64> shape = shape_of(interface_dict(x, "x", Device::Cpu));
+            const std::vector<i64> shape = array_shape_any(x, "x", Device::Cpu);
             const Pointwise f = pointwise_named(fn);
             const float* px = array_data<float, Device::Cpu>(x, "x", shape, false);
             py::object out = output<CpuKernels>(y, shape);
@@ -169,8 +169,8 @@ void def_binary(py::module_& m) {
             const Binary f = binary_named(op);
             const PointwiseAct post = pointwise_act(then, lo, hi);
             CONVKIT_CHECK(outer >= 0 && mid >= 0 && inner >= 0, "outer, mid and inner must not be negative");
-            const std::vector<i64> shape = shape_of(interface_dict(a, "a", Device::Cpu));
-            const std::vector<i64> b_shape = shape_of(interface_dict(b, "b", Device::Cpu));
+            const std::vector<i64> shape = array_shape_any(a, "a", Device::Cpu);
+            const std::vector<i64> b_shape = array_shape_any(b, "b", Device::Cpu);
             i64 n = 1, nb = 1;
             for (const i64 d : shape) n *= d;
             for (const i64 d : b_shape) nb *= d;

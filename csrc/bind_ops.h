@@ -48,7 +48,7 @@ py::object output(py::handle given, const std::vector<i64>& shape, const char* d
 template <Device D>
 const float* channel_data(py::handle v, const char* name, i64 C, bool optional) {
   if (optional && v.is_none()) return nullptr;
-  const std::vector<i64> s = shape_of(interface_dict(v, name, D));
+  const std::vector<i64> s = array_shape_any(v, name, D);
   CONVKIT_CHECK(s.size() == 1 && s[0] == C, std::string(name) + " has " +
                                                 (s.size() == 1 ? std::to_string(s[0]) + " entries"
                                                                : "shape " + shape_str(s)) +

@@ -64,7 +64,7 @@ def test_matches_pytorch_float64_one_step_at_a_time(rng, device, activation, dep
     assert oracle.rel_err(to_numpy(y), want) < 2e-6
 
 
-@pytest.mark.parametrize("strategy", ["auto", "direct", "by_position", "pixel_major", "dot"])
+@pytest.mark.parametrize("strategy", ["auto", "direct", "by_position", "pixel_major", "dot", "rows"])
 @pytest.mark.parametrize("then", [("silu", 0.0, 0.0), ("sigmoid", 0.0, 0.0), ("clamp", 0.0, 6.0), (None, 0.0, 0.0)],
                          ids=["silu", "sigmoid", "relu6", "none"])
 def test_kernels_scale_and_then_match_the_reference_loops(rng, strategy, then):

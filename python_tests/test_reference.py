@@ -139,7 +139,7 @@ def test_batch_norm_reference_against_torch_and_the_kernels(device, rng, m, c):
         assert oracle.rel_err(to_numpy(got), want) < 1e-5
 
 
-STRATEGIES = ["direct", "by_position", "pixel_major", "dot", "filter_rows", "filter_gemm"]
+STRATEGIES = ["direct", "by_position", "pixel_major", "dot", "rows", "filter_rows", "filter_gemm"]
 
 
 def _runs():

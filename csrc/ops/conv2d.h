@@ -41,8 +41,8 @@ void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy,
                            float* dbias);
 
 // The CPU twins' strategies (conv2d_cpu_<name>.cpp): "direct", "by_position", "pixel_major", "dot"
-// (forward and backward-data), "filter_rows", "filter_gemm" (backward-filter). "auto" chooses by
-// shape; a name forces that strategy wherever it can compute the call. The start-up value comes from
+// (forward and backward-data), "rows" (forward), "filter_rows", "filter_gemm" (backward-filter). "auto"
+// chooses by shape; a name forces that strategy wherever it can compute the call. The start-up value comes from
 // CONVKIT_CONV_STRATEGY. conv_strategy_runs() counts the calls each strategy has served.
 void set_conv_strategy(const std::string& name);
 std::string conv_strategy();

@@ -29,8 +29,8 @@ using namespace conv_cpu;
 
 namespace {
 
-enum Strategy : int { Auto = -1, Direct, ByPosition, PixelMajor, Dot, FilterRows, FilterGemm, kStrategies };
-constexpr std::array<const char*, kStrategies> kNames = {"direct", "by_position", "pixel_major", "dot",
+enum Strategy : int { Auto = -1, Direct, ByPosition, PixelMajor, Dot, Rows, FilterRows, FilterGemm, kStrategies };
+constexpr std::array<const char*, kStrategies> kNames = {"direct", "by_position", "pixel_major", "dot", "rows",
                                                           "filter_rows", "filter_gemm"};
 
 int parse_strategy(const std::string& name) {
@@ -62,8 +62,10 @@ bool by_position_pays(const GatherGemm& g) {
 
 int choose_gather(const GatherGemm& g) {
   const int f = forced.load(std::memory_order_relaxed);
-  if (f == Direct || f == ByPosition || (f == PixelMajor && !g.px) || (f == Dot && g.ncols <= cpu::kDotMaxCols))
+  if (f == Direct || f == ByPosition || (f == PixelMajor && !g.px) || (f == Dot && g.ncols <= cpu::kDotMaxCols) ||
+      (f == Rows && g.col_stride == 1))
     return counted(f);
+  if (g.col_stride == 1 && g.N * g.GH * g.GW <= kRowsMax) return counted(Rows);
   if (g.ncols <= cpu::kDotMaxCols && g.SC >= kDotMinChannels) return counted(Dot);
   if (pixel_major_fits(g.SC, g.ncols) && !g.px) return counted(PixelMajor);
   if (g.GH * g.GW <= kSmallGrid && g.R * g.S > 1 && by_position_pays(g)) return counted(ByPosition);
@@ -75,6 +77,7 @@ void run_gather_gemm(const GatherGemm& g) {
   if (M == 0) return;
   switch (choose_gather(g)) {
     case Dot: return run_dot(g, M);
+    case Rows: return run_rows(g, M);
     case PixelMajor: return run_pixel_major(g);
     case ByPosition: return run_by_position(g, npad);
     default: return run_direct(g, M, npad);

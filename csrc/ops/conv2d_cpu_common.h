@@ -248,6 +248,8 @@ void run_direct(const GatherGemm& g, i64 M, i64 npad);       // conv2d_cpu_direc
 void run_by_position(const GatherGemm& g, i64 npad);         // conv2d_cpu_by_position.cpp: any shape
 void run_pixel_major(const GatherGemm& g);                   // conv2d_cpu_pixel_major.cpp: taps not merged
 void run_dot(const GatherGemm& g, i64 M);                    // conv2d_cpu_dot.cpp: at most cpu::kDotMaxCols columns
+void run_rows(const GatherGemm& g, i64 M);                   // conv2d_cpu_rows.cpp: weights' rows contiguous
+constexpr i64 kRowsMax = 4;                                  // the automatic choice of rows: at most this many
 // Backward-filter:
 void bwd_filter_by_rows(const Conv2dDesc& d, const float* x, const float* dy, float* dw, float* dbias);
                                                              // conv2d_cpu_filter_rows.cpp: S * C <= row_grad_max_pairs()
