@@ -160,7 +160,8 @@ def main(argv=None) -> int:
     out = result_path(args.out, "apps-cpu")
     lines = [f"# {meta['device']} | {threads} threads | torch {meta['torch']} | keras {meta['keras']} | "
              f"allocator {args.allocator} | {meta['date']}",
-             "# inference images/s, median of interleaved repeats; torch: the faster layout; ratio = convkit / "
+             "# inference images/s, median of interleaved repeats; torch: its fastest configuration (layout, batch "
+             "normalisation folded or not); ratio = convkit / "
              "peer (above 1 = convkit faster)", HEADER]
     print("\n".join(lines), flush=True)
     rows = []
