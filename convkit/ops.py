@@ -47,6 +47,8 @@ __all__ = [
     "batch_norm_train",
     "batch_norm_train_backward",
     "batch_norm_inference",
+    "conv_batch_norm_inference",
+    "add_activation",
     "add", "subtract", "multiply", "divide", "negative", "exp", "log", "sqrt", "square", "relu", "sigmoid", "tanh",
     "softmax", "matmul", "swapaxes", "dense", "sum", "mean", "reshape", "transpose", "concatenate",
     "loss", "activation_loss", "penalty", "custom_gradient_call",
