@@ -41,20 +41,16 @@ def same_pads(size, kernel, stride, dilation=1):
     return total // 2, total - total // 2
 
 
-def _foldable(order, outs):
+def _foldable(model):
     """{id(conv layer): its batch normalisation, id(normalisation node): 'into'} for each BatchNormalization
-    that is the one reader of a Conv2D or DepthwiseConv2D without activation (the model's output excepted)."""
-    readers = {}
-    for n in order:
-        for t in n.inputs:
-            readers.setdefault(id(t), []).append(n)
+    that is the one reader of a Conv2D or DepthwiseConv2D without activation (the model's output excepted):
+    the pairs the model's own runner may fold (its single readers, ``Model._fusable_pairs``)."""
     out = {}
-    for n in order:
-        r = readers.get(id(n.output), [])
+    for n in model._graph[2]:
+        r = model._fusable_pairs().get(id(n))
         if type(n.layer).__name__ in ("Conv2D", "DepthwiseConv2D") and n.layer.activation.name == "linear" \
-                and len(r) == 1 and type(r[0].layer).__name__ == "BatchNormalization" \
-                and all(n.output is not o for o in outs):
-            out[id(n.layer)], out[id(r[0])] = r[0].layer, "into"
+                and r is not None and type(r.layer).__name__ == "BatchNormalization":
+            out[id(n.layer)], out[id(r)] = r.layer, "into"
     return out
 
 
@@ -76,7 +72,7 @@ class TorchTwin:
         if len(ins) != 1:
             raise ValueError("TorchTwin translates models with one input")
         self._input, self._output = id(ins[0]), id(outs[0])
-        self._folded = _foldable(order, outs) if fold_batch_norm else {}
+        self._folded = _foldable(model) if fold_batch_norm else {}
         self._steps = [(id(n.output), [id(t) for t in n.inputs], self._translate(n)) for n in order
                        if type(n.layer).__name__ != "InputLayer"]
 

@@ -71,9 +71,9 @@ inline py::dict interface_dict(py::handle obj, const char* name, Device dev) {
 // Defined by the CUDA module: refuses a pointer that is not device memory of the current GPU.
 void check_device_pointer(const void* p, const char* name);
 
-// A NumPy array read through the C API: the array interface's dict costs a few microseconds to
-// build, and a small layer's kernels were spending most of their time in those checks. Null when
-// obj is not a NumPy ndarray (the dict path then checks it and words any error).
+// NumPy arrays are read through NumPy's C API: the array interface's dict costs a few microseconds
+// to build, and a small layer's kernels were spending most of their time in those checks. Anything
+// else (CuPy, other array types) goes through the dict, which also words every error.
 inline bool is_numpy(py::handle obj) { return py::isinstance<py::array>(obj); }
 
 inline std::vector<i64> numpy_shape(const py::array& a) {
@@ -86,8 +86,6 @@ inline std::vector<i64> shape_of(const py::dict& interface) {
   return s;
 }
 
-// The data pointer of `obj` after every check; `shape` is the exact shape required, which `from`
-// (when given) names in the message, e.g. "conv2d of these inputs".
 // The data of a C-contiguous, aligned NumPy array of T with this shape (writeable if asked), or null for
 // anything else, which the interface path then checks and words the error of.
 template <class T>
@@ -102,6 +100,8 @@ T* numpy_data(py::handle obj, const std::vector<i64>& shape, bool writable) {
   return static_cast<T*>(const_cast<void*>(a.data()));
 }
 
+// The data pointer of `obj` after every check; `shape` is the exact shape required, which `from`
+// (when given) names in the message, e.g. "conv2d of these inputs".
 template <class T, Device dev>
 T* array_data(py::handle obj, const char* name, const std::vector<i64>& shape, bool writable,
               const char* from = nullptr) {
@@ -138,12 +138,20 @@ T* optional_data(py::handle obj, const char* name, const std::vector<i64>& shape
   return obj.is_none() ? nullptr : array_data<T, dev>(obj, name, shape, writable);
 }
 
-// The shape of an array argument of rank R (before its full check).
-// The shape of an array on `dev` (a NumPy array's read directly).
+// The shape of an array on `dev`, of any rank (before its full check).
 inline std::vector<i64> array_shape_any(py::handle obj, const char* name, Device dev) {
   if (dev == Device::Cpu && is_numpy(obj)) return numpy_shape(py::reinterpret_borrow<py::array>(obj));
   return shape_of(interface_dict(obj, name, dev));
 }
+
+// How many values an array of this shape holds.
+inline i64 count_of(const std::vector<i64>& shape) {
+  i64 n = 1;
+  for (const i64 d : shape) n *= d;
+  return n;
+}
+
+// The shape of an array argument of rank R (before its full check).
 
 template <size_t R>
 std::array<i64, R> array_shape(py::handle obj, const char* name, Device dev) {

@@ -145,11 +145,9 @@ void def_pointwise(py::module_& m) {
             const float* px = array_data<float, Device::Cpu>(x, "x", shape, false);
             py::object out = output<CpuKernels>(y, shape);
             float* py_ = array_data<float, Device::Cpu>(out, "y", shape, true);
-            i64 n = 1;
-            for (const i64 d : shape) n *= d;
             {
               py::gil_scoped_release nogil;
-              Fn(f, n, px, py_, lo, hi);
+              Fn(f, count_of(shape), px, py_, lo, hi);
             }
             return out;
           });
@@ -171,9 +169,7 @@ void def_binary(py::module_& m) {
             CONVKIT_CHECK(outer >= 0 && mid >= 0 && inner >= 0, "outer, mid and inner must not be negative");
             const std::vector<i64> shape = array_shape_any(a, "a", Device::Cpu);
             const std::vector<i64> b_shape = array_shape_any(b, "b", Device::Cpu);
-            i64 n = 1, nb = 1;
-            for (const i64 d : shape) n *= d;
-            for (const i64 d : b_shape) nb *= d;
+            const i64 n = count_of(shape), nb = count_of(b_shape);
             CONVKIT_CHECK(n == outer * mid * inner && nb == outer * inner,
                           "a must hold outer * mid * inner values and b outer * inner, got " + std::to_string(n) +
                               " and " + std::to_string(nb) + " for (" + std::to_string(outer) + ", " +

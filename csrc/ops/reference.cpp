@@ -294,7 +294,7 @@ void pad2d(i64 N, i64 H, i64 W, i64 C, i64 top, i64 bottom, i64 left, i64 right,
       for (i64 ow = 0; ow < OW; ++ow)
         for (i64 c = 0; c < C; ++c) {
           const i64 h = oh - top, w = ow - left;
-          y[((n * OH + oh) * OW + ow) * C + c] = h >= 0 && h < H && w >= 0 && w < W ? x[((n * H + h) * W + w) * C + c] : 0.f;
+          y[((n * OH + oh) * OW + ow) * C + c] = inside(h, H) && inside(w, W) ? x[((n * H + h) * W + w) * C + c] : 0.f;
         }
 }
 
