@@ -187,7 +187,7 @@ void def_binary(py::module_& m) {
         },
         py::arg("a"), py::arg("b"), py::arg("op"), py::arg("outer"), py::arg("mid"), py::arg("inner"),
         py::arg("y") = py::none(), py::arg("then") = py::none(), py::arg("lo") = 0.f, py::arg("hi") = 0.f,
-        "y = a op b for op 'add', 'subtract', 'multiply' or 'divide', a viewed as (outer, mid, inner) and b as "
+        "y = a op b for op 'add', 'subtract', 'multiply', 'divide' or 'relu_grad' (0 where b <= 0, else a), a viewed as (outer, mid, inner) and b as "
         "(outer, inner), repeated along mid; into y (a itself for in place) or (None) a new array shaped like a, "
         "which it returns; then as conv2d_fwd's.");
 }

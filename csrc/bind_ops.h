@@ -75,8 +75,10 @@ inline Binary binary_named(const std::string& name) {
   if (name == "add") return Binary::Add;
   if (name == "subtract") return Binary::Subtract;
   if (name == "multiply") return Binary::Multiply;
-  CONVKIT_CHECK(name == "divide", "unknown operation '" + name + "'; known: add, subtract, multiply, divide");
-  return Binary::Divide;
+  if (name == "divide") return Binary::Divide;
+  CONVKIT_CHECK(name == "relu_grad",
+                "unknown operation '" + name + "'; known: add, subtract, multiply, divide, relu_grad");
+  return Binary::ReluGrad;
 }
 
 // Batch normalisation over the channels of (rows, C) arrays; gamma and beta may be None.

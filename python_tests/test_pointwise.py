@@ -7,6 +7,7 @@ import pytest
 import torch
 from helpers import rerun_under_micro_kernel
 
+import convkit
 from convkit import _cpu, ops
 
 FUNCTIONS = {
@@ -112,6 +113,32 @@ def test_binary_kernels_match_pytorch_float64_on_cpu(rng, op, module, shapes):
     assert y.dtype == np.float32 and y.shape == a_shape
     np.testing.assert_array_equal(y, want.numpy().astype(np.float32))
 
+
+
+@pytest.mark.parametrize("module", ["kernel", "reference"])
+def test_relu_grad_kernels_match_pytorch(rng, module):
+    """ReLU's backward as PyTorch's threshold_backward: 0 where the output is at most 0, else the gradient
+    (NaN gradients behind closed units and NaN outputs included)."""
+    dy, y = _inputs(rng, 3000), rng.permutation(_inputs(rng, 3000))
+    run = _cpu.binary if module == "kernel" else _cpu.reference.binary
+    got = run(dy, y, "relu_grad", 1, 1, dy.size)
+    want = torch.ops.aten.threshold_backward(torch.from_numpy(dy), torch.from_numpy(y), 0.0).numpy()
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("shape", [(4, 30, 30, 16), (3, 5)], ids=["kernel", "numpy"])
+def test_relu_gradient_matches_pytorch(rng, shape):
+    """The ReLU op's gradient, through the kernel or NumPy's select, equals PyTorch's, NaN gradients included."""
+    x, dy = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(shape).astype(np.float32)
+    dy.flat[::7] = np.nan
+    with convkit.GradientTape() as tape:
+        tape.watch(x)
+        y = ops.relu(x)
+    got = tape.gradient(y, x, output_gradients=dy)
+    tx = torch.from_numpy(x).requires_grad_()
+    torch.relu(tx).backward(torch.from_numpy(dy))
+    assert (ops._host_binary(dy, x, "relu_grad") is not None) == (x.size > 1000)
+    np.testing.assert_array_equal(got, tx.grad.numpy())
 
 def test_binary_in_place(rng):
     a, b = rng.standard_normal((2, 8, 8, 16), dtype=np.float32), rng.standard_normal((2, 1, 1, 16), dtype=np.float32)

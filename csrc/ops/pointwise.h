@@ -32,8 +32,9 @@ void pointwise_cuda(const PointwiseAct& act, i64 n, float* y, void* stream);
 // (outer, inner). (N, H, W, C) * (N, 1, 1, C) (squeeze-and-excitation) is outer N, mid H * W, inner C; a
 // residual sum of equal shapes is mid 1 (with post, the ReLU after it); (rows, C) + (C) is outer 1. y may
 // be a. NumPy's broadcasting loops run on one thread (a twelfth of EfficientNet's inference); this is one
-// parallel pass.
-enum class Binary { Add, Subtract, Multiply, Divide };
+// parallel pass. ReluGrad is ReLU's backward, y = b <= 0 ? 0 : a (a the gradient, b ReLU's output): a
+// select, as PyTorch's threshold_backward, so a NaN gradient behind a closed unit stays 0.
+enum class Binary { Add, Subtract, Multiply, Divide, ReluGrad };
 void binary_cpu(Binary op, i64 outer, i64 mid, i64 inner, const float* a, const float* b, float* y,
                 const PointwiseAct& post = {});
 

@@ -110,7 +110,11 @@ void binary_run(i64 n, const float* a, const float* b, float* y) {
     if constexpr (Op == Binary::Add) y[i] = a[i] + b[i];
     else if constexpr (Op == Binary::Subtract) y[i] = a[i] - b[i];
     else if constexpr (Op == Binary::Multiply) y[i] = a[i] * b[i];
-    else y[i] = a[i] / b[i];
+    else if constexpr (Op == Binary::Divide) y[i] = a[i] / b[i];
+    else {  // both loads unconditional, so that the select vectorises (a blend) instead of branching
+      const float g = a[i], out = b[i];
+      y[i] = out <= 0.f ? 0.f : g;
+    }
   }
 }
 
@@ -146,6 +150,7 @@ void binary_cpu(Binary op, i64 outer, i64 mid, i64 inner, const float* a, const 
     case Binary::Subtract: return binary_all<Binary::Subtract>(outer, mid, inner, a, b, y, post);
     case Binary::Multiply: return binary_all<Binary::Multiply>(outer, mid, inner, a, b, y, post);
     case Binary::Divide: return binary_all<Binary::Divide>(outer, mid, inner, a, b, y, post);
+    case Binary::ReluGrad: return binary_all<Binary::ReluGrad>(outer, mid, inner, a, b, y, post);
   }
 }
 

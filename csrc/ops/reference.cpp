@@ -305,7 +305,11 @@ void binary(Binary op, i64 outer, i64 mid, i64 inner, const float* a, const floa
       for (i64 i = 0; i < inner; ++i) {
         const i64 k = (o * mid + m) * inner + i;
         const float u = a[k], v = b[o * inner + i];
-        y[k] = op == Binary::Add ? u + v : op == Binary::Subtract ? u - v : op == Binary::Multiply ? u * v : u / v;
+        y[k] = op == Binary::Add        ? u + v
+               : op == Binary::Subtract ? u - v
+               : op == Binary::Multiply ? u * v
+               : op == Binary::Divide   ? u / v
+                                        : (v <= 0.f ? 0.f : u);
       }
   if (post.on) pointwise(post.f, outer * mid * inner, y, y, post.lo, post.hi);
 }
