@@ -16,6 +16,11 @@ rewritten after every case.
 Depthwise convolutions are compared with PyTorch's grouped convolution (groups = channels), timed with
 its own symmetric padding of the same output size and checked against TensorFlow's 'same' padding
 applied explicitly (PyTorch float32 autograd, untimed).
+
+On the CPU every convolution row also gives its share of the machine's float32 peak, measured with the
+same threads right after the case (``convkit._cpu.peak_gflops``: independent fused multiply-adds in
+registers), so that a host whose speed drifts during the run is divided by its speed at the time; the
+summary counts the large layers (at least 1 GFLOP a call, nominal: taps on padding count) at 70% or more.
 """
 
 from __future__ import annotations
@@ -283,7 +288,10 @@ def conv_cases(args, arrays, timer, precision):
             yield dict(kind="conv", op=op, model=model, shape=f"{n}x{h}x{w}x{c} k{ks} {c}->{k} {padding}",
                        ours_ms=t["ours"], peer_ms=t["peer"], ratio=t["ours"] / t["peer"], peer_layout=layout,
                        gflops=flops / t["ours"] / 1e6, peer_gflops=flops / t["peer"] / 1e6,
-                       rel_err=err, ok=err < tol, precision=precision)
+                       rel_err=err, ok=err < tol, precision=precision, gflop=flops / 1e9)
+
+
+LARGE_GFLOP, PEAK_SHARE = 1.0, 0.7  # issue 19's target: large conv layers at 70% of the peak or more
 
 
 def pool_cases(args, arrays, timer):
@@ -404,11 +412,23 @@ def depthwise_cases(args, arrays, timer):
 
 def fmt_row(r) -> str:
     g = f"{r['gflops']:8.1f}" if "gflops" in r else " " * 8
+    share = f" {r['gflops'] / r['peak_gflops']:6.0%}" if "peak_gflops" in r else ""
     return (f"{r['op']:<10} {r['model']:<22} {r['shape']:<30} {'pass' if r['ok'] else 'FAIL'}  "
-            f"{r['ours_ms']:9.3f} {r['peer_ms']:9.3f} {r['ratio']:6.2f}  {g}")
+            f"{r['ours_ms']:9.3f} {r['peer_ms']:9.3f} {r['ratio']:6.2f}  {g}{share}")
 
 
-HEADER = f"{'op':<10} {'model':<22} {'shape':<30} check  {'ours ms':>9} {'peer ms':>9} {'ratio':>6}  GFLOP/s"
+HEADER = f"{'op':<10} {'model':<22} {'shape':<30} check  {'ours ms':>9} {'peer ms':>9} {'ratio':>6}  GFLOP/s  %peak"
+
+
+def peak_share(rows) -> dict:
+    """Of the CPU convolutions of at least LARGE_GFLOP a call: how many reach PEAK_SHARE of the peak measured
+    beside them, and the median share."""
+    large = [r["gflops"] / r["peak_gflops"] for r in rows
+             if r["kind"] == "conv" and "peak_gflops" in r and r["gflop"] >= LARGE_GFLOP]
+    if not large:
+        return {}
+    return {"large_conv_cases": len(large), f"at_{PEAK_SHARE:.0%}_of_peak": sum(v >= PEAK_SHARE for v in large),
+            "median_share_of_peak": statistics.median(large)}
 
 
 def title(info) -> str:
@@ -428,7 +448,16 @@ def report(info, rows, summary) -> str:
         lines.append(fmt_row(r))
     lines += ["", "geometric mean of time ratio ours/peer (below 1 = convkit faster):"]
     lines += [f"  {k:<28} {v:6.3f}" for k, v in summary.items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _peak_lines(rows)) + "\n"
+
+
+def _peak_lines(rows) -> list:
+    share = peak_share(rows)
+    if not share:
+        return []
+    n, hit = share["large_conv_cases"], share[f"at_{PEAK_SHARE:.0%}_of_peak"]
+    return ["", f"convolutions of at least {LARGE_GFLOP:g} GFLOP a call: {hit} of {n} at {PEAK_SHARE:.0%} or more of the "
+            f"float32 peak measured beside each (median {share['median_share_of_peak']:.0%})"]
 
 
 def geomean(vals) -> float:
@@ -511,6 +540,8 @@ def main(argv=None) -> int:
             f.write((json.dumps(data, indent=1) + "\n").encode())
 
     def record(row):
+        if args.device == "cpu" and row["kind"] == "conv":
+            row["peak_gflops"] = convkit._cpu.peak_gflops(0.1)  # the same threads, right after the case
         rows.append(row)
         print(fmt_row(row), flush=True)
         save()
@@ -539,6 +570,9 @@ def main(argv=None) -> int:
     print("\ngeometric mean of time ratio ours/peer (below 1 = convkit faster):")
     for k, v in summary.items():
         print(f"  {k:<28} {v:6.3f}")
+    for line in _peak_lines(rows):
+        print(line)
+    info["peak_share"] = peak_share(rows)
     failed = [r for r in rows if not r["ok"]]
     save(summary)
     (args.table or out.with_suffix(".txt")).write_text(report(info, rows, summary))

@@ -282,6 +282,14 @@ PYBIND11_MODULE(_cpu, m) {
   });
   m.def("get_num_threads", []() { return omp_get_max_threads(); });
   m.def("micro_kernel", []() { return std::string(cpu::micro_kernel_name()); });
+  m.def("peak_gflops", [](double min_seconds) {
+        CONVKIT_CHECK(min_seconds > 0 && min_seconds <= 60, "peak_gflops: min_seconds must be in (0, 60]");
+        py::gil_scoped_release nogil;
+        return cpu::peak_gflops(min_seconds);
+      },
+      py::arg("min_seconds") = 0.5,
+      "The float32 peak of this machine with the current threads, measured (GFLOP/s): independent fused "
+      "multiply-adds on registers of the micro-kernels' width, on every thread, for at least min_seconds.");
   if (const char* env = std::getenv("CONVKIT_CONV_STRATEGY"); env && *env) set_conv_strategy(env);
   m.def("set_conv_strategy", &set_conv_strategy, py::arg("name"),
         "Force a CPU convolution strategy wherever it applies ('auto' to choose by shape again).");

@@ -136,3 +136,56 @@ def test_depthwise_table_runs_and_checks_against_torch(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert code == 0 and len(rows) == 6 and all(r["ok"] and r["kind"] == "depthwise" for r in rows)
     assert {r["shape"] for r in rows} == {"1x112x112x32 k3 s1", "1x112x112x64 k3 s2"}
+
+
+def test_conv_rows_carry_the_peak_measured_beside_them(tmp_path):
+    """--only conv on one shape: each row holds the float32 peak measured right after it, and the table
+    prints the share; the summary counts the large layers (fabricated rows, exact thresholds)."""
+    import torch
+
+    import convkit
+
+    before = convkit.get_num_threads(), torch.get_num_threads()
+    out = tmp_path / "kernels.json"
+    try:
+        code = run_kernels.main(["--only", "conv", "--limit", "1", "--min-time", "0", "--min-reps", "1",
+                                 "--threads", "1", "--out", str(out)])
+    finally:
+        convkit.set_num_threads(before[0])
+        torch.set_num_threads(before[1])
+    rows = json.loads(out.read_text())["rows"]
+    assert code == 0 and len(rows) == 3 and all(r["peak_gflops"] > r["gflops"] / 4 > 0 for r in rows)
+    assert "%peak" in out.with_suffix(".txt").read_text().splitlines()[1]
+    fake = [dict(kind="conv", gflop=g, gflops=rate, peak_gflops=100.0)
+            for g, rate in ((2.0, 70.0), (1.0, 69.9), (0.99, 95.0), (5.0, 80.0))]
+    share = run_kernels.peak_share(fake + [dict(kind="pool")])
+    assert share == {"large_conv_cases": 3, "at_70%_of_peak": 2, "median_share_of_peak": 0.7}
+
+
+def test_peak_is_measured_per_thread_and_checks_its_argument():
+    """The peak grows with the threads (each thread's own CPU time: a busy machine does not hide a core), and
+    a vector unit does at least 4 lanes' work of the portable loop (CONVKIT_CPU_KERNEL=generic)."""
+    import os
+    import subprocess
+    import sys
+
+    import convkit
+    from convkit import _cpu
+
+    before = convkit.get_num_threads()
+    try:
+        convkit.set_num_threads(1)
+        one = _cpu.peak_gflops(0.05)
+        convkit.set_num_threads(2)
+        two = _cpu.peak_gflops(0.05)
+    finally:
+        convkit.set_num_threads(before)
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert 1.5 * one < two < 2.5 * one
+    with pytest.raises(ValueError, match="min_seconds must be in"):
+        _cpu.peak_gflops(0)
+    if _cpu.micro_kernel() != "generic":
+        code = "import convkit; convkit.set_num_threads(1); print(convkit._cpu.peak_gflops(0.05))"
+        generic = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                       env={**os.environ, "CONVKIT_CPU_KERNEL": "generic"}).stdout)
+        assert one > 4 * generic
