@@ -55,6 +55,8 @@ def layer_specs(model) -> list:
             weights = [layer.gamma.value, layer.beta.value, layer.moving_mean.value, layer.moving_variance.value]
         elif kind == "Dropout":
             cfg, weights = dict(rate=layer.rate), []
+        elif kind == "ReLU" and layer.max_value is None and not layer.negative_slope and not layer.threshold:
+            cfg, weights = {}, []
         elif kind == "Flatten":
             cfg, weights = {}, []
         elif kind == "Dense":
@@ -103,6 +105,8 @@ def torch_twin(model):
             mods.append(bn)
         elif kind == "Dropout":
             mods.append(nn.Dropout(cfg["rate"]))
+        elif kind == "ReLU":
+            mods.append(nn.ReLU())
         elif kind == "Flatten":
             mods.append(NHWCFlatten())
             ndim = 2

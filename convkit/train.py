@@ -101,8 +101,9 @@ def _parser():
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     p.add_argument("--batch-size", type=int, help="override the recipe's batch size")
     p.add_argument("--lr", type=float, help="override the recipe's learning rate")
-    p.add_argument("--lr-schedule", choices=["constant", "cosine"],
-                   help="override the recipe's learning-rate schedule (cosine: per epoch, to 0 at the end)")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine", "cosine-steps"],
+                   help="override the recipe's learning-rate schedule (cosine: per epoch, to 0 at the end; "
+                        "cosine-steps: the same per training step)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where to train (default auto: the GPU when one is usable)")
     p.add_argument("--seed", type=int, help="random seed for weights, shuffling and augmentation (default 0)")

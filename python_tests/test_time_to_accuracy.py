@@ -26,3 +26,35 @@ def test_both_frameworks_follow_the_same_curve():
     assert ours[-1] > 0.7, runs[0]["curve"]
     assert max(abs(a - b) for a, b in zip(ours, theirs)) < 0.02, (ours, theirs)
     assert all(r["epochs_to_target"] is not None and r["seconds_to_target"] > 0 for r in runs)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_speedrun_trains_the_recipe_alike_in_both_frameworks(layout):
+    """mnist_speedrun's recipe (batch, per-step cosine rate, one epoch) in convkit and in the PyTorch twin:
+    the same seeded start and batches give the same accuracy to within float32 summation order."""
+    real_data(mnist.load_data, "MNIST")
+    ours = tta.speedrun("convkit", seed=1, limit=3200)
+    theirs = tta.speedrun("torch", seed=1, limit=3200, layout=layout)
+    assert ours["framework"] == "convkit" and theirs["framework"] == f"torch-{layout}"
+    assert ours["epochs"] == theirs["epochs"] == 1 and ours["train_s"] > 0 and theirs["train_s"] > 0
+    assert ours["test_acc"] > 0.9, ours
+    assert abs(ours["test_acc"] - theirs["test_acc"]) < 0.01, (ours, theirs)
+
+
+def test_the_twin_computes_the_speedrun_model():
+    """The ReLU layers and momentum-0.9 normalisation of mnist_speedrun carry over to PyTorch (inference)."""
+    import numpy as np
+    import torch
+
+    import convkit
+    from run_training import torch_twin
+
+    convkit.set_random_seed(3)
+    model = convkit.zoo.build("mnist_speedrun")
+    x = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
+    model.fit(x, np.arange(8), batch_size=4, epochs=1, verbose=0)  # moving statistics away from their start
+    net = torch_twin(model).eval()
+    assert next(m for m in net if isinstance(m, torch.nn.BatchNorm2d)).momentum == pytest.approx(0.1)
+    with torch.no_grad():
+        theirs = torch.softmax(net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())), 1).numpy()
+    np.testing.assert_allclose(model.predict(x, verbose=0), theirs, atol=1e-5)

@@ -78,3 +78,21 @@ def test_preprocess_scales_and_standardises(rng):
     np.testing.assert_allclose(b.std(axis=(0, 1, 2)), 1, atol=1e-4)
     m, _ = zoo.preprocess(zoo.recipe("lenet5"), x[..., 0], x[..., 0])
     assert m.shape == (10, 4, 4, 1) and m.dtype == np.float32
+
+
+def test_per_step_cosine_sets_every_step_and_resumes_on_the_same_curve(rng):
+    """'cosine-steps' gives each training step Keras's CosineDecay over all the run's steps, also across a
+    run resumed with initial_epoch, and logs each epoch's last rate."""
+    r = zoo.recipe("mnist_speedrun")
+    assert r.lr_schedule == "cosine-steps" and r.epochs == 1
+    x, y = rng.random((12, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 12)
+    seen = []
+    spy = convkit.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs=None: seen.append(model.optimizer.learning_rate))
+    model = zoo.build("mnist_speedrun")
+    h = model.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=r.make_callbacks(epochs=3, learning_rate=0.01) + [spy])
+    model.fit(x, y, batch_size=4, initial_epoch=2, epochs=3, verbose=0, callbacks=r.make_callbacks(epochs=3, learning_rate=0.01) + [spy])
+    want = [convkit.optimizers.CosineDecay(0.01, 9)(k) for k in range(9)]
+    np.testing.assert_allclose(seen, want, rtol=1e-12)
+    assert want[0] == 0.01 and all(a > b > 0 for a, b in zip(want, want[1:]))
+    np.testing.assert_allclose(h.history["learning_rate"], [want[2], want[5]], rtol=1e-12)
