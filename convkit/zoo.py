@@ -344,7 +344,7 @@ _MODELS = {
     "fashion_mobilenet": (mobilenet_small, Recipe("fashion_mnist", epochs=5, batch_size=128, learning_rate=3e-3,
                                                   lr_schedule="cosine")),
     # Not from the notes: the speed run of bench/time_to_accuracy.py, one epoch with the rate annealed per step,
-    # chosen among seven candidates on held-out training images (docs/results/holdout-speedrun.json).
+    # chosen among five candidates on held-out training images (docs/results/holdout-speedrun.json).
     "mnist_speedrun": (mnist_speedrun, Recipe("mnist", epochs=1, batch_size=64, learning_rate=3e-3,
                                               lr_schedule="cosine-steps")),
     "cifar10_cnn": (cifar10_cnn, Recipe("cifar10", epochs=30, batch_size=128,
