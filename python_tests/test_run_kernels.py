@@ -118,22 +118,27 @@ def test_conv_shapes_hold_every_layer_once(device):
         assert "fashion1@512" not in names  # fashion1 is at batch 512 already
 
 
-def test_depthwise_table_runs_and_checks_against_torch(tmp_path):
-    """--only depthwise on its first two shapes: every result passes its check against PyTorch (TensorFlow's
-    padding applied explicitly) and the JSON holds the rows."""
+def _smoke_run(out, only, limit):
+    """run_kernels.main on the first ``limit`` shapes of one table, one thread, one repeat; its exit status and
+    rows (the threads of both libraries restored after)."""
     import torch
 
     import convkit
 
     before = convkit.get_num_threads(), torch.get_num_threads()
-    out = tmp_path / "kernels.json"
     try:
-        code = run_kernels.main(["--only", "depthwise", "--limit", "2", "--min-time", "0", "--min-reps", "1",
+        code = run_kernels.main(["--only", only, "--limit", str(limit), "--min-time", "0", "--min-reps", "1",
                                  "--threads", "1", "--out", str(out)])
     finally:
         convkit.set_num_threads(before[0])
         torch.set_num_threads(before[1])
-    rows = json.loads(out.read_text())["rows"]
+    return code, json.loads(out.read_text())["rows"]
+
+
+def test_depthwise_table_runs_and_checks_against_torch(tmp_path):
+    """--only depthwise on its first two shapes: every result passes its check against PyTorch (TensorFlow's
+    padding applied explicitly) and the JSON holds the rows."""
+    code, rows = _smoke_run(tmp_path / "kernels.json", "depthwise", 2)
     assert code == 0 and len(rows) == 6 and all(r["ok"] and r["kind"] == "depthwise" for r in rows)
     assert {r["shape"] for r in rows} == {"1x112x112x32 k3 s1", "1x112x112x64 k3 s2"}
 
@@ -141,19 +146,8 @@ def test_depthwise_table_runs_and_checks_against_torch(tmp_path):
 def test_conv_rows_carry_the_peak_measured_beside_them(tmp_path):
     """--only conv on one shape: each row holds the float32 peak measured right after it, and the table
     prints the share; the summary counts the large layers (fabricated rows, exact thresholds)."""
-    import torch
-
-    import convkit
-
-    before = convkit.get_num_threads(), torch.get_num_threads()
     out = tmp_path / "kernels.json"
-    try:
-        code = run_kernels.main(["--only", "conv", "--limit", "1", "--min-time", "0", "--min-reps", "1",
-                                 "--threads", "1", "--out", str(out)])
-    finally:
-        convkit.set_num_threads(before[0])
-        torch.set_num_threads(before[1])
-    rows = json.loads(out.read_text())["rows"]
+    code, rows = _smoke_run(out, "conv", 1)
     assert code == 0 and len(rows) == 3 and all(r["peak_gflops"] > r["gflops"] / 4 > 0 for r in rows)
     assert "%peak" in out.with_suffix(".txt").read_text().splitlines()[1]
     fake = [dict(kind="conv", gflop=g, gflops=rate, peak_gflops=100.0)
