@@ -9,13 +9,13 @@ convkit's initial model), see the same shuffled batches in the same order (one s
 epoch, applied on the device the data lives on), and train with the zoo recipe's Adam (learning rate,
 batch 128, Keras's eps). The test set is evaluated ``--evals-per-epoch`` times an epoch with the clock
 stopped; the figure is training seconds until the first evaluation at or above ``--target``. Each
-framework runs in a process of its own, one after the other.
+framework runs in a process of its own, one after the other, every process under the same allocator
+settings (``workers.allocator_env('glibc-kept')``, which convkit also sets in its own process).
 
 ``--speedrun`` trains the zoo's ``mnist_speedrun`` recipe as it stands (one epoch, its batch, Adam with the
-rate annealed per step) once per seed, in both frameworks and PyTorch in both layouts, under the same
-allocator settings (``workers.allocator_env('glibc-kept')``, which convkit sets in its own process), and
-reports training seconds and the final test accuracy (nothing stops on the test set): the mean over seeds
-of each, against the target of 99% in under 10 seconds.
+rate annealed per step) once per seed, in both frameworks and PyTorch in both layouts, and reports training
+seconds and the final test accuracy (nothing stops on the test set): the mean over seeds of each, against
+the target of 99% in under 10 seconds.
 """
 
 from __future__ import annotations
@@ -39,6 +39,15 @@ MODELS = ("lenet5", "mnist_cnn")
 BATCH = 128
 SPEEDRUN, SPEEDRUN_SECONDS = "mnist_speedrun", 10.0
 PEERS = ("torch-nchw", "torch-channels_last")
+ALLOCATOR = "glibc-kept"
+
+
+def _worker(cmd) -> dict:
+    """Run one worker process under the shared allocator settings; the JSON line it printed last."""
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **allocator_env(ALLOCATOR)})
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[2:])} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _mnist():
@@ -196,31 +205,31 @@ def speedrun(framework, seed, device="cpu", limit=None, precision="float32", lay
             "threads": convkit.get_num_threads()}
 
 
+def _title(info) -> str:
+    return (f"# {info['device']} | {info['threads']} threads | torch {info['torch']} | {info['precision']} | "
+            f"{info['date']} | allocator {info['allocator']} for every process")
+
+
 def _speedrun_table(args, info) -> int:
     """Every seed in convkit and in PyTorch's two layouts (the order rotating per seed), each in its own
     process under the same allocator settings; the table of seconds and accuracies and their means."""
     import statistics
 
-    env = {**os.environ, **allocator_env("glibc-kept")}
     configs = ("convkit",) + PEERS
     runs = {c: [] for c in configs}
-    lines = [f"# {info['device']} | {info['threads']} threads | torch {info['torch']} | {args.precision} | "
-             f"{info['date']} | allocator glibc-kept for every process",
+    lines = [_title(info),
              f"# {SPEEDRUN}'s recipe (zoo), each seed once per framework: training seconds (evaluation excluded) "
              "and test accuracy after the last epoch",
              f"{'seed':<6}" + "".join(f"{c + ' s':>22} {'acc':>7}" for c in configs)]
     print("\n".join(lines), flush=True)
     for seed in range(args.seeds):
-        row = []
-        for c in configs[seed % 3:] + configs[:seed % 3]:  # interleaved: no framework always runs first
+        turn = seed % len(configs)
+        for c in configs[turn:] + configs[:turn]:  # interleaved: no framework always runs first
             cmd = [sys.executable, __file__, "--worker", c.split("-")[0], "--speedrun", "--seed", str(seed),
                    "--device", args.device, "--precision", args.precision]
             cmd += ["--layout", c.split("-", 1)[1]] if c != "convkit" else []
             cmd += ["--limit", str(args.limit)] if args.limit else []
-            out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            if out.returncode != 0:
-                raise RuntimeError(f"{c} seed {seed} failed:\n{out.stderr[-3000:]}")
-            runs[c].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            runs[c].append(_worker(cmd))
         row = "".join(f"{runs[c][-1]['train_s']:>22.2f} {runs[c][-1]['test_acc']:>7.2%}" for c in configs)
         lines.append(f"{seed:<6}{row}")
         print(lines[-1], flush=True)
@@ -241,8 +250,7 @@ def _speedrun_table(args, info) -> int:
               f"# target {args.target:.0%} in under {SPEEDRUN_SECONDS:g} s (means over {args.seeds} seeds): "
               f"{'met' if ours['test_acc'][0] >= args.target and ours['train_s'][0] < SPEEDRUN_SECONDS else 'not met'}"]
     print("\n".join(lines[-4:]), flush=True)
-    info = {**info, "mode": "speedrun", "model": SPEEDRUN, "seeds": args.seeds, "allocator": "glibc-kept",
-            "best_peer": best_peer}
+    info = {**info, "mode": "speedrun", "model": SPEEDRUN, "seeds": args.seeds, "best_peer": best_peer}
     write_results(result_path(args.out, f"speedrun-{args.device}"), info,
                   [{"config": c, "runs": runs[c], "mean": summary[c]} for c in configs], lines)
     return 0
@@ -266,6 +274,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--layout", choices=["nchw", "channels_last"], default="nchw", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.seeds < 1:
+        p.error(f"--seeds must be at least 1, got {args.seeds}")
     settings = (args.device, args.target, args.max_epochs, args.evals_per_epoch, args.limit, args.precision)
 
     import convkit
@@ -284,13 +294,12 @@ def main(argv=None) -> int:
     info = dict(date=datetime.date.today().isoformat(), device=device_name(args.device), target=args.target,
                 python=platform.python_version(), numpy=np.__version__, torch=torch.__version__,
                 convkit=convkit.__version__, threads=convkit.get_num_threads(), precision=args.precision,
-                batch=BATCH, evals_per_epoch=args.evals_per_epoch, limit=args.limit)
+                batch=BATCH, evals_per_epoch=args.evals_per_epoch, limit=args.limit, allocator=ALLOCATOR)
     if args.speedrun:
         for key in ("batch", "evals_per_epoch"):
             del info[key]
         return _speedrun_table(args, info)
-    lines = [f"# {info['device']} | {info['threads']} threads | torch {info['torch']} | {args.precision} | "
-             f"{info['date']}",
+    lines = [_title(info),
              f"# training seconds (evaluation excluded) to {args.target:.2%} test accuracy on MNIST, same initial "
              "weights and batch order; ratio = PyTorch / convkit (above 1 = convkit sooner); - = not reached",
              f"{'model':<10} {'convkit s':>10} {'epochs':>7} {'torch s':>9} {'epochs':>7} {'ratio':>6}"]
@@ -303,10 +312,7 @@ def main(argv=None) -> int:
                    "--target", str(args.target), "--max-epochs", str(args.max_epochs),
                    "--evals-per-epoch", str(args.evals_per_epoch), "--precision", args.precision]
             cmd += ["--limit", str(args.limit)] if args.limit else []
-            out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **allocator_env("glibc-kept")})
-            if out.returncode != 0:
-                raise RuntimeError(f"{fw} {name} failed:\n{out.stderr[-3000:]}")
-            row[fw] = json.loads(out.stdout.strip().splitlines()[-1])
+            row[fw] = _worker(cmd)
         ours, theirs = row["convkit"]["seconds_to_target"], row["torch"]["seconds_to_target"]
         row["ratio"] = theirs / ours if ours and theirs else None
         fmt = lambda v, width, digits: format("-" if v is None else f"{v:.{digits}f}", f">{width}")  # noqa: E731

@@ -76,13 +76,18 @@ class CosinePerStep(cb.LearningRateScheduler):
         super().__init__(schedule=None)
         self.learning_rate, self.epochs, self._epoch = learning_rate, epochs, 0
 
+    def on_train_begin(self, logs=None):
+        steps = self.params.get("steps")
+        if not steps:
+            raise ValueError("the 'cosine-steps' schedule needs the steps of an epoch: give fit data of known "
+                             "length or steps_per_epoch")
+        self._steps, self._decay = steps, optimizers.CosineDecay(self.learning_rate, self.epochs * steps)
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
     def on_train_batch_begin(self, batch, logs=None):
-        steps = self.params["steps"]
-        decay = optimizers.CosineDecay(self.learning_rate, self.epochs * steps)
-        self.model.optimizer.learning_rate = decay(self._epoch * steps + batch)
+        self.model.optimizer.learning_rate = self._decay(self._epoch * self._steps + batch)
 
 
 def _schedule(kind: str, epochs: int, lr: float):
@@ -194,9 +199,10 @@ def fashion3():
 
 def mnist_speedrun():
     """A small CNN that reaches 99% on MNIST in one epoch: three 3x3 convolutions (16, 32, 64 filters), each
-    followed by 2x2 max pooling, then batch normalisation (momentum 0.9: the statistics of a run this short
-    must forget their start) and ReLU on the pooled map, a quarter of the values; then one softmax layer.
-    29,402 parameters."""
+    followed by 2x2 max pooling, then batch normalisation and ReLU on the pooled map, a quarter of the values;
+    then one softmax layer. 29,402 parameters. The normalisation's momentum is 0.9: at Keras's 0.99 the
+    moving variance's starting 1 still weighs 0.99^n after n steps, as much as a first layer's true variance
+    (about 0.01) after one epoch."""
     layers = [Input(shape=MNIST_SHAPE)]
     for f in (16, 32, 64):
         layers += [Conv2D(f, 3, padding="same", use_bias=False), MaxPooling2D(2), BatchNormalization(momentum=0.9),

@@ -114,16 +114,21 @@ def test_binary_kernels_match_pytorch_float64_on_cpu(rng, op, module, shapes):
     np.testing.assert_array_equal(y, want.numpy().astype(np.float32))
 
 
-
 @pytest.mark.parametrize("module", ["kernel", "reference"])
 def test_relu_grad_kernels_match_pytorch(rng, module):
-    """ReLU's backward as PyTorch's threshold_backward: 0 where the output is at most 0, else the gradient
-    (NaN gradients behind closed units and NaN outputs included)."""
-    dy, y = _inputs(rng, 3000), rng.permutation(_inputs(rng, 3000))
+    """ReLU's backward as PyTorch's threshold_backward: 0 where the output is at most 0, else the gradient.
+    Planted: NaN and infinite gradients behind closed units (y 0, -0.0, negative), NaN outputs; over 5 x 16K
+    values, so that the kernel's parallel loop runs."""
+    n = 100_000
+    dy, y = _inputs(rng, n), rng.permutation(_inputs(rng, n))
+    planted = [(np.nan, 0.0), (np.nan, -0.0), (np.inf, -1.0), (np.nan, 2.0), (3.0, np.nan), (-5.0, -0.0)]
+    at = rng.choice(dy.size, len(planted), replace=False)
+    dy[at], y[at] = np.float32(planted).T
     run = _cpu.binary if module == "kernel" else _cpu.reference.binary
     got = run(dy, y, "relu_grad", 1, 1, dy.size)
     want = torch.ops.aten.threshold_backward(torch.from_numpy(dy), torch.from_numpy(y), 0.0).numpy()
     np.testing.assert_array_equal(got, want)
+    assert np.array_equal(got[at], np.float32([0, 0, 0, np.nan, 3, 0]), equal_nan=True)
 
 
 @pytest.mark.parametrize("shape", [(4, 30, 30, 16), (3, 5)], ids=["kernel", "numpy"])
@@ -139,6 +144,7 @@ def test_relu_gradient_matches_pytorch(rng, shape):
     torch.relu(tx).backward(torch.from_numpy(dy))
     assert (ops._host_binary(dy, x, "relu_grad") is not None) == (x.size > 1000)
     np.testing.assert_array_equal(got, tx.grad.numpy())
+
 
 def test_binary_in_place(rng):
     a, b = rng.standard_normal((2, 8, 8, 16), dtype=np.float32), rng.standard_normal((2, 1, 1, 16), dtype=np.float32)

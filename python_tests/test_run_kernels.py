@@ -150,15 +150,34 @@ def test_conv_rows_carry_the_peak_measured_beside_them(tmp_path):
     code, rows = _smoke_run(out, "conv", 1)
     assert code == 0 and len(rows) == 3 and all(r["peak_gflops"] > r["gflops"] / 4 > 0 for r in rows)
     assert "%peak" in out.with_suffix(".txt").read_text().splitlines()[1]
-    fake = [dict(kind="conv", gflop=g, gflops=rate, peak_gflops=100.0)
-            for g, rate in ((2.0, 70.0), (1.0, 69.9), (0.99, 95.0), (5.0, 80.0))]
+    fake = [dict(kind="conv", gflop=g, real_gflop=g / 2, gflops=rate, peak_gflops=100.0)
+            for g, rate in ((2.0, 70.0), (1.0, 69.9), (0.99, 95.0), (5.0, 160.0))]
     share = run_kernels.peak_share(fake + [dict(kind="pool")])
-    assert share == {"large_conv_cases": 3, "at_70%_of_peak": 2, "median_share_of_peak": 0.7}
+    assert share == {"large_conv_cases": 3, "nominal": {"at_70%_of_peak": 2, "median_share_of_peak": 0.7},
+                     "real": {"at_70%_of_peak": 1, "median_share_of_peak": 0.35}}
+
+
+@pytest.mark.parametrize("size,ks,padding,want", [(5, 3, "same", 2 + 3 + 3 + 3 + 2), (5, 3, "valid", 9),
+                                                  (1, 3, "same", 1), (4, 5, "same", 3 + 4 + 4 + 3)])
+def test_inside_taps_counts_the_window_inside_the_image(size, ks, padding, want):
+    assert run_kernels._inside_taps(size, ks, padding) == want
+
+
+def _distinct_cores() -> bool:
+    """Whether the first two CPUs this process may use are different cores (not SMT siblings of one)."""
+    import os
+
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    try:
+        with open(f"/sys/devices/system/cpu/cpu{cpus[0]}/topology/thread_siblings_list") as f:
+            return len(cpus) == 2 and str(cpus[1]) not in f.read().replace("-", ",").split(",")
+    except OSError:
+        return False
 
 
 def test_peak_is_measured_per_thread_and_checks_its_argument():
-    """The peak grows with the threads (each thread's own CPU time: a busy machine does not hide a core), and
-    a vector unit does at least 4 lanes' work of the portable loop (CONVKIT_CPU_KERNEL=generic)."""
+    """Two threads on two cores count both cores (the best of three short measurements each), and a vector
+    unit does more than twice the work of the portable loop (CONVKIT_CPU_KERNEL=generic)."""
     import os
     import subprocess
     import sys
@@ -169,17 +188,18 @@ def test_peak_is_measured_per_thread_and_checks_its_argument():
     before = convkit.get_num_threads()
     try:
         convkit.set_num_threads(1)
-        one = _cpu.peak_gflops(0.05)
+        one = max(_cpu.peak_gflops(0.05) for _ in range(3))
         convkit.set_num_threads(2)
-        two = _cpu.peak_gflops(0.05)
+        two = max(_cpu.peak_gflops(0.05) for _ in range(3))
     finally:
         convkit.set_num_threads(before)
-    if len(os.sched_getaffinity(0)) >= 2:
-        assert 1.5 * one < two < 2.5 * one
+    assert one > 0
+    if _distinct_cores():
+        assert 1.2 * one < two < 2.5 * one
     with pytest.raises(ValueError, match="min_seconds must be in"):
         _cpu.peak_gflops(0)
     if _cpu.micro_kernel() != "generic":
         code = "import convkit; convkit.set_num_threads(1); print(convkit._cpu.peak_gflops(0.05))"
         generic = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                                        env={**os.environ, "CONVKIT_CPU_KERNEL": "generic"}).stdout)
-        assert one > 4 * generic
+        assert one > 2 * generic

@@ -58,3 +58,24 @@ def test_the_twin_computes_the_speedrun_model():
     with torch.no_grad():
         theirs = torch.softmax(net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())), 1).numpy()
     np.testing.assert_allclose(model.predict(x, verbose=0), theirs, atol=1e-5)
+
+
+def test_the_twin_anneals_the_rate_as_convkit_does(monkeypatch):
+    """The PyTorch twin sets each step's rate to what convkit's 'cosine-steps' callback gives that step."""
+    import numpy as np
+    import torch
+
+    import convkit
+
+    seen = []
+    step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda opt, *a: (seen.append(opt.param_groups[0]["lr"]),
+                                                                  step(opt, *a))[1])
+    r = convkit.zoo.recipe(tta.SPEEDRUN)
+    rng = np.random.default_rng(0)
+    data = (rng.random((200, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 200),
+            rng.random((10, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 10))
+    train, _, _ = tta._torch(convkit.zoo.build(tta.SPEEDRUN), "cpu", data, 64, r)
+    train(np.arange(200), 0, 200)
+    decay = convkit.optimizers.CosineDecay(r.learning_rate, 4)  # 200 images: 4 steps of 64, the last of 8
+    assert seen == [decay(k) for k in range(4)]

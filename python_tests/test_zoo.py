@@ -90,8 +90,9 @@ def test_per_step_cosine_sets_every_step_and_resumes_on_the_same_curve(rng):
     spy = convkit.callbacks.LambdaCallback(
         on_train_batch_begin=lambda batch, logs=None: seen.append(model.optimizer.learning_rate))
     model = zoo.build("mnist_speedrun")
-    h = model.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=r.make_callbacks(epochs=3, learning_rate=0.01) + [spy])
-    model.fit(x, y, batch_size=4, initial_epoch=2, epochs=3, verbose=0, callbacks=r.make_callbacks(epochs=3, learning_rate=0.01) + [spy])
+    fresh = lambda: r.make_callbacks(epochs=3, learning_rate=0.01) + [spy]  # noqa: E731
+    h = model.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=fresh())
+    model.fit(x, y, batch_size=4, initial_epoch=2, epochs=3, verbose=0, callbacks=fresh())
     want = [convkit.optimizers.CosineDecay(0.01, 9)(k) for k in range(9)]
     np.testing.assert_allclose(seen, want, rtol=1e-12)
     assert want[0] == 0.01 and all(a > b > 0 for a, b in zip(want, want[1:]))

@@ -78,9 +78,9 @@ void row_filter_grad(i64 n_rows, const float* const* xrows, const float* const* 
 void column_sums(const float* a, i64 n, i64 K, float* out);
 
 // The machine's float32 peak with the current threads, measured: every thread runs independent chains
-// of fused multiply-adds on registers of the micro-kernels' width (no memory traffic) for at least
-// min_seconds of its own CPU time; returns GFLOP/s (2 per multiply-add). What the benchmarks divide a
-// kernel's rate by.
+// of multiply-adds on registers of the micro-kernels' width (no memory traffic) until the slowest has
+// spent min_seconds of its own CPU time; returns GFLOP/s (2 per multiply-add). What the benchmarks
+// divide a kernel's rate by.
 double peak_gflops(double min_seconds);
 
 // Which micro-kernels this CPU runs: "avx512", "avx2-fma" or "generic".
