@@ -134,24 +134,30 @@ def _torch(model, device, data, batch=BATCH, recipe=None, layout="nchw"):
     return train, accuracy, torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
 
-def run(framework, name, device, target, max_epochs, evals_per_epoch, limit=None, precision="float32"):
-    """Train one framework until ``target`` or ``max_epochs``; returns its curve and time to target.
-
-    A throwaway copy of the model trains on two batches first, untimed, so that one-time costs
-    (kernel compilation and caches, cuDNN's algorithm search) stay out of the clock for both."""
-    import convkit
-
+def _warmed(framework, build, device, limit, precision, batch=BATCH, **kw):
+    """MNIST (``limit`` training images when given) and (train, accuracy, sync) for a model ``build()`` makes.
+    A throwaway copy from ``build`` trains on two batches first, untimed, so that one-time costs (kernel
+    compilation and caches, cuDNN's algorithm search) stay out of the clock for both frameworks."""
     x_train, y_train, x_test, y_test = _mnist()
     if limit:
         x_train, y_train = x_train[:limit], y_train[:limit]
     data = (x_train, y_train, x_test, y_test)
     match_precision(framework, precision)
     setup = _convkit if framework == "convkit" else _torch
-    warm_train, warm_accuracy, sync = setup(_convkit_model(name), device, data)
-    warm_train(np.arange(2 * BATCH), 0, 2 * BATCH)
+    warm_train, warm_accuracy, sync = setup(build(), device, data, batch, **kw)
+    warm_train(np.arange(2 * batch), 0, 2 * batch)
     warm_accuracy()
     sync()
-    train, accuracy, sync = setup(_convkit_model(name), device, data)  # the same seeded initial weights
+    return data, setup(build(), device, data, batch, **kw)
+
+
+def run(framework, name, device, target, max_epochs, evals_per_epoch, limit=None, precision="float32"):
+    """Train one framework until ``target`` or ``max_epochs``; returns its curve and time to target."""
+    import convkit
+
+    # _convkit_model seeds: the timed model starts from the same weights in both frameworks
+    data, (train, accuracy, sync) = _warmed(framework, lambda: _convkit_model(name), device, limit, precision)
+    x_train = data[0]
     order = np.random.default_rng(0)
     curve, clock, reached = [], 0.0, None
     for epoch in range(max_epochs):
@@ -174,25 +180,19 @@ def run(framework, name, device, target, max_epochs, evals_per_epoch, limit=None
 
 def speedrun(framework, seed, device="cpu", limit=None, precision="float32", layout="nchw"):
     """One run of the mnist_speedrun recipe, all its epochs, seeded (initial weights and batch order):
-    training seconds (after an untimed warm-up on a throwaway copy, as in ``run``) and the test accuracy
-    at the end."""
+    training seconds (after ``_warmed``'s untimed warm-up) and the test accuracy at the end."""
     import convkit
     from convkit import zoo
 
+    def build():
+        convkit.set_random_seed(seed)
+        return zoo.build(SPEEDRUN)
+
     r = zoo.recipe(SPEEDRUN)
-    x_train, y_train, x_test, y_test = _mnist()
-    if limit:
-        x_train, y_train = x_train[:limit], y_train[:limit]
-    data = (x_train, y_train, x_test, y_test)
-    match_precision(framework, precision)
     extra = {"layout": layout} if framework == "torch" else {}
-    setup = _convkit if framework == "convkit" else _torch
-    warm_train, warm_accuracy, sync = setup(zoo.build(SPEEDRUN), device, data, r.batch_size, r, **extra)
-    warm_train(np.arange(2 * r.batch_size), 0, 2 * r.batch_size)
-    warm_accuracy()
-    sync()
-    convkit.set_random_seed(seed)
-    train, accuracy, sync = setup(zoo.build(SPEEDRUN), device, data, r.batch_size, r, **extra)
+    data, (train, accuracy, sync) = _warmed(framework, build, device, limit, precision, r.batch_size, recipe=r,
+                                            **extra)
+    x_train = data[0]
     order, clock = np.random.default_rng(seed), 0.0
     for epoch in range(r.epochs):
         perm = order.permutation(len(x_train))

@@ -114,10 +114,10 @@ def _relu_grad(dy, y):
 
 
 def _host_binary(a, b, op, then=(None, 0.0, 0.0)):
-    """a op b ('add', 'subtract', 'multiply', 'divide', 'relu_grad'), then ``then`` (a kernel's (function, lo, hi)), in one
-    parallel pass of the CPU kernel when both are C-contiguous float32 NumPy arrays of at least 32K values
-    together and one repeats the other along one run of axes ((N, H, W, C) and (N, 1, 1, C), (N, H, W, 3) and
-    (3,), equal shapes), the repeated one second where the op does not commute; else None, for NumPy's
+    """a op b ('add', 'subtract', 'multiply', 'divide', 'relu_grad'), then ``then`` (a kernel's (function, lo,
+    hi)), in one parallel pass of the CPU kernel when both are C-contiguous float32 NumPy arrays of at least 32K
+    values together and one repeats the other along one run of axes ((N, H, W, C) and (N, 1, 1, C), (N, H, W, 3)
+    and (3,), equal shapes), the repeated one second where the op does not commute; else None, for NumPy's
     single-threaded loops."""
     if type(a) is not np.ndarray or type(b) is not np.ndarray or a.dtype != np.float32 or b.dtype != np.float32 \
             or a.size + b.size < 1 << 15 or not (a.flags.c_contiguous and b.flags.c_contiguous):
