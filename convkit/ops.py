@@ -553,14 +553,15 @@ def batch_norm_inference(x, gamma, beta, mean, variance, epsilon=1e-3, activatio
 
 
 def conv_batch_norm_inference(x, kernel, bias, gamma, beta, mean, variance, epsilon=1e-3, strides=1,
-                              padding="valid", dilation_rate=1, depthwise=False, activation=None):
-    """Inference only: ``activation(batch_norm_inference(conv(x)))``, with conv ``conv2d`` (or
+                              padding="valid", dilation_rate=1, depthwise=False, activation=None, residual=None):
+    """Inference only: ``activation(batch_norm_inference(conv(x)) + residual)``, with conv ``conv2d`` (or
     ``depthwise_conv2d`` when ``depthwise``), in one pass over the output. The normalisation folds into the
     convolution (kernel * s and beta + (bias - mean) * s, s = gamma / sqrt(variance + epsilon) per output
-    channel; conv2d's kernels scale the weights as they pack them, the depthwise kernel is scaled here) and
-    the activation ('relu', 'relu6', 'sigmoid', 'silu' or 'swish') runs on each block of the output while it
-    is in cache. Equal to the three ops one by one up to float32 rounding. It has no gradient: while a
-    GradientTape records it raises (train with the ops one by one)."""
+    channel; conv2d's kernels scale the weights as they pack them, the depthwise kernel is scaled here); the
+    residual (None, or an array shaped as the output: a residual block's shortcut) and the activation ('relu',
+    'relu6', 'sigmoid', 'silu' or 'swish') are applied to each block of the output while it is in cache.
+    Equal to the ops one by one up to float32 rounding. It has no gradient: while a GradientTape records it
+    raises (train with the ops one by one)."""
     op = "conv_batch_norm_inference"
     if autodiff.recording():
         raise RuntimeError(f"{op} has no gradient and a GradientTape is recording; use conv2d and "
@@ -585,6 +586,13 @@ def conv_batch_norm_inference(x, kernel, bias, gamma, beta, mean, variance, epsi
         s = (1.0 if gamma is None else gamma) / xp.sqrt(variance.astype(np.float64) + float(epsilon))
         shift = ((0.0 if bias is None else bias) - mean) * s + (0.0 if beta is None else beta)
         s, shift = s.astype(np.float32), shift.astype(np.float32)
+    if residual is not None:
+        shape_of = depthwise_conv2d_output_shape if depthwise else conv2d_output_shape
+        residual = _residual(residual, shape_of(x.shape, kernel.shape, strides, padding, dilation_rate), x, op)
+        if depthwise:  # the depthwise kernel has no residual input: the sum and activation in a pass after it
+            y = conv_batch_norm_inference(x, kernel, bias, gamma, beta, mean, variance, epsilon, strides, padding,
+                                          dilation_rate, depthwise=True)
+            return add(y, residual) if activation is None else add_activation(y, residual, activation)
     in_kernel = ("relu", "relu6") if depthwise else ("relu",)  # in the kernels' own epilogue; the rest after
     fn, lo, hi = _FUSED_ACTIVATIONS[activation] if activation and activation not in in_kernel else (None, 0.0, 0.0)
     k = kernels_for(x, op)
@@ -592,7 +600,16 @@ def conv_batch_norm_inference(x, kernel, bias, gamma, beta, mean, variance, epsi
         return k.depthwise2d_fwd(x, multiply(kernel, s.reshape(kernel.shape[-2:])), shift, None, *geometry,
                                  activation if activation in in_kernel else "linear", fn, lo, hi)
     return k.conv2d_fwd(x, kernel, shift, None, *geometry, activation == "relu", _precision(None, op), fn, lo, hi,
-                        s)
+                        s, residual)
+
+
+def _residual(r, want, x, op):
+    """``r`` as a C-contiguous float32 array of x's kind, after checking that it has the output's shape
+    ``want`` (a residual that broadcasts is the caller's add)."""
+    r = r.value if isinstance(r, autodiff.Variable) else r
+    if tuple(r.shape) != tuple(want):
+        raise ValueError(f"{op}: residual must have the output's shape {tuple(want)}, got {tuple(r.shape)}")
+    return _xp(x).ascontiguousarray(r, dtype=np.float32)
 
 
 # -- differentiable math ------------------------------------------------------------------------------------

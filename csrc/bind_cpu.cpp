@@ -30,8 +30,8 @@ struct CpuKernels {
     return py::array(py::dtype(dtype), std::vector<py::ssize_t>(shape.begin(), shape.end()));
   }
   static void conv2d_fwd(Run, const Conv2dDesc& d, const float* x, const float* w, const float* b, float* y,
-                         Activation act, bool, const PointwiseAct& post, const float* scale) {
-    conv2d_fwd_cpu(d, x, w, b, y, act, post, scale);
+                         Activation act, bool, const PointwiseAct& post, const float* scale, const float* res) {
+    conv2d_fwd_cpu(d, x, w, b, y, act, post, scale, res);
   }
   static void conv2d_bwd_data(Run, const Conv2dDesc& d, const float* dy, const float* w, float* dx, bool) {
     conv2d_bwd_data_cpu(d, dy, w, dx);
@@ -85,8 +85,8 @@ struct ReferenceKernels {
     return py::array(py::dtype(dtype), std::vector<py::ssize_t>(shape.begin(), shape.end()));
   }
   static void conv2d_fwd(Run, const Conv2dDesc& d, const float* x, const float* w, const float* b, float* y,
-                         Activation act, bool, const PointwiseAct& post, const float* scale) {
-    reference::conv2d_fwd(d, x, w, b, y, act, post, scale);
+                         Activation act, bool, const PointwiseAct& post, const float* scale, const float* res) {
+    reference::conv2d_fwd(d, x, w, b, y, act, post, scale, res);
   }
   static void conv2d_bwd_data(Run, const Conv2dDesc& d, const float* dy, const float* w, float* dx, bool) {
     reference::conv2d_bwd_data(d, dy, w, dx);

@@ -52,8 +52,8 @@ struct CudaKernels {
     return (*cupy_empty)(py::cast(shape), py::arg("dtype") = dtype);
   }
   static void conv2d_fwd(Run s, const Conv2dDesc& d, const float* x, const float* w, const float* b, float* y,
-                         Activation act, bool tf32, const PointwiseAct& post, const float* scale) {
-    conv2d_fwd_cuda(d, x, w, b, y, act, tf32, s, scale);
+                         Activation act, bool tf32, const PointwiseAct& post, const float* scale, const float* res) {
+    conv2d_fwd_cuda(d, x, w, b, y, act, tf32, s, scale, res);
     pointwise_cuda(post, d.N * d.OH * d.OW * d.K, y, s);
   }
   static void conv2d_bwd_data(Run s, const Conv2dDesc& d, const float* dy, const float* w, float* dx, bool tf32) {

@@ -168,7 +168,7 @@ void def_ops(py::module_& m) {
   m.def("conv2d_fwd",
         [](py::handle x, py::handle w, py::handle bias, py::handle y, Pair strides, Pair dilation,
            const std::string& padding, bool relu, bool tf32, py::handle then, float lo, float hi,
-           py::handle scale) {
+           py::handle scale, py::handle residual) {
           return named("conv2d", [&] {
             const PointwiseAct post = pointwise_act(then, lo, hi);
             const Conv2dDesc d = conv_desc(array_shape4(x, "x", D), array_shape4(w, "kernel", D), strides, dilation,
@@ -179,21 +179,26 @@ void def_ops(py::module_& m) {
             const float* ps = optional_data<float, D>(scale, "scale", {d.K}, false);
             py::object out = output<K>(y, vec(conv_out_shape(d)));
             float* py_ = array_data<float, D>(out, "y", vec(conv_out_shape(d)), true);
+            const float* pr = optional_data<float, D>(residual, "residual", vec(conv_out_shape(d)), false);
+            const i64 n = count_of(vec(conv_out_shape(d)));
+            CONVKIT_CHECK(!pr || pr + n <= py_ || py_ + n <= pr,
+                          "y and residual overlap; the residual is read after y is written, so give y other memory");
             auto run = K::prepare();
             {
               py::gil_scoped_release nogil;
-              K::conv2d_fwd(run, d, px, pw, pb, py_, relu ? Activation::Relu : Activation::None, tf32, post, ps);
+              K::conv2d_fwd(run, d, px, pw, pb, py_, relu ? Activation::Relu : Activation::None, tf32, post, ps, pr);
             }
             return out;
           });
         },
         py::arg("x"), py::arg("kernel"), py::arg("bias"), py::arg("y"), py::arg("strides"), py::arg("dilation"),
         py::arg("padding"), py::arg("relu") = false, py::arg("tf32") = false, py::arg("then") = py::none(),
-        py::arg("lo") = 0.f, py::arg("hi") = 0.f, py::arg("scale") = py::none(),
+        py::arg("lo") = 0.f, py::arg("hi") = 0.f, py::arg("scale") = py::none(), py::arg("residual") = py::none(),
         "y = conv2d(x, kernel) + bias (ReLU fused when relu), into y or (None) a new array, which it returns; tf32 "
         "selects TF32 arithmetic on the GPU; then ('clamp' between lo and hi, 'sigmoid' or 'silu') is applied to "
         "each block of y as it is finished; scale (K values, or None) multiplies output channel k's sums by "
-        "scale[k] before the bias.");
+        "scale[k] before the bias; residual (shaped as y, or None) is added after the bias, before the ReLU "
+        "and then.");
 
   m.def("conv2d_bwd_data",
         [](py::handle dy, py::handle w, py::handle dx, Pair strides, Pair dilation, const std::string& padding,

@@ -1,6 +1,7 @@
 """At inference (predict, evaluate, a call outside GradientTape) a Conv2D or DepthwiseConv2D folds in the batch
-normalisation after it, and the activation after that, into its own pass; a batch normalisation not after a
-convolution, and a sum, apply their activation themselves. Same results as the layers one by one (up to float32 rounding
+normalisation after it, and the activation after that, into its own pass (a Conv2D also a residual sum after the
+normalisation, the shortcut added as it writes); a batch normalisation not after a convolution, and a sum, apply
+their activation themselves. Same results as the layers one by one (up to float32 rounding
 where weights are folded), and only where nothing else reads the values in between."""
 
 import numpy as np
@@ -24,6 +25,10 @@ def _graph_model():
     h = layers.Activation("relu")(layers.BatchNormalization()(h))         # normalisation with relu
     c = layers.Conv2D(4, 1)(h)
     h = layers.ReLU()(layers.Add()([c, layers.BatchNormalization()(c)]))  # conv read twice; the sum's relu
+    r = layers.BatchNormalization()(layers.Conv2D(4, 3, padding="same")(h))
+    h = layers.ReLU()(layers.Add()([h, r]))                               # into the conv: the shortcut, relu
+    r = layers.BatchNormalization()(layers.Conv2D(4, 1)(h))
+    h = layers.Add()([r, layers.Reshape((1, 1, 4))(layers.GlobalAveragePooling2D()(h))])  # broadcasts: apart
     h = layers.BatchNormalization(activity_regularizer="l2")(layers.Conv2D(4, 1)(h))  # observed: not folded
     return convkit.Model(x, layers.BatchNormalization()(layers.Conv2D(4, 1)(h)))     # into the conv, the output
 
@@ -45,7 +50,8 @@ def _with_random_statistics(model, rng):
 
 
 def _spy(monkeypatch):
-    """The fused calls a model makes: ('bn', activation), ('conv' or 'depthwise', activation), ('add', activation)."""
+    """The fused calls a model makes: ('bn', activation), ('conv' or 'depthwise', activation; '+residual' when it
+    adds an Add's other input), ('add', activation)."""
     seen, norm, folded, add = [], ops.batch_norm_inference, ops.conv_batch_norm_inference, ops.add_activation
 
     def norm_spy(*args, **kw):
@@ -55,7 +61,9 @@ def _spy(monkeypatch):
         return norm(*args, **kw)
 
     def folded_spy(*args, **kw):
-        seen.append(("depthwise" if kw.get("depthwise") else "conv", kw.get("activation")))
+        kind = "depthwise" if kw.get("depthwise") else "conv"
+        kind += "+residual" if kw.get("residual") is not None else ""
+        seen.append((kind, kw.get("activation")))
         return folded(*args, **kw)
 
     def add_spy(a, b, activation):
@@ -70,7 +78,7 @@ def _spy(monkeypatch):
 
 @pytest.mark.parametrize("build,fused", [
     (_graph_model, [("conv", "relu6"), ("depthwise", "silu"), ("bn", "silu"), ("bn", "relu"), ("add", "relu"),
-                    ("conv", None)]),
+                    ("conv+residual", "relu"), ("conv", None), ("conv", None)]),
     (_sequential_model, [("conv", "relu"), ("bn", "relu6"), ("bn", "sigmoid")])], ids=["functional", "sequential"])
 def test_inference_fuses_and_agrees_with_the_layers_one_by_one(rng, monkeypatch, build, fused):
     model = _with_random_statistics(build(), rng)

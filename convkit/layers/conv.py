@@ -31,12 +31,12 @@ def windowed_output_shape(shape_fn, input_shape, *args):
     return (n, None if h is None else out[1], None if w is None else out[2], out[3])
 
 
-def folded_call(conv, x, norm, activation, depthwise):
-    """``conv``'s output through the batch normalisation ``norm`` (its moving statistics) and ``activation``,
-    in one pass (ops.conv_batch_norm_inference)."""
+def folded_call(conv, x, norm, activation, depthwise, residual=None):
+    """``conv``'s output through the batch normalisation ``norm`` (its moving statistics), plus ``residual``,
+    through ``activation``, in one pass (ops.conv_batch_norm_inference)."""
     return ops.conv_batch_norm_inference(x, conv.kernel, conv.bias, norm.gamma, norm.beta, norm.moving_mean,
                                          norm.moving_variance, norm.epsilon, depthwise=depthwise,
-                                         activation=activation, **conv._geometry())
+                                         activation=activation, residual=residual, **conv._geometry())
 
 
 def _padding(p, who):
@@ -79,11 +79,12 @@ class Conv2D(KernelLayer):
     def _geometry(self):
         return dict(strides=self.strides, padding=self.padding, dilation_rate=self.dilation_rate)
 
-    def call(self, x, training=False, norm=None, activation=None):
-        """``norm`` (a BatchNormalization in inference mode) and ``activation`` (a name it takes) are applied
-        in the same pass: models pass them for the layers that follow, see ``normalization.fusion``."""
+    def call(self, x, training=False, norm=None, activation=None, residual=None):
+        """``norm`` (a BatchNormalization in inference mode), ``residual`` (the other input of an Add after it)
+        and ``activation`` (a name it takes) are applied in the same pass: models pass them for the layers that
+        follow, see ``normalization.fusion``."""
         if norm is not None:
-            return folded_call(self, x, norm, activation, depthwise=False)
+            return folded_call(self, x, norm, activation, depthwise=False, residual=residual)
         if self._fused:
             return ops.conv2d(x, self.kernel, self.bias, activation="relu", **self._geometry())
         return self.activation(ops.conv2d(x, self.kernel, self.bias, **self._geometry()))

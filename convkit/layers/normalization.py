@@ -263,22 +263,28 @@ _FUSABLE = {activations.ReLU: "relu", activations.ReLU6: "relu6", activations.Si
             activations.Silu: "silu"}
 
 
-def fusion(layers, training) -> tuple[int, dict]:
+def fusion(layers, training, shortcut=None) -> tuple[int, dict]:
     """How many of ``layers`` (a run in which each is the one reader of the one before) the first one's call
     computes, and the keyword arguments that make it do so: a Conv2D or DepthwiseConv2D folds in the
     BatchNormalization after it and that one's activation (``norm=``, ``activation=``), a BatchNormalization
-    or an Add applies its activation (``activation=``); (1, {}) when nothing fuses. Only with no GradientTape
-    recording (and for a normalisation in inference mode), for Keras's own classes without activity
-    regularisers: then nothing can observe the values in between, and the feature map is written once
-    instead of two or three times."""
+    or an Add applies its activation (``activation=``); (1, {}) when nothing fuses. A Conv2D and its
+    normalisation followed by an Add also take in the Add and its activation (``residual=``) when the caller
+    gives ``shortcut``, the Add's other input, already computed. Only with no GradientTape recording (and for
+    a normalisation in inference mode), for Keras's own classes without activity regularisers: then nothing
+    can observe the values in between, and the feature map is written once instead of two to four times."""
     first = layers[0]
     if type(first) not in _FUSING or len(layers) < 2 or autodiff.recording() or any(map(_regularised, layers)):
         return 1, {}
     second = layers[1]
     if type(first) in (Conv2D, DepthwiseConv2D) and type(first.activation) is activations.Linear \
             and _in_inference(second, training):
-        name = len(layers) > 2 and _activation_name(layers[2])
-        return (3, {"norm": second, "activation": name}) if name else (2, {"norm": second})
+        kw, at = {"norm": second}, 2  # at: where an activation to take in would be
+        if len(layers) > 2 and type(layers[2]) is Add:
+            if shortcut is None or type(first) is not Conv2D:
+                return 2, kw
+            kw["residual"], at = shortcut, 3
+        name = len(layers) > at and _activation_name(layers[at])
+        return (at + 1, {**kw, "activation": name}) if name else (at, kw)
     name = (_in_inference(first, training) or type(first) is Add) and _activation_name(second)
     return (2, {"activation": name}) if name else (1, {})
 

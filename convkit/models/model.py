@@ -60,6 +60,18 @@ def _auto_config(cls, args, kwargs):
     return config if _plain(config) else None
 
 
+def _shortcut(run, values):
+    """For a run that reaches an Add of two inputs in third place (convolution, normalisation, Add: a residual
+    block's end), the Add's other input when it is computed already and has the sum's shape: the convolution
+    then adds it as it writes its output. Else None."""
+    if len(run) < 3 or not run[2].multi or len(run[2].inputs) != 2:
+        return None
+    other = [t for t in run[2].inputs if t is not run[1].output]
+    if len(other) != 1 or id(other[0]) not in values or tuple(other[0].shape) != tuple(run[2].output.shape):
+        return None
+    return values[id(other[0])]
+
+
 class Model(Trainer, Layer):
     """Keras-style model. ``Model(inputs, outputs)`` builds a functional graph; subclass and define
     ``call(self, x, training=False)`` for a subclassed model."""
@@ -116,10 +128,10 @@ class Model(Trainer, Layer):
             if isinstance(node.layer, InputLayer) or id(node) in fused:
                 continue
             args = [values[id(t)] for t in node.inputs]
-            run = [node]  # the node and up to two that read it alone, one after the other
-            while len(run) < 3 and id(run[-1]) in readers:
+            run = [node]  # the node and up to three that read it alone, one after the other
+            while len(run) < 4 and id(run[-1]) in readers:
                 run.append(readers[id(run[-1])])
-            count, kw = fusion([n.layer for n in run], training)
+            count, kw = fusion([n.layer for n in run], training, _shortcut(run, values))
             fused.update(id(n) for n in run[1:count])  # their value comes from this node's call
             values[id(run[count - 1].output)] = node.layer(args if node.multi else args[0], training=training, **kw)
         return values[id(outs[0])]
@@ -134,7 +146,7 @@ class Model(Trainer, Layer):
                 for t in n.inputs:
                     readers.setdefault(id(t), []).append(n)
             self._pairs = {id(t.node): r[0] for n in order for t in n.inputs
-                           if len(r := readers[id(t)]) == 1 and not r[0].multi and all(t is not o for o in outs)}
+                           if len(r := readers[id(t)]) == 1 and all(t is not o for o in outs)}
         return self._pairs
 
     # calling ---------------------------------------------------------------------------------------------

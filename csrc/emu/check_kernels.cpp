@@ -233,6 +233,18 @@ void run_conv(long index, const ConvCase& c, Rng& rng, Stats& st) {
   if (k.call("scaled forward",
              [&] { conv2d_fwd_cuda(d, x.get(), w.get(), bias, y.get(), act, c.tf32, nullptr, scale.get()); }))
     k.near("scaled forward", y.get(), want, bound, tol, c.tf32);
+  // A residual block's shortcut added in the store, after the bias, before the ReLU.
+  Buffer<float> res(ny, mis(4));
+  for (i64 i = 0; i < ny; ++i) res[i] = uniform(rng);
+  const std::vector<float> ares = abs_of(res);
+  reference::conv2d_fwd(d, x.get(), w.get(), bias, want.data(), act, {}, scale.get(), res.get());
+  reference::conv2d_fwd(d, ax.data(), aw.data(), c.bias ? ab.data() : nullptr, bound.data(), Activation::None, {},
+                        ascale.data(), ares.data());
+  y.poison();
+  if (k.call("residual forward", [&] {
+        conv2d_fwd_cuda(d, x.get(), w.get(), bias, y.get(), act, c.tf32, nullptr, scale.get(), res.get());
+      }))
+    k.near("residual forward", y.get(), want, bound, tol, c.tf32);
 
   want.assign(nx, 0.f);
   bound.assign(nx, 0.f);

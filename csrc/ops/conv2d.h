@@ -33,9 +33,11 @@ enum class Activation : int { None = 0, Relu = 1, Relu6 = 2 };
 // CPU twins (conv2d_cpu.cpp). bias / dbias may be null. For inference with a batch normalisation
 // folded in, `scale` (when given) multiplies output channel k's weights by scale[k] as they are packed,
 // and `post` (when on) is applied to each block of the output as it is finished, while the block is
-// still in cache: neither costs a pass of its own.
+// still in cache: neither costs a pass of its own. `residual` (when given, shaped as y: a residual block's
+// shortcut) is added to the output before the activation and `post`, as the block is finished.
 void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
-                    Activation act, const PointwiseAct& post = {}, const float* scale = nullptr);
+                    Activation act, const PointwiseAct& post = {}, const float* scale = nullptr,
+                    const float* residual = nullptr);
 void conv2d_bwd_data_cpu(const Conv2dDesc& d, const float* dy, const float* w, float* dx);
 void conv2d_bwd_filter_cpu(const Conv2dDesc& d, const float* x, const float* dy, float* dw,
                            float* dbias);
@@ -49,10 +51,11 @@ std::string conv_strategy();
 std::vector<std::pair<std::string, long long>> conv_strategy_runs();
 
 // CUDA twins (conv2d_cuda.cu): device pointers, launched on `stream` (a cudaStream_t),
-// never synchronising. tf32 selects tensor-core TF32 arithmetic instead of strict fp32. scale as the
-// CPU's, applied to each sum before the bias.
+// never synchronising. tf32 selects tensor-core TF32 arithmetic instead of strict fp32. scale and residual
+// as the CPU's, in each output's store: scale before the bias, the residual after it, before the ReLU.
 void conv2d_fwd_cuda(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
-                     Activation act, bool tf32, void* stream, const float* scale = nullptr);
+                     Activation act, bool tf32, void* stream, const float* scale = nullptr,
+                     const float* residual = nullptr);
 void conv2d_bwd_data_cuda(const Conv2dDesc& d, const float* dy, const float* w, float* dx, bool tf32,
                           void* stream);
 void conv2d_bwd_filter_cuda(const Conv2dDesc& d, const float* x, const float* dy, float* dw,

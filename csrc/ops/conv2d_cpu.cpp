@@ -100,7 +100,13 @@ std::vector<std::pair<std::string, long long>> conv_strategy_runs() {
 }
 
 void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
-                    Activation act, const PointwiseAct& post, const float* scale) {
+                    Activation act, const PointwiseAct& post, const float* scale, const float* residual) {
+  const auto run = [&](GatherGemm g) {  // the ReLU moves behind the residual's sum
+    g.residual = residual;
+    g.residual_relu = residual && act == Activation::Relu;
+    if (residual) g.act = Activation::None;
+    run_gather_gemm(g);
+  };
   const auto th = forward_taps(d.OH, d.R, d.sh, d.dh, d.pt, d.H);
   const bool merge = d.dw == 1 && d.S > 1 && d.C * d.S <= kMergeMaxRun && d.K > kPixelMajorMaxCols;
   const bool pixel_major = pixel_major_fits(d.C, d.K);
@@ -111,7 +117,7 @@ void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const f
     const std::vector<float> xp = pad_columns(x, d.N * d.H, d.W, d.C, d.pl, wp);
     if (!merge) {  // the pixel-major tile then copies runs instead of testing every pixel for padding
       const auto tw = forward_taps(d.OW, d.S, d.sw, d.dw, 0, wp);
-      run_gather_gemm({xp.data(), d.H, wp, d.C, d.N, d.OH, d.OW, d.R, d.S, th.data(), tw.data(), w, d.C * d.K,
+      run({xp.data(), d.H, wp, d.C, d.N, d.OH, d.OW, d.R, d.S, th.data(), tw.data(), w, d.C * d.K,
                        d.K, 1, d.K, y, bias, act, 0, post, scale});
       return;
     }
@@ -121,12 +127,12 @@ void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const f
     // adjacent, so the merged tap's weights are the same rows in the same order.
     std::vector<i64> tw(static_cast<size_t>(d.OW));
     for (i64 ow = 0; ow < d.OW; ++ow) tw[ow] = ow * d.sw;
-    run_gather_gemm({xp.data(), d.H, wp, d.S * d.C, d.N, d.OH, d.OW, d.R, 1, th.data(), tw.data(), w,
+    run({xp.data(), d.H, wp, d.S * d.C, d.N, d.OH, d.OW, d.R, 1, th.data(), tw.data(), w,
                      d.S * d.C * d.K, d.K, 1, d.K, y, bias, act, d.C, post, scale});
     return;
   }
   const auto tw = forward_taps(d.OW, d.S, d.sw, d.dw, d.pl, d.W);
-  run_gather_gemm({x, d.H, d.W, d.C, d.N, d.OH, d.OW, d.R, d.S, th.data(), tw.data(), w, d.C * d.K,
+  run({x, d.H, d.W, d.C, d.N, d.OH, d.OW, d.R, d.S, th.data(), tw.data(), w, d.C * d.K,
                    d.K, 1, d.K, y, bias, act, 0, post, scale});
 }
 

@@ -78,14 +78,25 @@ struct GatherGemm {
   i64 px = 0;            // floats from one source pixel to the next, when not SC (merged taps)
   PointwiseAct post{};   // conv2d_fwd_cpu's: on each finished block of rows
   const float* scale = nullptr;  // conv2d_fwd_cpu's: B's column j times scale[j], applied while packing
+  const float* residual = nullptr;  // conv2d_fwd_cpu's: laid out as out, added to each finished block before post
+  bool residual_relu = false;       // ReLU after adding the residual (the tiles' own epilogue is then linear)
 };
 
-// `post` on columns [j0, j1) of `count` output rows from row m0, `step` rows apart.
+// The residual (and its ReLU), then `post`, on columns [j0, j1) of `count` output rows from row m0,
+// `step` rows apart, while they are in cache.
 inline void post_rows(const GatherGemm& g, i64 m0, i64 count, i64 step, i64 j0, i64 j1) {
-  if (!g.post.on) return;
+  if (!g.post.on && !g.residual) return;
   for (i64 i = 0; i < count; ++i) {
-    float* row = g.out + (m0 + i * step) * g.ncols;
-    pointwise_serial_cpu(g.post, j1 - j0, row + j0, row + j0);
+    const i64 at = (m0 + i * step) * g.ncols + j0;
+    float* row = g.out + at;
+    if (g.residual) {
+      const float* r = g.residual + at;
+      if (g.residual_relu)
+        for (i64 j = 0; j < j1 - j0; ++j) row[j] = std::max(row[j] + r[j], 0.f);
+      else
+        for (i64 j = 0; j < j1 - j0; ++j) row[j] += r[j];
+    }
+    if (g.post.on) pointwise_serial_cpu(g.post, j1 - j0, row, row);
   }
 }
 

@@ -36,7 +36,7 @@ void run_rows(const GatherGemm& g, i64 M) {
         float v = out[j] * (g.scale ? g.scale[j0 + j] : 1.f) + (g.bias ? g.bias[j0 + j] : 0.f);
         out[j] = g.act == Activation::Relu ? std::max(v, 0.f) : v;
       }
-      if (g.post.on) pointwise_serial_cpu(g.post, n, out, out);
+      post_rows(g, m, 1, 1, j0, j0 + n);
     }
   }
 }

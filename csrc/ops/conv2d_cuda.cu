@@ -141,6 +141,7 @@ struct Gather {
   const float* wt;    // B[q, j] = wt[rs * rs_stride + ch * ch_stride + j * col_stride]
   const float* bias;  // may be null
   const float* scale;  // may be null: each sum times scale[col], before the bias
+  const float* residual;  // may be null: laid out as out, added after the bias, before the ReLU
   float* out;         // (M, ncols) row-major
   long long rs_stride;
   int ch_stride, col_stride;
@@ -288,9 +289,10 @@ __global__ void __launch_bounds__(128 * WN) gather_gemm(const Gather g) {
 
   pipeline(0, (g.Q + BK - 1) / BK, load_a, load_b, compute);
 
-  auto finish = [&](float v, int col) {
+  auto finish = [&](float v, long long row, int col) {
     if (g.scale) v *= __ldg(g.scale + col);
     if (g.bias) v += __ldg(g.bias + col);
+    if (g.residual) v += __ldg(g.residual + row * g.ncols + col);
     return g.relu && v < 0.f ? 0.f : v;  // NaN stays NaN, as std::max(v, 0) on the CPU
   };
   if constexpr (TF32) {
@@ -307,7 +309,7 @@ __global__ void __launch_bounds__(128 * WN) gather_gemm(const Gather g) {
 #pragma unroll
           for (int c = 0; c < 2; ++c) {
             const int col = n0 + wn * 32 + ni * 8 + 2 * tq + c;
-            if (col < g.ncols) orow[col] = finish(acc[mi * 4 + ni][half * 2 + c], col);
+            if (col < g.ncols) orow[col] = finish(acc[mi * 4 + ni][half * 2 + c], row, col);
           }
       }
   } else {
@@ -320,12 +322,12 @@ __global__ void __launch_bounds__(128 * WN) gather_gemm(const Gather g) {
       float* orow = g.out + row * g.ncols;
       if (g.vec_out && col0 + 3 < g.ncols) {
         *reinterpret_cast<float4*>(orow + col0) =
-            make_float4(finish(acc[i][0], col0), finish(acc[i][1], col0 + 1), finish(acc[i][2], col0 + 2),
-                        finish(acc[i][3], col0 + 3));
+            make_float4(finish(acc[i][0], row, col0), finish(acc[i][1], row, col0 + 1),
+                        finish(acc[i][2], row, col0 + 2), finish(acc[i][3], row, col0 + 3));
       } else {
 #pragma unroll
         for (int j = 0; j < 4; ++j)
-          if (col0 + j < g.ncols) orow[col0 + j] = finish(acc[i][j], col0 + j);
+          if (col0 + j < g.ncols) orow[col0 + j] = finish(acc[i][j], row, col0 + j);
       }
     }
   }
@@ -517,8 +519,8 @@ __global__ void reduce_splits(const float* __restrict__ ws, int splits, long lon
 // ----------------------------------------------------------------------------- 64-bit fallbacks
 
 __global__ void ref_fwd(Conv2dDesc d, const float* __restrict__ x, const float* __restrict__ w,
-                        const float* __restrict__ bias, const float* __restrict__ scale, float* __restrict__ y,
-                        bool relu) {
+                        const float* __restrict__ bias, const float* __restrict__ scale,
+                        const float* __restrict__ residual, float* __restrict__ y, bool relu) {
   const i64 total = d.N * d.OH * d.OW * d.K;
   for (i64 e = blockIdx.x * (i64)blockDim.x + threadIdx.x; e < total; e += (i64)gridDim.x * blockDim.x) {
     const i64 k = e % d.K, ow = (e / d.K) % d.OW, oh = (e / (d.K * d.OW)) % d.OH, n = e / (d.K * d.OW * d.OH);
@@ -536,6 +538,7 @@ __global__ void ref_fwd(Conv2dDesc d, const float* __restrict__ x, const float* 
     }
     if (scale) acc *= scale[k];
     if (bias) acc += bias[k];
+    if (residual) acc += residual[e];
     y[e] = relu && acc < 0.f ? 0.f : acc;
   }
 }
@@ -675,13 +678,13 @@ void keep_workspace_cached() {
 }  // namespace
 
 void conv2d_fwd_cuda(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y,
-                     Activation act, bool tf32, void* stream, const float* scale) {
+                     Activation act, bool tf32, void* stream, const float* scale, const float* residual) {
   const auto s = static_cast<cudaStream_t>(stream);
   const i64 rows = d.N * d.OH * d.OW;
   if (rows == 0) return;
   const bool relu = act == Activation::Relu;
   if (!gather_fits(d, rows, d.K)) {
-    ref_fwd<<<grid_for(rows * d.K), 256, 0, s>>>(d, x, w, bias, scale, y, relu);
+    ref_fwd<<<grid_for(rows * d.K), 256, 0, s>>>(d, x, w, bias, scale, residual, y, relu);
     check_launch("conv2d_fwd");
     return;
   }
@@ -690,6 +693,7 @@ void conv2d_fwd_cuda(const Conv2dDesc& d, const float* x, const float* w, const 
   g.wt = w;
   g.bias = bias;
   g.scale = scale;
+  g.residual = residual;
   g.out = y;
   g.rs_stride = d.C * d.K;
   g.ch_stride = static_cast<int>(d.K);

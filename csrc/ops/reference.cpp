@@ -19,7 +19,7 @@ bool inside(i64 v, i64 size) { return v >= 0 && v < size; }
 }  // namespace
 
 void conv2d_fwd(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y, Activation act,
-                const PointwiseAct& post, const float* scale) {
+                const PointwiseAct& post, const float* scale, const float* residual) {
   for (i64 n = 0; n < d.N; ++n)
     for (i64 oh = 0; oh < d.OH; ++oh)
       for (i64 ow = 0; ow < d.OW; ++ow)
@@ -32,6 +32,7 @@ void conv2d_fwd(const Conv2dDesc& d, const float* x, const float* w, const float
               for (i64 c = 0; c < d.C; ++c) acc += double(x[xi(d, n, h, v, c)]) * w[wi(d, r, s, c, k)];
             }
           acc = acc * (scale ? scale[k] : 1.0) + (bias ? bias[k] : 0.0);
+          if (residual) acc += residual[yi(d, n, oh, ow, k)];
           if (act == Activation::Relu) acc = std::max(acc, 0.0);
           y[yi(d, n, oh, ow, k)] = static_cast<float>(acc);
         }

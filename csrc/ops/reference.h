@@ -18,7 +18,7 @@
 namespace convkit::reference {
 
 void conv2d_fwd(const Conv2dDesc& d, const float* x, const float* w, const float* bias, float* y, Activation act,
-                const PointwiseAct& post = {}, const float* scale = nullptr);
+                const PointwiseAct& post = {}, const float* scale = nullptr, const float* residual = nullptr);
 void conv2d_bwd_data(const Conv2dDesc& d, const float* dy, const float* w, float* dx);
 void conv2d_bwd_filter(const Conv2dDesc& d, const float* x, const float* dy, float* dw, float* dbias);
 
