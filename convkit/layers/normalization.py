@@ -9,7 +9,7 @@ from convkit._device import xp_of
 from convkit.autodiff import custom_gradient
 from convkit.layers.base import Layer, serialize_optional
 from convkit.layers.conv import Conv2D, DepthwiseConv2D
-from convkit.layers.core import Activation, ReLU
+from convkit.layers.core import Activation, Dropout, ReLU
 from convkit.layers.merge import Add
 
 
@@ -268,21 +268,29 @@ def fusion(layers, training, shortcut=None) -> tuple[int, dict]:
     computes, and the keyword arguments that make it do so: a Conv2D or DepthwiseConv2D folds in the
     BatchNormalization after it and that one's activation (``norm=``, ``activation=``), a BatchNormalization
     or an Add applies its activation (``activation=``); (1, {}) when nothing fuses. A Conv2D and its
-    normalisation followed by an Add also take in the Add and its activation (``residual=``) when the caller
-    gives ``shortcut``, the Add's other input, already computed. Only with no GradientTape recording (and for
+    normalisation followed by an Add (Dropout at inference may stand between) also take in the Add and its
+    activation (``residual=``) when the caller gives ``shortcut``, the Add's other input
+    (``residual_input``), already computed. Only with no GradientTape recording (and for
     a normalisation in inference mode), for Keras's own classes without activity regularisers: then nothing
     can observe the values in between, and the feature map is written once instead of two to four times."""
-    first = layers[0]
-    if type(first) not in _FUSING or len(layers) < 2 or autodiff.recording() or any(map(_regularised, layers)):
+    if len(layers) < 2 or autodiff.recording():
         return 1, {}
-    second = layers[1]
+    count, kw = _fusion(layers, training, shortcut)
+    return (1, {}) if any(map(_regularised, layers[:count])) else (count, kw)
+
+
+def _fusion(layers, training, shortcut):
+    first, second = layers[:2]
+    if type(first) not in _FUSING:
+        return 1, {}
     if type(first) in (Conv2D, DepthwiseConv2D) and type(first.activation) is activations.Linear \
             and _in_inference(second, training):
         kw, at = {"norm": second}, 2  # at: where an activation to take in would be
-        if len(layers) > 2 and type(layers[2]) is Add:
+        add = _past_identities(layers, 2, training)
+        if add < len(layers) and type(layers[add]) is Add:
             if shortcut is None or type(first) is not Conv2D:
                 return 2, kw
-            kw["residual"], at = shortcut, 3
+            kw["residual"], at = shortcut, add + 1
         name = len(layers) > at and _activation_name(layers[at])
         return (at + 1, {**kw, "activation": name}) if name else (at, kw)
     name = (_in_inference(first, training) or type(first) is Add) and _activation_name(second)
@@ -290,6 +298,25 @@ def fusion(layers, training, shortcut=None) -> tuple[int, dict]:
 
 
 _FUSING = {Conv2D, DepthwiseConv2D, BatchNormalization, Add}  # the layers that may compute the next ones
+
+
+def residual_input(run, training):
+    """For a run of graph nodes (each the one reader of the one before) whose third is an Add of two inputs,
+    Dropout at inference allowed before it (EfficientNet's blocks): the Add's other input, when it has the
+    sum's shape (a residual block's shortcut), else None."""
+    at = _past_identities([n.layer for n in run], 2, training)
+    if at >= len(run) or not run[at].multi or len(run[at].inputs) != 2:
+        return None
+    other = [t for t in run[at].inputs if t is not run[at - 1].output]
+    return other[0] if len(other) == 1 and tuple(other[0].shape) == tuple(run[at].output.shape) else None
+
+
+def _past_identities(layers, start, training) -> int:
+    """The index of the first of ``layers`` from ``start`` on that is not a Dropout at inference (which passes
+    its input through)."""
+    while start < len(layers) and type(layers[start]) is Dropout and not training:
+        start += 1
+    return start
 
 
 def _regularised(layer) -> bool:

@@ -13,7 +13,7 @@ import inspect
 from convkit import _serial
 from convkit.layers.base import (InputLayer, KerasTensor, Layer, Node, _enter_call, _exit_call, _is_symbolic,
                                  node_depths, unique_name, _snake)
-from convkit.layers.normalization import fusion
+from convkit.layers.normalization import fusion, residual_input
 from convkit.models.summary import print_summary
 from convkit.models.training import Trainer
 
@@ -58,18 +58,6 @@ def _auto_config(cls, args, kwargs):
             config.update(config.pop(p.name, {}))
     config.pop("name", None)
     return config if _plain(config) else None
-
-
-def _shortcut(run, values):
-    """For a run that reaches an Add of two inputs in third place (convolution, normalisation, Add: a residual
-    block's end), the Add's other input when it is computed already and has the sum's shape: the convolution
-    then adds it as it writes its output. Else None."""
-    if len(run) < 3 or not run[2].multi or len(run[2].inputs) != 2:
-        return None
-    other = [t for t in run[2].inputs if t is not run[1].output]
-    if len(other) != 1 or id(other[0]) not in values or tuple(other[0].shape) != tuple(run[2].output.shape):
-        return None
-    return values[id(other[0])]
 
 
 class Model(Trainer, Layer):
@@ -128,10 +116,12 @@ class Model(Trainer, Layer):
             if isinstance(node.layer, InputLayer) or id(node) in fused:
                 continue
             args = [values[id(t)] for t in node.inputs]
-            run = [node]  # the node and up to three that read it alone, one after the other
-            while len(run) < 4 and id(run[-1]) in readers:
+            run = [node]  # the node and up to four that read it alone, one after the other
+            while len(run) < 5 and id(run[-1]) in readers:
                 run.append(readers[id(run[-1])])
-            count, kw = fusion([n.layer for n in run], training, _shortcut(run, values))
+            other = residual_input(run, training)  # the value when it is computed already, for a fused sum
+            shortcut = None if other is None else values.get(id(other))
+            count, kw = fusion([n.layer for n in run], training, shortcut)
             fused.update(id(n) for n in run[1:count])  # their value comes from this node's call
             values[id(run[count - 1].output)] = node.layer(args if node.multi else args[0], training=training, **kw)
         return values[id(outs[0])]
