@@ -112,3 +112,21 @@ def test_unknown_activation_is_refused():
     with pytest.raises(ValueError, match="batch_norm_inference: activation must be None or one of relu, relu6"):
         ops.batch_norm_inference(np.ones((2, 3), np.float32), None, None, np.zeros(3, np.float32),
                                  np.ones(3, np.float32), activation="tanh")
+
+
+def test_zero_padding_that_same_would_add_is_left_to_the_convolution(rng, monkeypatch):
+    x = layers.Input((8, 7, 5))
+    h = layers.ZeroPadding2D(((0, 1), (1, 1)))(x)       # what 'same' adds for a 3x3 window, strides 2, to 8 x 7
+    h = layers.DepthwiseConv2D(3, strides=2)(h)
+    h = layers.Activation("relu")(layers.BatchNormalization()(h))
+    h = layers.Conv2D(4, 3)(layers.ZeroPadding2D(2)(h))  # not what 'same' adds: padded apart
+    h = layers.Conv2D(3, 3)(layers.ZeroPadding2D(1)(h))  # what 'same' adds at strides 1
+    model = _with_random_statistics(convkit.Model(x, h), rng)
+    pads, pad = [], convkit.ops.pad
+    monkeypatch.setattr(convkit.ops, "pad", lambda *a, **k: pads.append(1) or pad(*a, **k))
+    x = rng.standard_normal((2, 8, 7, 5)).astype(np.float32)
+    with convkit.GradientTape():  # recording: every layer runs on its own
+        apart = np.asarray(model(x, training=False))
+    assert len(pads) == 3
+    np.testing.assert_allclose(model.predict(x, verbose=0), apart, rtol=1e-5, atol=1e-5)
+    assert len(pads) == 4

@@ -31,12 +31,17 @@ def windowed_output_shape(shape_fn, input_shape, *args):
     return (n, None if h is None else out[1], None if w is None else out[2], out[3])
 
 
-def folded_call(conv, x, norm, activation, depthwise, residual=None):
+def folded_call(conv, x, norm, activation, depthwise, residual=None, padding=None):
     """``conv``'s output through the batch normalisation ``norm`` (its moving statistics), plus ``residual``,
     through ``activation``, in one pass (ops.conv_batch_norm_inference)."""
     return ops.conv_batch_norm_inference(x, conv.kernel, conv.bias, norm.gamma, norm.beta, norm.moving_mean,
                                          norm.moving_variance, norm.epsilon, depthwise=depthwise,
-                                         activation=activation, residual=residual, **conv._geometry())
+                                         activation=activation, residual=residual, **conv._geometry(padding))
+
+
+def _window_geometry(layer, padding=None):
+    """The convolution op's strides, padding (``padding`` instead of the layer's when given) and dilation."""
+    return dict(strides=layer.strides, padding=padding or layer.padding, dilation_rate=layer.dilation_rate)
 
 
 def _padding(p, who):
@@ -76,18 +81,17 @@ class Conv2D(KernelLayer):
         return windowed_output_shape(ops.conv2d_output_shape, input_shape, kshape, self.strides, self.padding,
                                      self.dilation_rate)
 
-    def _geometry(self):
-        return dict(strides=self.strides, padding=self.padding, dilation_rate=self.dilation_rate)
+    _geometry = _window_geometry
 
-    def call(self, x, training=False, norm=None, activation=None, residual=None):
+    def call(self, x, training=False, norm=None, activation=None, residual=None, padding=None):
         """``norm`` (a BatchNormalization in inference mode), ``residual`` (the other input of an Add after it)
-        and ``activation`` (a name it takes) are applied in the same pass: models pass them for the layers that
-        follow, see ``normalization.fusion``."""
+        and ``activation`` (a name it takes) are applied in the same pass, and ``padding='same'`` stands for a
+        ZeroPadding2D before it: models pass them for the layers around it, see ``normalization.fusion``."""
         if norm is not None:
-            return folded_call(self, x, norm, activation, depthwise=False, residual=residual)
+            return folded_call(self, x, norm, activation, depthwise=False, residual=residual, padding=padding)
         if self._fused:
-            return ops.conv2d(x, self.kernel, self.bias, activation="relu", **self._geometry())
-        return self.activation(ops.conv2d(x, self.kernel, self.bias, **self._geometry()))
+            return ops.conv2d(x, self.kernel, self.bias, activation="relu", **self._geometry(padding))
+        return self.activation(ops.conv2d(x, self.kernel, self.bias, **self._geometry(padding)))
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": list(self.kernel_size),
@@ -153,8 +157,7 @@ class _DepthwiseBase(Layer):
         return windowed_output_shape(ops.depthwise_conv2d_output_shape, input_shape, kshape, self.strides,
                                      self.padding, self.dilation_rate)
 
-    def _geometry(self):
-        return dict(strides=self.strides, padding=self.padding, dilation_rate=self.dilation_rate)
+    _geometry = _window_geometry
 
     def get_config(self):
         return {**super().get_config(), "depth_multiplier": self.depth_multiplier,
@@ -194,11 +197,11 @@ class DepthwiseConv2D(_DepthwiseBase):
     def compute_output_shape(self, input_shape):
         return self._depthwise_shape(input_shape)
 
-    def call(self, x, training=False, norm=None, activation=None):
-        """``norm`` and ``activation`` as Conv2D.call's."""
+    def call(self, x, training=False, norm=None, activation=None, padding=None):
+        """``norm``, ``activation`` and ``padding`` as Conv2D.call's."""
         if norm is not None:
-            return folded_call(self, x, norm, activation, depthwise=True)
-        y = ops.depthwise_conv2d(x, self.kernel, self.bias, activation=self._fused, **self._geometry())
+            return folded_call(self, x, norm, activation, depthwise=True, padding=padding)
+        y = ops.depthwise_conv2d(x, self.kernel, self.bias, activation=self._fused, **self._geometry(padding))
         return y if self._fused else self.activation(y)
 
 

@@ -11,6 +11,7 @@ from convkit.layers.base import Layer, serialize_optional
 from convkit.layers.conv import Conv2D, DepthwiseConv2D
 from convkit.layers.core import Activation, Dropout, ReLU
 from convkit.layers.merge import Add
+from convkit.layers.reshaping import ZeroPadding2D
 
 
 @_serial.register_serializable
@@ -298,6 +299,22 @@ def _fusion(layers, training, shortcut):
 
 
 _FUSING = {Conv2D, DepthwiseConv2D, BatchNormalization, Add}  # the layers that may compute the next ones
+
+
+def pads_as_same(pad, conv, shape) -> bool:
+    """Whether ZeroPadding2D ``pad``, whose one reader is ``conv`` (a Conv2D or DepthwiseConv2D with padding
+    'valid'), adds to an input of ``shape`` exactly the zeros that padding 'same' would: then the convolution
+    pads as 'same' itself and the padded copy is never made (the strided convolutions of EfficientNet and the
+    MobileNets). With no GradientTape recording, and neither layer observed by an activity regulariser."""
+    if type(pad) is not ZeroPadding2D or type(conv) not in (Conv2D, DepthwiseConv2D) or conv.padding != "valid" \
+            or autodiff.recording() or _regularised(pad) or _regularised(conv):
+        return False
+    for (before, after), n, k, stride, dilation in zip(pad.padding, shape[1:3], conv.kernel_size, conv.strides,
+                                                       conv.dilation_rate):
+        total = max((-(-n // stride) - 1) * stride + (k - 1) * dilation + 1 - n, 0)
+        if (before, after) != (total // 2, total - total // 2):
+            return False
+    return True
 
 
 def residual_input(run, training):

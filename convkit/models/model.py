@@ -13,7 +13,7 @@ import inspect
 from convkit import _serial
 from convkit.layers.base import (InputLayer, KerasTensor, Layer, Node, _enter_call, _exit_call, _is_symbolic,
                                  node_depths, unique_name, _snake)
-from convkit.layers.normalization import fusion, residual_input
+from convkit.layers.normalization import fusion, pads_as_same, residual_input
 from convkit.models.summary import print_summary
 from convkit.models.training import Trainer
 
@@ -116,6 +116,10 @@ class Model(Trainer, Layer):
             if isinstance(node.layer, InputLayer) or id(node) in fused:
                 continue
             args = [values[id(t)] for t in node.inputs]
+            padding = {}
+            if id(node) in readers and pads_as_same(node.layer, readers[id(node)].layer, args[0].shape):
+                node, padding = readers[id(node)], {"padding": "same"}  # the reader pads, from the unpadded input
+                fused.add(id(node))
             run = [node]  # the node and up to four that read it alone, one after the other
             while len(run) < 5 and id(run[-1]) in readers:
                 run.append(readers[id(run[-1])])
@@ -123,7 +127,8 @@ class Model(Trainer, Layer):
             shortcut = None if other is None else values.get(id(other))
             count, kw = fusion([n.layer for n in run], training, shortcut)
             fused.update(id(n) for n in run[1:count])  # their value comes from this node's call
-            values[id(run[count - 1].output)] = node.layer(args if node.multi else args[0], training=training, **kw)
+            values[id(run[count - 1].output)] = node.layer(args if node.multi else args[0], training=training,
+                                                           **padding, **kw)
         return values[id(outs[0])]
 
     def _fusable_pairs(self):
