@@ -444,8 +444,10 @@ def main(argv=None) -> int:
 
 
 def write_results(out, info, rows, lines):
-    """A benchmark's JSON (``info`` and ``rows``) and, beside it as .txt, the table it printed."""
+    """A benchmark's JSON (``info`` and ``rows``) and, beside it as .txt, the table it printed (``out`` named
+    .txt writes the JSON beside it as .json, never one over the other)."""
     out = Path(out)
+    out = out.with_suffix(".json") if out.suffix == ".txt" else out
     out.write_text(json.dumps({"info": info, "rows": rows}, indent=1) + "\n")
     out.with_suffix(".txt").write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")

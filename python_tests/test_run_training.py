@@ -103,3 +103,9 @@ def test_version_ratio_pairs_the_windows_of_each_round():
 
     # The machine slows down by half between rounds; within each round 'after' is 10% faster.
     assert compare_versions.paired_ratio([100, 50, 60], [110, 55, 66]) == pytest.approx(1.1)
+
+
+def test_results_named_txt_keep_their_json_beside_the_table(tmp_path):
+    run_training.write_results(tmp_path / "run.txt", {"device": "cpu"}, [{"model": "lenet5"}], ["a table"])
+    assert json.loads((tmp_path / "run.json").read_text())["rows"] == [{"model": "lenet5"}]
+    assert (tmp_path / "run.txt").read_text() == "a table\n"
