@@ -589,16 +589,17 @@ def conv_batch_norm_inference(x, kernel, bias, gamma, beta, mean, variance, epsi
     if residual is not None:
         shape_of = depthwise_conv2d_output_shape if depthwise else conv2d_output_shape
         residual = _residual(residual, shape_of(x.shape, kernel.shape, strides, padding, dilation_rate), x, op)
-        if depthwise:  # the depthwise kernel has no residual input: the sum and activation in a pass after it
-            y = conv_batch_norm_inference(x, kernel, bias, gamma, beta, mean, variance, epsilon, strides, padding,
-                                          dilation_rate, depthwise=True)
-            return add(y, residual) if activation is None else add_activation(y, residual, activation)
-    in_kernel = ("relu", "relu6") if depthwise else ("relu",)  # in the kernels' own epilogue; the rest after
-    fn, lo, hi = _FUSED_ACTIVATIONS[activation] if activation and activation not in in_kernel else (None, 0.0, 0.0)
     k = kernels_for(x, op)
-    if depthwise:
-        return k.depthwise2d_fwd(x, multiply(kernel, s.reshape(kernel.shape[-2:])), shift, None, *geometry,
-                                 activation if activation in in_kernel else "linear", fn, lo, hi)
+    if depthwise:  # its kernel takes no residual: then the sum and the activation in one pass after it
+        act = activation if residual is None else None
+        inside = act if act in ("relu", "relu6") else "linear"  # in the kernel's own epilogue; the rest after
+        fn, lo, hi = _FUSED_ACTIVATIONS[act] if act and inside == "linear" else (None, 0.0, 0.0)
+        y = k.depthwise2d_fwd(x, multiply(kernel, s.reshape(kernel.shape[-2:])), shift, None, *geometry, inside,
+                              fn, lo, hi)
+        if residual is None:
+            return y
+        return add(y, residual) if activation is None else add_activation(y, residual, activation)
+    fn, lo, hi = _FUSED_ACTIVATIONS[activation] if activation and activation != "relu" else (None, 0.0, 0.0)
     return k.conv2d_fwd(x, kernel, shift, None, *geometry, activation == "relu", _precision(None, op), fn, lo, hi,
                         s, residual)
 

@@ -8,6 +8,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,13 @@
 namespace convkit {
 
 inline std::vector<i64> vec(const Shape4& s) { return {s.begin(), s.end()}; }
+
+// Whether n floats from a and n from b share memory (compared as addresses: the arrays are unrelated).
+inline bool overlap(const float* a, const float* b, i64 n) {
+  const auto ia = reinterpret_cast<std::uintptr_t>(a), ib = reinterpret_cast<std::uintptr_t>(b);
+  const auto bytes = static_cast<std::uintptr_t>(n) * sizeof(float);
+  return ia < ib + bytes && ib < ia + bytes;
+}
 
 // Runs an op function's body: an error in its arguments names the op as convkit.ops does.
 template <class F>
@@ -177,11 +185,11 @@ void def_ops(py::module_& m) {
             const float* pw = array_data<float, D>(w, "kernel", {d.R, d.S, d.C, d.K}, false);
             const float* pb = optional_data<float, D>(bias, "bias", {d.K}, false);
             const float* ps = optional_data<float, D>(scale, "scale", {d.K}, false);
-            py::object out = output<K>(y, vec(conv_out_shape(d)));
-            float* py_ = array_data<float, D>(out, "y", vec(conv_out_shape(d)), true);
-            const float* pr = optional_data<float, D>(residual, "residual", vec(conv_out_shape(d)), false);
-            const i64 n = count_of(vec(conv_out_shape(d)));
-            CONVKIT_CHECK(!pr || pr + n <= py_ || py_ + n <= pr,
+            const std::vector<i64> y_shape = vec(conv_out_shape(d));
+            py::object out = output<K>(y, y_shape);
+            float* py_ = array_data<float, D>(out, "y", y_shape, true);
+            const float* pr = optional_data<float, D>(residual, "residual", y_shape, false);
+            CONVKIT_CHECK(!pr || !overlap(pr, py_, count_of(y_shape)),
                           "y and residual overlap; the residual is read after y is written, so give y other memory");
             auto run = K::prepare();
             {

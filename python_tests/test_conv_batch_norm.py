@@ -3,6 +3,8 @@ finished block (ops.conv_batch_norm_inference, what models run at inference): ag
 the three steps one by one (and a residual sum before the activation), on the CPU and on the GPU when there is
 one; the CPU kernels' `scale`, `residual` and `then` against the reference loops under every strategy."""
 
+import itertools
+
 import numpy as np
 import oracle
 import pytest
@@ -94,8 +96,7 @@ def test_kernels_scale_and_then_match_the_reference_loops(rng, strategy, then):
     shapes = CONV + [((2, 12, 12, 2), (3, 3, 2, 3), (1, 1), "same")]  # three filters: the dot strategy's
     _cpu.set_conv_strategy(strategy)
     try:
-        cases = zip(shapes * 2, [False, True] * 5, [False] * 5 + [True] * 5)  # each shape with and without a residual
-        for (x_shape, k_shape, strides, padding), relu, add in cases:
+        for (x_shape, k_shape, strides, padding), relu, add in itertools.product(shapes, (False, True), (False, True)):
             x, kernel, bias, _, _, scale, _ = _operands(rng, x_shape, k_shape, False, "bias")
             out_shape = ops.conv2d_output_shape(x_shape, k_shape, strides, padding)
             residual = rng.standard_normal(out_shape).astype(np.float32) if add else None

@@ -120,6 +120,8 @@ def test_zero_padding_that_same_would_add_is_left_to_the_convolution(rng, monkey
     h = layers.DepthwiseConv2D(3, strides=2)(h)
     h = layers.Activation("relu")(layers.BatchNormalization()(h))
     h = layers.Conv2D(4, 3)(layers.ZeroPadding2D(2)(h))  # not what 'same' adds: padded apart
+    h = layers.Conv2D(4, 3, dilation_rate=2)(layers.ZeroPadding2D(2)(h))  # 'same' for a dilated 3x3
+    h = layers.Conv2D(4, 3, padding="same")(layers.ZeroPadding2D(1)(h))   # pads again itself: padded apart
     h = layers.Conv2D(3, 3)(layers.ZeroPadding2D(1)(h))  # what 'same' adds at strides 1
     model = _with_random_statistics(convkit.Model(x, h), rng)
     pads, pad = [], convkit.ops.pad
@@ -127,6 +129,45 @@ def test_zero_padding_that_same_would_add_is_left_to_the_convolution(rng, monkey
     x = rng.standard_normal((2, 8, 7, 5)).astype(np.float32)
     with convkit.GradientTape():  # recording: every layer runs on its own
         apart = np.asarray(model(x, training=False))
-    assert len(pads) == 3
+    assert len(pads) == 5
     np.testing.assert_allclose(model.predict(x, verbose=0), apart, rtol=1e-5, atol=1e-5)
-    assert len(pads) == 4
+    assert len(pads) == 7
+
+
+def test_a_sum_fuses_into_the_branch_computed_last_and_never_changes_the_result(rng, monkeypatch):
+    x = layers.Input((6, 6, 4))
+    main = layers.BatchNormalization()(layers.Conv2D(4, 3, padding="same")(x))       # computed first
+    short = layers.BatchNormalization()(layers.Conv2D(4, 1)(x))
+    h = layers.ReLU()(layers.Add()([main, short]))                                    # into the shortcut's conv
+    d = layers.BatchNormalization()(layers.DepthwiseConv2D(3, padding="same")(h))
+    h = layers.Add()([d, h])                                                          # a depthwise: the sum apart
+    model = _with_random_statistics(convkit.Model(x, h), rng)
+    x = rng.standard_normal((3, 6, 6, 4)).astype(np.float32)
+    seen = _spy(monkeypatch)
+    with convkit.GradientTape():
+        apart = np.asarray(model(x, training=False))
+    np.testing.assert_allclose(model.predict(x, verbose=0), apart, rtol=1e-5, atol=1e-5)
+    assert seen == [("conv", None), ("conv+residual", "relu"), ("depthwise", None)], seen
+
+
+def test_a_shortcut_that_broadcasts_is_added_after_the_pass(rng, monkeypatch):
+    a, b = layers.Input((6, 6, 3)), layers.Input((None, None, 4))  # b's declared shape passes for the sum's
+    h = layers.BatchNormalization()(layers.Conv2D(4, 3, padding="same")(a))
+    model = _with_random_statistics(convkit.Model([a, b], layers.ReLU()(layers.Add()([b, h]))), rng)
+    xs = [rng.standard_normal((2, 6, 6, 3)).astype(np.float32), rng.standard_normal((2, 1, 1, 4)).astype(np.float32)]
+    seen = _spy(monkeypatch)
+    with convkit.GradientTape():
+        apart = np.asarray(model(xs, training=False))
+    np.testing.assert_allclose(np.asarray(model(xs, training=False)), apart, rtol=1e-5, atol=1e-5)
+    assert seen == [("conv", None), ("add", "relu")], seen  # offered the shortcut, the conv adds it after
+
+
+def test_dropout_in_training_keeps_the_sum_apart(rng, monkeypatch):
+    x = layers.Input((6, 6, 4))
+    norm = layers.BatchNormalization()
+    r = layers.Dropout(0.5)(norm(layers.Conv2D(4, 3, padding="same")(x)))
+    model = _with_random_statistics(convkit.Model(x, layers.Add()([x, r])), rng)
+    norm.trainable = False  # frozen: in inference mode even in training, so the conv still folds it
+    seen = _spy(monkeypatch)
+    model(rng.standard_normal((2, 6, 6, 4)).astype(np.float32), training=True)
+    assert seen == [("conv", None)], seen

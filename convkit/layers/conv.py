@@ -33,10 +33,17 @@ def windowed_output_shape(shape_fn, input_shape, *args):
 
 def folded_call(conv, x, norm, activation, depthwise, residual=None, padding=None):
     """``conv``'s output through the batch normalisation ``norm`` (its moving statistics), plus ``residual``,
-    through ``activation``, in one pass (ops.conv_batch_norm_inference)."""
+    through ``activation``, in one pass (ops.conv_batch_norm_inference). A residual that broadcasts (a graph
+    can declare a shortcut's shape with unknown dimensions) is added after the pass instead, as Add would."""
+    geometry = conv._geometry(padding)
+    if residual is not None:
+        shape_of = ops.depthwise_conv2d_output_shape if depthwise else ops.conv2d_output_shape
+        if tuple(residual.shape) != tuple(shape_of(x.shape, conv.kernel.shape, **geometry)):
+            y = folded_call(conv, x, norm, None, depthwise, padding=padding)
+            return ops.add(y, residual) if activation is None else ops.add_activation(y, residual, activation)
     return ops.conv_batch_norm_inference(x, conv.kernel, conv.bias, norm.gamma, norm.beta, norm.moving_mean,
                                          norm.moving_variance, norm.epsilon, depthwise=depthwise,
-                                         activation=activation, residual=residual, **conv._geometry(padding))
+                                         activation=activation, residual=residual, **geometry)
 
 
 def _window_geometry(layer, padding=None):

@@ -116,18 +116,18 @@ class Model(Trainer, Layer):
             if isinstance(node.layer, InputLayer) or id(node) in fused:
                 continue
             args = [values[id(t)] for t in node.inputs]
-            padding = {}
+            head, padding = node, {}  # head: the layer called; a ZeroPadding2D may leave its zeros to its reader
             if id(node) in readers and pads_as_same(node.layer, readers[id(node)].layer, args[0].shape):
-                node, padding = readers[id(node)], {"padding": "same"}  # the reader pads, from the unpadded input
-                fused.add(id(node))
-            run = [node]  # the node and up to four that read it alone, one after the other
+                head, padding = readers[id(node)], {"padding": "same"}
+                fused.add(id(head))
+            run = [head]  # the head and up to four that read it alone, one after the other
             while len(run) < 5 and id(run[-1]) in readers:
                 run.append(readers[id(run[-1])])
             other = residual_input(run, training)  # the value when it is computed already, for a fused sum
             shortcut = None if other is None else values.get(id(other))
             count, kw = fusion([n.layer for n in run], training, shortcut)
-            fused.update(id(n) for n in run[1:count])  # their value comes from this node's call
-            values[id(run[count - 1].output)] = node.layer(args if node.multi else args[0], training=training,
+            fused.update(id(n) for n in run[1:count])  # their value comes from the head's call
+            values[id(run[count - 1].output)] = head.layer(args if head.multi else args[0], training=training,
                                                            **padding, **kw)
         return values[id(outs[0])]
 

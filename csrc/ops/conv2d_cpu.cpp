@@ -117,8 +117,8 @@ void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const f
     const std::vector<float> xp = pad_columns(x, d.N * d.H, d.W, d.C, d.pl, wp);
     if (!merge) {  // the pixel-major tile then copies runs instead of testing every pixel for padding
       const auto tw = forward_taps(d.OW, d.S, d.sw, d.dw, 0, wp);
-      run({xp.data(), d.H, wp, d.C, d.N, d.OH, d.OW, d.R, d.S, th.data(), tw.data(), w, d.C * d.K,
-                       d.K, 1, d.K, y, bias, act, 0, post, scale});
+      run({xp.data(), d.H, wp, d.C, d.N, d.OH, d.OW, d.R, d.S, th.data(), tw.data(), w, d.C * d.K, d.K, 1, d.K, y,
+           bias, act, 0, post, scale});
       return;
     }
     // With more filters, a pixel's S taps along a kernel row read one run of S * C floats, so
@@ -127,13 +127,13 @@ void conv2d_fwd_cpu(const Conv2dDesc& d, const float* x, const float* w, const f
     // adjacent, so the merged tap's weights are the same rows in the same order.
     std::vector<i64> tw(static_cast<size_t>(d.OW));
     for (i64 ow = 0; ow < d.OW; ++ow) tw[ow] = ow * d.sw;
-    run({xp.data(), d.H, wp, d.S * d.C, d.N, d.OH, d.OW, d.R, 1, th.data(), tw.data(), w,
-                     d.S * d.C * d.K, d.K, 1, d.K, y, bias, act, d.C, post, scale});
+    run({xp.data(), d.H, wp, d.S * d.C, d.N, d.OH, d.OW, d.R, 1, th.data(), tw.data(), w, d.S * d.C * d.K, d.K, 1,
+         d.K, y, bias, act, d.C, post, scale});
     return;
   }
   const auto tw = forward_taps(d.OW, d.S, d.sw, d.dw, d.pl, d.W);
-  run({x, d.H, d.W, d.C, d.N, d.OH, d.OW, d.R, d.S, th.data(), tw.data(), w, d.C * d.K,
-                   d.K, 1, d.K, y, bias, act, 0, post, scale});
+  run({x, d.H, d.W, d.C, d.N, d.OH, d.OW, d.R, d.S, th.data(), tw.data(), w, d.C * d.K, d.K, 1, d.K, y, bias, act, 0,
+       post, scale});
 }
 
 void conv2d_bwd_data_cpu(const Conv2dDesc& d, const float* dy, const float* w, float* dx) {
